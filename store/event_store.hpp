@@ -1,0 +1,87 @@
+// The event store interface shared by the PostgreSQL and in-memory stores.
+#pragma once
+
+#include "store/error.hpp"
+#include "store/model.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace dcbd {
+
+/// The outcome of one request of a group append.
+struct append_result {
+  /// `errc::none` on success.
+  errc code = errc::none;
+  /// Position of the last appended event; 0 unless the append succeeded.
+  std::uint64_t last_position = 0;
+  /// Human-readable reason when the append failed.
+  std::string message;
+
+  bool ok() const noexcept {
+    return code == errc::none;
+  }
+};
+
+/// A streaming read: hands out the result in chunks of bounded size, so
+/// memory stays bounded whatever the result size. Every chunk comes from the
+/// same consistent view of the log, capped at `head()`.
+class event_stream {
+public:
+  virtual ~event_stream() = default;
+
+  /// Replaces `chunk` with the next chunk; returns false (and an empty
+  /// chunk) once the result is exhausted.
+  virtual bool next(std::vector<sequenced_event>& chunk) = 0;
+
+  /// The store head of the stream's snapshot.
+  virtual std::uint64_t head() const noexcept = 0;
+};
+
+/// Bounds on the chunks of a streaming read.
+struct stream_options {
+  /// At most this many events per chunk.
+  std::size_t chunk_events = 1000;
+  /// At most about this many payload bytes per chunk; a chunk always holds
+  /// at least one event.
+  std::size_t chunk_bytes = std::size_t{4} << 20;
+};
+
+/// A DCB event store. All member functions are thread-safe. Expected
+/// failures throw `store_error`.
+class event_store {
+public:
+  virtual ~event_store() = default;
+
+  /// Appends `events` atomically if `condition` holds; returns the position
+  /// of the last appended event. Throws `store_error` with
+  /// `append_condition_failed`, `invalid_argument` or `unavailable`.
+  std::uint64_t append(std::vector<event> events,
+                       std::optional<append_condition> condition = {});
+
+  /// Appends each request independently, in one transaction. Request i's
+  /// condition sees the database and the requests accepted before it in the
+  /// same group, so the outcome equals the serial order of the requests.
+  /// Returns one result per request, in request order.
+  virtual std::vector<append_result>
+  append_group(std::vector<append_request> requests) = 0;
+
+  /// Reads the events matching `q`, in position order (newest first when
+  /// backwards), with the head of the same snapshot.
+  virtual read_result read(const query& q, const read_options& options = {})
+    = 0;
+
+  /// Reads like `read`, in chunks.
+  virtual std::unique_ptr<event_stream>
+  stream(const query& q, const read_options& options = {},
+         const stream_options& chunking = {})
+    = 0;
+
+  /// Position of the last committed event; 0 for an empty store.
+  virtual std::uint64_t head() = 0;
+};
+
+} // namespace dcbd

@@ -1,0 +1,154 @@
+#include "store/memory_store.hpp"
+
+#include "store/matching.hpp"
+#include "store/validation.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace dcbd {
+
+namespace {
+
+// The inclusive position range [lo, hi] a read covers below `head`, or an
+// empty range (lo > hi).
+std::pair<std::uint64_t, std::uint64_t> read_range(const read_options& opts,
+                                                   std::uint64_t head) {
+  if (opts.backwards)
+    return {1, opts.from ? std::min(*opts.from, head) : head};
+  return {opts.from ? std::max<std::uint64_t>(*opts.from, 1) : 1, head};
+}
+
+std::size_t payload_size(const sequenced_event& e) {
+  return e.event.data.size() + e.event.metadata.size();
+}
+
+} // namespace
+
+// A stream over the log as it was when the stream started. The log only
+// grows and positions are indexes, so holding the head is the snapshot.
+class memory_event_store::stream_impl final : public event_stream {
+public:
+  stream_impl(memory_event_store& store, query q, const read_options& opts,
+              const stream_options& chunking)
+    : store_(store), query_(std::move(q)), backwards_(opts.backwards),
+      remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max())),
+      chunking_(chunking) {
+    chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
+    std::lock_guard guard{store_.mtx_};
+    head_ = store_.log_.size();
+    auto [lo, hi] = read_range(opts, head_);
+    lo_ = lo;
+    hi_ = hi;
+  }
+
+  bool next(std::vector<sequenced_event>& chunk) override {
+    chunk.clear();
+    std::size_t bytes = 0;
+    std::lock_guard guard{store_.mtx_};
+    while (remaining_ > 0 && lo_ <= hi_ && chunk.size() < chunking_.chunk_events
+           && (chunk.empty() || bytes < chunking_.chunk_bytes)) {
+      auto pos = backwards_ ? hi_-- : lo_++;
+      const auto& e = store_.log_[pos - 1];
+      if (!matches(query_, e.event))
+        continue;
+      if (!chunk.empty() && bytes + payload_size(e) > chunking_.chunk_bytes) {
+        // Leave it for the next chunk.
+        backwards_ ? ++hi_ : --lo_;
+        break;
+      }
+      bytes += payload_size(e);
+      chunk.push_back(e);
+      --remaining_;
+    }
+    return !chunk.empty();
+  }
+
+  std::uint64_t head() const noexcept override {
+    return head_;
+  }
+
+private:
+  memory_event_store& store_;
+  query query_;
+  bool backwards_;
+  std::uint64_t remaining_;
+  stream_options chunking_;
+  std::uint64_t head_ = 0;
+  std::uint64_t lo_ = 1;
+  std::uint64_t hi_ = 0;
+};
+
+memory_event_store::memory_event_store(limits lim) : limits_(lim) {
+  // nop
+}
+
+std::vector<append_result>
+memory_event_store::append_group(std::vector<append_request> requests) {
+  std::vector<append_result> results(requests.size());
+  std::lock_guard guard{mtx_};
+  auto now = std::chrono::system_clock::now();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    auto& req = requests[i];
+    auto& res = results[i];
+    try {
+      validate(req, limits_);
+    } catch (const store_error& e) {
+      res.code = e.code();
+      res.message = e.what();
+      continue;
+    }
+    if (req.condition) {
+      auto after = req.condition->after.value_or(0);
+      const auto& q = req.condition->fail_if_events_match;
+      auto conflict = std::any_of(
+        log_.begin() + static_cast<std::ptrdiff_t>(std::min<std::uint64_t>(
+          after, log_.size())),
+        log_.end(), [&q](const sequenced_event& e) {
+          return matches(q, e.event);
+        });
+      if (conflict) {
+        res.code = errc::append_condition_failed;
+        res.message = "an event matching the append condition exists after "
+                      "position "
+                      + std::to_string(after);
+        continue;
+      }
+    }
+    for (auto& e : req.events)
+      log_.push_back(sequenced_event{log_.size() + 1, now, std::move(e)});
+    res.last_position = log_.size();
+  }
+  return results;
+}
+
+read_result memory_event_store::read(const query& q,
+                                     const read_options& options) {
+  auto checked = q;
+  validate(checked, limits_, "query");
+  validate(options, "options");
+  stream_impl s{*this, std::move(checked), options,
+                stream_options{std::numeric_limits<std::size_t>::max(),
+                               std::numeric_limits<std::size_t>::max()}};
+  read_result out;
+  out.head = s.head();
+  s.next(out.events);
+  return out;
+}
+
+std::unique_ptr<event_stream>
+memory_event_store::stream(const query& q, const read_options& options,
+                           const stream_options& chunking) {
+  auto checked = q;
+  validate(checked, limits_, "query");
+  validate(options, "options");
+  return std::make_unique<stream_impl>(*this, std::move(checked), options,
+                                       chunking);
+}
+
+std::uint64_t memory_event_store::head() {
+  std::lock_guard guard{mtx_};
+  return log_.size();
+}
+
+} // namespace dcbd

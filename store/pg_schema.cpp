@@ -1,0 +1,214 @@
+// Versioned, idempotent schema migrations for the PostgreSQL store.
+#include "store/pg_internal.hpp"
+#include "store/pg_store.hpp"
+
+#include <pqxx/pqxx>
+
+#include <string>
+#include <vector>
+
+namespace dcbd {
+
+namespace {
+
+struct migration {
+  int version;
+  const char* name;
+  // SQL with `@S` standing for the quoted schema and `@C` for the quoted
+  // NOTIFY channel literal. Both are validated identifiers, not values.
+  const char* sql;
+};
+
+// Never edit a released migration: append a new one.
+const migration migrations[] = {
+  {1, "events, head and indexes", R"sql(
+CREATE TABLE @S.events (
+  position    bigint      PRIMARY KEY,
+  type        text        NOT NULL,
+  tags        text[]      NOT NULL,
+  data        bytea       NOT NULL,
+  metadata    bytea       NOT NULL,
+  recorded_at timestamptz NOT NULL DEFAULT now()
+);
+-- Tag containment (tags @> ...) for tag items; fastupdate off keeps
+-- condition checks from scanning a pending list.
+CREATE INDEX events_tags_gin ON @S.events USING gin (tags)
+  WITH (fastupdate = off);
+-- Type-only items, in position order.
+CREATE INDEX events_type_position ON @S.events (type, position);
+-- The single lock every append takes; its value is the last position.
+CREATE TABLE @S.head (
+  id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+  position bigint  NOT NULL
+);
+INSERT INTO @S.head (id, position) VALUES (true, 0);
+-- Outcomes of recent group appends, to resolve a commit whose reply was
+-- lost with the connection.
+CREATE TABLE @S.append_outcomes (
+  token        bigint      PRIMARY KEY,
+  results      bigint[]    NOT NULL,
+  committed_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
+  {2, "append_group function", R"sql(
+-- Appends a group of requests in one statement (one round trip, autocommit).
+-- Requests are 1-based. Per request: kind 0 = unconditional, 1 = query
+-- items, 2 = match all; after = condition position (0 = whole log).
+-- Events, tags, payloads and condition items come as flat arrays with
+-- offsets. p_dep_*: the in-group dependencies the client computed with its
+-- query matcher, ordered by p_dep_req: request p_dep_req[k]'s query matches
+-- event p_dep_off[k] (0-based, the last such) of earlier request
+-- p_dep_on[k]. Returns, per request, the last appended position or 0 when
+-- its condition failed.
+CREATE FUNCTION @S.append_group(
+  p_token bigint,
+  p_req_kind smallint[], p_req_after bigint[], p_req_nev int[],
+  p_ev_req int[], p_ev_idx int[], p_ev_type text[],
+  p_ev_tag_off int[], p_ev_tag_cnt int[], p_tags text[],
+  p_ev_data_off int[], p_ev_data_len int[], p_data bytea,
+  p_ev_meta_off int[], p_ev_meta_len int[], p_meta bytea,
+  p_it_req int[], p_it_type_off int[], p_it_type_cnt int[], p_it_types text[],
+  p_it_tag_off int[], p_it_tag_cnt int[], p_it_tags text[],
+  p_dep_req int[], p_dep_on int[], p_dep_off int[])
+RETURNS bigint[] LANGUAGE plpgsql AS $fn$
+DECLARE
+  n int := coalesce(array_length(p_req_kind, 1), 0);
+  ndeps int := coalesce(array_length(p_dep_req, 1), 0);
+  v_head bigint;
+  v_next bigint;
+  v_conflict boolean[] := array_fill(false, ARRAY[n]);
+  v_start bigint[] := array_fill(0::bigint, ARRAY[n]);
+  v_result bigint[] := array_fill(0::bigint, ARRAY[n]);
+  v_ok boolean;
+  r int;
+  k int := 1;
+BEGIN
+  -- The lock. Every statement below takes a fresh snapshot (READ COMMITTED,
+  -- volatile function), so it sees every append committed before ours.
+  SELECT h.position INTO v_head FROM @S.head h FOR UPDATE;
+
+  FOR r IN
+    SELECT i.req
+      FROM unnest(p_it_req, p_it_type_off, p_it_type_cnt, p_it_tag_off,
+                  p_it_tag_cnt) AS i(req, toff, tcnt, goff, gcnt)
+     WHERE i.gcnt > 0 AND p_req_after[i.req] < v_head
+       AND EXISTS (
+         SELECT 1 FROM @S.events e
+          WHERE e.tags @> p_it_tags[i.goff : i.goff + i.gcnt - 1]
+            AND e.position > p_req_after[i.req]
+            AND (i.tcnt = 0
+                 OR e.type = ANY (p_it_types[i.toff : i.toff + i.tcnt - 1])))
+    UNION
+    SELECT i.req
+      FROM unnest(p_it_req, p_it_type_off, p_it_type_cnt,
+                  p_it_tag_cnt) AS i(req, toff, tcnt, gcnt)
+     WHERE i.gcnt = 0 AND p_req_after[i.req] < v_head
+       AND EXISTS (
+         SELECT 1 FROM @S.events e
+          WHERE e.type = ANY (p_it_types[i.toff : i.toff + i.tcnt - 1])
+            AND e.position > p_req_after[i.req])
+  LOOP
+    v_conflict[r] := true;
+  END LOOP;
+
+  v_next := v_head + 1;
+  FOR r IN 1 .. n LOOP
+    v_ok := NOT v_conflict[r]
+            AND NOT (p_req_kind[r] = 2 AND v_head > p_req_after[r]);
+    WHILE k <= ndeps AND p_dep_req[k] = r LOOP
+      IF v_start[p_dep_on[k]] > 0
+         AND v_start[p_dep_on[k]] + p_dep_off[k] > p_req_after[r] THEN
+        v_ok := false;
+      END IF;
+      k := k + 1;
+    END LOOP;
+    IF v_ok THEN
+      v_start[r] := v_next;
+      v_next := v_next + p_req_nev[r];
+      v_result[r] := v_next - 1;
+    END IF;
+  END LOOP;
+
+  IF v_next > v_head + 1 THEN
+    INSERT INTO @S.events (position, type, tags, data, metadata)
+    SELECT v_start[e.req] + e.idx, e.type,
+           p_tags[e.toff : e.toff + e.tcnt - 1],
+           substring(p_data FROM e.doff FOR e.dlen),
+           substring(p_meta FROM e.moff FOR e.mlen)
+      FROM unnest(p_ev_req, p_ev_idx, p_ev_type, p_ev_tag_off, p_ev_tag_cnt,
+                  p_ev_data_off, p_ev_data_len, p_ev_meta_off, p_ev_meta_len)
+           AS e(req, idx, type, toff, tcnt, doff, dlen, moff, mlen)
+     WHERE v_start[e.req] > 0;
+    UPDATE @S.head SET position = v_next - 1;
+    PERFORM pg_notify(@C, (v_next - 1)::text);
+    INSERT INTO @S.append_outcomes (token, results) VALUES (p_token, v_result);
+    IF p_token % 512 = 0 THEN
+      DELETE FROM @S.append_outcomes
+       WHERE committed_at < now() - interval '1 hour';
+    END IF;
+  END IF;
+  RETURN v_result;
+END
+$fn$;
+)sql"},
+};
+
+std::string expand(std::string sql, const std::string& schema,
+                   const std::string& channel) {
+  auto replace_all = [&sql](const std::string& from, const std::string& to) {
+    for (auto pos = sql.find(from); pos != std::string::npos;
+         pos = sql.find(from, pos + to.size()))
+      sql.replace(pos, from.size(), to);
+  };
+  replace_all("@S", schema);
+  replace_all("@C", channel);
+  return sql;
+}
+
+} // namespace
+
+int schema_version() noexcept {
+  return migrations[std::size(migrations) - 1].version;
+}
+
+std::string notify_channel(const std::string& schema) {
+  return "dcbd_" + schema;
+}
+
+int install_schema(const pg_config& cfg) {
+  pg::check_schema_name(cfg.schema);
+  return pg::guarded([&] {
+    pqxx::connection conn{cfg.dsn};
+    pqxx::work tx{conn};
+    // Serializes installers of the same schema across processes.
+    tx.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
+                   "dcbd.install." + cfg.schema);
+    auto s = tx.quote_name(cfg.schema);
+    auto channel = tx.quote(notify_channel(cfg.schema));
+    tx.exec("CREATE SCHEMA IF NOT EXISTS " + s);
+    tx.exec("CREATE TABLE IF NOT EXISTS " + s
+            + ".schema_migrations (version int PRIMARY KEY, name text NOT "
+              "NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+    auto current = tx.exec1("SELECT coalesce(max(version), 0) FROM " + s
+                            + ".schema_migrations")[0]
+                     .as<int>();
+    if (current > schema_version())
+      throw store_error{errc::internal,
+                        "schema " + cfg.schema + " is at version "
+                          + std::to_string(current)
+                          + ", newer than this build ("
+                          + std::to_string(schema_version()) + ")"};
+    for (const auto& m : migrations) {
+      if (m.version <= current)
+        continue;
+      tx.exec(expand(m.sql, s, channel));
+      tx.exec_params("INSERT INTO " + s
+                       + ".schema_migrations (version, name) VALUES ($1, $2)",
+                     m.version, m.name);
+    }
+    tx.commit();
+    return schema_version();
+  });
+}
+
+} // namespace dcbd

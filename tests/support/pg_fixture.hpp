@@ -1,0 +1,95 @@
+// Test support: a real PostgreSQL schema per test.
+#pragma once
+
+#include "store/memory_store.hpp"
+#include "store/pg_store.hpp"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+namespace dcbd::test {
+
+/// The DSN of the test server: $DCBD_TEST_PG_DSN, or the `./dev pg` default
+/// (host=127.0.0.1 port=$DCBD_PG_PORT or 55432, user postgres).
+std::string test_dsn();
+
+/// A fresh schema name, unique per call, derived from the running test.
+std::string unique_schema();
+
+/// Drops `schema` and everything in it.
+void drop_schema(const std::string& schema);
+
+/// A `pg_config` for `schema` on the test server.
+pg_config test_config(const std::string& schema);
+
+/// Runs `sql` (no parameters) on the test server; returns the first column
+/// of the first row as text, or "" when there is no row.
+std::string exec_sql(const std::string& sql);
+
+/// A fixture that owns one schema on the test server for the duration of a
+/// test and drops it afterwards.
+class PgSchemaTest : public ::testing::Test {
+protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  /// Opens a new store on this test's schema (a new pool each call, as a
+  /// second node would).
+  std::unique_ptr<pg_event_store> open_store(std::size_t pool_size = 4);
+
+  std::string schema_;
+};
+
+/// Store factories for typed tests over both implementations.
+struct memory_store_factory {
+  static constexpr const char* name = "memory";
+  std::unique_ptr<event_store> make() {
+    return std::make_unique<memory_event_store>();
+  }
+  void cleanup() {
+  }
+};
+
+struct pg_store_factory {
+  static constexpr const char* name = "pg";
+  std::string schema;
+  std::unique_ptr<event_store> make() {
+    schema = unique_schema();
+    return std::make_unique<pg_event_store>(test_config(schema));
+  }
+  void cleanup() {
+    if (!schema.empty())
+      drop_schema(schema);
+  }
+};
+
+/// Typed-test fixture: `store_` is a fresh, empty store of the parameter's
+/// kind for every test.
+template <class Factory>
+class StoreTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    store_ = factory_.make();
+  }
+  void TearDown() override {
+    store_.reset();
+    factory_.cleanup();
+  }
+
+  Factory factory_;
+  std::unique_ptr<event_store> store_;
+};
+
+using store_kinds = ::testing::Types<memory_store_factory, pg_store_factory>;
+
+/// Names typed-test instances "memory" and "pg".
+struct store_kind_names {
+  template <class T>
+  static std::string GetName(int) {
+    return T::name;
+  }
+};
+
+} // namespace dcbd::test
