@@ -20,9 +20,9 @@ struct event {
   /// Each 1-255 bytes of UTF-8, no NUL; conventionally `key:value`.
   std::vector<std::string> tags;
   /// Application payload.
-  bytes data;
+  bytes data{};
   /// Application metadata (correlation ids and the like).
-  bytes metadata;
+  bytes metadata{};
 
   friend bool operator==(const event&, const event&) = default;
 };

@@ -676,7 +676,8 @@ void pg_event_store::commit_part(const std::vector<append_request>& requests,
 // The connection broke after the group was sent: the commit may or may not
 // have happened. Make sure the old backend is gone (so it cannot commit
 // later), then look for the group's outcome row. Returns the results if the
-// group committed, nothing if it did not or if that cannot be established.
+// group committed; nothing if it did not, or if the database cannot be
+// reached to find out (then the caller gets `unavailable` either way).
 std::optional<std::vector<std::int64_t>>
 pg_event_store::resolve_in_doubt(std::int64_t token, int backend) {
   try {
@@ -697,7 +698,7 @@ pg_event_store::resolve_in_doubt(std::int64_t token, int backend) {
             + ".append_outcomes WHERE token = $1",
           token);
         if (r.empty())
-          return std::vector<std::int64_t>{};
+          return std::nullopt; // it did not commit, and now never will
         return parse_int_array(r[0][0].c_str());
       });
   } catch (const store_error&) {
