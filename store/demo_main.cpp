@@ -16,15 +16,14 @@ int main() {
     cfg.dsn = dsn;
     cfg.schema = "dcb_demo";
     pg_event_store store{cfg};
-    std::cout << "store demo on schema dcb_demo, head " << store.head()
-              << "\n";
+    std::cout << "store demo on schema dcb_demo, head " << store.head() << "\n";
     // Register a course with two places, unless it exists.
     query course{{query_item{{}, {"course:c1"}}}};
     auto model = store.read(course);
     if (model.events.empty())
-      store.append({event{"CourseDefined", {"course:c1"}, R"({"places":2})",
-                          ""}},
-                   append_condition{course, model.head});
+      store.append(
+        {event{"CourseDefined", {"course:c1"}, R"({"places":2})", ""}},
+        append_condition{course, model.head});
     // Three students try to subscribe; the capacity rule is a DCB condition
     // on the course's subscriptions.
     for (const char* student : {"s1", "s2", "s3"}) {
@@ -38,7 +37,9 @@ int main() {
       try {
         auto pos = store.append(
           {event{"StudentSubscribed",
-                 {"course:c1", std::string{"student:"} + student}, "{}", ""}},
+                 {"course:c1", std::string{"student:"} + student},
+                 "{}",
+                 ""}},
           append_condition{subs, state.head});
         std::cout << "  " << student << ": subscribed at position " << pos
                   << "\n";

@@ -35,7 +35,8 @@ std::string_view to_string(errc code) noexcept;
 class store_error : public std::runtime_error {
 public:
   store_error(errc code, const std::string& message)
-    : std::runtime_error(message), code_(code) {
+    : std::runtime_error(message)
+    , code_(code) {
     // nop
   }
 

@@ -16,7 +16,9 @@ bool matches(const query& q, const event& e) noexcept {
   if (q.matches_all())
     return true;
   return std::any_of(q.items.begin(), q.items.end(),
-                     [&e](const query_item& item) { return matches(item, e); });
+                     [&e](const query_item& item) {
+                       return matches(item, e);
+                     });
 }
 
 } // namespace dcbd

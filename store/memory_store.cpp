@@ -31,9 +31,11 @@ class memory_event_store::stream_impl final : public event_stream {
 public:
   stream_impl(memory_event_store& store, query q, const read_options& opts,
               const stream_options& chunking)
-    : store_(store), query_(std::move(q)), backwards_(opts.backwards),
-      remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max())),
-      chunking_(chunking) {
+    : store_(store)
+    , query_(std::move(q))
+    , backwards_(opts.backwards)
+    , remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max()))
+    , chunking_(chunking) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     std::lock_guard guard{store_.mtx_};
     head_ = store_.log_.size();
@@ -101,12 +103,13 @@ memory_event_store::append_group(std::vector<append_request> requests) {
     if (req.condition) {
       auto after = req.condition->after.value_or(0);
       const auto& q = req.condition->fail_if_events_match;
-      auto conflict = std::any_of(
-        log_.begin() + static_cast<std::ptrdiff_t>(std::min<std::uint64_t>(
-          after, log_.size())),
-        log_.end(), [&q](const sequenced_event& e) {
-          return matches(q, e.event);
-        });
+      auto conflict
+        = std::any_of(log_.begin()
+                        + static_cast<std::ptrdiff_t>(
+                          std::min<std::uint64_t>(after, log_.size())),
+                      log_.end(), [&q](const sequenced_event& e) {
+                        return matches(q, e.event);
+                      });
       if (conflict) {
         res.code = errc::append_condition_failed;
         res.message = "an event matching the append condition exists after "

@@ -16,8 +16,7 @@ public:
   std::vector<append_result>
   append_group(std::vector<append_request> requests) override;
 
-  read_result read(const query& q,
-                   const read_options& options = {}) override;
+  read_result read(const query& q, const read_options& options = {}) override;
 
   std::unique_ptr<event_stream>
   stream(const query& q, const read_options& options = {},

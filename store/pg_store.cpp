@@ -235,7 +235,8 @@ public:
   class lease {
   public:
     lease(pool& owner, std::unique_ptr<slot> s)
-      : owner_(owner), slot_(std::move(s)) {
+      : owner_(owner)
+      , slot_(std::move(s)) {
       // nop
     }
 
@@ -298,7 +299,9 @@ public:
   std::unique_ptr<slot> acquire() {
     {
       std::unique_lock guard{mtx_};
-      cv_.wait(guard, [this] { return !idle_.empty() || open_ < cap(); });
+      cv_.wait(guard, [this] {
+        return !idle_.empty() || open_ < cap();
+      });
       if (!idle_.empty()) {
         auto s = std::move(idle_.back());
         idle_.pop_back();
@@ -409,8 +412,8 @@ page_query make_page(const std::string& schema, const query& q, bool backwards,
   };
   const char* dir = backwards ? " DESC" : "";
   std::string where = "x.position >= " + param(clamp(lo))
-                      + "::bigint AND x.position <= least("
-                      + param(clamp(hi)) + "::bigint, h.position)";
+                      + "::bigint AND x.position <= least(" + param(clamp(hi))
+                      + "::bigint, h.position)";
   if (!q.matches_all()) {
     where += " AND (";
     for (std::size_t k = 0; k < q.items.size(); ++k) {
@@ -432,9 +435,8 @@ page_query make_page(const std::string& schema, const query& q, bool backwards,
   std::string inner = "SELECT x.position, x.type, x.tags, x.data, x.metadata, "
                       "(extract(epoch FROM x.recorded_at) * 1000000)::bigint "
                       "AS us FROM "
-                      + s + ".events x WHERE " + where
-                      + " ORDER BY x.position" + dir + " LIMIT "
-                      + param(clamp(limit)) + "::bigint";
+                      + s + ".events x WHERE " + where + " ORDER BY x.position"
+                      + dir + " LIMIT " + param(clamp(limit)) + "::bigint";
   if (max_bytes) {
     inner = "SELECT y.*, sum(octet_length(y.data) + octet_length(y.metadata))"
             " OVER (ORDER BY y.position"
@@ -452,13 +454,33 @@ page_query make_page(const std::string& schema, const query& q, bool backwards,
   return p;
 }
 
-std::vector<std::string> parse_text_array(const pqxx::field& f) {
+// Parses PostgreSQL's text output of a one-dimensional text[] without
+// NULLs. (libpqxx 6.4's array_parser mistakes a leading ' for a quote.)
+// Elements come double-quoted with backslash escapes when they contain
+// special characters, and verbatim otherwise.
+std::vector<std::string> parse_text_array(std::string_view s) {
   std::vector<std::string> out;
-  auto parser = f.as_array();
-  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::done;
-       std::tie(kind, value) = parser.get_next())
-    if (kind == pqxx::array_parser::string_value)
-      out.push_back(std::move(value));
+  if (s.size() < 2 || s.front() != '{' || s.back() != '}')
+    throw store_error{errc::internal, "unexpected text[]: " + std::string{s}};
+  std::size_t i = 1, end = s.size() - 1;
+  while (i < end) {
+    std::string elem;
+    if (s[i] == '"') {
+      for (++i; i < end && s[i] != '"'; ++i) {
+        if (s[i] == '\\')
+          ++i;
+        elem += s[i];
+      }
+      ++i; // closing quote
+    } else {
+      auto stop = s.find(',', i);
+      stop = stop == std::string_view::npos ? end : std::min(stop, end);
+      elem.assign(s.substr(i, stop - i));
+      i = stop;
+    }
+    out.push_back(std::move(elem));
+    ++i; // the comma
+  }
   return out;
 }
 
@@ -474,7 +496,7 @@ std::uint64_t collect(const pqxx::result& rows,
     sequenced_event se;
     se.position = row[1].as<std::uint64_t>();
     se.event.type = row[2].c_str();
-    se.event.tags = parse_text_array(row[3]);
+    se.event.tags = parse_text_array({row[3].c_str(), row[3].size()});
     se.event.data = pqxx::binarystring{row[4]}.str();
     se.event.metadata = pqxx::binarystring{row[5]}.str();
     se.recorded_at = std::chrono::system_clock::time_point{
@@ -495,9 +517,11 @@ class pg_event_store::stream_impl final : public event_stream {
 public:
   stream_impl(pg_event_store& store, query q, const read_options& opts,
               const stream_options& chunking)
-    : store_(store), query_(std::move(q)), backwards_(opts.backwards),
-      remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max())),
-      chunking_(chunking) {
+    : store_(store)
+    , query_(std::move(q))
+    , backwards_(opts.backwards)
+    , remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max()))
+    , chunking_(chunking) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     if (backwards_)
       hi_ = opts.from.value_or(hi_);
@@ -525,7 +549,8 @@ public:
 
 private:
   void fetch(std::vector<sequenced_event>& out) {
-    if (done_ || remaining_ == 0 || lo_ > hi_) {
+    // The first page always runs: it fixes the head of the snapshot.
+    if (started_ && (done_ || remaining_ == 0 || lo_ > hi_)) {
       done_ = true;
       return;
     }
@@ -655,10 +680,9 @@ void pg_event_store::commit_part(const std::vector<append_request>& requests,
     last = std::move(*resolved);
   }
   if (last.size() != part.size())
-    throw store_error{errc::internal, "append_group returned "
-                                        + std::to_string(last.size())
-                                        + " results for "
-                                        + std::to_string(part.size())};
+    throw store_error{errc::internal,
+                      "append_group returned " + std::to_string(last.size())
+                        + " results for " + std::to_string(part.size())};
   for (std::size_t k = 0; k < part.size(); ++k) {
     auto& res = results[part[k]];
     if (last[k] > 0) {
@@ -692,11 +716,9 @@ pg_event_store::resolve_in_doubt(std::int64_t token, int backend) {
             break;
           std::this_thread::sleep_for(std::chrono::milliseconds{10});
         }
-        auto r = tx.exec_params(
-          "SELECT results FROM "
-            + pg::quoted(cfg_.schema)
-            + ".append_outcomes WHERE token = $1",
-          token);
+        auto r = tx.exec_params("SELECT results FROM " + pg::quoted(cfg_.schema)
+                                  + ".append_outcomes WHERE token = $1",
+                                token);
         if (r.empty())
           return std::nullopt; // it did not commit, and now never will
         return parse_int_array(r[0][0].c_str());
@@ -741,9 +763,8 @@ pg_event_store::stream(const query& q, const read_options& options,
 std::uint64_t pg_event_store::head() {
   return pool_->with_connection([&](pool::lease& l) {
     pqxx::nontransaction tx{l.conn()};
-    auto row = tx.exec_prepared1(l.statement(
-      "SELECT position FROM "
-      + pg::quoted(cfg_.schema) + ".head"));
+    auto row = tx.exec_prepared1(
+      l.statement("SELECT position FROM " + pg::quoted(cfg_.schema) + ".head"));
     return row[0].as<std::uint64_t>();
   });
 }

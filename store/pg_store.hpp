@@ -51,8 +51,7 @@ public:
   std::vector<append_result>
   append_group(std::vector<append_request> requests) override;
 
-  read_result read(const query& q,
-                   const read_options& options = {}) override;
+  read_result read(const query& q, const read_options& options = {}) override;
 
   std::unique_ptr<event_stream>
   stream(const query& q, const read_options& options = {},
@@ -76,8 +75,8 @@ private:
                    std::vector<append_result>& results);
 
   // Finds out whether a group whose connection broke committed.
-  std::optional<std::vector<std::int64_t>>
-  resolve_in_doubt(std::int64_t token, int backend);
+  std::optional<std::vector<std::int64_t>> resolve_in_doubt(std::int64_t token,
+                                                            int backend);
 
   pg_config cfg_;
   std::unique_ptr<pool> pool_;

@@ -130,8 +130,7 @@ void validate(query& q, const limits& lim, std::string_view field) {
       reject(item_field, "a query item needs at least one type or tag "
                          "(use a query without items to match all events)");
     if (item.types.size() + item.tags.size() > lim.max_item_values)
-      reject(item_field, "has more than "
-                           + std::to_string(lim.max_item_values)
+      reject(item_field, "has more than " + std::to_string(lim.max_item_values)
                            + " types and tags");
     for (std::size_t j = 0; j < item.types.size(); ++j)
       check_name(item.types[j], lim.max_type_bytes,
@@ -147,18 +146,17 @@ void validate(append_request& req, const limits& lim) {
   if (req.events.empty())
     reject("events", "must not be empty");
   if (req.events.size() > lim.max_events_per_append)
-    reject("events", "has " + std::to_string(req.events.size())
-                       + " events, at most "
-                       + std::to_string(lim.max_events_per_append)
-                       + " allowed");
+    reject("events",
+           "has " + std::to_string(req.events.size()) + " events, at most "
+             + std::to_string(lim.max_events_per_append) + " allowed");
   for (std::size_t i = 0; i < req.events.size(); ++i)
     validate(req.events[i], lim, indexed("", "events", i));
   if (req.condition) {
     validate(req.condition->fail_if_events_match, lim,
              "condition.fail_if_events_match");
     if (req.condition->after && *req.condition->after > max_position)
-      reject("condition.after", "exceeds the largest position "
-                                  + std::to_string(max_position));
+      reject("condition.after",
+             "exceeds the largest position " + std::to_string(max_position));
   }
 }
 

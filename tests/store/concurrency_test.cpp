@@ -94,8 +94,9 @@ TEST_F(PgConcurrency, DisjointScopesDoNotBlockEachOther) {
   std::atomic<int> ok{0};
   race(2, [&](int i) {
     auto tag = i == 0 ? "thing:ALPHA" : "thing:BETA";
-    (i == 0 ? a : b)->append({event{"Thing", {tag}}},
-                             append_condition{tag_query("Thing", tag), 0});
+    (i == 0 ? a : b)
+      ->append({event{"Thing", {tag}}},
+               append_condition{tag_query("Thing", tag), 0});
     ++ok;
   });
   EXPECT_EQ(ok, 2);
@@ -167,7 +168,9 @@ TEST_F(PgConcurrency, RandomizedConsistencyOracle) {
   race(20, [&](int i) {
     std::mt19937 rng{static_cast<unsigned>(1000 + i)};
     auto& store = *nodes[i % nodes.size()];
-    auto pick = [&rng](int n) { return static_cast<int>(rng() % n); };
+    auto pick = [&rng](int n) {
+      return static_cast<int>(rng() % n);
+    };
     while (std::chrono::steady_clock::now() < deadline) {
       query q;
       auto items = 1 + pick(2);
@@ -180,8 +183,8 @@ TEST_F(PgConcurrency, RandomizedConsistencyOracle) {
         q.items.push_back(item);
       }
       auto last = store.read(q, read_options{{}, 1, true});
-      std::uint64_t after
-        = last.events.empty() ? 0 : last.events.front().position;
+      std::uint64_t after = last.events.empty() ? 0
+                                                : last.events.front().position;
       std::vector<event> events;
       for (int k = 0, n = 1 + pick(2); k < n; ++k)
         events.push_back(event{"T" + std::to_string(pick(3)),

@@ -42,12 +42,12 @@ TEST_F(PgFaults, TerminatedBackendsFailGroupsCleanlyAndStoreRecovers) {
         std::vector<append_request> group;
         std::vector<std::string> tags;
         for (int r = 0; r < 4; ++r) {
-          auto tag = "req:" + std::to_string(w) + "-" + std::to_string(n)
-                     + "-" + std::to_string(r);
+          auto tag = "req:" + std::to_string(w) + "-" + std::to_string(n) + "-"
+                     + std::to_string(r);
           tags.push_back(tag);
-          group.push_back({{event{"E", {tag}, "a"}, event{"E", {tag}, "b"}},
-                           append_condition{query{{query_item{{}, {tag}}}},
-                                            std::nullopt}});
+          group.push_back(
+            {{event{"E", {tag}, "a"}, event{"E", {tag}, "b"}},
+             append_condition{query{{query_item{{}, {tag}}}}, std::nullopt}});
         }
         auto res = store->append_group(std::move(group));
         std::lock_guard guard{mtx};

@@ -59,9 +59,9 @@ TYPED_TEST(GroupAppend, InGroupEventsAtOrBelowAfterAreIgnored) {
   auto& s = *this->store_;
   s.append({event{"T", {"a"}}, event{"T", {"b"}}});
   auto res = s.append_group({
-    this->req({event{"T", {"x"}}, event{"T", {"y"}}}), // positions 3 and 4
-    this->req({event{"T", {"n"}}}, this->tags({"x"}), 3), // x at 3: ignored
-    this->req({event{"T", {"n"}}}, this->tags({"y"}), 3), // y at 4: conflict
+    this->req({event{"T", {"x"}}, event{"T", {"y"}}}),     // positions 3 and 4
+    this->req({event{"T", {"n"}}}, this->tags({"x"}), 3),  // x at 3: ignored
+    this->req({event{"T", {"n"}}}, this->tags({"y"}), 3),  // y at 4: conflict
     this->req({event{"T", {"n"}}}, this->tags({"x"}), 99), // after > head
   });
   EXPECT_TRUE(res[0].ok());
@@ -77,7 +77,7 @@ TYPED_TEST(GroupAppend, MatchAllConditionSeesEarlierRequests) {
   auto& s = *this->store_;
   s.append({event{"T", {"a"}}});
   auto res = s.append_group({
-    this->req({event{"T", {"b"}}}),                 // position 2
+    this->req({event{"T", {"b"}}}),                  // position 2
     this->req({event{"T", {"c"}}}, query::all(), 1), // 2 > 1: conflict
     this->req({event{"T", {"d"}}}, query::all(), 2), // ok at 3
     this->req({event{"T", {"e"}}}, query::all(), 2), // 3 > 2: conflict
@@ -94,10 +94,10 @@ TYPED_TEST(GroupAppend, TypeOnlyConditionsSeeDatabaseAndGroup) {
   s.append({event{"Registered", {"user:1"}}});
   query registered{{query_item{{"Registered"}, {}}}};
   auto res = s.append_group({
-    this->req({event{"Other", {}}}, registered, 0),  // db conflict
-    this->req({event{"Other", {}}}, registered, 1),  // ok at 2
+    this->req({event{"Other", {}}}, registered, 0),      // db conflict
+    this->req({event{"Other", {}}}, registered, 1),      // ok at 2
     this->req({event{"Registered", {}}}, registered, 1), // ok at 3
-    this->req({event{"Other", {}}}, registered, 2),  // 3 > 2: conflict
+    this->req({event{"Other", {}}}, registered, 2),      // 3 > 2: conflict
   });
   EXPECT_EQ(res[0].code, errc::append_condition_failed);
   EXPECT_TRUE(res[1].ok());
@@ -136,8 +136,8 @@ TYPED_TEST(GroupAppend, HundredDistinctBoundariesAllSucceed) {
   std::vector<append_request> group;
   for (int i = 0; i < 100; ++i) {
     auto tag = "course:" + std::to_string(i);
-    group.push_back(this->req({event{"Subscribed", {tag}}}, this->tags({tag}),
-                              0));
+    group.push_back(
+      this->req({event{"Subscribed", {tag}}}, this->tags({tag}), 0));
   }
   auto res = s.append_group(std::move(group));
   for (std::size_t i = 0; i < res.size(); ++i) {
@@ -150,9 +150,8 @@ TYPED_TEST(GroupAppend, HundredRequestsOnOneBoundaryOnlyFirstWins) {
   auto& s = *this->store_;
   std::vector<append_request> group;
   for (int i = 0; i < 100; ++i)
-    group.push_back(
-      this->req({event{"Subscribed", {"course:1"}}}, this->tags({"course:1"}),
-                0));
+    group.push_back(this->req({event{"Subscribed", {"course:1"}}},
+                              this->tags({"course:1"}), 0));
   auto res = s.append_group(std::move(group));
   EXPECT_TRUE(res[0].ok());
   for (std::size_t i = 1; i < res.size(); ++i)

@@ -1,12 +1,12 @@
 #include "tests/support/pg_fixture.hpp"
 
 #include <pqxx/pqxx>
+#include <unistd.h>
 
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <random>
-#include <unistd.h>
 
 namespace dcbd::test {
 
@@ -68,7 +68,8 @@ void PgSchemaTest::TearDown() {
   drop_schema(schema_);
 }
 
-std::unique_ptr<pg_event_store> PgSchemaTest::open_store(std::size_t pool_size) {
+std::unique_ptr<pg_event_store>
+PgSchemaTest::open_store(std::size_t pool_size) {
   auto cfg = test_config(schema_);
   cfg.pool_size = pool_size;
   return std::make_unique<pg_event_store>(std::move(cfg));
