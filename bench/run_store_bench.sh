@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 
-BIN=build/release/dcbd_store_bench
+BIN=build/release/bench/dcbd_store_bench
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
 REPS="${REPS:-3}"
 # The baseline table starts each workload with as many rows as the store

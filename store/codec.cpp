@@ -5,6 +5,8 @@
 #include <msgpack.hpp>
 
 #include <chrono>
+#include <limits>
+#include <ratio>
 
 namespace dcbd {
 
@@ -92,6 +94,17 @@ sequenced_event unpack_sequenced(const msgpack::object& o) {
     malformed("sequenced_event.recorded_at must be an integer");
   sequenced_event se;
   se.position = a.ptr[0].via.u64;
+  // The clock counts in finer units than microseconds: reject what it
+  // cannot hold instead of overflowing.
+  using clock_rep = std::chrono::system_clock::duration::rep;
+  constexpr auto per_us = std::chrono::system_clock::duration::period::den
+                          / std::micro::den;
+  constexpr auto max_us = static_cast<std::uint64_t>(
+    std::numeric_limits<clock_rep>::max() / per_us);
+  if (us_type == msgpack::type::POSITIVE_INTEGER
+        ? a.ptr[1].via.u64 > max_us
+        : a.ptr[1].via.i64 < -static_cast<std::int64_t>(max_us))
+    malformed("sequenced_event.recorded_at is out of range");
   auto us = us_type == msgpack::type::POSITIVE_INTEGER
               ? static_cast<std::int64_t>(a.ptr[1].via.u64)
               : a.ptr[1].via.i64;
@@ -106,8 +119,12 @@ sequenced_event unpack_sequenced(const msgpack::object& o) {
 template <class F>
 auto decode_whole(std::string_view buf, F&& f) {
   try {
+    // Every element takes at least one byte, so no honest count or length
+    // exceeds the buffer size: refuse to allocate for larger claims.
+    auto n = buf.size();
+    msgpack::unpack_limit limits{n, n / 2, n, n, n, 64};
     std::size_t off = 0;
-    auto handle = msgpack::unpack(buf.data(), buf.size(), off);
+    auto handle = msgpack::unpack(buf.data(), n, off, nullptr, nullptr, limits);
     if (off != buf.size())
       malformed("trailing bytes after the object");
     return f(handle.get());

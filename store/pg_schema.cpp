@@ -87,6 +87,8 @@ BEGIN
   -- volatile function), so it sees every append committed before ours.
   SELECT h.position INTO v_head FROM @S.head h FOR UPDATE;
 
+  -- Check every condition item against the database in one query.
+  IF array_length(p_it_req, 1) > 0 THEN
   FOR r IN
     SELECT i.req
       FROM unnest(p_it_req, p_it_type_off, p_it_type_cnt, p_it_tag_off,
@@ -110,6 +112,7 @@ BEGIN
   LOOP
     v_conflict[r] := true;
   END LOOP;
+  END IF;
 
   v_next := v_head + 1;
   FOR r IN 1 .. n LOOP
@@ -206,6 +209,9 @@ int install_schema(const pg_config& cfg) {
                        + ".schema_migrations (version, name) VALUES ($1, $2)",
                      m.version, m.name);
     }
+    // Give the planner real statistics for the one-row head (it otherwise
+    // assumes thousands of rows and may plan reads badly).
+    tx.exec("ANALYZE " + s + ".head");
     tx.commit();
     return schema_version();
   });

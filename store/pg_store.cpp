@@ -361,6 +361,8 @@ private:
         // re-opened by libpqxx under a statement.
         s->conn->inhibit_reactivation(true);
 #pragma GCC diagnostic pop
+        // Store statements are short; JIT compilation only adds latency.
+        pqxx::nontransaction{*s->conn}.exec("SET jit = off");
         opened_.fetch_add(1);
         return s;
       } catch (const pqxx::broken_connection& e) {
@@ -389,13 +391,16 @@ namespace {
 // One page of a read: the SQL and its parameters. Rows are
 // (head, position, type, tags, data, metadata, recorded_at_us); a page with
 // no events is one row with a NULL position, so the head always comes back
-// from the same snapshot as the events.
+// from the same snapshot as the events. Every event visible in that snapshot
+// is at or below its head (an append commits its events and the new head
+// together), so the page needs no head bound; constant bounds also let the
+// planner pick the tag index instead of walking the primary key.
 struct page_query {
   std::string sql;
   std::vector<std::string> params;
 };
 
-// Events in [lo, min(hi, head)] matching `q`, in the read's direction, at
+// Events in [lo, hi] matching `q`, in the read's direction, at
 // most `limit`, and with `max_bytes` set: the longest prefix of at most that
 // many payload bytes (at least one event).
 page_query make_page(const std::string& schema, const query& q, bool backwards,
@@ -412,8 +417,8 @@ page_query make_page(const std::string& schema, const query& q, bool backwards,
   };
   const char* dir = backwards ? " DESC" : "";
   std::string where = "x.position >= " + param(clamp(lo))
-                      + "::bigint AND x.position <= least(" + param(clamp(hi))
-                      + "::bigint, h.position)";
+                      + "::bigint AND x.position <= " + param(clamp(hi))
+                      + "::bigint";
   if (!q.matches_all()) {
     where += " AND (";
     for (std::size_t k = 0; k < q.items.size(); ++k) {
