@@ -296,6 +296,18 @@ public:
     });
   }
 
+  // Runs a read as an unnamed statement, which PostgreSQL plans with the
+  // actual parameter values. (A named prepared statement switches to a
+  // generic plan after five runs, and for tag reads the generic plan walks
+  // the whole primary key instead of using the tag index.)
+  pqxx::result query(const std::string& sql,
+                     const std::vector<std::string>& params) {
+    return with_connection([&](lease& l) {
+      pqxx::nontransaction tx{l.conn()};
+      return tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    });
+  }
+
   std::unique_ptr<slot> acquire() {
     {
       std::unique_lock guard{mtx_};
@@ -562,11 +574,7 @@ private:
     auto n = std::min<std::uint64_t>(remaining_, chunking_.chunk_events);
     auto page = make_page(store_.cfg_.schema, query_, backwards_, lo_, hi_, n,
                           chunking_.chunk_bytes);
-    auto rows = store_.pool_->with_connection([&](pool::lease& l) {
-      pqxx::nontransaction tx{l.conn()};
-      return tx.exec_prepared(l.statement(page.sql),
-                              pqxx::prepare::make_dynamic_params(page.params));
-    });
+    auto rows = store_.pool_->query(page.sql, page.params);
     auto head = collect(rows, out);
     if (!started_) {
       started_ = true;
@@ -746,11 +754,7 @@ read_result pg_event_store::read(const query& q, const read_options& options) {
     cfg_.schema, checked, options.backwards, lo, hi,
     options.limit.value_or(std::numeric_limits<std::uint64_t>::max()), {});
   read_result out;
-  auto rows = pool_->with_connection([&](pool::lease& l) {
-    pqxx::nontransaction tx{l.conn()};
-    return tx.exec_prepared(l.statement(page.sql),
-                            pqxx::prepare::make_dynamic_params(page.params));
-  });
+  auto rows = pool_->query(page.sql, page.params);
   out.head = collect(rows, out.events);
   return out;
 }
