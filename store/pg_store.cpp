@@ -111,6 +111,10 @@ struct group_arrays {
   array_builder it_req, it_type_off, it_type_cnt, it_types;
   array_builder it_tag_off, it_tag_cnt, it_tags;
   array_builder dep_req, dep_on, dep_off;
+  // Per request: 1-based index of its last event among all events.
+  array_builder req_last_event;
+  // Whether any request has a condition.
+  bool conditional = false;
 };
 
 enum condition_kind : std::int16_t { unconditional = 0, items = 1, all = 2 };
@@ -125,7 +129,7 @@ condition_kind kind_of(const append_request& req) {
 group_arrays flatten(const std::vector<append_request>& reqs,
                      const std::vector<std::size_t>& idx) {
   group_arrays a;
-  std::int64_t n_tags = 0, n_types = 0, n_itags = 0;
+  std::int64_t n_events = 0, n_tags = 0, n_types = 0, n_itags = 0;
   for (std::size_t r = 0; r < idx.size(); ++r) {
     const auto& req = reqs[idx[r]];
     auto kind = kind_of(req);
@@ -135,6 +139,9 @@ group_arrays flatten(const std::vector<append_request>& reqs,
                       req.condition->after.value_or(0))
                                   : 0);
     a.req_nev.add(static_cast<std::int64_t>(req.events.size()));
+    n_events += static_cast<std::int64_t>(req.events.size());
+    a.req_last_event.add(n_events);
+    a.conditional = a.conditional || kind != unconditional;
     for (std::size_t i = 0; i < req.events.size(); ++i) {
       const auto& e = req.events[i];
       a.ev_req.add(req_no);
@@ -214,6 +221,42 @@ std::size_t payload_bytes(const append_request& req) {
 // The SQL function takes one bytea per payload kind; keep each well below
 // PostgreSQL's 1 GB value limit by splitting very large groups.
 constexpr std::size_t max_group_payload = std::size_t{256} << 20;
+
+// A group without conditions needs no check, so it is one plain statement
+// instead of a function call: the UPDATE takes the head lock (waiting for
+// the current holder and then reading its committed head) and reserves the
+// positions; the INSERT fills them; the outcome row and the notification
+// commit with them. Same invariants as `append_group`, less overhead.
+std::string unconditional_sql(const std::string& schema) {
+  auto s = pg::quoted(schema);
+  return "WITH h AS (UPDATE " + s
+         + ".head SET position = position + "
+           "cardinality($3::text[]) RETURNING position - "
+           "cardinality($3::text[])"
+           " AS base), "
+           "ins AS (INSERT INTO "
+         + s
+         + ".events (position, type, tags, data, metadata) "
+           "SELECT h.base + e.ord, e.type, "
+           "($6::text[])[e.toff : e.toff + e.tcnt - 1], "
+           "substring($9::bytea FROM e.doff FOR e.dlen), "
+           "substring($12::bytea FROM e.moff FOR e.mlen) "
+           "FROM h, unnest($3::text[], $4::int[], $5::int[], $7::int[], "
+           "$8::int[], $10::int[], $11::int[]) WITH ORDINALITY "
+           "AS e(type, toff, tcnt, doff, dlen, moff, mlen, ord)), "
+           "res AS (SELECT array_agg(h.base + r.last ORDER BY r.k) AS results "
+           "FROM h, unnest($2::bigint[]) WITH ORDINALITY AS r(last, k)), "
+           "o AS (INSERT INTO "
+         + s
+         + ".append_outcomes (token, results) SELECT $1::bigint, results "
+           "FROM res), "
+           "prune AS (DELETE FROM "
+         + s
+         + ".append_outcomes WHERE $1::bigint % 1024 = 0 AND committed_at < "
+           "now() - interval '10 minutes') "
+           "SELECT res.results, pg_notify($13::text, (h.base + "
+           "cardinality($3::text[]))::text) FROM res, h";
+}
 
 std::int64_t random_token() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -661,22 +704,31 @@ void pg_event_store::commit_part(const std::vector<append_request>& requests,
     last = pool_->with_connection([&](pool::lease& l) {
       backend = l.conn().backendpid();
       pqxx::nontransaction tx{l.conn()};
+      pqxx::binarystring data{a.data.data(), a.data.size()};
+      pqxx::binarystring meta{a.meta.data(), a.meta.size()};
+      sent = true;
+      if (!a.conditional) {
+        auto row = tx.exec_prepared1(
+          l.statement(unconditional_sql(cfg_.schema)), token,
+          a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
+          a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
+          a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(),
+          meta, notify_channel(cfg_.schema));
+        return parse_int_array(row[0].c_str());
+      }
       const auto& stmt = l.statement(
         "SELECT " + pg::quoted(cfg_.schema)
         + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
           "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
           "$26)");
-      sent = true;
       auto row = tx.exec_prepared1(
         stmt, token, a.req_kind.str(), a.req_after.str(), a.req_nev.str(),
         a.ev_req.str(), a.ev_idx.str(), a.ev_type.str(), a.ev_tag_off.str(),
         a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
-        a.ev_data_len.str(), pqxx::binarystring{a.data.data(), a.data.size()},
-        a.ev_meta_off.str(), a.ev_meta_len.str(),
-        pqxx::binarystring{a.meta.data(), a.meta.size()}, a.it_req.str(),
-        a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
-        a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(),
-        a.dep_req.str(), a.dep_on.str(), a.dep_off.str());
+        a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(),
+        meta, a.it_req.str(), a.it_type_off.str(), a.it_type_cnt.str(),
+        a.it_types.str(), a.it_tag_off.str(), a.it_tag_cnt.str(),
+        a.it_tags.str(), a.dep_req.str(), a.dep_on.str(), a.dep_off.str());
       return parse_int_array(row[0].c_str());
     });
   } catch (const store_error& e) {

@@ -21,9 +21,14 @@ protected:
                       + schema_ + "\"%'");
     return n.empty() ? 0 : std::stoi(n);
   }
+
+  void run_terminations(bool conditional);
 };
 
-TEST_F(PgFaults, TerminatedBackendsFailGroupsCleanlyAndStoreRecovers) {
+// Appends groups from 3 writers while backends are terminated, then checks
+// every outcome. Conditional groups take the store's function path,
+// unconditional ones its single-statement path.
+void PgFaults::run_terminations(bool conditional) {
   auto store = open_store(3);
   struct outcome {
     std::string tag;
@@ -45,9 +50,11 @@ TEST_F(PgFaults, TerminatedBackendsFailGroupsCleanlyAndStoreRecovers) {
           auto tag = "req:" + std::to_string(w) + "-" + std::to_string(n) + "-"
                      + std::to_string(r);
           tags.push_back(tag);
+          std::optional<append_condition> cond;
+          if (conditional)
+            cond = append_condition{query{{query_item{{}, {tag}}}}, {}};
           group.push_back(
-            {{event{"E", {tag}, "a"}, event{"E", {tag}, "b"}},
-             append_condition{query{{query_item{{}, {tag}}}}, std::nullopt}});
+            {{event{"E", {tag}, "a"}, event{"E", {tag}, "b"}}, cond});
         }
         auto res = store->append_group(std::move(group));
         std::lock_guard guard{mtx};
@@ -91,6 +98,14 @@ TEST_F(PgFaults, TerminatedBackendsFailGroupsCleanlyAndStoreRecovers) {
   auto all = store->read(query::all());
   for (std::size_t i = 0; i < all.events.size(); ++i)
     ASSERT_EQ(all.events[i].position, i + 1);
+}
+
+TEST_F(PgFaults, TerminatedBackendsFailConditionalGroupsCleanly) {
+  run_terminations(true);
+}
+
+TEST_F(PgFaults, TerminatedBackendsFailUnconditionalGroupsCleanly) {
+  run_terminations(false);
 }
 
 TEST_F(PgFaults, UnreachableDatabaseFailsWithUnavailable) {
