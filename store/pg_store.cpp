@@ -13,7 +13,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
-#include <unordered_map>
+#include <unordered_set>
 
 namespace dcbd {
 
@@ -102,8 +102,10 @@ private:
   std::string out_ = "{";
 };
 
+} // namespace
+
 // The flat arrays `append_group` (the SQL function) takes.
-struct group_arrays {
+struct pg::group_arrays {
   array_builder req_kind, req_after, req_nev;
   array_builder ev_req, ev_idx, ev_type, ev_tag_off, ev_tag_cnt, tags;
   array_builder ev_data_off, ev_data_len, ev_meta_off, ev_meta_len;
@@ -117,6 +119,8 @@ struct group_arrays {
   bool conditional = false;
 };
 
+namespace {
+
 enum condition_kind : std::int16_t { unconditional = 0, items = 1, all = 2 };
 
 condition_kind kind_of(const append_request& req) {
@@ -126,9 +130,9 @@ condition_kind kind_of(const append_request& req) {
 }
 
 // Fills the arrays for the requests `reqs[idx[0..]]`, all validated.
-group_arrays flatten(const std::vector<append_request>& reqs,
-                     const std::vector<std::size_t>& idx) {
-  group_arrays a;
+pg::group_arrays flatten(const std::vector<append_request>& reqs,
+                         const std::vector<std::size_t>& idx) {
+  pg::group_arrays a;
   std::int64_t n_events = 0, n_tags = 0, n_types = 0, n_itags = 0;
   for (std::size_t r = 0; r < idx.size(); ++r) {
     const auto& req = reqs[idx[r]];
@@ -252,69 +256,81 @@ std::string unconditional_sql(const std::string& schema) {
            "FROM res), "
            "prune AS (DELETE FROM "
          + s
-         + ".append_outcomes WHERE $1::bigint % 1024 = 0 AND committed_at < "
-           "now() - interval '10 minutes') "
+         + ".append_outcomes WHERE $1::bigint % 1024 = 0 AND token < "
+           "$1::bigint - (600000000::bigint << 12)) "
            "SELECT res.results, pg_notify($13::text, (h.base + "
            "cardinality($3::text[]))::text) FROM res, h";
 }
 
-std::int64_t random_token() {
+// A group's outcome token: microseconds since 2024 in the high bits (so
+// outcome rows arrive in key order) and 12 random bits. Two groups that draw
+// the same token are told apart by the primary key: the second statement
+// fails as a whole and is retried with a new token.
+std::int64_t group_token() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  return static_cast<std::int64_t>(rng() >> 1);
+  constexpr auto epoch_2024 = std::int64_t{1'704'067'200'000'000};
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count();
+  return ((us - epoch_2024) << 12) | static_cast<std::int64_t>(rng() & 0xFFF);
 }
 
 } // namespace
 
 // -- connection pool ---------------------------------------------------------
 
+namespace {
+
+// A pooled connection and the statements prepared on it.
+struct pool_slot {
+  std::unique_ptr<pqxx::connection> conn;
+  std::unordered_set<std::string> prepared;
+};
+
+} // namespace
+
+// Borrows a connection; returns it to the pool unless it broke.
+class pg_event_store::pool_lease {
+public:
+  pool_lease(pool& owner, std::unique_ptr<pool_slot> s)
+    : owner_(owner)
+    , slot_(std::move(s)) {
+    // nop
+  }
+
+  pool_lease(const pool_lease&) = delete;
+  pool_lease& operator=(const pool_lease&) = delete;
+
+  ~pool_lease();
+
+  pqxx::connection& conn() {
+    return *slot_->conn;
+  }
+
+  // Returns `name` after preparing it as `sql` on this connection, the
+  // first time only.
+  const std::string& statement(const std::string& name,
+                               const std::string& sql) {
+    auto [i, added] = slot_->prepared.insert(name);
+    if (added)
+      slot_->conn->prepare(name, sql);
+    return *i; // set nodes are stable
+  }
+
+  void mark_broken() {
+    broken_ = true;
+  }
+
+private:
+  pool& owner_;
+  std::unique_ptr<pool_slot> slot_;
+  bool broken_ = false;
+};
+
 class pg_event_store::pool {
 public:
-  struct slot {
-    std::unique_ptr<pqxx::connection> conn;
-    std::unordered_map<std::string, std::string> statements;
-  };
-
-  // Borrows a connection; returns it to the pool unless it broke.
-  class lease {
-  public:
-    lease(pool& owner, std::unique_ptr<slot> s)
-      : owner_(owner)
-      , slot_(std::move(s)) {
-      // nop
-    }
-
-    lease(const lease&) = delete;
-    lease& operator=(const lease&) = delete;
-
-    ~lease() {
-      owner_.give_back(std::move(slot_), broken_);
-    }
-
-    pqxx::connection& conn() {
-      return *slot_->conn;
-    }
-
-    // Returns the name of a prepared statement for `sql`, preparing it on
-    // this connection on first use.
-    const std::string& statement(const std::string& sql) {
-      auto i = slot_->statements.find(sql);
-      if (i == slot_->statements.end()) {
-        auto name = "q" + std::to_string(slot_->statements.size());
-        slot_->conn->prepare(name, sql);
-        i = slot_->statements.emplace(sql, std::move(name)).first;
-      }
-      return i->second;
-    }
-
-    void mark_broken() {
-      broken_ = true;
-    }
-
-  private:
-    pool& owner_;
-    std::unique_ptr<slot> slot_;
-    bool broken_ = false;
-  };
+  using slot = pool_slot;
+  using lease = pool_lease;
 
   explicit pool(const pg_config& cfg) : cfg_(cfg) {
     // nop
@@ -392,6 +408,7 @@ private:
     return std::max<std::size_t>(cfg_.pool_size, 1);
   }
 
+public:
   void give_back(std::unique_ptr<slot> s, bool broken) {
     std::lock_guard guard{mtx_};
     if (broken || !s->conn->is_open())
@@ -401,6 +418,7 @@ private:
     cv_.notify_one();
   }
 
+private:
   // Opens a connection, retrying with exponential backoff until
   // `connect_timeout` has passed.
   std::unique_ptr<slot> connect() {
@@ -438,6 +456,10 @@ private:
   std::size_t open_ = 0;
   std::atomic<std::uint64_t> opened_{0};
 };
+
+pg_event_store::pool_lease::~pool_lease() {
+  owner_.give_back(std::move(slot_), broken_);
+}
 
 // -- reads -------------------------------------------------------------------
 
@@ -654,6 +676,14 @@ private:
 
 pg_event_store::pg_event_store(pg_config cfg) : cfg_(std::move(cfg)) {
   install_schema(cfg_);
+  auto s = pg::quoted(cfg_.schema);
+  sql_.append_unconditional = unconditional_sql(cfg_.schema);
+  sql_.append_group = "SELECT " + s
+                      + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                        "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
+                        "$20, $21, $22, $23, $24, $25, $26)";
+  sql_.head = "SELECT position FROM " + s + ".head";
+  sql_.channel = notify_channel(cfg_.schema);
   pool_ = std::make_unique<pool>(cfg_);
 }
 
@@ -692,44 +722,59 @@ pg_event_store::append_group(std::vector<append_request> requests) {
   return results;
 }
 
+// Sends the flattened group `a` on `l` in one statement; returns the last
+// position per request (0: condition failed). `sent` is set before anything
+// goes on the wire, `backend` to the connection's server process.
+std::vector<std::int64_t>
+pg_event_store::run_group(pool_lease& l, const pg::group_arrays& a,
+                          std::int64_t token, int& backend, bool& sent) {
+  backend = l.conn().backendpid();
+  pqxx::nontransaction tx{l.conn()};
+  pqxx::binarystring data{a.data.data(), a.data.size()};
+  pqxx::binarystring meta{a.meta.data(), a.meta.size()};
+  sent = true;
+  if (!a.conditional) {
+    auto row = tx.exec_prepared1(
+      l.statement("append_unconditional", sql_.append_unconditional), token,
+      a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
+      a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
+      a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta,
+      sql_.channel);
+    return parse_int_array(row[0].c_str());
+  }
+  const auto& stmt = l.statement("append_group", sql_.append_group);
+  auto row = tx.exec_prepared1(
+    stmt, token, a.req_kind.str(), a.req_after.str(), a.req_nev.str(),
+    a.ev_req.str(), a.ev_idx.str(), a.ev_type.str(), a.ev_tag_off.str(),
+    a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(), a.ev_data_len.str(),
+    data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta, a.it_req.str(),
+    a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
+    a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(), a.dep_req.str(),
+    a.dep_on.str(), a.dep_off.str());
+  return parse_int_array(row[0].c_str());
+}
+
 void pg_event_store::commit_part(const std::vector<append_request>& requests,
                                  const std::vector<std::size_t>& part,
                                  std::vector<append_result>& results) {
   auto a = flatten(requests, part);
-  auto token = random_token();
+  std::int64_t token = 0;
   int backend = 0;
   bool sent = false;
   std::vector<std::int64_t> last;
   try {
     last = pool_->with_connection([&](pool::lease& l) {
-      backend = l.conn().backendpid();
-      pqxx::nontransaction tx{l.conn()};
-      pqxx::binarystring data{a.data.data(), a.data.size()};
-      pqxx::binarystring meta{a.meta.data(), a.meta.size()};
-      sent = true;
-      if (!a.conditional) {
-        auto row = tx.exec_prepared1(
-          l.statement(unconditional_sql(cfg_.schema)), token,
-          a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
-          a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
-          a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(),
-          meta, notify_channel(cfg_.schema));
-        return parse_int_array(row[0].c_str());
+      for (int attempt = 1;; ++attempt) {
+        token = group_token();
+        try {
+          return run_group(l, a, token, backend, sent);
+        } catch (const pqxx::unique_violation&) {
+          // Only the outcome token can collide (positions are reserved
+          // under the lock); the statement failed whole, so retry.
+          if (attempt == 3)
+            throw;
+        }
       }
-      const auto& stmt = l.statement(
-        "SELECT " + pg::quoted(cfg_.schema)
-        + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-          "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
-          "$26)");
-      auto row = tx.exec_prepared1(
-        stmt, token, a.req_kind.str(), a.req_after.str(), a.req_nev.str(),
-        a.ev_req.str(), a.ev_idx.str(), a.ev_type.str(), a.ev_tag_off.str(),
-        a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
-        a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(),
-        meta, a.it_req.str(), a.it_type_off.str(), a.it_type_cnt.str(),
-        a.it_types.str(), a.it_tag_off.str(), a.it_tag_cnt.str(),
-        a.it_tags.str(), a.dep_req.str(), a.dep_on.str(), a.dep_off.str());
-      return parse_int_array(row[0].c_str());
     });
   } catch (const store_error& e) {
     std::optional<std::vector<std::int64_t>> resolved;
@@ -824,8 +869,7 @@ pg_event_store::stream(const query& q, const read_options& options,
 std::uint64_t pg_event_store::head() {
   return pool_->with_connection([&](pool::lease& l) {
     pqxx::nontransaction tx{l.conn()};
-    auto row = tx.exec_prepared1(
-      l.statement("SELECT position FROM " + pg::quoted(cfg_.schema) + ".head"));
+    auto row = tx.exec_prepared1(l.statement("head", sql_.head));
     return row[0].as<std::uint64_t>();
   });
 }

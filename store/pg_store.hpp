@@ -12,6 +12,10 @@
 
 namespace dcbd {
 
+namespace pg {
+struct group_arrays;
+} // namespace pg
+
 /// How to reach PostgreSQL and where the store lives.
 struct pg_config {
   /// libpq connection string.
@@ -67,6 +71,7 @@ public:
 
 private:
   class pool;
+  class pool_lease;
   class stream_impl;
 
   // Commits the requests `part` (validated) of a group in one statement.
@@ -74,11 +79,25 @@ private:
                    const std::vector<std::size_t>& part,
                    std::vector<append_result>& results);
 
+  // Sends a flattened group in one statement.
+  std::vector<std::int64_t> run_group(pool_lease& l, const pg::group_arrays& a,
+                                      std::int64_t token, int& backend,
+                                      bool& sent);
+
   // Finds out whether a group whose connection broke committed.
   std::optional<std::vector<std::int64_t>> resolve_in_doubt(std::int64_t token,
                                                             int backend);
 
+  // SQL text built once per store.
+  struct statements {
+    std::string append_unconditional;
+    std::string append_group;
+    std::string head;
+    std::string channel;
+  };
+
   pg_config cfg_;
+  statements sql_;
   std::unique_ptr<pool> pool_;
 };
 
