@@ -777,17 +777,19 @@ void pg_event_store::commit_part(const std::vector<append_request>& requests,
       }
     });
   } catch (const store_error& e) {
-    std::optional<std::vector<std::int64_t>> resolved;
-    if (e.code() == errc::unavailable && sent)
-      resolved = resolve_in_doubt(token, backend);
-    if (!resolved) {
+    std::string message = e.what();
+    if (e.code() == errc::unavailable && sent) {
+      if (!resolve_in_doubt(token, backend, last))
+        message += " (the connection broke after the group was sent, and "
+                   "whether it committed could not be established)";
+    }
+    if (last.empty()) {
       for (auto i : part) {
         results[i].code = e.code();
-        results[i].message = e.what();
+        results[i].message = message;
       }
       return;
     }
-    last = std::move(*resolved);
   }
   if (last.size() != part.size())
     throw store_error{errc::internal,
@@ -809,32 +811,39 @@ void pg_event_store::commit_part(const std::vector<append_request>& requests,
 
 // The connection broke after the group was sent: the commit may or may not
 // have happened. Make sure the old backend is gone (so it cannot commit
-// later), then look for the group's outcome row. Returns the results if the
-// group committed; nothing if it did not, or if the database cannot be
-// reached to find out (then the caller gets `unavailable` either way).
-std::optional<std::vector<std::int64_t>>
-pg_event_store::resolve_in_doubt(std::int64_t token, int backend) {
-  try {
-    return pool_->with_connection(
-      [&](pool::lease& l) -> std::optional<std::vector<std::int64_t>> {
+// later), then look for the group's outcome row, retrying with backoff for
+// up to `connect_timeout`. Returns whether the outcome is known; if it is,
+// `committed` holds the group's results, or stays empty if it did not
+// commit (and now never will).
+bool pg_event_store::resolve_in_doubt(std::int64_t token, int backend,
+                                      std::vector<std::int64_t>& committed) {
+  auto deadline = std::chrono::steady_clock::now() + cfg_.connect_timeout;
+  for (auto backoff = std::chrono::milliseconds{10};;
+       backoff = std::min(backoff * 2, std::chrono::milliseconds{500})) {
+    try {
+      auto known = pool_->with_connection([&](pool::lease& l) {
         pqxx::nontransaction tx{l.conn()};
         tx.exec_params("SELECT pg_terminate_backend($1)", backend);
-        for (int i = 0; i < 500; ++i) {
-          auto alive = tx.exec_params1(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend);
-          if (alive[0].as<int>() == 0)
-            break;
-          std::this_thread::sleep_for(std::chrono::milliseconds{10});
-        }
+        auto gone = tx.exec_params1(
+          "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", backend);
+        if (!gone[0].as<bool>())
+          return false; // still exiting: look again after the backoff
         auto r = tx.exec_params("SELECT results FROM " + pg::quoted(cfg_.schema)
                                   + ".append_outcomes WHERE token = $1",
                                 token);
-        if (r.empty())
-          return std::nullopt; // it did not commit, and now never will
-        return parse_int_array(r[0][0].c_str());
+        committed.clear();
+        if (!r.empty())
+          committed = parse_int_array(r[0][0].c_str());
+        return true;
       });
-  } catch (const store_error&) {
-    return std::nullopt;
+      if (known)
+        return true;
+    } catch (const store_error&) {
+      // Unreachable right now; try again until the deadline.
+    }
+    if (std::chrono::steady_clock::now() + backoff > deadline)
+      return false;
+    std::this_thread::sleep_for(backoff);
   }
 }
 

@@ -85,8 +85,8 @@ private:
                                       bool& sent);
 
   // Finds out whether a group whose connection broke committed.
-  std::optional<std::vector<std::int64_t>> resolve_in_doubt(std::int64_t token,
-                                                            int backend);
+  bool resolve_in_doubt(std::int64_t token, int backend,
+                        std::vector<std::int64_t>& committed);
 
   // SQL text built once per store.
   struct statements {
