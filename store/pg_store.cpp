@@ -10,9 +10,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace dcbd {
@@ -129,10 +131,78 @@ condition_kind kind_of(const append_request& req) {
   return req.condition->fail_if_events_match.matches_all() ? all : items;
 }
 
+// The events of the requests of a group seen so far, indexed by tag and
+// type, so that finding which of them a condition matches looks only at
+// events that share a tag or type with it (not at the whole group).
+class group_index {
+public:
+  // Adds the events of request `r` (0-based, in group order).
+  void add(std::size_t r, const std::vector<event>& events) {
+    for (std::size_t k = 0; k < events.size(); ++k) {
+      const auto& e = events[k];
+      event_ref ref{r, k, &e};
+      by_type_[e.type].push_back(ref);
+      for (const auto& t : e.tags)
+        by_tag_[t].push_back(ref);
+    }
+  }
+
+  // Returns, for each earlier request with an event matching `q`, the
+  // request and the index of its last such event, ordered by request.
+  std::vector<std::pair<std::size_t, std::size_t>>
+  last_matches(const query& q) const {
+    std::map<std::size_t, std::size_t> last;
+    for (const auto& item : q.items) {
+      for (const auto* refs : candidates(item))
+        for (const auto& ref : *refs)
+          if (matches(item, *ref.e)) {
+            auto [i, added] = last.emplace(ref.req, ref.idx);
+            if (!added)
+              i->second = std::max(i->second, ref.idx);
+          }
+    }
+    return {last.begin(), last.end()};
+  }
+
+private:
+  struct event_ref {
+    std::size_t req;
+    std::size_t idx;
+    const event* e;
+  };
+  using refs = std::vector<event_ref>;
+
+  // Every event an item can match is in the list of its rarest tag, or
+  // (for a type-only item) in the lists of its types.
+  std::vector<const refs*> candidates(const query_item& item) const {
+    std::vector<const refs*> out;
+    if (!item.tags.empty()) {
+      const refs* best = nullptr;
+      for (const auto& t : item.tags) {
+        auto i = by_tag_.find(t);
+        if (i == by_tag_.end())
+          return {}; // no event carries this tag
+        if (!best || i->second.size() < best->size())
+          best = &i->second;
+      }
+      out.push_back(best);
+      return out;
+    }
+    for (const auto& t : item.types)
+      if (auto i = by_type_.find(t); i != by_type_.end())
+        out.push_back(&i->second);
+    return out;
+  }
+
+  std::unordered_map<std::string_view, refs> by_type_;
+  std::unordered_map<std::string_view, refs> by_tag_;
+};
+
 // Fills the arrays for the requests `reqs[idx[0..]]`, all validated.
 pg::group_arrays flatten(const std::vector<append_request>& reqs,
                          const std::vector<std::size_t>& idx) {
   pg::group_arrays a;
+  group_index earlier;
   std::int64_t n_events = 0, n_tags = 0, n_types = 0, n_itags = 0;
   for (std::size_t r = 0; r < idx.size(); ++r) {
     const auto& req = reqs[idx[r]];
@@ -181,20 +251,22 @@ pg::group_arrays flatten(const std::vector<append_request>& reqs,
     // In-group dependencies: the last event of each earlier request that
     // this request's condition matches. The server decides, knowing which
     // earlier requests were accepted and at which positions.
-    if (kind == unconditional)
-      continue;
-    const auto& q = req.condition->fail_if_events_match;
-    for (std::size_t j = 0; j < r; ++j) {
-      const auto& earlier = reqs[idx[j]].events;
-      for (auto k = earlier.size(); k-- > 0;) {
-        if (kind == all || matches(q, earlier[k])) {
-          a.dep_req.add(req_no);
-          a.dep_on.add(static_cast<std::int64_t>(j + 1));
-          a.dep_off.add(static_cast<std::int64_t>(k));
-          break;
-        }
+    if (kind == all) {
+      for (std::size_t j = 0; j < r; ++j) {
+        a.dep_req.add(req_no);
+        a.dep_on.add(static_cast<std::int64_t>(j + 1));
+        a.dep_off.add(
+          static_cast<std::int64_t>(reqs[idx[j]].events.size() - 1));
+      }
+    } else if (kind == items) {
+      for (auto [j, k] :
+           earlier.last_matches(req.condition->fail_if_events_match)) {
+        a.dep_req.add(req_no);
+        a.dep_on.add(static_cast<std::int64_t>(j + 1));
+        a.dep_off.add(static_cast<std::int64_t>(k));
       }
     }
+    earlier.add(r, req.events);
   }
   return a;
 }
