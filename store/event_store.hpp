@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -49,6 +50,17 @@ struct stream_options {
   /// at least one event.
   std::size_t chunk_bytes = std::size_t{4} << 20;
 };
+
+/// The inclusive range of positions [lo, hi] a read covers, before the
+/// store caps it at its snapshot head: forward from `from` (at least 1), or
+/// backwards from `from` (or from the head) down to 1.
+struct position_range {
+  std::uint64_t lo = 1;
+  std::uint64_t hi = std::numeric_limits<std::uint64_t>::max();
+};
+
+/// Returns the position range `options` selects.
+position_range range_of(const read_options& options) noexcept;
 
 /// A DCB event store. All member functions are thread-safe. Expected
 /// failures throw `store_error`.

@@ -10,15 +10,6 @@ namespace dcbd {
 
 namespace {
 
-// The inclusive position range [lo, hi] a read covers below `head`, or an
-// empty range (lo > hi).
-std::pair<std::uint64_t, std::uint64_t> read_range(const read_options& opts,
-                                                   std::uint64_t head) {
-  if (opts.backwards)
-    return {1, opts.from ? std::min(*opts.from, head) : head};
-  return {opts.from ? std::max<std::uint64_t>(*opts.from, 1) : 1, head};
-}
-
 std::size_t payload_size(const sequenced_event& e) {
   return e.event.data.size() + e.event.metadata.size();
 }
@@ -39,9 +30,9 @@ public:
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     std::lock_guard guard{store_.mtx_};
     head_ = store_.log_.size();
-    auto [lo, hi] = read_range(opts, head_);
-    lo_ = lo;
-    hi_ = hi;
+    auto range = range_of(opts);
+    lo_ = range.lo;
+    hi_ = std::min(range.hi, head_);
   }
 
   bool next(std::vector<sequenced_event>& chunk) override {
@@ -127,10 +118,7 @@ memory_event_store::append_group(std::vector<append_request> requests) {
 
 read_result memory_event_store::read(const query& q,
                                      const read_options& options) {
-  auto checked = q;
-  validate(checked, limits_, "query");
-  validate(options, "options");
-  stream_impl s{*this, std::move(checked), options,
+  stream_impl s{*this, validate_read(q, options, limits_), options,
                 stream_options{std::numeric_limits<std::size_t>::max(),
                                std::numeric_limits<std::size_t>::max()}};
   read_result out;
@@ -142,11 +130,8 @@ read_result memory_event_store::read(const query& q,
 std::unique_ptr<event_stream>
 memory_event_store::stream(const query& q, const read_options& options,
                            const stream_options& chunking) {
-  auto checked = q;
-  validate(checked, limits_, "query");
-  validate(options, "options");
-  return std::make_unique<stream_impl>(*this, std::move(checked), options,
-                                       chunking);
+  return std::make_unique<stream_impl>(
+    *this, validate_read(q, options, limits_), options, chunking);
 }
 
 std::uint64_t memory_event_store::head() {

@@ -24,19 +24,6 @@ void append_array_element(std::string& out, std::string_view s);
 /// Builds a text[] literal, e.g. {"a","b\"c"}.
 std::string text_array(const std::vector<std::string>& xs);
 
-/// Builds a numeric array literal, e.g. {1,2,3}.
-template <class Int>
-std::string int_array(const std::vector<Int>& xs) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    if (i > 0)
-      out += ',';
-    out += std::to_string(xs[i]);
-  }
-  out += '}';
-  return out;
-}
-
 /// Returns whether a database error means the server or the connection is
 /// gone (as opposed to a bug or bad SQL).
 bool is_unavailable(const pqxx::sql_error& e);

@@ -462,14 +462,6 @@ public:
     }
   }
 
-  std::vector<int> idle_backend_pids() {
-    std::lock_guard guard{mtx_};
-    std::vector<int> out;
-    for (auto& s : idle_)
-      out.push_back(s->conn->backendpid());
-    return out;
-  }
-
   std::uint64_t reconnects() const noexcept {
     auto n = opened_.load();
     return n > 0 ? n - 1 : 0;
@@ -677,10 +669,9 @@ public:
     , remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max()))
     , chunking_(chunking) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
-    if (backwards_)
-      hi_ = opts.from.value_or(hi_);
-    else
-      lo_ = std::max<std::uint64_t>(opts.from.value_or(1), 1);
+    auto range = range_of(opts);
+    lo_ = range.lo;
+    hi_ = range.hi;
     // The first page fixes the head of the snapshot, so run it now.
     fetch(pending_);
     has_pending_ = true;
@@ -920,16 +911,10 @@ bool pg_event_store::resolve_in_doubt(std::int64_t token, int backend,
 }
 
 read_result pg_event_store::read(const query& q, const read_options& options) {
-  auto checked = q;
-  validate(checked, cfg_.limits, "query");
-  validate(options, "options");
-  std::uint64_t lo = 1, hi = std::numeric_limits<std::uint64_t>::max();
-  if (options.backwards)
-    hi = options.from.value_or(hi);
-  else
-    lo = std::max<std::uint64_t>(options.from.value_or(1), 1);
+  auto range = range_of(options);
   auto page = make_page(
-    cfg_.schema, checked, options.backwards, lo, hi,
+    cfg_.schema, validate_read(q, options, cfg_.limits), options.backwards,
+    range.lo, range.hi,
     options.limit.value_or(std::numeric_limits<std::uint64_t>::max()), {});
   read_result out;
   auto rows = pool_->query(page.sql, page.params);
@@ -940,11 +925,8 @@ read_result pg_event_store::read(const query& q, const read_options& options) {
 std::unique_ptr<event_stream>
 pg_event_store::stream(const query& q, const read_options& options,
                        const stream_options& chunking) {
-  auto checked = q;
-  validate(checked, cfg_.limits, "query");
-  validate(options, "options");
-  return std::make_unique<stream_impl>(*this, std::move(checked), options,
-                                       chunking);
+  return std::make_unique<stream_impl>(
+    *this, validate_read(q, options, cfg_.limits), options, chunking);
 }
 
 std::uint64_t pg_event_store::head() {
@@ -953,10 +935,6 @@ std::uint64_t pg_event_store::head() {
     auto row = tx.exec_prepared1(l.statement("head", sql_.head));
     return row[0].as<std::uint64_t>();
   });
-}
-
-std::vector<int> pg_event_store::backend_pids() {
-  return pool_->idle_backend_pids();
 }
 
 std::uint64_t pg_event_store::reconnects() const noexcept {

@@ -63,9 +63,6 @@ public:
 
   std::uint64_t head() override;
 
-  /// Backend process ids of the pooled connections (for fault tests).
-  std::vector<int> backend_pids();
-
   /// How many connections were opened after the first one.
   std::uint64_t reconnects() const noexcept;
 

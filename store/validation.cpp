@@ -51,6 +51,14 @@ constexpr std::uint64_t max_position = std::numeric_limits<std::int64_t>::max();
 
 } // namespace
 
+query validate_read(const query& q, const read_options& options,
+                    const limits& lim) {
+  auto checked = q;
+  validate(checked, lim, "query");
+  validate(options, "options");
+  return checked;
+}
+
 bool is_utf8(std::string_view s) noexcept {
   auto p = reinterpret_cast<const unsigned char*>(s.data());
   auto end = p + s.size();

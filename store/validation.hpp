@@ -27,6 +27,11 @@ void validate(append_request& req, const limits& lim);
 /// Validates read options (e.g. `from` must fit a signed 64-bit position).
 void validate(const read_options& options, std::string_view field);
 
+/// Validates the input of a read: returns a normalized copy of `q` (fields
+/// "query..."), and checks `options` (fields "options...").
+query validate_read(const query& q, const read_options& options,
+                    const limits& lim);
+
 /// Returns whether `s` is well-formed UTF-8.
 bool is_utf8(std::string_view s) noexcept;
 
