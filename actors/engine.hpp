@@ -1,0 +1,163 @@
+// The embedding API: a store actor, a reader pool and an appender pool on an
+// actor system you own, with blocking and asynchronous calls.
+//
+//   caf::actor_system_config cfg;
+//   dcbd::register_types(cfg);
+//   caf::actor_system sys{cfg};
+//   dcbd::engine eng{sys, {.store = {.dsn = "host=..."}}};
+//   auto ack = eng.append({event}, std::nullopt);      // blocks
+//   eng.execute(cmd, [](caf::expected<dcbd::command_outcome> r) { ... });
+//
+// Blocking calls wait at most `engine_config::timeout`. Asynchronous calls run
+// their callback once, on an actor thread; keep callbacks short. Errors are
+// `caf::error`s in the "dcbd" category (see `code_of` and `message_of`).
+#pragma once
+
+#include "actors/appender_protocol.hpp"
+#include "actors/reader_protocol.hpp"
+#include "actors/store_protocol.hpp"
+#include "store/decision.hpp"
+#include "store/pg_store.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/expected.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace dcbd {
+
+/// Everything an engine needs; the defaults suit a small node.
+struct engine_config {
+  /// PostgreSQL: DSN, schema, input limits. `pool_size` is ignored: the store
+  /// actor and each reader open their own connections.
+  pg_config store;
+  /// Detached readers, each with `reader_connections` connections.
+  std::size_t readers = 4;
+  std::size_t reader_connections = 1;
+  /// Scheduled appenders (they never block; one per core is plenty).
+  std::size_t appenders = 2;
+  /// Group commit and queue bounds.
+  group_limits group;
+  /// Reader settings (`limits` is taken from `store.limits`).
+  reader_config reader;
+  /// Projections and decisions per command, retries included.
+  std::uint32_t max_attempts = 10;
+  /// Timeout of one call, for blocking calls and between actors.
+  std::chrono::milliseconds timeout{30'000};
+  /// Store hooks (group size, latency, results); may be null.
+  std::shared_ptr<store_metrics> metrics;
+};
+
+/// A slice of a stream, handed to a stream callback.
+using chunk_handler = std::function<void(std::vector<sequenced_event>&)>;
+
+/// The result of a blocking stream: the snapshot head and the event count.
+struct stream_summary {
+  std::uint64_t head = 0;
+  std::uint64_t events = 0;
+};
+
+/// A projected decision model, for C++ callers.
+struct projection {
+  states_ptr states;
+  std::optional<append_condition> condition;
+  std::uint64_t head = 0;
+};
+
+/// Owns the actors of one node's event store. Not copyable; destroying it
+/// stops the actors (after the calls in flight are answered). Thread-safe.
+class engine {
+public:
+  /// Connects (installing the schema) and spawns the actors. Throws
+  /// `store_error` when PostgreSQL is unreachable for `connect_timeout`.
+  engine(caf::actor_system& sys, engine_config cfg);
+
+  ~engine();
+
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  // -- actor handles ---------------------------------------------------------
+
+  /// The store actor (group commit). Prefer `appenders()` for appends: they
+  /// validate and apply admission control.
+  store_actor store() const;
+
+  /// The appender pool.
+  appender_actor appenders() const;
+
+  /// The reader pool.
+  reader_actor readers() const;
+
+  /// Admission control in front of the store actor.
+  const std::shared_ptr<store_gate>& gate() const;
+
+  // -- blocking calls --------------------------------------------------------
+
+  /// Appends `events` if `condition` holds.
+  caf::expected<append_ack>
+  append(std::vector<event> events,
+         std::optional<append_condition> condition = std::nullopt);
+
+  /// Reads a bounded result (see `reader_config::max_read_events`).
+  caf::expected<read_result> read(query q, read_options options = {});
+
+  /// Streams the events matching `q` chunk by chunk into `on_chunk`, with at
+  /// most `window` chunks in flight. Returns the snapshot head.
+  caf::expected<stream_summary>
+  stream(query q, read_options options, const chunk_handler& on_chunk,
+         std::uint32_t window = 4, stream_options chunking = {});
+
+  /// Projects a decision model.
+  caf::expected<projection> project(std::vector<projector> projectors);
+
+  /// Runs a command (project, decide, append, retry on conflict).
+  caf::expected<command_outcome> execute(command cmd);
+
+  /// Position of the last committed event.
+  caf::expected<std::uint64_t> head();
+
+  /// The store actor's counters.
+  caf::expected<store_stats> stats();
+
+  // -- asynchronous calls ----------------------------------------------------
+
+  void append(std::vector<event> events,
+              std::optional<append_condition> condition,
+              std::function<void(caf::expected<append_ack>)> done);
+
+  void read(query q, read_options options,
+            std::function<void(caf::expected<read_result>)> done);
+
+  /// Streams into `on_chunk` (called on an actor thread, one chunk at a
+  /// time); `done` runs once at the end.
+  void stream(query q, read_options options, chunk_handler on_chunk,
+              std::function<void(caf::expected<stream_summary>)> done,
+              std::uint32_t window = 4, stream_options chunking = {});
+
+  void project(std::vector<projector> projectors,
+               std::function<void(caf::expected<projection>)> done);
+
+  void execute(command cmd,
+               std::function<void(caf::expected<command_outcome>)> done);
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// Spawns an actor that streams the events matching `q` into `on_chunk`
+/// under credit flow control and calls `done` once; for actor code that
+/// wants a stream without blocking. Runs on `sys`'s scheduler.
+caf::actor
+spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
+                  stream_request req, chunk_handler on_chunk,
+                  std::function<void(caf::expected<stream_summary>)> done);
+
+} // namespace dcbd

@@ -1,0 +1,167 @@
+// Readers: a pool of detached actors, each with its own connections.
+//
+// Messages:
+//   (read_atom, query, read_options)     -> read_result | error(errc)
+//       bounded: a result of more than `max_read_events` events is refused
+//       with invalid_argument; ask with a limit or stream it.
+//   (stream_atom, stream_request, actor sink)
+//       the reader sends the sink (chunk_atom, stream_chunk) messages and
+//       then exactly one (end_atom, stream_end). It never has more than
+//       `window` chunks unacknowledged: the sink returns credit with
+//       (credit_atom, stream id, n) to the chunk's sender after consuming n
+//       chunks. (cancel_atom, stream id) from the sink ends a stream early.
+//   (project_atom, decision_model)       -> decision_reply | error(errc)
+//   (head_atom)                          -> uint64_t
+#pragma once
+
+#include "actors/inspect.hpp"
+#include "actors/store_protocol.hpp"
+#include "store/decision.hpp"
+#include "store/event_store.hpp"
+#include "store/model.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dcbd {
+
+/// Projectors carry C++ code. They travel between actors of one node as a
+/// shared pointer; the code itself never crosses a node boundary (the
+/// serializer skips it and a remote receiver sees no projectors).
+using projectors_ptr = std::shared_ptr<const std::vector<projector>>;
+
+/// Projector states (type-erased C++ values); node-local like projectors.
+using states_ptr = std::shared_ptr<const decision_states>;
+
+} // namespace dcbd
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::projectors_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::states_ptr)
+
+namespace dcbd {
+
+using read_atom = caf::atom_constant<caf::atom("dcbRead")>;
+using stream_atom = caf::atom_constant<caf::atom("dcbStream")>;
+using chunk_atom = caf::atom_constant<caf::atom("dcbChunk")>;
+using end_atom = caf::atom_constant<caf::atom("dcbEnd")>;
+using credit_atom = caf::atom_constant<caf::atom("dcbCredit")>;
+using cancel_atom = caf::atom_constant<caf::atom("dcbCancel")>;
+using project_atom = caf::atom_constant<caf::atom("dcbProject")>;
+using pump_atom = caf::atom_constant<caf::atom("dcbPump")>;
+
+/// Opens a stream of the events matching `q`.
+struct stream_request {
+  /// Chosen by the sink; names the stream in chunks, credits and the end.
+  std::uint64_t id = 0;
+  dcbd::query q;
+  read_options options;
+  /// Most chunks sent and not yet acknowledged by credit (at least 1).
+  std::uint32_t window = 4;
+  /// Bounds on each chunk.
+  stream_options chunking;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_request& x) {
+  return f(caf::meta::type_name("dcbd::stream_request"), x.id, x.q, x.options,
+           x.window, x.chunking);
+}
+
+/// One chunk of a stream; `seq` counts from 0.
+struct stream_chunk {
+  std::uint64_t id = 0;
+  std::uint64_t seq = 0;
+  std::vector<sequenced_event> events;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_chunk& x) {
+  return f(caf::meta::type_name("dcbd::stream_chunk"), x.id, x.seq, x.events);
+}
+
+/// The end of a stream: the snapshot head and the event count on success,
+/// or why it failed.
+struct stream_end {
+  std::uint64_t id = 0;
+  std::uint64_t head = 0;
+  std::uint64_t events = 0;
+  errc code = errc::none;
+  std::string message;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_end& x) {
+  auto code = static_cast<std::uint8_t>(x.code);
+  return f(caf::meta::type_name("dcbd::stream_end"), x.id, x.head, x.events,
+           code, x.message, caf::meta::load_callback([&]() -> caf::error {
+             x.code = static_cast<errc>(code);
+             return caf::none;
+           }));
+}
+
+/// A decision model to project.
+struct decision_model {
+  /// Node-local; see `projectors_ptr`.
+  projectors_ptr projectors;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, decision_model& x) {
+  return f(caf::meta::type_name("dcbd::decision_model"), x.projectors);
+}
+
+/// A projected decision model: states plus the condition that protects a
+/// decision made on them.
+struct decision_reply {
+  /// Node-local; see `states_ptr`.
+  states_ptr states;
+  std::optional<append_condition> condition;
+  std::uint64_t head = 0;
+  std::uint64_t events_read = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, decision_reply& x) {
+  detail::optional_parts<append_condition> cond{x.condition};
+  return f(caf::meta::type_name("dcbd::decision_reply"), x.states, cond.present,
+           cond.value, x.head, x.events_read,
+           caf::meta::load_callback([&]() -> caf::error {
+             cond.store(x.condition);
+             return caf::none;
+           }));
+}
+
+/// What a stream sink must accept.
+using stream_sink_actor
+  = caf::typed_actor<caf::reacts_to<chunk_atom, stream_chunk>,
+                     caf::reacts_to<end_atom, stream_end>>;
+
+using reader_actor = caf::typed_actor<
+  caf::replies_to<read_atom, query, read_options>::with<read_result>,
+  caf::reacts_to<stream_atom, stream_request, caf::actor>,
+  caf::reacts_to<credit_atom, std::uint64_t, std::uint32_t>,
+  caf::reacts_to<cancel_atom, std::uint64_t>,
+  caf::replies_to<project_atom, decision_model>::with<decision_reply>,
+  caf::replies_to<head_atom>::with<std::uint64_t>,
+  caf::reacts_to<pump_atom, std::uint64_t>>;
+
+/// Settings of one reader.
+struct reader_config {
+  /// Largest result `read` returns.
+  std::size_t max_read_events = 10'000;
+  /// Chunking of the reads behind `project`.
+  stream_options project_chunking;
+  /// Input limits.
+  dcbd::limits limits;
+};
+
+/// Spawns a detached reader that owns `backend`.
+reader_actor spawn_reader(caf::actor_system& sys,
+                          std::unique_ptr<event_store> backend,
+                          reader_config cfg);
+
+} // namespace dcbd

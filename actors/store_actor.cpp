@@ -1,0 +1,248 @@
+// The store actor: group commit from the mailbox.
+//
+// An append is parked with its response promise. The first parked request of
+// a group sends the actor a group_atom, which queues behind every request
+// already in the mailbox; handling it commits everything parked so far in
+// one `append_group` call. While that call blocks (the actor is detached),
+// new requests pile up in the mailbox and become the next group. Groups are
+// cut early when they reach the request, event or byte bounds.
+#include "actors/store_protocol.hpp"
+#include "store/pg_store.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <algorithm>
+#include <utility>
+
+namespace dcbd {
+
+namespace {
+
+struct parked {
+  append_request request;
+  caf::typed_response_promise<append_ack> promise;
+  std::size_t events = 0;
+};
+
+struct store_state {
+  std::shared_ptr<event_store> backend;
+  group_limits limits;
+  std::shared_ptr<store_metrics> metrics;
+  std::vector<parked> queue;
+  std::size_t queued_events = 0;
+  std::size_t queued_bytes = 0;
+  bool group_scheduled = false;
+  std::vector<caf::actor> listeners;
+  store_stats stats;
+  static inline const char* name = "dcbd.store";
+};
+
+using store_pointer = store_actor::stateful_pointer<store_state>;
+
+std::size_t payload_bytes(const append_request& req) {
+  std::size_t n = 0;
+  for (auto& e : req.events) {
+    n += e.type.size() + e.data.size() + e.metadata.size();
+    for (auto& t : e.tags)
+      n += t.size();
+  }
+  return n;
+}
+
+void count(store_state& st, errc code, std::size_t events) {
+  switch (code) {
+    case errc::none:
+      ++st.stats.appended;
+      st.stats.events += events;
+      break;
+    case errc::append_condition_failed:
+      ++st.stats.conflicts;
+      break;
+    case errc::invalid_argument:
+      ++st.stats.invalid;
+      break;
+    case errc::overloaded:
+      ++st.stats.overloaded;
+      break;
+    case errc::unavailable:
+      ++st.stats.unavailable;
+      break;
+    case errc::internal:
+      ++st.stats.internal;
+      break;
+  }
+  if (st.metrics)
+    st.metrics->request_finished(code, code == errc::none ? events : 0);
+}
+
+// Commits every parked request as one group and answers each caller.
+void commit(store_pointer self) {
+  auto& st = self->state;
+  if (st.queue.empty())
+    return;
+  auto batch = std::move(st.queue);
+  st.queue.clear();
+  st.queued_events = 0;
+  st.queued_bytes = 0;
+  if (st.metrics)
+    st.metrics->queue_depth(self->mailbox().size());
+  std::vector<append_request> requests;
+  requests.reserve(batch.size());
+  // Listeners need the events after the commit; copy them only then.
+  for (auto& p : batch)
+    requests.push_back(st.listeners.empty() ? std::move(p.request) : p.request);
+  auto sent_at = std::chrono::system_clock::now();
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<append_result> results;
+  try {
+    results = st.backend->append_group(std::move(requests));
+  } catch (const store_error& e) {
+    results.assign(batch.size(), append_result{e.code(), 0, e.what()});
+  } catch (const std::exception& e) {
+    results.assign(batch.size(),
+                   append_result{errc::internal, 0,
+                                 std::string{"store failed: "} + e.what()});
+  }
+  if (results.size() != batch.size())
+    results.assign(batch.size(),
+                   append_result{errc::internal, 0,
+                                 "store returned the wrong number of results"});
+  auto latency = std::chrono::steady_clock::now() - t0;
+  ++st.stats.groups;
+  st.stats.max_group = std::max<std::uint64_t>(st.stats.max_group,
+                                               batch.size());
+  if (auto pg = dynamic_cast<pg_event_store*>(st.backend.get()))
+    st.stats.reconnects = pg->reconnects();
+  std::size_t appended_events = 0;
+  committed_events announcement;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& r = results[i];
+    auto& p = batch[i];
+    auto n = p.events;
+    if (r.ok()) {
+      append_ack ack;
+      ack.last_position = r.last_position;
+      ack.first_position = r.last_position - n + 1;
+      if (!st.listeners.empty()) {
+        auto pos = ack.first_position;
+        for (auto& e : p.request.events)
+          announcement.events.push_back(
+            sequenced_event{pos++, sent_at, std::move(e)});
+      }
+      p.promise.deliver(ack);
+    } else {
+      p.promise.deliver(caf::make_error(r.code, std::move(r.message)));
+    }
+    appended_events += n;
+    count(st, r.code, n);
+  }
+  if (st.metrics)
+    st.metrics->group_committed(batch.size(), appended_events, latency);
+  if (!announcement.events.empty()) {
+    std::sort(announcement.events.begin(), announcement.events.end(),
+              [](auto& a, auto& b) {
+                return a.position < b.position;
+              });
+    for (auto& l : st.listeners)
+      self->send(caf::actor_cast<listener_actor>(l), committed_atom::value,
+                 announcement);
+  }
+}
+
+store_actor::behavior_type
+store_impl(store_pointer self, std::shared_ptr<event_store> backend,
+           group_limits limits, std::shared_ptr<store_metrics> metrics) {
+  auto& st = self->state;
+  st.backend = std::move(backend);
+  st.limits = limits;
+  st.limits.max_requests = std::max<std::size_t>(st.limits.max_requests, 1);
+  st.metrics = std::move(metrics);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& ls = self->state.listeners;
+    ls.erase(std::remove_if(ls.begin(), ls.end(),
+                            [&](const caf::actor& a) {
+                              return a.address() == dm.source;
+                            }),
+             ls.end());
+  });
+  self->set_exception_handler([self](std::exception_ptr& eptr) -> caf::error {
+    try {
+      std::rethrow_exception(eptr);
+    } catch (const std::exception& e) {
+      return caf::make_error(errc::internal, std::string{e.what()});
+    } catch (...) {
+      return caf::make_error(errc::internal, "unknown exception");
+    }
+  });
+  return {
+    [self](append_atom, append_request& req) -> caf::result<append_ack> {
+      auto& st = self->state;
+      // The mailbox holds what the gate cannot see: requests from senders
+      // that bypass the appenders, and a backlog built up during a stall.
+      if (st.queue.size() + self->mailbox().size() >= st.limits.max_queue) {
+        count(st, errc::overloaded, 0);
+        return caf::make_error(errc::overloaded,
+                               "the store queue is full ("
+                                 + std::to_string(st.limits.max_queue)
+                                 + " requests); retry later");
+      }
+      auto events = req.events.size();
+      auto bytes = payload_bytes(req);
+      if (!st.queue.empty()
+          && (st.queue.size() >= st.limits.max_requests
+              || st.queued_events + events > st.limits.max_events
+              || st.queued_bytes + bytes > st.limits.max_bytes))
+        commit(self);
+      auto promise = self->make_response_promise<append_ack>();
+      st.queue.push_back(parked{std::move(req), promise, events});
+      st.queued_events += events;
+      st.queued_bytes += bytes;
+      if (!st.group_scheduled) {
+        st.group_scheduled = true;
+        self->send(self, group_atom::value);
+      }
+      return promise;
+    },
+    [self](group_atom) {
+      self->state.group_scheduled = false;
+      commit(self);
+    },
+    [self](head_atom) -> caf::result<std::uint64_t> {
+      try {
+        return self->state.backend->head();
+      } catch (const store_error& e) {
+        return to_error(e);
+      } catch (const std::exception& e) {
+        return caf::make_error(errc::internal, std::string{e.what()});
+      }
+    },
+    [self](listen_atom, const caf::actor& listener) {
+      if (!listener)
+        return;
+      self->monitor(listener);
+      self->state.listeners.push_back(listener);
+    },
+    [self](stats_atom) {
+      auto s = self->state.stats;
+      s.mailbox = self->mailbox().size();
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+store_actor
+spawn_store(caf::actor_system& sys, std::unique_ptr<event_store> backend,
+            group_limits limits, std::shared_ptr<store_metrics> metrics) {
+  // Spawn arguments must be copyable, hence the shared_ptr; the actor is
+  // its only owner.
+  std::shared_ptr<event_store> shared{std::move(backend)};
+  return sys.spawn<caf::detached>(store_impl, std::move(shared), limits,
+                                  std::move(metrics));
+}
+
+} // namespace dcbd

@@ -1,0 +1,184 @@
+// The store actor: one per node; owns the write connection and commits the
+// appends waiting in its mailbox as one group (DESIGN §2 "Group commit").
+//
+// Messages:
+//   (append_atom, append_request)  -> append_ack | error(errc)
+//   (head_atom)                    -> uint64_t position of the last event
+//   (listen_atom, actor)           -> listener gets (committed_atom,
+//                                     committed_events) after every commit
+//                                     with appended events, until it exits
+//   (stats_atom)                   -> store_stats
+//   (group_atom)                   internal: commit what is queued
+#pragma once
+
+#include "actors/inspect.hpp"
+#include "store/event_store.hpp"
+#include "store/model.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace dcbd {
+
+using append_atom = caf::atom_constant<caf::atom("dcbAppend")>;
+using head_atom = caf::atom_constant<caf::atom("dcbHead")>;
+using listen_atom = caf::atom_constant<caf::atom("dcbListen")>;
+using committed_atom = caf::atom_constant<caf::atom("dcbCommit")>;
+using stats_atom = caf::atom_constant<caf::atom("dcbStats")>;
+using group_atom = caf::atom_constant<caf::atom("dcbGroup")>;
+
+/// A successful append: the positions of its first and last event.
+struct append_ack {
+  std::uint64_t first_position = 0;
+  std::uint64_t last_position = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, append_ack& x) {
+  return f(caf::meta::type_name("dcbd::append_ack"), x.first_position,
+           x.last_position);
+}
+
+/// The events one group committed, in position order. `recorded_at` is the
+/// store actor's clock when it sent the group, within the commit's duration
+/// of the database's own timestamp (reads return the latter).
+struct committed_events {
+  std::vector<sequenced_event> events;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, committed_events& x) {
+  return f(caf::meta::type_name("dcbd::committed_events"), x.events);
+}
+
+/// Counters of a store actor since it started.
+struct store_stats {
+  /// Groups sent to the database.
+  std::uint64_t groups = 0;
+  /// Requests by outcome.
+  std::uint64_t appended = 0;
+  std::uint64_t conflicts = 0;
+  std::uint64_t invalid = 0;
+  std::uint64_t overloaded = 0;
+  std::uint64_t unavailable = 0;
+  std::uint64_t internal = 0;
+  /// Events appended.
+  std::uint64_t events = 0;
+  /// The largest group so far, in requests.
+  std::uint64_t max_group = 0;
+  /// Connections reopened after the first.
+  std::uint64_t reconnects = 0;
+  /// Messages waiting in the mailbox when the stats were taken.
+  std::uint64_t mailbox = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, store_stats& x) {
+  return f(caf::meta::type_name("dcbd::store_stats"), x.groups, x.appended,
+           x.conflicts, x.invalid, x.overloaded, x.unavailable, x.internal,
+           x.events, x.max_group, x.reconnects, x.mailbox);
+}
+
+/// What a listener must accept.
+using listener_actor
+  = caf::typed_actor<caf::reacts_to<committed_atom, committed_events>>;
+
+using store_actor = caf::typed_actor<
+  caf::replies_to<append_atom, append_request>::with<append_ack>,
+  caf::replies_to<head_atom>::with<std::uint64_t>,
+  caf::reacts_to<listen_atom, caf::actor>,
+  caf::replies_to<stats_atom>::with<store_stats>, caf::reacts_to<group_atom>>;
+
+/// Bounds on one group and on the queue in front of the store actor.
+struct group_limits {
+  /// Most requests per group.
+  std::size_t max_requests = 1000;
+  /// Most events per group (a larger single request still goes alone).
+  std::size_t max_events = 20'000;
+  /// Most payload bytes per group (a larger single request still goes
+  /// alone).
+  std::size_t max_bytes = std::size_t{16} << 20;
+  /// Most requests queued or in flight; past it callers get `overloaded`.
+  std::size_t max_queue = 10'000;
+};
+
+/// Admission control in front of the store actor, shared with the actors
+/// that feed it: at most `capacity` requests are queued or in flight.
+class store_gate {
+public:
+  explicit store_gate(std::size_t capacity) : capacity_(capacity) {
+    // nop
+  }
+
+  /// Admits one request unless the queue is full.
+  bool try_enter() noexcept {
+    auto n = depth_.load(std::memory_order_relaxed);
+    do {
+      if (n >= capacity_)
+        return false;
+    } while (
+      !depth_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    return true;
+  }
+
+  /// Releases one admitted request.
+  void leave() noexcept {
+    depth_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  /// Requests admitted and not yet answered.
+  std::size_t depth() const noexcept {
+    return depth_.load(std::memory_order_relaxed);
+  }
+
+  std::size_t capacity() const noexcept {
+    return capacity_;
+  }
+
+private:
+  std::size_t capacity_;
+  std::atomic<std::size_t> depth_{0};
+};
+
+/// Hooks the store actor calls; the node implements them with Prometheus.
+/// Called on the store actor's thread.
+class store_metrics {
+public:
+  virtual ~store_metrics() = default;
+
+  /// A group went to the database and came back after `latency`.
+  virtual void group_committed(std::size_t requests, std::size_t events,
+                               std::chrono::nanoseconds latency) {
+    (void) requests;
+    (void) events;
+    (void) latency;
+  }
+
+  /// One request finished with `code` (none on success).
+  virtual void request_finished(errc code, std::size_t events) {
+    (void) code;
+    (void) events;
+  }
+
+  /// The mailbox held `depth` messages when a group was taken.
+  virtual void queue_depth(std::size_t depth) {
+    (void) depth;
+  }
+};
+
+/// Spawns a detached store actor that owns `backend`. `metrics` may be null.
+store_actor spawn_store(caf::actor_system& sys,
+                        std::unique_ptr<event_store> backend,
+                        group_limits limits,
+                        std::shared_ptr<store_metrics> metrics = nullptr);
+
+} // namespace dcbd

@@ -1,0 +1,40 @@
+#include "tests/support/engine_fixture.hpp"
+
+namespace dcbd::test {
+
+EngineTest::EngineTest() {
+  register_types(sys_cfg_);
+  sys_cfg_.set("scheduler.max-threads", 2);
+  sys_cfg_.set("logger.console", caf::atom("none"));
+  sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
+}
+
+EngineTest::~EngineTest() {
+  engine_.reset();
+  sys_.reset();
+}
+
+void EngineTest::TearDown() {
+  engine_.reset();
+  PgSchemaTest::TearDown();
+}
+
+engine_config EngineTest::config() {
+  engine_config cfg;
+  cfg.store = test_config(schema_);
+  cfg.readers = 2;
+  cfg.appenders = 2;
+  cfg.timeout = std::chrono::milliseconds{60'000};
+  return cfg;
+}
+
+engine& EngineTest::start(std::optional<engine_config> cfg) {
+  engine_ = std::make_unique<engine>(*sys_, cfg ? std::move(*cfg) : config());
+  return *engine_;
+}
+
+void EngineTest::stop() {
+  engine_.reset();
+}
+
+} // namespace dcbd::test
