@@ -1,14 +1,13 @@
-// The embedding API, the worker pools and their supervisors.
+// The embedding API and the worker pools, which supervise their workers.
 #include "actors/engine.hpp"
 
 #include "store/pg_store.hpp"
 
 #include <caf/actor_cast.hpp>
-#include <caf/actor_pool.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/mailbox_element.hpp>
 #include <caf/scoped_actor.hpp>
-#include <caf/scoped_execution_unit.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -22,49 +21,99 @@ namespace {
 
 using respawn_atom = caf::atom_constant<caf::atom("dcbRespawn")>;
 
-// -- supervision --------------------------------------------------------------
+// -- worker pool --------------------------------------------------------------
 
 using worker_factory = std::function<caf::actor()>;
 
-struct supervisor_state {
-  caf::actor pool;
+struct pool_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  pool_state() = default;
+
   worker_factory make;
-  std::uint64_t restarts = 0;
-  static inline const char* name = "dcbd.supervisor";
+  std::size_t size = 0;
+  std::vector<caf::actor> workers;
+  std::size_t next = 0;
+  bool respawn_scheduled = false;
+  bool stopping = false;
+  std::string kind;
+  static inline const char* name = "dcbd.pool";
 };
 
-// Keeps `pool` at `size` workers: spawns them, monitors them, and replaces
-// any that dies (the pool drops dead workers by itself). A worker that
-// cannot be made (the database is down) is retried every second.
-caf::behavior supervisor_impl(caf::stateful_actor<supervisor_state>* self,
-                              caf::actor pool, worker_factory make,
-                              std::size_t size) {
-  self->state.pool = std::move(pool);
-  self->state.make = std::move(make);
-  auto add_worker = [self]() -> bool {
+using pool_pointer = caf::stateful_actor<pool_state>*;
+
+// Makes workers until the pool has `size`; if one cannot be made (the
+// database is down), tries again in a second.
+void fill(pool_pointer self) {
+  auto& st = self->state;
+  while (!st.stopping && st.workers.size() < st.size) {
     caf::actor w;
     try {
-      w = self->state.make();
+      w = st.make();
     } catch (const std::exception&) {
-      self->delayed_send(self, std::chrono::seconds(1), respawn_atom::value);
-      return false;
+      if (!st.respawn_scheduled) {
+        st.respawn_scheduled = true;
+        self->delayed_send(self, std::chrono::seconds(1), respawn_atom::value);
+      }
+      return;
     }
     self->monitor(w);
-    self->send(self->state.pool, caf::sys_atom::value, caf::put_atom::value, w);
-    return true;
-  };
-  for (std::size_t i = 0; i < size; ++i)
-    add_worker();
-  self->set_down_handler([self, add_worker](caf::down_msg&) {
-    ++self->state.restarts;
-    add_worker();
+    st.workers.push_back(std::move(w));
+  }
+}
+
+// A pool of `size` workers that is also their supervisor: it hands each
+// message to the next worker in turn (sender and request id intact, so the
+// worker answers the caller directly), and replaces a worker that dies.
+// Unlike caf::actor_pool it outlives its last worker: while it has none,
+// callers get `unavailable`. On exit it stops its workers; each answers
+// what it has taken before it quits.
+caf::behavior pool_impl(pool_pointer self, std::string kind,
+                        worker_factory make, std::size_t size) {
+  auto& st = self->state;
+  st.kind = std::move(kind);
+  st.make = std::move(make);
+  st.size = std::max<std::size_t>(size, 1);
+  fill(self);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto i = std::find(st.workers.begin(), st.workers.end(), dm.source);
+    if (i == st.workers.end())
+      return;
+    st.workers.erase(i);
+    fill(self);
   });
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    auto& st = self->state;
+    st.stopping = true;
+    for (auto& w : st.workers)
+      self->send_exit(w, em.reason);
+    self->quit(std::move(em.reason));
+  });
+  self->set_default_handler(
+    [self](caf::scheduled_actor*,
+           caf::message_view& view) -> caf::result<caf::message> {
+      auto& st = self->state;
+      if (st.workers.empty())
+        return caf::make_error(errc::unavailable,
+                               "no " + st.kind
+                                 + " is running (the database may be down)");
+      auto& w = st.workers[st.next++ % st.workers.size()];
+      auto* me = self->current_mailbox_element();
+      w->enqueue(caf::make_mailbox_element(me->sender, me->mid,
+                                           std::move(me->stages),
+                                           view.move_content_to_message()),
+                 self->context());
+      return caf::delegated<caf::message>{};
+    });
   return {
-    [add_worker](respawn_atom) {
-      add_worker();
+    [self](respawn_atom) {
+      self->state.respawn_scheduled = false;
+      fill(self);
     },
-    [self](stats_atom) {
-      return self->state.restarts;
+    [self](caf::sys_atom, caf::get_atom) {
+      return self->state.workers;
     },
   };
 }
@@ -74,6 +123,11 @@ caf::behavior supervisor_impl(caf::stateful_actor<supervisor_state>* self,
 using summary_handler = std::function<void(caf::expected<stream_summary>)>;
 
 struct sink_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  sink_state() = default;
+
   bool done = false;
   static inline const char* name = "dcbd.stream_sink";
 };
@@ -177,8 +231,6 @@ struct engine::impl {
   store_actor store;
   caf::actor reader_pool;
   caf::actor appender_pool;
-  caf::actor reader_supervisor;
-  caf::actor appender_supervisor;
 
   impl(caf::actor_system& s, engine_config c) : sys(s), cfg(std::move(c)) {
     // nop
@@ -208,20 +260,14 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   // an in-doubt group while the first reconnects.
   d.store = spawn_store(sys, std::make_unique<pg_event_store>(d.connection(2)),
                         d.cfg.group, d.cfg.metrics);
-  caf::scoped_execution_unit context{&sys};
-  d.reader_pool = caf::actor_pool::make(&context,
-                                        caf::actor_pool::round_robin());
-  d.appender_pool = caf::actor_pool::make(&context,
-                                          caf::actor_pool::round_robin());
   auto reader_pc = d.connection(d.cfg.reader_connections);
   auto reader_cfg = d.cfg.reader;
-  d.reader_supervisor = sys.spawn(
-    supervisor_impl, d.reader_pool,
-    worker_factory{[&sys, reader_pc, reader_cfg] {
+  d.reader_pool = sys.spawn(
+    pool_impl, "reader", worker_factory{[&sys, reader_pc, reader_cfg] {
       return caf::actor_cast<caf::actor>(spawn_reader(
         sys, std::make_unique<pg_event_store>(reader_pc), reader_cfg));
     }},
-    std::max<std::size_t>(d.cfg.readers, 1));
+    d.cfg.readers);
   appender_config acfg;
   acfg.store = d.store;
   acfg.readers = d.readers();
@@ -229,30 +275,44 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   acfg.max_attempts = d.cfg.max_attempts;
   acfg.timeout = d.cfg.timeout;
   acfg.limits = d.cfg.store.limits;
-  d.appender_supervisor
-    = sys.spawn(supervisor_impl, d.appender_pool, worker_factory{[&sys, acfg] {
+  d.appender_pool
+    = sys.spawn(pool_impl, "appender", worker_factory{[&sys, acfg] {
                   return caf::actor_cast<caf::actor>(spawn_appender(sys, acfg));
                 }},
-                std::max<std::size_t>(d.cfg.appenders, 1));
+                d.cfg.appenders);
 }
 
 engine::~engine() {
   auto& d = *impl_;
-  // Supervisors first, or they would replace the workers the pools stop.
   caf::scoped_actor self{d.sys};
-  for (auto* sup : {&d.appender_supervisor, &d.reader_supervisor}) {
-    self->monitor(*sup);
-    self->send_exit(*sup, caf::exit_reason::user_shutdown);
+  auto stop = [&](const caf::actor& a) {
+    self->monitor(a);
+    self->send_exit(a, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {});
-  }
-  for (auto* pool : {&d.appender_pool, &d.reader_pool})
-    self->send_exit(*pool, caf::exit_reason::user_shutdown);
-  // The store answers what is queued before the exit (it is a normal
-  // message behind them), so every caller gets a reply.
-  self->monitor(d.store);
-  self->send(d.store, group_atom::value);
-  self->send_exit(d.store, caf::exit_reason::user_shutdown);
-  self->receive([](const caf::down_msg&) {});
+  };
+  // Stops a pool and waits for its workers, which answer what they took.
+  auto stop_pool = [&](const caf::actor& pool) {
+    std::vector<caf::actor> workers;
+    self
+      ->request(pool, std::chrono::seconds(5), caf::sys_atom::value,
+                caf::get_atom::value)
+      .receive(
+        [&](std::vector<caf::actor>& ws) {
+          workers = std::move(ws);
+        },
+        [](caf::error&) {});
+    for (auto& w : workers)
+      self->monitor(w);
+    self->send_exit(pool, caf::exit_reason::user_shutdown);
+    for (std::size_t i = 0; i < workers.size(); ++i)
+      self->receive([](const caf::down_msg&) {});
+  };
+  // The appenders first, which still need the readers and the store for
+  // the commands they are running; then the readers; then the store, which
+  // commits what it has taken before it exits.
+  stop_pool(d.appender_pool);
+  stop_pool(d.reader_pool);
+  stop(caf::actor_cast<caf::actor>(d.store));
 }
 
 store_actor engine::store() const {

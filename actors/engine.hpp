@@ -89,10 +89,12 @@ public:
   /// validate and apply admission control.
   store_actor store() const;
 
-  /// The appender pool.
+  /// The appender pool. A pool hands each message to its next worker in
+  /// turn; the worker answers the caller. It replaces workers that die, and
+  /// while it has none (the database is down) it answers `unavailable`.
   appender_actor appenders() const;
 
-  /// The reader pool.
+  /// The reader pool; see `appenders()`.
   reader_actor readers() const;
 
   /// Admission control in front of the store actor.

@@ -9,7 +9,9 @@
 //       then exactly one (end_atom, stream_end). It never has more than
 //       `window` chunks unacknowledged: the sink returns credit with
 //       (credit_atom, stream id, n) to the chunk's sender after consuming n
-//       chunks. (cancel_atom, stream id) from the sink ends a stream early.
+//       chunks. (cancel_atom, stream id) from the sink ends a stream early:
+//       no chunk follows, and its stream_end says "cancelled by the sink"
+//       (code none; `events` counts the chunks sent before).
 //   (project_atom, decision_model)       -> decision_reply | error(errc)
 //   (head_atom)                          -> uint64_t
 #pragma once

@@ -8,6 +8,7 @@
 // cut early when they reach the request, event or byte bounds.
 #include "actors/store_protocol.hpp"
 #include "store/pg_store.hpp"
+#include "store/validation.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -28,6 +29,11 @@ struct parked {
 };
 
 struct store_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  store_state() = default;
+
   std::shared_ptr<event_store> backend;
   group_limits limits;
   std::shared_ptr<store_metrics> metrics;
@@ -128,15 +134,19 @@ void commit(store_pointer self) {
       ack.first_position = r.last_position - n + 1;
       if (!st.listeners.empty()) {
         auto pos = ack.first_position;
-        for (auto& e : p.request.events)
+        // Listeners see the stored form: tags sorted and de-duplicated.
+        for (auto& e : p.request.events) {
+          normalize(e);
           announcement.events.push_back(
             sequenced_event{pos++, sent_at, std::move(e)});
+        }
       }
       p.promise.deliver(ack);
     } else {
       p.promise.deliver(caf::make_error(r.code, std::move(r.message)));
     }
-    appended_events += n;
+    if (r.ok())
+      appended_events += n;
     count(st, r.code, n);
   }
   if (st.metrics)
@@ -167,6 +177,12 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
                               return a.address() == dm.source;
                             }),
              ls.end());
+  });
+  // On shutdown, commit (or fail) what is parked, so every caller whose
+  // request was taken gets its answer; CAF bounces what is still queued.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    commit(self);
+    self->quit(std::move(em.reason));
   });
   self->set_exception_handler([self](std::exception_ptr& eptr) -> caf::error {
     try {

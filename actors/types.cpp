@@ -42,6 +42,10 @@ std::string message_of(const caf::error& err) {
   return caf::to_string(err);
 }
 
+void tune_scheduler(caf::actor_system_config& cfg) {
+  cfg.set("work-stealing.moderate-poll-attempts", 0);
+}
+
 void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<event>("dcbd::event");
   cfg.add_message_type<sequenced_event>("dcbd::sequenced_event");

@@ -55,6 +55,11 @@ struct open_stream {
 };
 
 struct reader_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  reader_state() = default;
+
   std::shared_ptr<event_store> backend;
   reader_config cfg;
   // Streams by a reader-local serial; the sink names them by (sink, id).
@@ -123,6 +128,16 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
   self->state.backend = std::move(backend);
   self->state.cfg = std::move(cfg);
   install_exception_handler(self);
+  // On exit, tell every open stream's sink instead of leaving it waiting.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    std::vector<std::uint64_t> open;
+    for (auto& [serial, s] : self->state.streams)
+      open.push_back(serial);
+    for (auto serial : open)
+      end_stream(self, serial, errc::unavailable,
+                 "the reader is shutting down");
+    self->quit(std::move(em.reason));
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     st.monitored.erase(dm.source);
@@ -205,7 +220,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
       auto i = st.by_sink.find({sender, id});
       if (i != st.by_sink.end())
-        close_stream(self, i->second);
+        end_stream(self, i->second, errc::none, "cancelled by the sink");
     },
     [self](pump_atom, std::uint64_t serial) {
       pump(self, serial);
@@ -246,11 +261,49 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
 // -- appender -----------------------------------------------------------------
 
 struct appender_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  appender_state() = default;
+
   appender_config cfg;
+  // Calls taken and not yet answered; on exit the appender waits for them.
+  std::size_t in_flight = 0;
+  bool stopping = false;
+  caf::error exit_reason;
   static inline const char* name = "dcbd.appender";
 };
 
 using appender_pointer = appender_actor::stateful_pointer<appender_state>;
+
+void call_finished(appender_pointer self) {
+  auto& st = self->state;
+  if (--st.in_flight == 0 && st.stopping)
+    self->quit(st.exit_reason);
+}
+
+// A response promise that counts the appender's calls in flight.
+template <class T>
+struct tracked_promise {
+  tracked_promise(appender_pointer self, caf::typed_response_promise<T> promise)
+    : self(self)
+    , rp(std::move(promise)) {
+    ++self->state.in_flight;
+  }
+
+  template <class U>
+  void deliver(U&& x) {
+    rp.deliver(std::forward<U>(x));
+    call_finished(self);
+  }
+
+  appender_pointer self;
+  caf::typed_response_promise<T> rp;
+};
+
+caf::error shutting_down() {
+  return caf::make_error(errc::unavailable, "the appender is shutting down");
+}
 
 caf::error overloaded_error(const store_gate& gate) {
   return caf::make_error(errc::overloaded, "the store queue is full ("
@@ -270,7 +323,7 @@ command_outcome accepted(std::uint32_t attempt, std::uint64_t first = 0,
 
 // One round of the DCB loop: project, decide, append; on a conflict, again.
 void attempt(appender_pointer self, command_ptr cmd,
-             caf::typed_response_promise<command_outcome> rp, std::uint32_t n) {
+             tracked_promise<command_outcome> rp, std::uint32_t n) {
   auto& cfg = self->state.cfg;
   projectors_ptr projectors{cmd, &cmd->projectors};
   self
@@ -348,9 +401,19 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
   cfg.max_attempts = std::max<std::uint32_t>(cfg.max_attempts, 1);
   self->state.cfg = std::move(cfg);
   install_exception_handler(self);
+  // Graceful exit: answer every call taken, refuse new ones, then quit.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    auto& st = self->state;
+    st.stopping = true;
+    st.exit_reason = std::move(em.reason);
+    if (st.in_flight == 0)
+      self->quit(st.exit_reason);
+  });
   return {
     [self](append_atom, append_request& req) -> caf::result<append_ack> {
       auto& cfg = self->state.cfg;
+      if (self->state.stopping)
+        return shutting_down();
       try {
         validate(req, cfg.limits);
       } catch (const store_error& e) {
@@ -359,7 +422,8 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
       auto gate = cfg.gate;
       if (!gate->try_enter())
         return overloaded_error(*gate);
-      auto rp = self->make_response_promise<append_ack>();
+      tracked_promise<append_ack> rp{self,
+                                     self->make_response_promise<append_ack>()};
       self->request(cfg.store, cfg.timeout, append_atom::value, std::move(req))
         .then(
           [gate, rp](const append_ack& ack) mutable {
@@ -370,7 +434,7 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
             gate->leave();
             rp.deliver(std::move(err));
           });
-      return rp;
+      return rp.rp;
     },
     [self](execute_atom, command_request& req) -> caf::result<command_outcome> {
       if (!req.code)
@@ -382,9 +446,12 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
         return caf::make_error(errc::invalid_argument,
                                "command '" + req.name
                                  + "': decide must be set");
-      auto rp = self->make_response_promise<command_outcome>();
+      if (self->state.stopping)
+        return shutting_down();
+      tracked_promise<command_outcome> rp{
+        self, self->make_response_promise<command_outcome>()};
       attempt(self, std::move(req.code), rp, 1);
-      return rp;
+      return rp.rp;
     },
   };
 }
