@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
+#include <map>
+#include <mutex>
 
 namespace dcbd::test {
 namespace {
@@ -76,6 +79,163 @@ TEST_F(Engine, StreamDeliversEverythingInOrder) {
   ASSERT_EQ(seen.size(), 250u);
   for (std::size_t i = 0; i < seen.size(); ++i)
     EXPECT_EQ(seen[i], i + 1);
+}
+
+// Counts what the store actor reports through its hooks.
+struct counting_metrics : store_metrics {
+  void group_committed(std::size_t requests, std::size_t events,
+                       std::chrono::nanoseconds latency) override {
+    groups += 1;
+    grouped_requests += requests;
+    grouped_events += events;
+    if (latency.count() > 0)
+      timed += 1;
+  }
+  void request_finished(errc code, std::size_t events) override {
+    std::lock_guard<std::mutex> guard{mtx};
+    by_code[static_cast<int>(code)] += 1;
+    finished_events += events;
+  }
+  void queue_depth(std::size_t) override {
+    depth_reports += 1;
+  }
+  std::atomic<std::size_t> groups{0};
+  std::atomic<std::size_t> grouped_requests{0};
+  std::atomic<std::size_t> grouped_events{0};
+  std::atomic<std::size_t> timed{0};
+  std::atomic<std::size_t> depth_reports{0};
+  std::mutex mtx;
+  std::map<int, std::size_t> by_code;
+  std::size_t finished_events = 0;
+};
+
+TEST_F(Engine, MetricsHooksSeeEveryGroupAndResult) {
+  auto metrics = std::make_shared<counting_metrics>();
+  auto cfg = config();
+  cfg.metrics = metrics;
+  auto& eng = start(cfg);
+  ASSERT_TRUE(eng.append({make("A", {"k:1"}), make("A", {"k:2"})}));
+  auto q = query{{query_item{{"A"}, {}}}};
+  auto conflict = eng.append({make("A", {"k:3"})}, append_condition{q, 0});
+  ASSERT_FALSE(conflict);
+  ASSERT_TRUE(eng.append({make("B", {"k:3"})}, append_condition{q, 2}));
+  // Invalid input stops at the appender: the store never sees it.
+  auto bad = eng.append({make("", {"k:1"})});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(code_of(bad.error()), errc::invalid_argument);
+  auto stats = eng.stats();
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->appended, 2u);
+  EXPECT_EQ(stats->conflicts, 1u);
+  EXPECT_EQ(stats->invalid, 0u);
+  EXPECT_EQ(stats->events, 3u);
+  EXPECT_EQ(metrics->groups.load(), stats->groups);
+  EXPECT_EQ(metrics->grouped_requests.load(), 3u);
+  EXPECT_EQ(metrics->grouped_events.load(), 3u);
+  EXPECT_EQ(metrics->timed.load(), metrics->groups.load());
+  EXPECT_EQ(metrics->depth_reports.load(), metrics->groups.load());
+  std::lock_guard<std::mutex> guard{metrics->mtx};
+  EXPECT_EQ(metrics->by_code[0], 2u);
+  EXPECT_EQ(metrics->by_code[static_cast<int>(errc::append_condition_failed)],
+            1u);
+  EXPECT_EQ(metrics->finished_events, 3u);
+}
+
+TEST_F(Engine, AsyncReadProjectExecuteAndStream) {
+  auto& eng = start();
+  std::vector<event> evs;
+  for (int i = 0; i < 30; ++i)
+    evs.push_back(make(i % 2 == 0 ? "A" : "B", {"k:" + std::to_string(i % 3)}));
+  ASSERT_TRUE(eng.append(evs));
+
+  std::promise<caf::expected<read_result>> read_done;
+  eng.read(query{{query_item{{"A"}, {}}}}, {},
+           [&](caf::expected<read_result> r) {
+             read_done.set_value(std::move(r));
+           });
+  auto r = read_done.get_future().get();
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_EQ(r->events.size(), 15u);
+
+  std::vector<projector> ps;
+  ps.push_back(make_projector<int>("as", query{{query_item{{"A"}, {}}}}, 0,
+                                   [](int& n, const sequenced_event&) {
+                                     ++n;
+                                   }));
+  std::promise<caf::expected<projection>> project_done;
+  eng.project(ps, [&](caf::expected<projection> p) {
+    project_done.set_value(std::move(p));
+  });
+  auto p = project_done.get_future().get();
+  ASSERT_TRUE(p) << message_of(p.error());
+  EXPECT_EQ(p->states->get<int>("as"), 15);
+  ASSERT_TRUE(p->condition);
+  EXPECT_EQ(p->condition->after, std::optional<std::uint64_t>{30});
+
+  command cmd;
+  cmd.name = "append-if-15";
+  cmd.projectors = ps;
+  cmd.decide = [](const decision_states& s) {
+    if (s.get<int>("as") != 15)
+      return verdict::reject("expected 15");
+    return verdict::accept({event{"A", {"k:9"}, {}, {}}});
+  };
+  std::promise<caf::expected<command_outcome>> exec_done;
+  eng.execute(cmd, [&](caf::expected<command_outcome> o) {
+    exec_done.set_value(std::move(o));
+  });
+  auto o = exec_done.get_future().get();
+  ASSERT_TRUE(o) << message_of(o.error());
+  EXPECT_TRUE(o->accepted);
+  EXPECT_EQ(o->last_position, 31u);
+  // Now 16 events of type A: the same command is rejected.
+  auto again = eng.execute(cmd);
+  ASSERT_TRUE(again) << message_of(again.error());
+  EXPECT_FALSE(again->accepted);
+  EXPECT_EQ(again->rejection, "expected 15");
+
+  std::promise<caf::expected<stream_summary>> stream_done;
+  std::size_t streamed = 0; // only touched by the sink actor, then read here
+  stream_options chunking;
+  chunking.chunk_events = 4;
+  eng.stream(
+    query::all(), {},
+    [&](std::vector<sequenced_event>& c) {
+      streamed += c.size();
+    },
+    [&](caf::expected<stream_summary> s) {
+      stream_done.set_value(s);
+    },
+    2, chunking);
+  auto s = stream_done.get_future().get();
+  ASSERT_TRUE(s) << message_of(s.error());
+  EXPECT_EQ(s->events, 31u);
+  EXPECT_EQ(streamed, 31u);
+}
+
+TEST_F(Engine, StopAnswersEveryCallerAndKeepsAcknowledgedWrites) {
+  auto& eng = start();
+  constexpr int n = 200;
+  std::atomic<int> answered{0};
+  std::atomic<int> acked{0};
+  std::atomic<std::uint64_t> acked_events{0};
+  std::promise<void> all_answered;
+  for (int i = 0; i < n; ++i)
+    eng.append({make("A", {"k:" + std::to_string(i)})}, std::nullopt,
+               [&](caf::expected<append_ack> r) {
+                 if (r) {
+                   acked += 1;
+                   acked_events += r->last_position - r->first_position + 1;
+                 }
+                 if (++answered == n)
+                   all_answered.set_value();
+               });
+  stop();
+  ASSERT_EQ(all_answered.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  auto rows = exec_sql("SELECT count(*) FROM " + schema_ + ".events");
+  EXPECT_EQ(std::stoull(rows), acked_events.load());
+  EXPECT_EQ(static_cast<std::uint64_t>(acked.load()), acked_events.load());
 }
 
 } // namespace

@@ -1,9 +1,12 @@
 #include "tests/support/engine_fixture.hpp"
 
+#include <caf/scoped_actor.hpp>
+
 namespace dcbd::test {
 
 EngineTest::EngineTest() {
   register_types(sys_cfg_);
+  tune_scheduler(sys_cfg_);
   sys_cfg_.set("scheduler.max-threads", 2);
   sys_cfg_.set("logger.console", caf::atom("none"));
   sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
@@ -35,6 +38,15 @@ engine& EngineTest::start(std::optional<engine_config> cfg) {
 
 void EngineTest::stop() {
   engine_.reset();
+}
+
+void stop_actor(caf::actor_system& sys, const caf::actor& handle) {
+  if (!handle)
+    return;
+  caf::scoped_actor self{sys};
+  self->monitor(handle);
+  self->send_exit(handle, caf::exit_reason::user_shutdown);
+  self->receive([](const caf::down_msg&) {});
 }
 
 } // namespace dcbd::test

@@ -5,9 +5,14 @@
 #include "actors/types.hpp"
 #include "tests/support/pg_fixture.hpp"
 
+#include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/expected.hpp>
 
+#include <chrono>
+#include <future>
 #include <memory>
 #include <optional>
 
@@ -35,5 +40,35 @@ protected:
   std::unique_ptr<caf::actor_system> sys_;
   std::unique_ptr<engine> engine_;
 };
+
+/// Sends `xs...` to `dest` as a request from a short-lived event-based actor
+/// and waits for the reply (a scoped_actor's blocking receive does not match
+/// typed replies delivered through response promises in CAF 0.17.6).
+template <class T, class Handle, class... Ts>
+caf::expected<T> ask(caf::actor_system& sys, const Handle& dest, Ts... xs) {
+  auto p = std::make_shared<std::promise<caf::expected<T>>>();
+  auto f = p->get_future();
+  sys.spawn([=](caf::event_based_actor* self) {
+    self->request(dest, std::chrono::seconds{60}, xs...)
+      .then(
+        [p](T& x) {
+          p->set_value(std::move(x));
+        },
+        [p](caf::error& err) {
+          p->set_value(std::move(err));
+        });
+  });
+  return f.get();
+}
+
+/// Stops `handle` with `user_shutdown` and waits until it is gone.
+void stop_actor(caf::actor_system& sys, const caf::actor& handle);
+
+/// Stops a typed actor; see `stop_actor(caf::actor_system&, const
+/// caf::actor&)`.
+template <class Handle>
+void stop_actor(caf::actor_system& sys, const Handle& handle) {
+  stop_actor(sys, caf::actor_cast<caf::actor>(handle));
+}
 
 } // namespace dcbd::test

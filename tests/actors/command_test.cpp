@@ -1,0 +1,729 @@
+// Commands end to end on a real PostgreSQL: the course-subscription domain,
+// its rules under 100 concurrent clients (checked with SQL), retries, failing
+// user code, and the supervision of the appender pool.
+#include "tests/actors/course_domain.hpp"
+#include "tests/support/engine_fixture.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_registry.hpp>
+#include <caf/after.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/system_messages.hpp>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace dcbd::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto call_timeout = std::chrono::seconds{60};
+
+// -- helpers ------------------------------------------------------------------
+
+/// Whether `text` contains `part`, with both in the failure message.
+::testing::AssertionResult contains(const std::string& text,
+                                    const std::string& part) {
+  if (text.find(part) != std::string::npos)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "'" << text << "' does not contain '" << part << "'";
+}
+
+/// Sends `xs...` to `dest` from a short-lived actor and waits for the reply.
+template <class T, class Handle, class... Ts>
+caf::expected<T>
+request_blocking(caf::actor_system& sys, const Handle& dest, Ts... xs) {
+  auto done = std::make_shared<std::promise<caf::expected<T>>>();
+  auto result = done->get_future();
+  sys.spawn([done, dest, xs...](caf::event_based_actor* self) {
+    self->request(dest, call_timeout, xs...)
+      .then(
+        [done](T& x) {
+          done->set_value(std::move(x));
+        },
+        [done](caf::error& err) {
+          done->set_value(std::move(err));
+        });
+  });
+  return result.get();
+}
+
+/// Runs `cmd` asynchronously; the future holds its result.
+std::future<caf::expected<command_outcome>> execute_async(engine& eng,
+                                                          command cmd) {
+  auto done = std::make_shared<std::promise<caf::expected<command_outcome>>>();
+  auto result = done->get_future();
+  eng.execute(std::move(cmd), [done](caf::expected<command_outcome> r) {
+    done->set_value(std::move(r));
+  });
+  return result;
+}
+
+/// The workers of an actor pool, e.g. `eng.appenders()`.
+template <class Pool>
+std::vector<caf::actor> workers_of(caf::actor_system& sys, const Pool& pool) {
+  auto r = request_blocking<std::vector<caf::actor>>(
+    sys, caf::actor_cast<caf::actor>(pool), caf::sys_atom::value,
+    caf::get_atom::value);
+  if (!r)
+    ADD_FAILURE() << "cannot list the pool's workers: "
+                  << message_of(r.error());
+  return r ? std::move(*r) : std::vector<caf::actor>{};
+}
+
+/// Waits until `pool` has `n` workers, none of them `gone`; returns them.
+template <class Pool>
+std::vector<caf::actor> await_workers(caf::actor_system& sys, const Pool& pool,
+                                      std::size_t n, const caf::actor& gone) {
+  std::vector<caf::actor> ws;
+  for (int i = 0; i < 100; ++i) {
+    ws = workers_of(sys, pool);
+    if (ws.size() == n && std::find(ws.begin(), ws.end(), gone) == ws.end())
+      return ws;
+    std::this_thread::sleep_for(50ms);
+  }
+  return ws;
+}
+
+/// Waits up to two seconds for `sys` to have no running actors; returns how
+/// many still run.
+std::size_t await_no_actors(caf::actor_system& sys) {
+  for (int i = 0; i < 40 && sys.registry().running() > 0; ++i)
+    std::this_thread::sleep_for(50ms);
+  return sys.registry().running();
+}
+
+/// Runs a SQL count or aggregate on the test server; "" for NULL.
+std::string sql(const std::string& text) {
+  return exec_sql(text);
+}
+
+/// An event of `type` tagged `tags`, with `data`.
+event ev(std::string type, std::vector<std::string> tags, bytes data = "d") {
+  return event{std::move(type), std::move(tags), std::move(data), {}};
+}
+
+class Commands : public EngineTest {
+protected:
+  /// `schema.events`, for SQL.
+  std::string events() const {
+    return schema_ + ".events";
+  }
+
+  /// Number of events in the log, counted with SQL.
+  std::string count_events() {
+    return sql("SELECT count(*) FROM " + events());
+  }
+
+  /// Defines `course` with `capacity` and asserts that it was accepted.
+  void define(engine& eng, const std::string& course, int capacity) {
+    auto r = eng.execute(courses::define_course(course, capacity));
+    ASSERT_TRUE(r) << message_of(r.error());
+    ASSERT_TRUE(r->accepted) << r->rejection;
+  }
+};
+
+// -- the domain, one command at a time ----------------------------------------
+
+TEST_F(Commands, DefineAndSubscribeAreAcceptedWithPositions) {
+  auto& eng = start();
+  auto def = eng.execute(courses::define_course("c1", 2));
+  ASSERT_TRUE(def) << message_of(def.error());
+  EXPECT_TRUE(def->accepted);
+  EXPECT_EQ(def->rejection, "");
+  EXPECT_EQ(def->first_position, 1u);
+  EXPECT_EQ(def->last_position, 1u);
+  EXPECT_EQ(def->attempts, 1u);
+  auto sub = eng.execute(courses::subscribe("s1", "c1", 2));
+  ASSERT_TRUE(sub) << message_of(sub.error());
+  EXPECT_TRUE(sub->accepted) << sub->rejection;
+  EXPECT_EQ(sub->first_position, 2u);
+  EXPECT_EQ(sub->last_position, 2u);
+  EXPECT_EQ(sub->attempts, 1u);
+  // The events carry the typed payloads and the tags of the domain.
+  auto r = eng.read(query::all());
+  ASSERT_TRUE(r) << message_of(r.error());
+  ASSERT_EQ(r->events.size(), 2u);
+  auto& defined = r->events[0].event;
+  EXPECT_EQ(defined.type, "CourseDefined");
+  EXPECT_EQ(defined.tags, (std::vector<std::string>{"course:c1"}));
+  auto cd = decode_payload<courses::course_defined>(defined.data);
+  EXPECT_EQ(cd.course_id, "c1");
+  EXPECT_EQ(cd.capacity, 2);
+  auto& subscribed = r->events[1].event;
+  EXPECT_EQ(subscribed.type, "StudentSubscribed");
+  EXPECT_EQ(subscribed.tags,
+            (std::vector<std::string>{"course:c1", "student:s1"}));
+  auto ss = decode_payload<courses::student_subscribed>(subscribed.data);
+  EXPECT_EQ(ss.student_id, "s1");
+  EXPECT_EQ(ss.course_id, "c1");
+}
+
+TEST_F(Commands, RejectionsGiveTheReasonAndAppendNothing) {
+  auto& eng = start();
+  define(eng, "small", 1);
+  define(eng, "big1", 5);
+  define(eng, "big2", 5);
+  auto accept = [&](command cmd) {
+    auto r = eng.execute(std::move(cmd));
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_TRUE(r->accepted) << r->rejection;
+  };
+  accept(courses::subscribe("s1", "small", 2));
+  accept(courses::subscribe("s1", "big1", 2));
+  auto expect_rejected = [&](command cmd, const std::string& reason) {
+    auto head_before = count_events();
+    auto r = eng.execute(std::move(cmd));
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_FALSE(r->accepted);
+    EXPECT_EQ(r->rejection, reason);
+    EXPECT_EQ(r->first_position, 0u);
+    EXPECT_EQ(r->last_position, 0u);
+    EXPECT_EQ(r->attempts, 1u);
+    EXPECT_EQ(count_events(), head_before);
+  };
+  expect_rejected(courses::subscribe("s2", "small", 2),
+                  "course 'small' is full (capacity 1)");
+  expect_rejected(courses::subscribe("s1", "big2", 2),
+                  "student 's1' already has 2 courses (at most 2)");
+  expect_rejected(courses::subscribe("s1", "big1", 2),
+                  "student 's1' is already subscribed to course 'big1'");
+  expect_rejected(courses::subscribe("s2", "nowhere", 2),
+                  "course 'nowhere' does not exist");
+  expect_rejected(courses::define_course("big1", 7),
+                  "course 'big1' already exists");
+  expect_rejected(courses::define_course("empty", 0),
+                  "capacity must be positive");
+  EXPECT_EQ(count_events(), "5");
+  EXPECT_EQ(sql("SELECT count(*) FROM " + events()
+                + " WHERE type = 'StudentSubscribed'"),
+            "2");
+}
+
+// -- the rules under concurrency ----------------------------------------------
+
+/// What became of one command of a client.
+struct record {
+  std::string student;
+  std::string course;
+  std::optional<command_outcome> outcome;
+  caf::error error;
+};
+
+/// Collects the records of all clients; `wait` returns once all are done.
+class tally {
+public:
+  explicit tally(std::size_t clients) : pending_(clients) {
+    // nop
+  }
+
+  void add(record r) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    records_.push_back(std::move(r));
+  }
+
+  void client_done() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (--pending_ == 0)
+      cv_.notify_all();
+  }
+
+  /// Returns false on timeout.
+  bool wait(std::chrono::seconds timeout) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    return cv_.wait_for(guard, timeout, [this] {
+      return pending_ == 0;
+    });
+  }
+
+  std::vector<record> records() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return records_;
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::size_t pending_;
+  std::vector<record> records_;
+};
+
+/// One client's subscriptions, (student, course), in the order it tries them.
+using plan = std::vector<std::pair<std::string, std::string>>;
+
+/// Sends the subscriptions of `p` from position `i` on, one at a time, as a
+/// client of the appender pool would.
+void send_next(caf::event_based_actor* self, appender_actor appenders,
+               std::shared_ptr<const plan> p, std::size_t i,
+               std::size_t max_courses, std::shared_ptr<tally> out) {
+  if (i == p->size()) {
+    out->client_done();
+    return;
+  }
+  auto student = (*p)[i].first;
+  auto course = (*p)[i].second;
+  auto cmd = courses::subscribe(student, course, max_courses);
+  command_request req{cmd.name,
+                      std::make_shared<const command>(std::move(cmd))};
+  self->request(appenders, call_timeout, execute_atom::value, std::move(req))
+    .then(
+      [=](command_outcome& o) {
+        out->add(record{student, course, std::move(o), {}});
+        send_next(self, appenders, p, i + 1, max_courses, out);
+      },
+      [=](caf::error& err) {
+        out->add(record{student, course, std::nullopt, std::move(err)});
+        send_next(self, appenders, p, i + 1, max_courses, out);
+      });
+}
+
+TEST_F(Commands, ConcurrentSubscriptionsNeverBreakTheRules) {
+  constexpr int course_count = 4;
+  constexpr int capacity = 10;
+  constexpr int student_count = 50;
+  constexpr int client_count = 100;
+  constexpr std::size_t max_courses = 2;
+  auto& eng = start();
+  for (int c = 0; c < course_count; ++c)
+    define(eng, "c" + std::to_string(c), capacity);
+  // Two clients per student, so that the per-student rules are contended
+  // too. Client k tries three courses starting at k % 4 and then its first
+  // one again; its twin k + 50 starts two courses further on. Demand: 50
+  // students x 2 courses = 100 subscriptions for 40 seats.
+  auto out = std::make_shared<tally>(client_count);
+  std::size_t total = 0;
+  for (int k = 0; k < client_count; ++k) {
+    auto p = std::make_shared<plan>();
+    auto student = "s" + std::to_string(k % student_count);
+    for (int j : {0, 1, 2, 0})
+      p->emplace_back(student, "c" + std::to_string((k + j) % course_count));
+    total += p->size();
+    sys_->spawn(send_next, eng.appenders(), std::shared_ptr<const plan>{p},
+                std::size_t{0}, max_courses, out);
+  }
+  ASSERT_TRUE(out->wait(std::chrono::seconds{240}))
+    << "the clients did not finish";
+  auto records = out->records();
+  ASSERT_EQ(records.size(), total);
+  // Every command ended as accepted, rejected for a rule, or conflicted on
+  // all of its attempts; nothing else.
+  std::size_t accepted = 0;
+  std::size_t rejected = 0;
+  std::size_t conflicted = 0;
+  std::size_t retried = 0;
+  std::map<std::uint64_t, std::string> accepted_at; // position -> tags
+  for (auto& r : records) {
+    if (!r.outcome) {
+      ASSERT_EQ(code_of(r.error), errc::append_condition_failed)
+        << message_of(r.error);
+      EXPECT_TRUE(contains(message_of(r.error), "conflicted on all"));
+      ++conflicted;
+      continue;
+    }
+    auto& o = *r.outcome;
+    if (o.attempts > 1)
+      ++retried;
+    if (o.accepted) {
+      ++accepted;
+      EXPECT_EQ(o.first_position, o.last_position);
+      auto tags = "course:" + r.course + " student:" + r.student;
+      EXPECT_TRUE(accepted_at.emplace(o.last_position, tags).second)
+        << "two commands accepted at position " << o.last_position;
+    } else {
+      ++rejected;
+      auto& why = o.rejection;
+      EXPECT_TRUE(why.find("is full") != std::string::npos
+                  || why.find("already has") != std::string::npos
+                  || why.find("already subscribed") != std::string::npos)
+        << why;
+    }
+  }
+  EXPECT_EQ(accepted + rejected + conflicted, total);
+  // The rules hold in the database itself.
+  auto subs = " FROM " + events() + " WHERE type = 'StudentSubscribed'";
+  auto per_tag = [&](const std::string& prefix) {
+    return "(SELECT t, count(*) AS c FROM " + events()
+           + ", unnest(tags) t WHERE type = 'StudentSubscribed' AND t LIKE '"
+           + prefix + ":%' GROUP BY t) x";
+  };
+  EXPECT_EQ(sql("SELECT max(c) FROM " + per_tag("course")),
+            std::to_string(capacity))
+    << "a course is over capacity";
+  EXPECT_EQ(sql("SELECT string_agg(t || '=' || c, ',' ORDER BY t) FROM "
+                + per_tag("course")),
+            "course:c0=10,course:c1=10,course:c2=10,course:c3=10")
+    << "every course fills up: each is wanted by all 50 students";
+  EXPECT_EQ(sql("SELECT count(*) FROM " + per_tag("student") + " WHERE c > "
+                + std::to_string(max_courses)),
+            "0")
+    << "a student has too many courses";
+  EXPECT_EQ(sql("SELECT count(*) FROM (SELECT tags" + subs
+                + " GROUP BY tags HAVING count(*) > 1) d"),
+            "0")
+    << "a student is subscribed twice to a course";
+  // The outcomes match the log row by row.
+  EXPECT_EQ(sql("SELECT count(*)" + subs), std::to_string(accepted));
+  std::string expected;
+  for (auto& [pos, tags] : accepted_at)
+    expected += (expected.empty() ? "" : ",") + std::to_string(pos) + " "
+                + tags;
+  EXPECT_EQ(sql("SELECT string_agg(position || ' ' || array_to_string(tags, "
+                "' '), ',' ORDER BY position)"
+                + subs),
+            expected);
+  EXPECT_EQ(accepted, std::size_t{course_count * capacity});
+  // 100 clients on four boundaries: decisions must have been made again.
+  EXPECT_GT(retried + conflicted, 0u);
+  std::cout << "[          ] " << accepted << " accepted, " << rejected
+            << " rejected, " << conflicted << " conflicted on all attempts, "
+            << retried << " accepted or rejected after a retry\n";
+}
+
+// -- retries ------------------------------------------------------------------
+
+TEST_F(Commands, ConflictBetweenProjectAndAppendIsRetried) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  // Another writer subscribes someone to c1 while the first decision is
+  // being made: the append of that decision must fail and be decided again.
+  auto intruder = open_store(1);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto sub = courses::subscribe("s1", "c1", 2);
+  auto decide = sub.decide;
+  sub.decide = [=, &intruder](const decision_states& s) {
+    if (calls->fetch_add(1) == 0)
+      intruder->append(
+        {make_event("StudentSubscribed",
+                    {courses::course_tag("c1"), courses::student_tag("s2")},
+                    courses::student_subscribed{"s2", "c1"})});
+    return decide(s);
+  };
+  auto r = eng.execute(std::move(sub));
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_TRUE(r->accepted) << r->rejection;
+  EXPECT_EQ(r->attempts, 2u);
+  EXPECT_EQ(calls->load(), 2);
+  EXPECT_EQ(r->last_position, 3u);
+  // The retry saw the intruder: c1 holds two subscriptions, in order.
+  EXPECT_EQ(sql("SELECT string_agg(array_to_string(tags, ' '), ',' ORDER BY "
+                "position) FROM "
+                + events() + " WHERE type = 'StudentSubscribed'"),
+            "course:c1 student:s2,course:c1 student:s1");
+}
+
+TEST_F(Commands, ConflictOnEveryAttemptFailsAfterMaxAttempts) {
+  auto cfg = config();
+  cfg.max_attempts = 3;
+  auto& eng = start(cfg);
+  define(eng, "c1", 100);
+  auto intruder = open_store(1);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto sub = courses::subscribe("s1", "c1", 2);
+  auto decide = sub.decide;
+  sub.decide = [=, &intruder](const decision_states& s) {
+    auto n = calls->fetch_add(1);
+    auto other = "x" + std::to_string(n);
+    intruder->append(
+      {make_event("StudentSubscribed",
+                  {courses::course_tag("c1"), courses::student_tag(other)},
+                  courses::student_subscribed{other, "c1"})});
+    return decide(s);
+  };
+  auto r = eng.execute(std::move(sub));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::append_condition_failed);
+  EXPECT_TRUE(contains(message_of(r.error()),
+                       "command 'subscribe': conflicted on all 3 attempts"));
+  EXPECT_EQ(calls->load(), 3);
+  // Only the definition and the three intruders are in the log.
+  EXPECT_EQ(count_events(), "4");
+  EXPECT_EQ(
+    sql("SELECT count(*) FROM " + events() + " WHERE 'student:s1' = ANY(tags)"),
+    "0");
+}
+
+/// Appends a "Tick" whose data is the number of ticks before it plus one.
+command tick() {
+  auto counter = make_projector("ticks",
+                                query{{query_item{{"Tick"}, {"counter:1"}}}}, 0,
+                                [](int& n, const sequenced_event&) {
+                                  ++n;
+                                });
+  return command{"tick", {std::move(counter)}, [](const decision_states& s) {
+                   auto next = s.get<int>("ticks") + 1;
+                   return verdict::accept(
+                     {ev("Tick", {"counter:1"}, std::to_string(next))});
+                 }};
+}
+
+TEST_F(Commands, ConcurrentCommandsOnOneBoundaryRetryAndLoseNoUpdate) {
+  constexpr int n = 40;
+  auto cfg = config();
+  cfg.max_attempts = 1000;
+  auto& eng = start(cfg);
+  std::vector<std::future<caf::expected<command_outcome>>> results;
+  for (int i = 0; i < n; ++i)
+    results.push_back(execute_async(eng, tick()));
+  std::uint32_t max_attempts = 0;
+  for (auto& f : results) {
+    auto r = f.get();
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_TRUE(r->accepted);
+    max_attempts = std::max(max_attempts, r->attempts);
+  }
+  EXPECT_GT(max_attempts, 1u) << "no command was ever retried";
+  // Each tick was decided on all the ticks before it: 1, 2, ..., n.
+  std::string expected;
+  for (int i = 1; i <= n; ++i)
+    expected += (i > 1 ? "," : "") + std::to_string(i);
+  EXPECT_EQ(sql("SELECT string_agg(convert_from(data, 'UTF8'), ',' ORDER BY "
+                "position) FROM "
+                + events()),
+            expected);
+}
+
+// -- what decide() returns ----------------------------------------------------
+
+TEST_F(Commands, InvalidEventsFromDecideAreInvalidArgument) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  command bad{
+    "bad", {courses::course_projector("c1")}, [](const decision_states&) {
+      return verdict::accept({ev("", {"course:c1"})});
+    }};
+  auto r = eng.execute(std::move(bad));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
+  EXPECT_TRUE(contains(message_of(r.error()),
+                       "command 'bad': decide() returned invalid events"));
+  EXPECT_EQ(count_events(), "1");
+}
+
+TEST_F(Commands, AcceptingWithoutEventsAppendsNothing) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  command noop{
+    "noop", {courses::course_projector("c1")}, [](const decision_states&) {
+      return verdict::accept({});
+    }};
+  auto r = eng.execute(std::move(noop));
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_TRUE(r->accepted);
+  EXPECT_EQ(r->rejection, "");
+  EXPECT_EQ(r->first_position, 0u);
+  EXPECT_EQ(r->last_position, 0u);
+  EXPECT_EQ(r->attempts, 1u);
+  EXPECT_EQ(count_events(), "1");
+}
+
+TEST_F(Commands, CommandWithoutProjectorsAppendsUnconditionally) {
+  auto& eng = start();
+  command plain{"plain", {}, [](const decision_states& s) {
+                  EXPECT_EQ(s.size(), 0u);
+                  return verdict::accept({ev("Logged", {"log:1"})});
+                }};
+  auto r = eng.execute(std::move(plain));
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_TRUE(r->accepted);
+  EXPECT_EQ(r->last_position, 1u);
+}
+
+TEST_F(Commands, InvalidModelIsInvalidArgument) {
+  auto& eng = start();
+  auto twice = courses::subscribe("s1", "c1", 2);
+  twice.projectors.push_back(courses::course_projector("c2"));
+  auto r = eng.execute(std::move(twice));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
+  EXPECT_TRUE(contains(message_of(r.error()), "duplicate id 'course'"));
+  EXPECT_EQ(count_events(), "0");
+}
+
+TEST_F(Commands, RequestWithoutCodeIsInvalidArgumentNamingTheCommand) {
+  auto& eng = start();
+  auto r = request_blocking<command_outcome>(*sys_, eng.appenders(),
+                                             execute_atom::value,
+                                             command_request{"ghost", nullptr});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
+  EXPECT_TRUE(contains(message_of(r.error()), "command 'ghost'"));
+  auto no_decide = eng.execute(command{"mute", {}, nullptr});
+  ASSERT_FALSE(no_decide);
+  EXPECT_EQ(code_of(no_decide.error()), errc::invalid_argument);
+  EXPECT_TRUE(contains(message_of(no_decide.error()),
+                       "command 'mute': decide must be set"));
+  EXPECT_EQ(count_events(), "0");
+}
+
+// -- failing user code and supervision ----------------------------------------
+
+TEST_F(Commands, ThrowingDecideFailsOnlyThatCommandAndTheNodeSurvives) {
+  auto& eng = start();
+  define(eng, "c1", 100);
+  auto workers = workers_of(*sys_, eng.appenders());
+  ASSERT_EQ(workers.size(), 2u);
+  caf::scoped_actor watcher{*sys_};
+  for (auto& w : workers)
+    watcher->monitor(w);
+  command boom{"boom",
+               {courses::course_projector("c1")},
+               [](const decision_states&) -> verdict {
+                 throw std::runtime_error("kaboom");
+               }};
+  command odd{"odd",
+              {courses::course_projector("c1")},
+              [](const decision_states&) -> verdict {
+                throw 42;
+              }};
+  // Twenty commands on boundaries of their own run around the failing ones.
+  auto good_one = [&](int i) {
+    return execute_async(eng,
+                         courses::define_course("g" + std::to_string(i), 5));
+  };
+  std::vector<std::future<caf::expected<command_outcome>>> good;
+  for (int i = 0; i < 10; ++i)
+    good.push_back(good_one(i));
+  auto boom_result = execute_async(eng, std::move(boom));
+  auto odd_result = execute_async(eng, std::move(odd));
+  for (int i = 10; i < 20; ++i)
+    good.push_back(good_one(i));
+  auto b = boom_result.get();
+  ASSERT_FALSE(b);
+  EXPECT_EQ(code_of(b.error()), errc::internal);
+  EXPECT_TRUE(
+    contains(message_of(b.error()), "command 'boom': decide() threw: kaboom"));
+  auto o = odd_result.get();
+  ASSERT_FALSE(o);
+  EXPECT_EQ(code_of(o.error()), errc::internal);
+  EXPECT_TRUE(contains(message_of(o.error()), "command 'odd': decide() threw"));
+  for (auto& f : good) {
+    auto r = f.get();
+    EXPECT_TRUE(r && r->accepted) << (r ? r->rejection : message_of(r.error()));
+  }
+  // No appender went down, and the pool still has the same ones.
+  bool down = false;
+  watcher->receive(
+    [&](caf::down_msg& dm) {
+      down = true;
+      ADD_FAILURE() << "an appender went down: " << message_of(dm.reason);
+    },
+    caf::after(std::chrono::milliseconds{200}) >> [] {});
+  EXPECT_FALSE(down);
+  EXPECT_EQ(workers_of(*sys_, eng.appenders()), workers);
+  auto after = eng.execute(courses::subscribe("late", "g0", 2));
+  ASSERT_TRUE(after) << message_of(after.error());
+  EXPECT_TRUE(after->accepted) << after->rejection;
+  EXPECT_EQ(
+    sql("SELECT count(*) FROM " + events() + " WHERE type = 'CourseDefined'"),
+    "21");
+}
+
+TEST_F(Commands, ThrowingProjectorFailsTheCommandNamingTheProjector) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  auto readers = workers_of(*sys_, eng.readers());
+  ASSERT_EQ(readers.size(), 2u);
+  caf::scoped_actor watcher{*sys_};
+  for (auto& w : readers)
+    watcher->monitor(w);
+  auto broken = make_projector("broken",
+                               courses::tagged({"CourseDefined"}, "course:c1"),
+                               0, [](int&, const sequenced_event&) {
+                                 throw std::runtime_error("cannot fold");
+                               });
+  command cmd{"fold", {std::move(broken)}, [](const decision_states&) {
+                return verdict::accept({});
+              }};
+  for (int i = 0; i < 4; ++i) { // reaches both readers
+    auto r = eng.execute(cmd);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(code_of(r.error()), errc::internal);
+    EXPECT_TRUE(
+      contains(message_of(r.error()), "projector 'broken' threw: cannot fold"));
+  }
+  bool down = false;
+  watcher->receive(
+    [&](caf::down_msg&) {
+      down = true;
+    },
+    caf::after(std::chrono::milliseconds{200}) >> [] {});
+  EXPECT_FALSE(down) << "a reader went down";
+  auto ok = eng.execute(courses::subscribe("s1", "c1", 2));
+  ASSERT_TRUE(ok) << message_of(ok.error());
+  EXPECT_TRUE(ok->accepted);
+}
+
+TEST_F(Commands, KilledAppenderIsReplaced) {
+  auto& eng = start();
+  define(eng, "c1", 100);
+  auto before = workers_of(*sys_, eng.appenders());
+  ASSERT_EQ(before.size(), 2u);
+  caf::anon_send_exit(before[0], caf::exit_reason::kill);
+  auto after = await_workers(*sys_, eng.appenders(), 2, before[0]);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_TRUE(std::find(after.begin(), after.end(), before[0]) == after.end());
+  EXPECT_TRUE(std::find(after.begin(), after.end(), before[1]) != after.end());
+  for (int i = 0; i < 6; ++i) {
+    auto r = eng.execute(courses::subscribe("s" + std::to_string(i), "c1", 2));
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_TRUE(r->accepted) << r->rejection;
+  }
+  // Stopping the engine stops the replacement too.
+  stop();
+  EXPECT_EQ(await_no_actors(*sys_), 0u)
+    << "actors still running after the engine stopped";
+}
+
+// A pool outlives its last worker (caf::actor_pool would quit with
+// out_of_workers and leave the replacement running unsupervised).
+TEST_F(Commands, PoolOfOneSurvivesItsAppenderDying) {
+  auto cfg = config();
+  cfg.appenders = 1;
+  auto& eng = start(cfg);
+  define(eng, "c1", 100);
+  auto before = workers_of(*sys_, eng.appenders());
+  ASSERT_EQ(before.size(), 1u);
+  {
+    // Scoped: a scoped actor counts as running until it goes.
+    caf::scoped_actor watcher{*sys_};
+    watcher->monitor(caf::actor_cast<caf::actor>(eng.appenders()));
+    caf::anon_send_exit(before[0], caf::exit_reason::kill);
+    auto after = await_workers(*sys_, eng.appenders(), 1, before[0]);
+    ASSERT_EQ(after.size(), 1u);
+    auto r = eng.execute(courses::subscribe("s1", "c1", 2));
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_TRUE(r->accepted) << r->rejection;
+    watcher->receive(
+      [&](caf::down_msg& dm) {
+        ADD_FAILURE() << "the appender pool went down: "
+                      << message_of(dm.reason);
+      },
+      caf::after(std::chrono::milliseconds{200}) >> [] {});
+  }
+  // Stopping the engine stops every actor it spawned.
+  stop();
+  EXPECT_EQ(await_no_actors(*sys_), 0u)
+    << "actors still running after the engine stopped";
+}
+
+} // namespace
+} // namespace dcbd::test
