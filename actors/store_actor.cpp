@@ -122,16 +122,23 @@ void commit(store_pointer self) {
                                                batch.size());
   if (auto pg = dynamic_cast<pg_event_store*>(st.backend.get()))
     st.stats.reconnects = pg->reconnects();
+  // Counters and hooks first: a caller that sees its answer sees them too.
   std::size_t appended_events = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (results[i].ok())
+      appended_events += batch[i].events;
+    count(st, results[i].code, batch[i].events);
+  }
+  if (st.metrics)
+    st.metrics->group_committed(batch.size(), appended_events, latency);
   committed_events announcement;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto& r = results[i];
     auto& p = batch[i];
-    auto n = p.events;
     if (r.ok()) {
       append_ack ack;
       ack.last_position = r.last_position;
-      ack.first_position = r.last_position - n + 1;
+      ack.first_position = r.last_position - p.events + 1;
       if (!st.listeners.empty()) {
         auto pos = ack.first_position;
         // Listeners see the stored form: tags sorted and de-duplicated.
@@ -145,12 +152,7 @@ void commit(store_pointer self) {
     } else {
       p.promise.deliver(caf::make_error(r.code, std::move(r.message)));
     }
-    if (r.ok())
-      appended_events += n;
-    count(st, r.code, n);
   }
-  if (st.metrics)
-    st.metrics->group_committed(batch.size(), appended_events, latency);
   if (!announcement.events.empty()) {
     std::sort(announcement.events.begin(), announcement.events.end(),
               [](auto& a, auto& b) {
