@@ -437,6 +437,12 @@ void engine::append(std::vector<event> events,
     append_request{std::move(events), std::move(condition)});
 }
 
+void engine::head(std::function<void(caf::expected<std::uint64_t>)> done) {
+  auto& d = *impl_;
+  async_request<std::uint64_t>(d.sys, d.cfg.timeout, d.readers(),
+                               std::move(done), head_atom::value);
+}
+
 void engine::read(query q, read_options options,
                   std::function<void(caf::expected<read_result>)> done) {
   auto& d = *impl_;

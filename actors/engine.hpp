@@ -137,6 +137,8 @@ public:
   void read(query q, read_options options,
             std::function<void(caf::expected<read_result>)> done);
 
+  void head(std::function<void(caf::expected<std::uint64_t>)> done);
+
   /// Streams into `on_chunk` (called on an actor thread, one chunk at a
   /// time); `done` runs once at the end.
   void stream(query q, read_options options, chunk_handler on_chunk,

@@ -1,0 +1,434 @@
+// dcbd_demo: the course-subscription domain against a running node, through
+// the HTTP API only (the dcb.events routes), with many concurrent students.
+//
+// Each subscription is the DCB loop done by a client: read what the rules
+// depend on (the course's definition and subscriptions, the student's
+// subscriptions), decide, and append with the condition "fail if any event
+// matching that read appeared after the last one I saw". On a failed
+// condition the client reads and decides again. At the end the demo counts
+// the stored subscriptions per course and per student and checks the rules.
+//
+//   dcbd_demo [--url URL] [--students N] [--courses N] [--capacity N]
+//             [--max-courses N] [--tries N] [--clients N]
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+
+struct settings {
+  std::string host = "127.0.0.1";
+  std::string port = "8080";
+  int students = 2000;
+  int courses = 40;
+  int capacity = 40;
+  int max_courses = 3;
+  int tries = 3;
+  int clients = 32;
+};
+
+std::string url_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// One keep-alive connection; reconnects once when the node closed it.
+class connection {
+public:
+  explicit connection(const settings& s) : s_(s), stream_(ioc_) {
+    // nop
+  }
+
+  std::pair<unsigned, std::string> call(http::verb verb,
+                                        const std::string& target,
+                                        const std::string& body = {}) {
+    for (int attempt = 0;; ++attempt) {
+      try {
+        if (!open_) {
+          tcp::resolver resolver{ioc_};
+          stream_.connect(resolver.resolve(s_.host, s_.port));
+          open_ = true;
+        }
+        http::request<http::string_body> req{verb, target, 11};
+        req.set(http::field::host, s_.host);
+        if (!body.empty()) {
+          req.set(http::field::content_type, "application/json");
+          req.body() = body;
+        }
+        req.keep_alive(true);
+        req.prepare_payload();
+        stream_.expires_after(std::chrono::seconds{60});
+        http::write(stream_, req);
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(std::uint64_t{1} << 32);
+        http::read(stream_, buffer_, parser);
+        auto& res = parser.get();
+        if (!res.keep_alive())
+          close();
+        return {res.result_int(), std::move(res.body())};
+      } catch (const std::exception&) {
+        close();
+        if (attempt >= 1)
+          throw;
+      }
+    }
+  }
+
+private:
+  void close() {
+    beast::error_code ec;
+    stream_.socket().close(ec);
+    buffer_.clear();
+    open_ = false;
+  }
+
+  const settings& s_;
+  net::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  bool open_ = false;
+};
+
+struct counters {
+  std::atomic<long> accepted{0};
+  std::atomic<long> conflicts{0};
+  std::atomic<long> full{0};
+  std::atomic<long> too_many{0};
+  std::atomic<long> already{0};
+  std::atomic<long> gave_up{0};
+  std::atomic<long> errors{0};
+  std::atomic<long> done{0};
+};
+
+json tagged(std::vector<std::string> types, std::string tag) {
+  return json{{"types", std::move(types)}, {"tags", {std::move(tag)}}};
+}
+
+std::string course_tag(const std::string& c) {
+  return "course:" + c;
+}
+
+std::string student_tag(const std::string& s) {
+  return "student:" + s;
+}
+
+// Defines a course unless it exists (the condition makes that atomic).
+bool define_course(connection& conn, const std::string& course, int capacity) {
+  json query{{"items", {tagged({"CourseDefined"}, course_tag(course))}}};
+  json body{
+    {"events",
+     {{{"type", "CourseDefined"},
+       {"tags", {course_tag(course)}},
+       {"data", json{{"course", course}, {"capacity", capacity}}.dump()}}}},
+    {"condition", {{"failIfEventsMatch", query}}}};
+  auto [status, text] = conn.call(http::verb::post, "/append", body.dump());
+  return status == 200;
+}
+
+// The DCB loop for one subscription.
+void subscribe(connection& conn, const settings& s, counters& n,
+               const std::string& student, const std::string& course) {
+  json query{
+    {"items",
+     {tagged({"CourseDefined", "StudentSubscribed"}, course_tag(course)),
+      tagged({"StudentSubscribed"}, student_tag(student))}}};
+  auto read_target = "/read?query=" + url_encode(query.dump());
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    auto [status, text] = conn.call(http::verb::get, read_target);
+    if (status != 200) {
+      ++n.errors;
+      return;
+    }
+    auto events = json::parse(text);
+    int capacity = 0;
+    int taken = 0;
+    int mine = 0;
+    bool here = false;
+    std::optional<std::uint64_t> last;
+    for (auto& e : events) {
+      last = e["position"].get<std::uint64_t>();
+      auto data = json::parse(e["data"].get<std::string>());
+      if (e["type"] == "CourseDefined") {
+        capacity = data["capacity"];
+        continue;
+      }
+      if (data["course"] == course)
+        ++taken;
+      if (data["student"] == student) {
+        ++mine;
+        here = here || data["course"] == course;
+      }
+    }
+    if (here) {
+      ++n.already;
+      return;
+    }
+    if (taken >= capacity) {
+      ++n.full;
+      return;
+    }
+    if (mine >= s.max_courses) {
+      ++n.too_many;
+      return;
+    }
+    json condition{{"failIfEventsMatch", query}};
+    if (last)
+      condition["after"] = *last;
+    json body{
+      {"events",
+       {{{"type", "StudentSubscribed"},
+         {"tags", {course_tag(course), student_tag(student)}},
+         {"data", json{{"student", student}, {"course", course}}.dump()}}}},
+      {"condition", condition}};
+    auto [st, reply] = conn.call(http::verb::post, "/append", body.dump());
+    if (st != 200) {
+      ++n.errors;
+      return;
+    }
+    if (!json::parse(reply)["appendConditionFailed"].get<bool>()) {
+      ++n.accepted;
+      return;
+    }
+    ++n.conflicts;
+  }
+  ++n.gave_up;
+}
+
+int usage() {
+  std::cerr << "usage: dcbd_demo [--url http://HOST:PORT] [--students N] "
+               "[--courses N] [--capacity N] [--max-courses N] [--tries N] "
+               "[--clients N]\n";
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      auto next = [&]() -> std::string {
+        if (i + 1 >= args.size())
+          throw std::invalid_argument(args[i] + " needs a value");
+        return args[++i];
+      };
+      auto number = [&]() {
+        auto n = std::stoi(next());
+        if (n <= 0)
+          throw std::invalid_argument(args[i - 1] + " must be positive");
+        return n;
+      };
+      if (args[i] == "--url") {
+        auto url = next();
+        if (url.rfind("http://", 0) != 0)
+          throw std::invalid_argument("--url must start with http://");
+        auto hostport = url.substr(7);
+        hostport = hostport.substr(0, hostport.find('/'));
+        auto colon = hostport.rfind(':');
+        s.host = hostport.substr(0, colon);
+        s.port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+      } else if (args[i] == "--students") {
+        s.students = number();
+      } else if (args[i] == "--courses") {
+        s.courses = number();
+      } else if (args[i] == "--capacity") {
+        s.capacity = number();
+      } else if (args[i] == "--max-courses") {
+        s.max_courses = number();
+      } else if (args[i] == "--tries") {
+        s.tries = number();
+      } else if (args[i] == "--clients") {
+        s.clients = number();
+      } else {
+        return usage();
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "dcbd_demo: " << e.what() << "\n";
+    return usage();
+  }
+
+  // A run id keeps the courses of this run apart from earlier runs.
+  auto run
+    = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count());
+  std::vector<std::string> courses;
+  for (int c = 0; c < s.courses; ++c)
+    courses.push_back("r" + run + "-c" + std::to_string(c));
+
+  std::cout << "demo: " << s.students << " students, " << s.courses
+            << " courses of " << s.capacity << " seats, at most "
+            << s.max_courses << " courses per student, " << s.tries
+            << " tries each, " << s.clients << " concurrent clients\n"
+            << "demo: " << s.students * s.tries << " subscription attempts for "
+            << s.courses * s.capacity << " seats (run " << run << ")\n";
+  try {
+    connection conn{s};
+    for (auto& c : courses)
+      if (!define_course(conn, c, s.capacity)) {
+        std::cerr << "demo: cannot define course " << c << "\n";
+        return 1;
+      }
+  } catch (const std::exception& e) {
+    std::cerr << "demo: cannot reach the node at http://" << s.host << ":"
+              << s.port << ": " << e.what() << "\n";
+    return 1;
+  }
+
+  // The work: every student tries `tries` courses, in random order.
+  std::vector<std::pair<std::string, std::string>> work;
+  std::mt19937 rng{42};
+  std::uniform_int_distribution<int> pick(0, s.courses - 1);
+  for (int t = 0; t < s.tries; ++t)
+    for (int st = 0; st < s.students; ++st)
+      work.emplace_back("r" + run + "-s" + std::to_string(st),
+                        courses[static_cast<std::size_t>(pick(rng))]);
+  std::shuffle(work.begin(), work.end(), rng);
+
+  counters n;
+  std::atomic<std::size_t> next{0};
+  auto t0 = clock_type::now();
+  std::vector<std::thread> clients;
+  for (int k = 0; k < s.clients; ++k)
+    clients.emplace_back([&] {
+      connection conn{s};
+      for (;;) {
+        auto i = next++;
+        if (i >= work.size())
+          return;
+        try {
+          subscribe(conn, s, n, work[i].first, work[i].second);
+        } catch (const std::exception&) {
+          ++n.errors;
+        }
+        ++n.done;
+      }
+    });
+  std::atomic<bool> finished{false};
+  std::thread progress([&] {
+    long last_accepted = 0;
+    auto last_t = clock_type::now();
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::milliseconds{500});
+      auto now = clock_type::now();
+      auto secs = std::chrono::duration<double>(now - last_t).count();
+      auto acc = n.accepted.load();
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "\r  %5.1f s  %5ld/%zu done  %6.0f events/s  subscribed "
+                    "%ld  conflicts (retried) %ld  rejected %ld  ",
+                    std::chrono::duration<double>(now - t0).count(),
+                    n.done.load(), work.size(), (acc - last_accepted) / secs,
+                    acc, n.conflicts.load(),
+                    n.full.load() + n.too_many.load() + n.already.load());
+      std::cout << line << std::flush;
+      last_accepted = acc;
+      last_t = now;
+    }
+  });
+  for (auto& c : clients)
+    c.join();
+  finished = true;
+  progress.join();
+  auto secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  std::cout << "\n\ndemo: " << work.size() << " attempts in " << secs
+            << " s: " << n.accepted << " subscribed, " << n.conflicts
+            << " conflicts retried, rejected: " << n.full << " course full, "
+            << n.too_many << " student at the limit, " << n.already
+            << " already subscribed; " << n.gave_up << " gave up, " << n.errors
+            << " errors\n";
+
+  // The invariant check, on what is stored.
+  std::map<std::string, int> per_course;
+  std::map<std::string, int> per_student;
+  std::map<std::pair<std::string, std::string>, int> pairs;
+  try {
+    connection conn{s};
+    json query{{"items", {{{"types", {"StudentSubscribed"}}}}}};
+    auto [status, text] = conn.call(
+      http::verb::get, "/v1/read?query=" + url_encode(query.dump()));
+    if (status != 200)
+      throw std::runtime_error("HTTP " + std::to_string(status) + ": " + text);
+    std::istringstream lines{text};
+    std::string line;
+    while (std::getline(lines, line)) {
+      auto j = json::parse(line);
+      if (!j.contains("type"))
+        continue;
+      auto data = json::parse(j["data"].get<std::string>());
+      std::string course = data["course"];
+      std::string student = data["student"];
+      if (course.rfind("r" + run + "-", 0) != 0)
+        continue;
+      ++per_course[course];
+      ++per_student[student];
+      ++pairs[{student, course}];
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "demo: cannot read the subscriptions back: " << e.what()
+              << "\n";
+    return 1;
+  }
+  bool ok = true;
+  std::cout << "\ninvariant check (from the stored events):\n";
+  for (auto& c : courses) {
+    auto taken = per_course[c];
+    bool fine = taken <= s.capacity;
+    ok = ok && fine;
+    std::printf("  %-24s %3d / %3d seats  %s\n", c.c_str(), taken, s.capacity,
+                fine ? "ok" : "OVER CAPACITY");
+  }
+  int worst = 0;
+  for (auto& [student, count] : per_student)
+    worst = std::max(worst, count);
+  int doubles = 0;
+  for (auto& [pair, count] : pairs)
+    doubles += count > 1 ? 1 : 0;
+  long stored = 0;
+  for (auto& [c, count] : per_course)
+    stored += count;
+  std::printf("  most courses of one student: %d (limit %d)  %s\n", worst,
+              s.max_courses, worst <= s.max_courses ? "ok" : "OVER THE LIMIT");
+  std::printf("  double subscriptions: %d  %s\n", doubles,
+              doubles == 0 ? "ok" : "BROKEN");
+  std::printf("  stored subscriptions: %ld, acknowledged: %ld  %s\n", stored,
+              n.accepted.load(), stored == n.accepted ? "ok" : "MISMATCH");
+  ok = ok && worst <= s.max_courses && doubles == 0 && stored == n.accepted;
+  std::cout << (ok ? "demo: every rule holds\n" : "demo: A RULE IS BROKEN\n");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,80 @@
+// The node's HTTP API on Boost.Beast (DESIGN §4):
+//
+//   GET  /read?query=<json>&options=<json>   dcb.events: JSON array of
+//                                            {type, tags, data, position}
+//   POST /append                             dcb.events: {events, condition}
+//                                            -> {durationInMicroseconds,
+//                                                appendConditionFailed}
+//   POST /v1/append                          -> {first_position,
+//                                                last_position}; 409 on a
+//                                            failed condition
+//   GET  /v1/read?query=..&options=..        NDJSON stream of events, then
+//                                            {"head": n}
+//   GET  /v1/head                            {"head": n}
+//   GET  /healthz, /readyz
+//
+// Bodies are JSON, or msgpack with `Content-Type: application/msgpack` (the
+// same documents; `data` may be binary). `Accept: application/msgpack`
+// asks for msgpack answers. Errors are {"code", "message"} with a 4xx or
+// 5xx status.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace dcbd {
+
+class engine;
+class node_metrics;
+
+struct http_config {
+  /// Address and port to listen on (port 0: any free port).
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  /// I/O threads.
+  std::size_t threads = 2;
+  /// Largest request body; larger ones get 413.
+  std::size_t max_body = std::size_t{16} << 20;
+  /// Time to receive a whole request once it has started; a client that
+  /// stalls mid-request is disconnected.
+  std::chrono::milliseconds request_timeout{10'000};
+  /// How long a keep-alive connection may stay idle between requests.
+  std::chrono::milliseconds idle_timeout{60'000};
+  /// Time to write one response (or one chunk of a stream).
+  std::chrono::milliseconds write_timeout{30'000};
+  /// Streaming reads at once; more get 503.
+  std::size_t max_streams = 32;
+  /// Events per chunk of a streaming read.
+  std::size_t stream_chunk_events = 1000;
+};
+
+class http_server {
+public:
+  /// Binds and starts serving. Throws `std::system_error` when it cannot
+  /// bind.
+  http_server(engine& eng, std::shared_ptr<node_metrics> metrics,
+              http_config cfg);
+
+  /// Stops (see `stop`).
+  ~http_server();
+
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  /// The port it listens on.
+  std::uint16_t port() const;
+
+  /// Graceful stop: stops accepting, waits up to `grace` for the requests
+  /// in flight to be answered, then closes every connection and waits for
+  /// the calls still running to end. Idempotent.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds{30});
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace dcbd

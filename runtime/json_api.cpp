@@ -1,0 +1,186 @@
+#include "runtime/json_api.hpp"
+
+#include "store/error.hpp"
+
+#include <cstdint>
+#include <limits>
+#include <utility>
+
+namespace dcbd::http {
+
+namespace {
+
+[[noreturn]] void bad(std::string_view field, std::string_view what) {
+  throw store_error(errc::invalid_argument,
+                    std::string{field} + " " + std::string{what});
+}
+
+std::string at(std::string_view field, std::string_view key) {
+  return std::string{field} + "." + std::string{key};
+}
+
+std::string at(std::string_view field, std::size_t i) {
+  return std::string{field} + "[" + std::to_string(i) + "]";
+}
+
+const json& object(const json& j, std::string_view field) {
+  if (!j.is_object())
+    bad(field, "must be an object");
+  return j;
+}
+
+// The member `key` of object `j`, or null when absent.
+const json* member(const json& j, std::string_view key) {
+  auto i = j.find(key);
+  if (i == j.end() || i->is_null())
+    return nullptr;
+  return &*i;
+}
+
+std::string string_of(const json& j, std::string_view field) {
+  if (!j.is_string())
+    bad(field, "must be a string");
+  return j.get<std::string>();
+}
+
+// A string, or binary bytes (from msgpack).
+std::string bytes_of(const json& j, std::string_view field) {
+  if (j.is_binary()) {
+    auto& b = j.get_binary();
+    return std::string(b.begin(), b.end());
+  }
+  if (!j.is_string())
+    bad(field, "must be a string");
+  return j.get<std::string>();
+}
+
+json binary_of(const std::string& s) {
+  return json::binary(json::binary_t::container_type(s.begin(), s.end()));
+}
+
+std::vector<std::string> strings_of(const json& j, std::string_view field) {
+  if (!j.is_array())
+    bad(field, "must be an array of strings");
+  std::vector<std::string> xs;
+  xs.reserve(j.size());
+  for (std::size_t i = 0; i < j.size(); ++i)
+    xs.push_back(string_of(j[i], at(field, i)));
+  return xs;
+}
+
+std::uint64_t position_of(const json& j, std::string_view field) {
+  if (!j.is_number_integer())
+    bad(field, "must be a non-negative integer");
+  if (j.is_number_unsigned())
+    return j.get<std::uint64_t>();
+  auto v = j.get<std::int64_t>();
+  if (v < 0)
+    bad(field, "must be a non-negative integer");
+  return static_cast<std::uint64_t>(v);
+}
+
+} // namespace
+
+json parse_json(std::string_view text, std::string_view field) {
+  auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded())
+    bad(field, "is not valid JSON");
+  return j;
+}
+
+query parse_query(const json& j, std::string_view field) {
+  object(j, field);
+  auto items = member(j, "items");
+  auto items_field = at(field, "items");
+  if (!items)
+    bad(items_field, "is required (an empty array matches every event)");
+  if (!items->is_array())
+    bad(items_field, "must be an array");
+  query q;
+  q.items.reserve(items->size());
+  for (std::size_t i = 0; i < items->size(); ++i) {
+    auto f = at(items_field, i);
+    object((*items)[i], f);
+    query_item item;
+    if (auto types = member((*items)[i], "types"))
+      item.types = strings_of(*types, at(f, "types"));
+    if (auto tags = member((*items)[i], "tags"))
+      item.tags = strings_of(*tags, at(f, "tags"));
+    q.items.push_back(std::move(item));
+  }
+  return q;
+}
+
+read_options parse_read_options(const json& j, std::string_view field) {
+  object(j, field);
+  read_options options;
+  if (auto from = member(j, "from"))
+    options.from = position_of(*from, at(field, "from"));
+  if (auto limit = member(j, "limit"))
+    options.limit = position_of(*limit, at(field, "limit"));
+  if (auto backwards = member(j, "backwards")) {
+    if (!backwards->is_boolean())
+      bad(at(field, "backwards"), "must be a boolean");
+    options.backwards = backwards->get<bool>();
+  }
+  return options;
+}
+
+event parse_event(const json& j, std::string_view field) {
+  object(j, field);
+  event e;
+  auto type = member(j, "type");
+  if (!type)
+    bad(at(field, "type"), "is required");
+  e.type = string_of(*type, at(field, "type"));
+  if (auto tags = member(j, "tags"))
+    e.tags = strings_of(*tags, at(field, "tags"));
+  if (auto data = member(j, "data"))
+    e.data = bytes_of(*data, at(field, "data"));
+  if (auto metadata = member(j, "metadata"))
+    e.metadata = bytes_of(*metadata, at(field, "metadata"));
+  return e;
+}
+
+append_request parse_append(const json& j) {
+  object(j, "body");
+  append_request req;
+  auto events = member(j, "events");
+  if (!events)
+    bad("events", "is required");
+  if (!events->is_array())
+    bad("events", "must be an array");
+  req.events.reserve(events->size());
+  for (std::size_t i = 0; i < events->size(); ++i)
+    req.events.push_back(parse_event((*events)[i], at("events", i)));
+  if (auto c = member(j, "condition")) {
+    object(*c, "condition");
+    append_condition cond;
+    auto q = member(*c, "failIfEventsMatch");
+    if (!q)
+      bad("condition.failIfEventsMatch", "is required");
+    cond.fail_if_events_match = parse_query(*q, "condition.failIfEventsMatch");
+    if (auto after = member(*c, "after"))
+      cond.after = position_of(*after, "condition.after");
+    req.condition = std::move(cond);
+  }
+  return req;
+}
+
+json to_json(const sequenced_event& e, bool with_metadata, bool binary) {
+  json j = json::object();
+  j["type"] = e.event.type;
+  j["tags"] = e.event.tags;
+  j["data"] = binary ? binary_of(e.event.data) : json(e.event.data);
+  j["position"] = e.position;
+  if (with_metadata && !e.event.metadata.empty())
+    j["metadata"] = binary ? binary_of(e.event.metadata)
+                           : json(e.event.metadata);
+  return j;
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+} // namespace dcbd::http

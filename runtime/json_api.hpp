@@ -1,0 +1,46 @@
+// JSON forms of the DCB model for the HTTP API (the dcb.events contract and
+// /v1). Parsing checks shapes and types and names the offending field;
+// limits and normalization are the store's validation (store/validation).
+//
+//   query          {"items": [{"types": [str...], "tags": [str...]}...]}
+//   read options   {"from": uint, "limit": uint, "backwards": bool}
+//   event          {"type": str, "tags": [str...], "data": str,
+//                   "metadata": str}           (tags, data, metadata optional)
+//   append         {"events": [event...],
+//                   "condition": {"failIfEventsMatch": query, "after": uint}}
+//   sequenced      {"type", "tags", "data", "position"}
+#pragma once
+
+#include "store/model.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace dcbd::http {
+
+using json = nlohmann::json;
+
+/// Parses JSON text. Throws `store_error(invalid_argument)` naming `field`
+/// and the parser's reason on malformed input.
+json parse_json(std::string_view text, std::string_view field);
+
+/// The parsers below throw `store_error(invalid_argument)` naming the field
+/// (e.g. "query.items[1].tags[0] must be a string").
+query parse_query(const json& j, std::string_view field);
+read_options parse_read_options(const json& j, std::string_view field);
+event parse_event(const json& j, std::string_view field);
+append_request parse_append(const json& j);
+
+/// `{type, tags, data, position}`; with `metadata` when `with_metadata` and
+/// the event has some. With `binary`, data and metadata are binary values
+/// (for msgpack); otherwise strings, where bytes that are not UTF-8 become
+/// U+FFFD when dumped (use msgpack for binary data).
+json to_json(const sequenced_event& e, bool with_metadata = false,
+             bool binary = false);
+
+/// Serializes `j` compactly, replacing invalid UTF-8 instead of throwing.
+std::string dump(const json& j);
+
+} // namespace dcbd::http

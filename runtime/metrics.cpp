@@ -1,0 +1,181 @@
+#include "runtime/metrics.hpp"
+
+namespace dcbd {
+
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+constexpr std::array<errc, 6> codes{errc::none,
+                                    errc::append_condition_failed,
+                                    errc::invalid_argument,
+                                    errc::overloaded,
+                                    errc::unavailable,
+                                    errc::internal};
+
+std::size_t slot(errc code) {
+  for (std::size_t i = 0; i < codes.size(); ++i)
+    if (codes[i] == code)
+      return i;
+  return codes.size() - 1;
+}
+
+double seconds(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+const Histogram::BucketBoundaries latency_buckets{
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+
+} // namespace
+
+const char* result_label(errc code) noexcept {
+  switch (code) {
+    case errc::none:
+      return "ok";
+    case errc::append_condition_failed:
+      return "conflict";
+    case errc::invalid_argument:
+      return "invalid";
+    case errc::overloaded:
+      return "overloaded";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::internal:
+      return "internal";
+  }
+  return "internal";
+}
+
+class store_hooks_impl : public store_metrics {
+public:
+  explicit store_hooks_impl(node_metrics& m) : m_(m) {
+    // nop
+  }
+
+  void group_committed(std::size_t requests, std::size_t events,
+                       std::chrono::nanoseconds latency) override {
+    m_.group_requests_->Observe(static_cast<double>(requests));
+    m_.group_latency_->Observe(seconds(latency));
+    m_.events_appended_->Increment(static_cast<double>(events));
+  }
+
+  void queue_depth(std::size_t depth) override {
+    m_.mailbox_->Set(static_cast<double>(depth));
+  }
+
+private:
+  node_metrics& m_;
+};
+
+node_metrics::node_metrics()
+  : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  appends_ = &BuildCounter()
+                .Name("dcb_append_requests_total")
+                .Help("Append requests by result")
+                .Register(r);
+  reads_ = &BuildCounter()
+              .Name("dcb_read_requests_total")
+              .Help("Read requests by result")
+              .Register(r);
+  for (std::size_t i = 0; i < codes.size(); ++i) {
+    appends_by_code_[i] = &appends_->Add({{"result", result_label(codes[i])}});
+    reads_by_code_[i] = &reads_->Add({{"result", result_label(codes[i])}});
+  }
+  append_latency_ = &BuildHistogram()
+                       .Name("dcb_append_duration_seconds")
+                       .Help("Append latency, request to acknowledgement")
+                       .Register(r)
+                       .Add({}, latency_buckets);
+  events_appended_ = &BuildCounter()
+                        .Name("dcb_events_appended_total")
+                        .Help("Events appended")
+                        .Register(r)
+                        .Add({});
+  group_requests_ = &BuildHistogram()
+                       .Name("dcb_group_size_requests")
+                       .Help("Requests per group commit")
+                       .Register(r)
+                       .Add({}, Histogram::BucketBoundaries{
+                                  1, 2, 5, 10, 20, 50, 100, 200, 500, 1000});
+  group_latency_ = &BuildHistogram()
+                      .Name("dcb_group_commit_duration_seconds")
+                      .Help("Duration of one group commit")
+                      .Register(r)
+                      .Add({}, latency_buckets);
+  events_read_ = &BuildCounter()
+                    .Name("dcb_events_read_total")
+                    .Help("Events returned by reads and streams")
+                    .Register(r)
+                    .Add({});
+  http_requests_ = &BuildCounter()
+                      .Name("dcb_http_requests_total")
+                      .Help("HTTP requests by route and status code")
+                      .Register(r);
+  http_latency_ = &BuildHistogram()
+                     .Name("dcb_http_request_duration_seconds")
+                     .Help("HTTP request latency by route")
+                     .Register(r);
+  reconnects_ = &BuildCounter()
+                   .Name("dcb_store_reconnects_total")
+                   .Help("Store connections reopened")
+                   .Register(r)
+                   .Add({});
+  mailbox_ = &BuildGauge()
+                .Name("dcb_store_mailbox_depth")
+                .Help("Messages waiting for the store actor")
+                .Register(r)
+                .Add({});
+  queue_ = &BuildGauge()
+              .Name("dcb_store_queue_depth")
+              .Help("Appends admitted and not yet answered")
+              .Register(r)
+              .Add({});
+  open_streams_ = &BuildGauge()
+                     .Name("dcb_http_open_streams")
+                     .Help("Streaming reads in flight")
+                     .Register(r)
+                     .Add({});
+}
+
+std::shared_ptr<store_metrics> node_metrics::store_hooks() {
+  return std::make_shared<store_hooks_impl>(*this);
+}
+
+void node_metrics::append_finished(errc code,
+                                   std::chrono::nanoseconds latency) {
+  appends_by_code_[slot(code)]->Increment();
+  append_latency_->Observe(seconds(latency));
+}
+
+void node_metrics::read_finished(errc code, std::size_t events) {
+  reads_by_code_[slot(code)]->Increment();
+  events_read_->Increment(static_cast<double>(events));
+}
+
+void node_metrics::http_finished(const std::string& route, unsigned status,
+                                 std::chrono::nanoseconds latency) {
+  http_requests_->Add({{"route", route}, {"code", std::to_string(status)}})
+    .Increment();
+  http_latency_->Add({{"route", route}}, latency_buckets)
+    .Observe(seconds(latency));
+}
+
+void node_metrics::store_state(const store_stats& stats,
+                               std::size_t gate_depth) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto now = static_cast<double>(stats.reconnects);
+  if (now > reconnects_seen_) {
+    reconnects_->Increment(now - reconnects_seen_);
+    reconnects_seen_ = now;
+  }
+  mailbox_->Set(static_cast<double>(stats.mailbox));
+  queue_->Set(static_cast<double>(gate_depth));
+}
+
+} // namespace dcbd

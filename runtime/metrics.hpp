@@ -1,0 +1,79 @@
+// The node's Prometheus metrics (DESIGN §4 names). Thread-safe: the store
+// actor, the HTTP threads and the scrape thread all use them.
+#pragma once
+
+#include "actors/store_protocol.hpp"
+#include "store/error.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace dcbd {
+
+class node_metrics {
+public:
+  node_metrics();
+
+  const std::shared_ptr<prometheus::Registry>& registry() const {
+    return registry_;
+  }
+
+  /// Hooks for the store actor (group size and latency, events appended).
+  std::shared_ptr<store_metrics> store_hooks();
+
+  /// One append request finished with `code` (none on success), after
+  /// `latency` end to end.
+  void append_finished(errc code, std::chrono::nanoseconds latency);
+
+  /// One read finished with `code`, returning `events`.
+  void read_finished(errc code, std::size_t events);
+
+  /// One HTTP request on `route` was answered with `status`.
+  void http_finished(const std::string& route, unsigned status,
+                     std::chrono::nanoseconds latency);
+
+  /// Copies the store actor's counters and the queue depth.
+  void store_state(const store_stats& stats, std::size_t gate_depth);
+
+  /// Streams in flight.
+  prometheus::Gauge& open_streams() {
+    return *open_streams_;
+  }
+
+private:
+  friend class store_hooks_impl;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* appends_;
+  std::array<prometheus::Counter*, 6> appends_by_code_{};
+  prometheus::Histogram* append_latency_;
+  prometheus::Counter* events_appended_;
+  prometheus::Histogram* group_requests_;
+  prometheus::Histogram* group_latency_;
+  prometheus::Family<prometheus::Counter>* reads_;
+  std::array<prometheus::Counter*, 6> reads_by_code_{};
+  prometheus::Counter* events_read_;
+  prometheus::Family<prometheus::Counter>* http_requests_;
+  prometheus::Family<prometheus::Histogram>* http_latency_;
+  prometheus::Counter* reconnects_;
+  prometheus::Gauge* mailbox_;
+  prometheus::Gauge* queue_;
+  prometheus::Gauge* open_streams_;
+  std::mutex mtx_;
+  double reconnects_seen_ = 0;
+};
+
+/// The `result` label of an outcome: ok, conflict, invalid, overloaded,
+/// unavailable, internal.
+const char* result_label(errc code) noexcept;
+
+} // namespace dcbd
