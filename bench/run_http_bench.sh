@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# HTTP benchmark (`./dev bench http`): conditional single-event appends
+# through POST /append with 100 keep-alive connections (wrk, each request on
+# its own boundary), and GET /read of a 34-event result, against a dcbd
+# node started here; the raw PostgreSQL baseline (pgbench single-row
+# inserts, 16 clients) runs before and after. Output goes to
+# .bench/http-<timestamp>.txt.
+#
+# env: DCBD_TEST_PG_DSN (set by ./dev), SECONDS_PER_RUN (default 10),
+#      CONNECTIONS (default 100), WRK_THREADS (default 2),
+#      BASELINE_SECONDS (default 10)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+
+BIN=build/release/runtime
+DURATION="${SECONDS_PER_RUN:-10}"
+CONNECTIONS="${CONNECTIONS:-100}"
+WRK_THREADS="${WRK_THREADS:-2}"
+BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
+SCHEMA=bench_http
+
+[[ -x "$BIN/dcbd" ]] || {
+  echo "run_http_bench: $BIN/dcbd not found; build with ./dev build release" >&2
+  exit 1
+}
+[[ -n "${DCBD_TEST_PG_DSN:-}" ]] || {
+  echo "run_http_bench: DCBD_TEST_PG_DSN is not set; run via ./dev bench http" >&2
+  exit 1
+}
+command -v wrk >/dev/null || {
+  echo "run_http_bench: wrk is not installed (Debian package wrk)" >&2
+  exit 1
+}
+
+mkdir -p .bench
+OUT=".bench/http-$(date +%Y%m%d-%H%M%S).txt"
+TMP="$(mktemp -d -t run_http_bench.XXXXXX)"
+NODE_PID=""
+cleanup() {
+  if [[ -n "$NODE_PID" ]]; then
+    kill -TERM "$NODE_PID" 2>/dev/null || true
+    wait "$NODE_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+psql_dsn() {
+  psql "$DCBD_TEST_PG_DSN" -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+# The value of KEY=... on the line of WORKLOAD in a baseline file.
+baseline_value() {
+  sed -nE "s/^baseline $2 .*\\b$3=([0-9.]+).*/\\1/p" "$1" | head -n1
+}
+
+# wrk prints latencies with units; convert to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) print n
+    else if (v ~ /ms$/) print n * 1000
+    else if (v ~ /s$/) print n * 1000000
+    else print n
+  }'
+}
+
+# Requests/s, p50 and p99 (us) from a wrk --latency output.
+wrk_summary() {
+  local rps p50 p99
+  rps="$(awk '/^Requests\/sec:/ {print $2}' "$1")"
+  p50="$(awk '$1 == "50%" {print $2}' "$1")"
+  p99="$(awk '$1 == "99%" {print $2}' "$1")"
+  echo "rps=${rps:-?} p50_us=$(to_us "${p50:-0}") p99_us=$(to_us "${p99:-0}")"
+}
+
+run() {
+  echo "# dcbd HTTP benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores"
+  echo "# wrk: $WRK_THREADS threads, $CONNECTIONS connections, ${DURATION} s per run"
+  echo
+  echo "## baseline (before)"
+  bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/before.txt"
+
+  psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
+  local http_port metrics_port
+  http_port="$(free_port)"
+  metrics_port="$(free_port)"
+  DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
+    DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
+    "$BIN/dcbd" >"$TMP/node.log" 2>&1 &
+  NODE_PID=$!
+  local url="http://127.0.0.1:$http_port" i
+  for ((i = 0; i < 300; i++)); do
+    "$BIN/dcbctl" --url "$url" status >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  "$BIN/dcbctl" --url "$url" status >/dev/null || {
+    cat "$TMP/node.log"
+    echo "run_http_bench: the node did not start" >&2
+    return 1
+  }
+  # 34 events on one tag for the read workload.
+  local events
+  events="$(python3 -c 'import json; print(json.dumps([{"type":"Read","tags":["read:34"],"data":"payload-%d" % i} for i in range(34)]))')"
+  "$BIN/dcbctl" --url "$url" append --events "$events" >/dev/null
+
+  echo
+  echo "## POST /append, conditional, 1 event, own boundary per request"
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -s bench/http_append.lua "$url" | tee "$TMP/append.txt"
+  echo
+  echo "## GET /read, 34 events"
+  local q
+  q="$(python3 -c 'import json, urllib.parse; print(urllib.parse.quote(json.dumps({"items":[{"types":["Read"],"tags":["read:34"]}]})))')"
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -s bench/http_read.lua "$url/read?query=$q" | tee "$TMP/read.txt"
+  local returned
+  returned="$(curl -s "$url/read?query=$q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+  echo "# one GET /read returns $returned events"
+  echo
+  echo "## node metrics after the runs"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^dcb_(append_requests_total|events_appended_total|group_size_requests_(sum|count)|store_reconnects_total)' || true
+  kill -TERM "$NODE_PID"
+  wait "$NODE_PID" || true
+  NODE_PID=""
+  psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
+
+  echo
+  echo "## baseline (after)"
+  bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/after.txt"
+
+  echo
+  echo "## summary"
+  echo "append $(wrk_summary "$TMP/append.txt") $(grep -o 'errors=[0-9]* conflicts=[0-9]*' "$TMP/append.txt")"
+  echo "read   $(wrk_summary "$TMP/read.txt") $(grep -o 'errors=[0-9]*' "$TMP/read.txt") events_per_read=$returned"
+  local rps c16 phase
+  rps="$(awk '/^Requests\/sec:/ {print $2}' "$TMP/append.txt")"
+  for phase in before after; do
+    c16="$(baseline_value "$TMP/$phase.txt" single_c16 tps)"
+    awk -v p="$phase" -v r="$rps" -v b="$c16" 'BEGIN {
+      printf "target (%s): append %.0f/s >= 2 x baseline c16 %.0f tps = %.0f: %s (ratio %.2f)\n",
+        p, r, b, 2 * b, (r >= 2 * b) ? "ok" : "MISSED", r / b
+    }'
+  done
+}
+
+run 2>&1 | tee "$OUT"
+echo "run_http_bench: saved to $OUT"
