@@ -331,13 +331,8 @@ private:
 
   // The request body as a JSON document (JSON or msgpack).
   json body() {
-    if (has_type(req_, bhttp::field::content_type, msgpack_type)) {
-      auto j = json::from_msgpack(req_.body(), true, false);
-      if (j.is_discarded())
-        throw store_error(errc::invalid_argument,
-                          "body is not a valid msgpack document");
-      return j;
-    }
+    if (has_type(req_, bhttp::field::content_type, msgpack_type))
+      return http::parse_msgpack(req_.body(), "body");
     return http::parse_json(req_.body(), "body");
   }
 

@@ -79,7 +79,169 @@ std::uint64_t position_of(const json& j, std::string_view field) {
   return static_cast<std::uint64_t>(v);
 }
 
+// Reads a big-endian unsigned integer of `n` bytes at `p`.
+std::uint64_t be(const unsigned char* p, std::size_t n) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+// Walks a msgpack document without recursion; false if it is truncated or
+// nests deeper than `max_depth`.
+bool msgpack_shape_ok(std::string_view bytes, std::size_t max_depth) {
+  auto p = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::size_t size = bytes.size();
+  std::size_t i = 0;
+  // Items still to read at each open level.
+  std::vector<std::uint64_t> open{1};
+  auto need = [&](std::size_t n) {
+    return size - i >= n;
+  };
+  while (!open.empty()) {
+    if (open.back() == 0) {
+      open.pop_back();
+      continue;
+    }
+    --open.back();
+    if (!need(1))
+      return false;
+    auto b = p[i++];
+    std::uint64_t skip = 0;  // payload bytes that follow
+    std::uint64_t items = 0; // nested items that follow
+    bool nested = false;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+      // fixint, nil, bool
+    } else if (b >= 0x80 && b <= 0x8f) {
+      items = 2 * std::uint64_t{b & 0x0fu};
+      nested = true;
+    } else if (b >= 0x90 && b <= 0x9f) {
+      items = b & 0x0fu;
+      nested = true;
+    } else if (b >= 0xa0 && b <= 0xbf) {
+      skip = b & 0x1fu;
+    } else {
+      // Length-prefixed and fixed-size types.
+      std::size_t len_bytes = 0;
+      switch (b) {
+        case 0xc4:
+        case 0xd9:
+          len_bytes = 1;
+          break; // bin8, str8
+        case 0xc5:
+        case 0xda:
+          len_bytes = 2;
+          break; // bin16, str16
+        case 0xc6:
+        case 0xdb:
+          len_bytes = 4;
+          break; // bin32, str32
+        case 0xc7:
+          len_bytes = 1;
+          skip = 1;
+          break; // ext8
+        case 0xc8:
+          len_bytes = 2;
+          skip = 1;
+          break; // ext16
+        case 0xc9:
+          len_bytes = 4;
+          skip = 1;
+          break; // ext32
+        case 0xca:
+          skip = 4;
+          break; // float32
+        case 0xcb:
+          skip = 8;
+          break; // float64
+        case 0xcc:
+        case 0xd0:
+          skip = 1;
+          break;
+        case 0xcd:
+        case 0xd1:
+          skip = 2;
+          break;
+        case 0xce:
+        case 0xd2:
+          skip = 4;
+          break;
+        case 0xcf:
+        case 0xd3:
+          skip = 8;
+          break;
+        case 0xd4:
+          skip = 2;
+          break; // fixext1
+        case 0xd5:
+          skip = 3;
+          break;
+        case 0xd6:
+          skip = 5;
+          break;
+        case 0xd7:
+          skip = 9;
+          break;
+        case 0xd8:
+          skip = 17;
+          break;
+        case 0xdc:
+          len_bytes = 2;
+          nested = true;
+          break; // array16
+        case 0xdd:
+          len_bytes = 4;
+          nested = true;
+          break; // array32
+        case 0xde:
+          len_bytes = 2;
+          nested = true;
+          break; // map16
+        case 0xdf:
+          len_bytes = 4;
+          nested = true;
+          break; // map32
+        default:
+          return false; // 0xc1
+      }
+      if (len_bytes > 0) {
+        if (!need(len_bytes))
+          return false;
+        auto n = be(p + i, len_bytes);
+        i += len_bytes;
+        if (nested)
+          items = (b == 0xde || b == 0xdf) ? 2 * n : n;
+        else
+          skip += n;
+      }
+    }
+    if (skip > size - i)
+      return false;
+    i += static_cast<std::size_t>(skip);
+    if (nested && items > 0) {
+      if (open.size() > max_depth)
+        return false;
+      // Every item takes at least one byte.
+      if (items > size - i)
+        return false;
+      open.push_back(items);
+    }
+  }
+  return i == size;
+}
+
 } // namespace
+
+json parse_msgpack(std::string_view bytes, std::string_view field,
+                   std::size_t max_depth) {
+  if (!msgpack_shape_ok(bytes, max_depth))
+    bad(field, "is not a valid msgpack document (or nests deeper than "
+                 + std::to_string(max_depth) + " levels)");
+  auto j = json::from_msgpack(bytes, true, false);
+  if (j.is_discarded())
+    bad(field, "is not a valid msgpack document");
+  return j;
+}
 
 json parse_json(std::string_view text, std::string_view field) {
   auto j = json::parse(text, nullptr, false);

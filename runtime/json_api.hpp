@@ -26,6 +26,12 @@ using json = nlohmann::json;
 /// and the parser's reason on malformed input.
 json parse_json(std::string_view text, std::string_view field);
 
+/// Parses a msgpack document (the binary variant of the JSON bodies).
+/// Throws `store_error(invalid_argument)` on malformed input or nesting
+/// deeper than `max_depth` (the decoder recurses per level).
+json parse_msgpack(std::string_view bytes, std::string_view field,
+                   std::size_t max_depth = 64);
+
 /// The parsers below throw `store_error(invalid_argument)` naming the field
 /// (e.g. "query.items[1].tags[0] must be a string").
 query parse_query(const json& j, std::string_view field);

@@ -363,10 +363,25 @@ TEST_F(Http, MsgpackBodiesCarryBinaryData) {
   ASSERT_EQ(arr.size(), 1u);
   auto& data = arr[0]["data"].get_binary();
   EXPECT_EQ(std::string(data.begin(), data.end()), bin);
-  // Malformed msgpack is a 400.
+  // Malformed msgpack is a 400; so are truncated documents and nesting
+  // deep enough to exhaust a recursive decoder's stack.
   auto bad = c.send(bhttp::verb::post, "/v1/append", std::string{"\xc1", 1},
                     "application/msgpack");
   EXPECT_EQ(bad.status, 400u);
+  auto truncated = std::string(packed.begin(), packed.end() - 3);
+  EXPECT_EQ(c.send(bhttp::verb::post, "/v1/append", truncated,
+                   "application/msgpack")
+              .status,
+            400u);
+  std::string deep(1'000'000, '\x91');
+  deep += '\xc0';
+  auto r2 = c.send(bhttp::verb::post, "/v1/append", deep,
+                   "application/msgpack");
+  EXPECT_EQ(r2.status, 400u) << r2.body;
+  std::string deep_json(200'000, '[');
+  deep_json += std::string(200'000, ']');
+  EXPECT_EQ(c.send(bhttp::verb::post, "/v1/append", deep_json).status, 400u);
+  EXPECT_EQ(head(), 1u);
 }
 
 // -- bad input ----------------------------------------------------------------
