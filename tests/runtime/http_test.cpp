@@ -626,6 +626,24 @@ TEST_F(Node, SigtermUnderLoadKeepsEveryAcknowledgedAppendAndExitsZero) {
     });
   }
   std::this_thread::sleep_for(1500ms);
+  // A real scrape of the process's exporter sees the work so far.
+  {
+    // Every append acknowledged before the scrape was counted before its
+    // answer went out.
+    auto ok_before = ok_count.load();
+    client scraper{metrics_port};
+    auto m = scraper.get("/metrics");
+    ASSERT_EQ(m.status, 200u);
+    EXPECT_GE(sample(m.body, R"(dcb_append_requests_total{result="ok"})"),
+              ok_before)
+      << m.body;
+    EXPECT_GT(sample(m.body, "dcb_events_appended_total"), 0) << m.body;
+    EXPECT_GT(sample(m.body,
+                     R"(dcb_http_requests_total{code="200",route="/append"})"),
+              0)
+      << m.body;
+    EXPECT_GT(sample(m.body, "dcb_group_size_requests_count"), 0) << m.body;
+  }
   termed = true;
   ASSERT_EQ(::kill(pid, SIGTERM), 0);
   int status = 0;
