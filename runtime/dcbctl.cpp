@@ -12,10 +12,8 @@
 // The URL defaults to $DCB_URL, else http://127.0.0.1:8080. Exit codes: 0
 // ok, 1 the node answered with an error (or a failed condition), 2 usage,
 // 3 the node cannot be reached.
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include "runtime/http_client.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
@@ -27,109 +25,33 @@
 
 namespace {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
+using dcbd::client::response;
 using json = nlohmann::json;
 
 struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct unreachable : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-struct target {
-  std::string host;
-  std::string port;
-  std::string url;
-};
-
-target parse_url(const std::string& url) {
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0)
-    throw usage_error("--url must start with http:// (got \"" + url + "\")");
-  auto rest = url.substr(scheme.size());
-  rest = rest.substr(0, rest.find('/'));
-  auto colon = rest.rfind(':');
-  target t;
-  t.url = url;
-  if (colon == std::string::npos) {
-    t.host = rest;
-    t.port = "80";
-  } else {
-    t.host = rest.substr(0, colon);
-    t.port = rest.substr(colon + 1);
+// The node at --url, over one keep-alive connection.
+struct node {
+  explicit node(dcbd::client::endpoint e) : ep(e), conn(std::move(e)) {
+    // nop
   }
-  if (t.host.empty())
-    throw usage_error("--url has no host");
-  return t;
-}
 
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
+  response get(const std::string& path) {
+    return conn.call("GET", path);
   }
-  return out;
-}
 
-struct reply {
-  unsigned status = 0;
-  std::string body;
+  response post(const std::string& path, const std::string& body) {
+    return conn.call("POST", path, body);
+  }
+
+  dcbd::client::endpoint ep;
+  dcbd::client::connection conn;
 };
-
-// One request on a fresh connection.
-reply call(const target& t, http::verb verb, const std::string& path,
-           const std::string& body = {}) {
-  net::io_context ioc;
-  tcp::resolver resolver{ioc};
-  beast::tcp_stream stream{ioc};
-  beast::error_code ec;
-  auto endpoints = resolver.resolve(t.host, t.port, ec);
-  if (ec)
-    throw unreachable("cannot resolve " + t.host + ": " + ec.message());
-  stream.expires_after(std::chrono::seconds{10});
-  stream.connect(endpoints, ec);
-  if (ec)
-    throw unreachable("cannot reach the node at " + t.url + ": " + ec.message()
-                      + " (is dcbd running?)");
-  http::request<http::string_body> req{verb, path, 11};
-  req.set(http::field::host, t.host);
-  req.set(http::field::user_agent, "dcbctl");
-  if (!body.empty()) {
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-  }
-  req.prepare_payload();
-  stream.expires_after(std::chrono::seconds{60});
-  http::write(stream, req, ec);
-  if (ec)
-    throw unreachable("cannot send to " + t.url + ": " + ec.message());
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(std::uint64_t{1} << 34);
-  http::read(stream, buffer, parser, ec);
-  if (ec)
-    throw unreachable("no answer from " + t.url + ": " + ec.message());
-  reply r;
-  r.status = parser.get().result_int();
-  r.body = std::move(parser.get().body());
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  return r;
-}
 
 // An error answer as one line; exit code 1.
-int node_error(const reply& r, bool as_json) {
+int node_error(const response& r, bool as_json) {
   if (as_json) {
     std::cout << r.body << std::endl;
     return 1;
@@ -186,19 +108,19 @@ std::uint64_t number_arg(const std::string& flag, const std::string& text) {
   throw usage_error(flag + " must be a non-negative integer, got " + text);
 }
 
-int cmd_status(const options& o, const target& t) {
-  auto health = call(t, http::verb::get, "/healthz");
-  auto ready = call(t, http::verb::get, "/readyz");
+int cmd_status(const options& o, node& n) {
+  auto health = n.get("/healthz");
+  auto ready = n.get("/readyz");
   auto j = json::parse(ready.body, nullptr, false);
   if (o.as_json) {
-    std::cout << json{{"url", t.url},
+    std::cout << json{{"url", n.ep.url},
                       {"healthy", health.status == 200},
                       {"ready", ready.status == 200},
                       {"readyz", j}}
                    .dump()
               << std::endl;
   } else {
-    std::cout << "node    " << t.url << "\n"
+    std::cout << "node    " << n.ep.url << "\n"
               << "healthy " << (health.status == 200 ? "yes" : "no") << "\n"
               << "ready   " << (ready.status == 200 ? "yes" : "no");
     if (ready.status == 200 && j.is_object() && j.contains("head"))
@@ -210,8 +132,8 @@ int cmd_status(const options& o, const target& t) {
   return ready.status == 200 ? 0 : 1;
 }
 
-int cmd_head(const options& o, const target& t) {
-  auto r = call(t, http::verb::get, "/v1/head");
+int cmd_head(const options& o, node& n) {
+  auto r = n.get("/v1/head");
   if (r.status != 200)
     return node_error(r, o.as_json);
   if (o.as_json)
@@ -221,7 +143,7 @@ int cmd_head(const options& o, const target& t) {
   return 0;
 }
 
-int cmd_append(const options& o, const target& t) {
+int cmd_append(const options& o, node& n) {
   json ev = json::object();
   json events;
   json condition;
@@ -255,7 +177,7 @@ int cmd_append(const options& o, const target& t) {
       throw usage_error("--after needs --fail-if");
     body["condition"] = condition;
   }
-  auto r = call(t, http::verb::post, "/v1/append", body.dump());
+  auto r = n.post("/v1/append", body.dump());
   if (r.status != 200)
     return node_error(r, o.as_json);
   if (o.as_json) {
@@ -268,7 +190,7 @@ int cmd_append(const options& o, const target& t) {
   return 0;
 }
 
-int cmd_read(const options& o, const target& t) {
+int cmd_read(const options& o, node& n) {
   json q;
   json item = json::object();
   json opts = json::object();
@@ -292,9 +214,9 @@ int cmd_read(const options& o, const target& t) {
   if (q.is_null())
     q = item.empty() ? json{{"items", json::array()}}
                      : json{{"items", json::array({item})}};
-  auto path = "/v1/read?query=" + url_encode(q.dump())
-              + "&options=" + url_encode(opts.dump());
-  auto r = call(t, http::verb::get, path);
+  auto path = "/v1/read?query=" + dcbd::client::url_encode(q.dump())
+              + "&options=" + dcbd::client::url_encode(opts.dump());
+  auto r = n.get(path);
   if (r.status != 200)
     return node_error(r, o.as_json);
   std::istringstream lines{r.body};
@@ -365,26 +287,29 @@ int main(int argc, char** argv) {
     o.command = args[i];
     o.args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1,
                   args.end());
-    for (std::size_t k = 0; k < o.args.size(); ++k)
-      if (o.args[k] == "--json")
-        o.as_json = true;
-    std::erase(o.args, std::string{"--json"});
-    auto t = parse_url(o.url);
+    if (std::erase(o.args, std::string{"--json"}) > 0)
+      o.as_json = true;
+    std::optional<node> n;
+    try {
+      n.emplace(dcbd::client::parse_url(o.url));
+    } catch (const std::invalid_argument& e) {
+      throw usage_error(std::string{"--url: "} + e.what());
+    }
     if (o.command == "status")
-      return cmd_status(o, t);
+      return cmd_status(o, *n);
     if (o.command == "head")
-      return cmd_head(o, t);
+      return cmd_head(o, *n);
     if (o.command == "append")
-      return cmd_append(o, t);
+      return cmd_append(o, *n);
     if (o.command == "read")
-      return cmd_read(o, t);
+      return cmd_read(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";
     usage(std::cerr);
     return 2;
-  } catch (const unreachable& e) {
-    std::cerr << "dcbctl: " << e.what() << std::endl;
+  } catch (const dcbd::client::unreachable& e) {
+    std::cerr << "dcbctl: " << e.what() << " (is dcbd running?)" << std::endl;
     return 3;
   } catch (const std::exception& e) {
     std::cerr << "dcbctl: " << e.what() << std::endl;

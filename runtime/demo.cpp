@@ -10,10 +10,8 @@
 //
 //   dcbd_demo [--url URL] [--students N] [--courses N] [--capacity N]
 //             [--max-courses N] [--tries N] [--clients N]
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include "runtime/http_client.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -32,94 +30,20 @@
 
 namespace {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = net::ip::tcp;
+using dcbd::client::connection;
+using dcbd::client::url_encode;
 using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
 
 struct settings {
-  std::string host = "127.0.0.1";
-  std::string port = "8080";
+  dcbd::client::endpoint node
+    = dcbd::client::parse_url("http://127.0.0.1:8080");
   int students = 2000;
   int courses = 40;
   int capacity = 40;
   int max_courses = 3;
   int tries = 3;
   int clients = 32;
-};
-
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
-// One keep-alive connection; reconnects once when the node closed it.
-class connection {
-public:
-  explicit connection(const settings& s) : s_(s), stream_(ioc_) {
-    // nop
-  }
-
-  std::pair<unsigned, std::string> call(http::verb verb,
-                                        const std::string& target,
-                                        const std::string& body = {}) {
-    for (int attempt = 0;; ++attempt) {
-      try {
-        if (!open_) {
-          tcp::resolver resolver{ioc_};
-          stream_.connect(resolver.resolve(s_.host, s_.port));
-          open_ = true;
-        }
-        http::request<http::string_body> req{verb, target, 11};
-        req.set(http::field::host, s_.host);
-        if (!body.empty()) {
-          req.set(http::field::content_type, "application/json");
-          req.body() = body;
-        }
-        req.keep_alive(true);
-        req.prepare_payload();
-        stream_.expires_after(std::chrono::seconds{60});
-        http::write(stream_, req);
-        http::response_parser<http::string_body> parser;
-        parser.body_limit(std::uint64_t{1} << 32);
-        http::read(stream_, buffer_, parser);
-        auto& res = parser.get();
-        if (!res.keep_alive())
-          close();
-        return {res.result_int(), std::move(res.body())};
-      } catch (const std::exception&) {
-        close();
-        if (attempt >= 1)
-          throw;
-      }
-    }
-  }
-
-private:
-  void close() {
-    beast::error_code ec;
-    stream_.socket().close(ec);
-    buffer_.clear();
-    open_ = false;
-  }
-
-  const settings& s_;
-  net::io_context ioc_;
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
-  bool open_ = false;
 };
 
 struct counters {
@@ -154,7 +78,7 @@ bool define_course(connection& conn, const std::string& course, int capacity) {
        {"tags", {course_tag(course)}},
        {"data", json{{"course", course}, {"capacity", capacity}}.dump()}}}},
     {"condition", {{"failIfEventsMatch", query}}}};
-  auto [status, text] = conn.call(http::verb::post, "/append", body.dump());
+  auto [status, text] = conn.call("POST", "/append", body.dump());
   return status == 200;
 }
 
@@ -167,7 +91,7 @@ void subscribe(connection& conn, const settings& s, counters& n,
       tagged({"StudentSubscribed"}, student_tag(student))}}};
   auto read_target = "/read?query=" + url_encode(query.dump());
   for (int attempt = 0; attempt < 20; ++attempt) {
-    auto [status, text] = conn.call(http::verb::get, read_target);
+    auto [status, text] = conn.call("GET", read_target);
     if (status != 200) {
       ++n.errors;
       return;
@@ -213,7 +137,7 @@ void subscribe(connection& conn, const settings& s, counters& n,
          {"tags", {course_tag(course), student_tag(student)}},
          {"data", json{{"student", student}, {"course", course}}.dump()}}}},
       {"condition", condition}};
-    auto [st, reply] = conn.call(http::verb::post, "/append", body.dump());
+    auto [st, reply] = conn.call("POST", "/append", body.dump());
     if (st != 200) {
       ++n.errors;
       return;
@@ -253,14 +177,7 @@ int main(int argc, char** argv) {
         return n;
       };
       if (args[i] == "--url") {
-        auto url = next();
-        if (url.rfind("http://", 0) != 0)
-          throw std::invalid_argument("--url must start with http://");
-        auto hostport = url.substr(7);
-        hostport = hostport.substr(0, hostport.find('/'));
-        auto colon = hostport.rfind(':');
-        s.host = hostport.substr(0, colon);
-        s.port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+        s.node = dcbd::client::parse_url(next());
       } else if (args[i] == "--students") {
         s.students = number();
       } else if (args[i] == "--courses") {
@@ -298,15 +215,14 @@ int main(int argc, char** argv) {
             << "demo: " << s.students * s.tries << " subscription attempts for "
             << s.courses * s.capacity << " seats (run " << run << ")\n";
   try {
-    connection conn{s};
+    connection conn{s.node};
     for (auto& c : courses)
       if (!define_course(conn, c, s.capacity)) {
         std::cerr << "demo: cannot define course " << c << "\n";
         return 1;
       }
   } catch (const std::exception& e) {
-    std::cerr << "demo: cannot reach the node at http://" << s.host << ":"
-              << s.port << ": " << e.what() << "\n";
+    std::cerr << "demo: " << e.what() << "\n";
     return 1;
   }
 
@@ -326,7 +242,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> clients;
   for (int k = 0; k < s.clients; ++k)
     clients.emplace_back([&] {
-      connection conn{s};
+      connection conn{s.node};
       for (;;) {
         auto i = next++;
         if (i >= work.size())
@@ -378,10 +294,10 @@ int main(int argc, char** argv) {
   std::map<std::string, int> per_student;
   std::map<std::pair<std::string, std::string>, int> pairs;
   try {
-    connection conn{s};
+    connection conn{s.node};
     json query{{"items", {{{"types", {"StudentSubscribed"}}}}}};
-    auto [status, text] = conn.call(
-      http::verb::get, "/v1/read?query=" + url_encode(query.dump()));
+    auto [status, text]
+      = conn.call("GET", "/v1/read?query=" + url_encode(query.dump()));
     if (status != 200)
       throw std::runtime_error("HTTP " + std::to_string(status) + ": " + text);
     std::istringstream lines{text};

@@ -1,6 +1,7 @@
 // The HTTP API against a real server on an ephemeral port: the dcb.events
 // contract (exact shapes), /v1, msgpack, bad input, timeouts, metrics; and
 // the dcbd process stopped with SIGTERM under load.
+#include "runtime/http_client.hpp"
 #include "runtime/http_server.hpp"
 #include "runtime/json_api.hpp"
 #include "runtime/metrics.hpp"
@@ -34,6 +35,7 @@ namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = net::ip::tcp;
 using json = nlohmann::json;
+using client::url_encode;
 using namespace std::chrono_literals;
 
 struct reply {
@@ -47,21 +49,6 @@ struct reply {
     return json::parse(body);
   }
 };
-
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
 
 /// A keep-alive HTTP client for one connection.
 class client {
