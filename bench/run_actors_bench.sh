@@ -21,25 +21,11 @@ REPS="${REPS:-3}"
 # benchmark's dataset.
 export BASELINE_PRELOAD="${BASELINE_PRELOAD:-10134}"
 
-if [[ ! -x "$BIN" ]]; then
-  echo "run_actors_bench: $BIN not found; build it with ./dev build release" >&2
-  exit 1
-fi
-if [[ -z "${DCBD_TEST_PG_DSN:-}" ]]; then
-  echo "run_actors_bench: DCBD_TEST_PG_DSN is not set; run via ./dev bench actors" >&2
-  exit 1
-fi
-export DCB_POSTGRES_DSN="${DCB_POSTGRES_DSN:-$DCBD_TEST_PG_DSN}"
-
-mkdir -p .bench
-OUT=".bench/actors-$(date +%Y%m%d-%H%M%S).txt"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_require actors "$BIN"
 TMP="$(mktemp -d -t run_actors_bench.XXXXXX)"
 trap 'rm -rf "$TMP"' EXIT
-
-# baseline_value FILE WORKLOAD KEY: e.g. single_c16 tps
-baseline_value() {
-  sed -nE "s/^baseline $2 .*\\b$3=([0-9.]+).*/\\1/p" "$1" | head -n1
-}
 
 # summary_value NAME KEY: from the benchmark's `summary` lines
 summary_value() {
@@ -115,17 +101,7 @@ targets() {
 
 run_all() {
   local rc=0
-  echo "# dcbd actors benchmark $(date -Iseconds)"
-  local commit=unknown
-  if commit="$(git -c safe.directory='*' rev-parse --short HEAD 2>/dev/null)"; then
-    git -c safe.directory='*' diff --quiet HEAD 2>/dev/null || commit+=" (dirty)"
-  else
-    commit=unknown
-  fi
-  echo "# commit $commit"
-  echo "# host $(nproc) cpus, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)," \
-    "$(psql "$DCBD_TEST_PG_DSN" -XtAc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /')"
-  echo "# dsn $DCBD_TEST_PG_DSN"
+  bench_header "actors benchmark"
   echo
   echo "## baseline (before)"
   bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/before.txt" || rc=1

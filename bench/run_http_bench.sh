@@ -21,21 +21,14 @@ WRK_THREADS="${WRK_THREADS:-2}"
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
 SCHEMA=bench_http
 
-[[ -x "$BIN/dcbd" ]] || {
-  echo "run_http_bench: $BIN/dcbd not found; build with ./dev build release" >&2
-  exit 1
-}
-[[ -n "${DCBD_TEST_PG_DSN:-}" ]] || {
-  echo "run_http_bench: DCBD_TEST_PG_DSN is not set; run via ./dev bench http" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_require http "$BIN/dcbd"
 command -v wrk >/dev/null || {
   echo "run_http_bench: wrk is not installed (Debian package wrk)" >&2
   exit 1
 }
 
-mkdir -p .bench
-OUT=".bench/http-$(date +%Y%m%d-%H%M%S).txt"
 TMP="$(mktemp -d -t run_http_bench.XXXXXX)"
 NODE_PID=""
 cleanup() {
@@ -53,11 +46,6 @@ free_port() {
 
 psql_dsn() {
   psql "$DCBD_TEST_PG_DSN" -v ON_ERROR_STOP=1 -qAt "$@"
-}
-
-# The value of KEY=... on the line of WORKLOAD in a baseline file.
-baseline_value() {
-  sed -nE "s/^baseline $2 .*\\b$3=([0-9.]+).*/\\1/p" "$1" | head -n1
 }
 
 # wrk prints latencies with units; convert to microseconds.
@@ -81,7 +69,7 @@ wrk_summary() {
 }
 
 run() {
-  echo "# dcbd HTTP benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores"
+  bench_header "HTTP benchmark"
   echo "# wrk: $WRK_THREADS threads, $CONNECTIONS connections, ${DURATION} s per run"
   echo
   echo "## baseline (before)"

@@ -19,32 +19,13 @@ REPS="${REPS:-3}"
 # benchmark's dataset (course domain, ~61k events).
 export BASELINE_PRELOAD="${BASELINE_PRELOAD:-61000}"
 
-if [[ ! -x "$BIN" ]]; then
-  echo "run_store_bench: $BIN not found; build it with ./dev build release" >&2
-  exit 1
-fi
-if [[ -z "${DCBD_TEST_PG_DSN:-}" ]]; then
-  echo "run_store_bench: DCBD_TEST_PG_DSN is not set; run via ./dev bench store" >&2
-  exit 1
-fi
-export DCB_POSTGRES_DSN="${DCB_POSTGRES_DSN:-$DCBD_TEST_PG_DSN}"
-
-mkdir -p .bench
-OUT=".bench/store-$(date +%Y%m%d-%H%M%S).txt"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_require store "$BIN"
 
 run_all() {
   local rc=0
-  echo "# dcbd store benchmark $(date -Iseconds)"
-  local commit=unknown
-  if commit="$(git -c safe.directory='*' rev-parse --short HEAD 2>/dev/null)"; then
-    git -c safe.directory='*' diff --quiet HEAD 2>/dev/null || commit+=" (dirty)"
-  else
-    commit=unknown
-  fi
-  echo "# commit $commit"
-  echo "# host $(nproc) cpus, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)," \
-    "$(psql "$DCBD_TEST_PG_DSN" -XtAc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /')"
-  echo "# dsn $DCBD_TEST_PG_DSN"
+  bench_header "store benchmark"
   echo
   echo "## baseline (before)"
   bench/pgbench_baseline.sh "$BASELINE_SECONDS" || rc=1

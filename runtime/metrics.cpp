@@ -75,17 +75,17 @@ private:
 node_metrics::node_metrics()
   : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
-  appends_ = &BuildCounter()
-                .Name("dcb_append_requests_total")
-                .Help("Append requests by result")
-                .Register(r);
-  reads_ = &BuildCounter()
-              .Name("dcb_read_requests_total")
-              .Help("Read requests by result")
-              .Register(r);
+  auto& appends = BuildCounter()
+                    .Name("dcb_append_requests_total")
+                    .Help("Append requests by result")
+                    .Register(r);
+  auto& reads = BuildCounter()
+                  .Name("dcb_read_requests_total")
+                  .Help("Read requests by result")
+                  .Register(r);
   for (std::size_t i = 0; i < codes.size(); ++i) {
-    appends_by_code_[i] = &appends_->Add({{"result", result_label(codes[i])}});
-    reads_by_code_[i] = &reads_->Add({{"result", result_label(codes[i])}});
+    appends_by_code_[i] = &appends.Add({{"result", result_label(codes[i])}});
+    reads_by_code_[i] = &reads.Add({{"result", result_label(codes[i])}});
   }
   append_latency_ = &BuildHistogram()
                        .Name("dcb_append_duration_seconds")

@@ -53,13 +53,11 @@ private:
   friend class store_hooks_impl;
 
   std::shared_ptr<prometheus::Registry> registry_;
-  prometheus::Family<prometheus::Counter>* appends_;
   std::array<prometheus::Counter*, 6> appends_by_code_{};
   prometheus::Histogram* append_latency_;
   prometheus::Counter* events_appended_;
   prometheus::Histogram* group_requests_;
   prometheus::Histogram* group_latency_;
-  prometheus::Family<prometheus::Counter>* reads_;
   std::array<prometheus::Counter*, 6> reads_by_code_{};
   prometheus::Counter* events_read_;
   prometheus::Family<prometheus::Counter>* http_requests_;

@@ -48,25 +48,6 @@ constexpr auto call_timeout = std::chrono::seconds{60};
          << "'" << text << "' does not contain '" << part << "'";
 }
 
-/// Sends `xs...` to `dest` from a short-lived actor and waits for the reply.
-template <class T, class Handle, class... Ts>
-caf::expected<T>
-request_blocking(caf::actor_system& sys, const Handle& dest, Ts... xs) {
-  auto done = std::make_shared<std::promise<caf::expected<T>>>();
-  auto result = done->get_future();
-  sys.spawn([done, dest, xs...](caf::event_based_actor* self) {
-    self->request(dest, call_timeout, xs...)
-      .then(
-        [done](T& x) {
-          done->set_value(std::move(x));
-        },
-        [done](caf::error& err) {
-          done->set_value(std::move(err));
-        });
-  });
-  return result.get();
-}
-
 /// Runs `cmd` asynchronously; the future holds its result.
 std::future<caf::expected<command_outcome>> execute_async(engine& eng,
                                                           command cmd) {
@@ -81,9 +62,9 @@ std::future<caf::expected<command_outcome>> execute_async(engine& eng,
 /// The workers of an actor pool, e.g. `eng.appenders()`.
 template <class Pool>
 std::vector<caf::actor> workers_of(caf::actor_system& sys, const Pool& pool) {
-  auto r = request_blocking<std::vector<caf::actor>>(
-    sys, caf::actor_cast<caf::actor>(pool), caf::sys_atom::value,
-    caf::get_atom::value);
+  auto r = ask<std::vector<caf::actor>>(sys, caf::actor_cast<caf::actor>(pool),
+                                        caf::sys_atom::value,
+                                        caf::get_atom::value);
   if (!r)
     ADD_FAILURE() << "cannot list the pool's workers: "
                   << message_of(r.error());
@@ -560,9 +541,8 @@ TEST_F(Commands, InvalidModelIsInvalidArgument) {
 
 TEST_F(Commands, RequestWithoutCodeIsInvalidArgumentNamingTheCommand) {
   auto& eng = start();
-  auto r = request_blocking<command_outcome>(*sys_, eng.appenders(),
-                                             execute_atom::value,
-                                             command_request{"ghost", nullptr});
+  auto r = ask<command_outcome>(*sys_, eng.appenders(), execute_atom::value,
+                                command_request{"ghost", nullptr});
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
   EXPECT_TRUE(contains(message_of(r.error()), "command 'ghost'"));

@@ -1,0 +1,39 @@
+# Shared by the bench/run_*_bench.sh scripts; source it after `cd "$ROOT"`.
+
+# bench_require NAME BIN: checks that BIN was built and that ./dev set the
+# DSN; sets DCB_POSTGRES_DSN and OUT (.bench/NAME-<timestamp>.txt).
+bench_require() {
+  local name="$1" bin="$2"
+  if [[ ! -x "$bin" ]]; then
+    echo "run_${name}_bench: $bin not found; build it with ./dev build release" >&2
+    exit 1
+  fi
+  if [[ -z "${DCBD_TEST_PG_DSN:-}" ]]; then
+    echo "run_${name}_bench: DCBD_TEST_PG_DSN is not set; run via ./dev bench $name" >&2
+    exit 1
+  fi
+  export DCB_POSTGRES_DSN="${DCB_POSTGRES_DSN:-$DCBD_TEST_PG_DSN}"
+  mkdir -p .bench
+  OUT=".bench/${name}-$(date +%Y%m%d-%H%M%S).txt"
+}
+
+# bench_header TITLE: what the run was made on.
+bench_header() {
+  local commit
+  echo "# dcbd $1 $(date -Iseconds)"
+  if commit="$(git -c safe.directory='*' rev-parse --short HEAD 2>/dev/null)"; then
+    git -c safe.directory='*' diff --quiet HEAD 2>/dev/null || commit+=" (dirty)"
+  else
+    commit=unknown
+  fi
+  echo "# commit $commit"
+  echo "# host $(nproc) cpus, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)," \
+    "$(psql "$DCBD_TEST_PG_DSN" -XtAc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /')"
+  echo "# dsn $DCBD_TEST_PG_DSN"
+}
+
+# baseline_value FILE WORKLOAD KEY: a figure of a pgbench_baseline.sh output,
+# e.g. `baseline_value before.txt single_c16 tps`.
+baseline_value() {
+  sed -nE "s/^baseline $2 .*\\b$3=([0-9.]+).*/\\1/p" "$1" | head -n1
+}
