@@ -122,19 +122,30 @@ caf::behavior pool_impl(pool_pointer self, std::string kind,
 
 using summary_handler = std::function<void(caf::expected<stream_summary>)>;
 
+using consumed_atom = caf::atom_constant<caf::atom("dcbConsume")>;
+
 struct sink_state {
   // A declared constructor keeps this from being an aggregate: CAF 0.17
   // constructs states from the actor pointer when it can, and C++20 would
   // aggregate-initialize the first member from it.
   sink_state() = default;
 
+  // The reader serving the stream (known from its first chunk).
+  reader_actor reader;
   bool done = false;
   static inline const char* name = "dcbd.stream_sink";
 };
 
+// What a sink does with a chunk: either consume it at once (`plain`), or
+// hand it on with an acknowledgement that comes back later (`paced`).
+struct sink_handlers {
+  chunk_handler plain;
+  paced_chunk_handler paced;
+};
+
 caf::behavior sink_impl(caf::stateful_actor<sink_state>* self,
                         reader_actor readers, stream_request req,
-                        chunk_handler on_chunk, summary_handler done,
+                        sink_handlers handlers, summary_handler done,
                         std::chrono::milliseconds idle_timeout) {
   auto finish = [self, done](caf::expected<stream_summary> r) {
     if (self->state.done)
@@ -147,17 +158,36 @@ caf::behavior sink_impl(caf::stateful_actor<sink_state>* self,
   self->send(readers, stream_atom::value, std::move(req),
              caf::actor_cast<caf::actor>(self));
   return {
-    [self, on_chunk, finish, id](chunk_atom, stream_chunk& c) {
-      auto reader = caf::actor_cast<reader_actor>(self->current_sender());
+    [self, handlers, finish, id](chunk_atom, stream_chunk& c) {
+      auto& st = self->state;
+      st.reader = caf::actor_cast<reader_actor>(self->current_sender());
       try {
-        on_chunk(c.events);
+        if (handlers.paced) {
+          // The acknowledgement may come from any thread: it comes back to
+          // this actor as a message.
+          auto me = caf::actor_cast<caf::actor>(self);
+          handlers.paced(c.events, [me](bool more) {
+            caf::anon_send(me, consumed_atom::value, more);
+          });
+          return;
+        }
+        handlers.plain(c.events);
       } catch (const std::exception& e) {
-        self->send(reader, cancel_atom::value, id);
+        self->send(st.reader, cancel_atom::value, id);
         finish(caf::make_error(
           errc::internal, std::string{"stream handler threw: "} + e.what()));
         return;
       }
-      self->send(reader, credit_atom::value, id, std::uint32_t{1});
+      self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
+    },
+    [self, id](consumed_atom, bool more) {
+      auto& st = self->state;
+      if (st.done)
+        return;
+      if (more)
+        self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
+      else
+        self->send(st.reader, cancel_atom::value, id);
     },
     [finish](end_atom, stream_end& e) {
       if (e.code != errc::none)
@@ -214,10 +244,6 @@ caf::expected<T> blocking_request(caf::actor_system& sys,
     }},
     std::move(xs)...);
   return f.get();
-}
-
-projection to_projection(decision_reply& d) {
-  return projection{std::move(d.states), std::move(d.condition), d.head};
 }
 
 } // namespace
@@ -333,13 +359,10 @@ const std::shared_ptr<store_gate>& engine::gate() const {
 
 // -- blocking calls -----------------------------------------------------------
 
-caf::expected<append_ack>
-engine::append(std::vector<event> events,
-               std::optional<append_condition> condition) {
+caf::expected<append_ack> engine::append(append_request req) {
   auto& d = *impl_;
-  return blocking_request<append_ack>(
-    d.sys, d.cfg.timeout, d.appenders(), append_atom::value,
-    append_request{std::move(events), std::move(condition)});
+  return blocking_request<append_ack>(d.sys, d.cfg.timeout, d.appenders(),
+                                      append_atom::value, std::move(req));
 }
 
 caf::expected<read_result> engine::read(query q, read_options options) {
@@ -398,11 +421,8 @@ caf::expected<projection> engine::project(std::vector<projector> projectors) {
   auto& d = *impl_;
   auto model = decision_model{
     std::make_shared<const std::vector<projector>>(std::move(projectors))};
-  auto r = blocking_request<decision_reply>(
-    d.sys, d.cfg.timeout, d.readers(), project_atom::value, std::move(model));
-  if (!r)
-    return r.error();
-  return to_projection(*r);
+  return blocking_request<projection>(d.sys, d.cfg.timeout, d.readers(),
+                                      project_atom::value, std::move(model));
 }
 
 caf::expected<command_outcome> engine::execute(command cmd) {
@@ -428,13 +448,12 @@ caf::expected<store_stats> engine::stats() {
 
 // -- asynchronous calls -------------------------------------------------------
 
-void engine::append(std::vector<event> events,
-                    std::optional<append_condition> condition,
+void engine::append(append_request req,
                     std::function<void(caf::expected<append_ack>)> done) {
   auto& d = *impl_;
-  async_request<append_ack>(
-    d.sys, d.cfg.timeout, d.appenders(), std::move(done), append_atom::value,
-    append_request{std::move(events), std::move(condition)});
+  async_request<append_ack>(d.sys, d.cfg.timeout, d.appenders(),
+                            std::move(done), append_atom::value,
+                            std::move(req));
 }
 
 void engine::head(std::function<void(caf::expected<std::uint64_t>)> done) {
@@ -460,8 +479,25 @@ void engine::stream(query q, read_options options, chunk_handler on_chunk,
   req.options = options;
   req.window = window;
   req.chunking = chunking;
-  d.sys.spawn(sink_impl, d.readers(), std::move(req), std::move(on_chunk),
-              std::move(done), d.cfg.timeout);
+  d.sys.spawn(sink_impl, d.readers(), std::move(req),
+              sink_handlers{std::move(on_chunk), {}}, std::move(done),
+              d.cfg.timeout);
+}
+
+void engine::stream_paced(
+  query q, read_options options, paced_chunk_handler on_chunk,
+  std::function<void(caf::expected<stream_summary>)> done, std::uint32_t window,
+  stream_options chunking) {
+  auto& d = *impl_;
+  stream_request req;
+  req.id = fresh_stream_id();
+  req.q = std::move(q);
+  req.options = options;
+  req.window = window;
+  req.chunking = chunking;
+  d.sys.spawn(sink_impl, d.readers(), std::move(req),
+              sink_handlers{{}, std::move(on_chunk)}, std::move(done),
+              d.cfg.timeout);
 }
 
 void engine::project(std::vector<projector> projectors,
@@ -469,16 +505,8 @@ void engine::project(std::vector<projector> projectors,
   auto& d = *impl_;
   auto model = decision_model{
     std::make_shared<const std::vector<projector>>(std::move(projectors))};
-  std::function<void(caf::expected<decision_reply>)> convert
-    = [done = std::move(done)](caf::expected<decision_reply> r) {
-        if (!r)
-          done(r.error());
-        else
-          done(to_projection(*r));
-      };
-  async_request<decision_reply>(d.sys, d.cfg.timeout, d.readers(),
-                                std::move(convert), project_atom::value,
-                                std::move(model));
+  async_request<projection>(d.sys, d.cfg.timeout, d.readers(), std::move(done),
+                            project_atom::value, std::move(model));
 }
 
 void engine::execute(command cmd,
@@ -498,7 +526,7 @@ spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
   if (req.id == 0)
     req.id = fresh_stream_id();
   return sys.spawn(sink_impl, std::move(readers), std::move(req),
-                   std::move(on_chunk), std::move(done),
+                   sink_handlers{std::move(on_chunk), {}}, std::move(done),
                    std::chrono::milliseconds{30'000});
 }
 

@@ -63,12 +63,12 @@ struct stream_summary {
   std::uint64_t events = 0;
 };
 
-/// A projected decision model, for C++ callers.
-struct projection {
-  states_ptr states;
-  std::optional<append_condition> condition;
-  std::uint64_t head = 0;
-};
+/// Called with each chunk of a paced stream, on an actor thread. Call `ack`
+/// exactly once, from any thread, when the chunk is consumed: `ack(true)`
+/// asks for more, `ack(false)` cancels the stream. At most `window` chunks
+/// are handed out and not yet acknowledged.
+using paced_chunk_handler = std::function<void(
+  std::vector<sequenced_event>& chunk, std::function<void(bool)> ack)>;
 
 /// Owns the actors of one node's event store. Not copyable; destroying it
 /// stops the actors (after the calls in flight are answered). Thread-safe.
@@ -102,10 +102,16 @@ public:
 
   // -- blocking calls --------------------------------------------------------
 
+  /// Appends the request's events if its condition holds. The appenders
+  /// validate it; nothing is written when it is invalid.
+  caf::expected<append_ack> append(append_request req);
+
   /// Appends `events` if `condition` holds.
   caf::expected<append_ack>
   append(std::vector<event> events,
-         std::optional<append_condition> condition = std::nullopt);
+         std::optional<append_condition> condition = std::nullopt) {
+    return append(append_request{std::move(events), std::move(condition)});
+  }
 
   /// Reads a bounded result (see `reader_config::max_read_events`).
   caf::expected<read_result> read(query q, read_options options = {});
@@ -130,9 +136,15 @@ public:
 
   // -- asynchronous calls ----------------------------------------------------
 
+  void append(append_request req,
+              std::function<void(caf::expected<append_ack>)> done);
+
   void append(std::vector<event> events,
               std::optional<append_condition> condition,
-              std::function<void(caf::expected<append_ack>)> done);
+              std::function<void(caf::expected<append_ack>)> done) {
+    append(append_request{std::move(events), std::move(condition)},
+           std::move(done));
+  }
 
   void read(query q, read_options options,
             std::function<void(caf::expected<read_result>)> done);
@@ -144,6 +156,13 @@ public:
   void stream(query q, read_options options, chunk_handler on_chunk,
               std::function<void(caf::expected<stream_summary>)> done,
               std::uint32_t window = 4, stream_options chunking = {});
+
+  /// Streams into `on_chunk`, which acknowledges each chunk when it is done
+  /// with it (for example once it is written to a socket), so a slow
+  /// consumer holds at most `window` chunks; `done` runs once at the end.
+  void stream_paced(query q, read_options options, paced_chunk_handler on_chunk,
+                    std::function<void(caf::expected<stream_summary>)> done,
+                    std::uint32_t window = 4, stream_options chunking = {});
 
   void project(std::vector<projector> projectors,
                std::function<void(caf::expected<projection>)> done);

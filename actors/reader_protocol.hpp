@@ -12,7 +12,7 @@
 //       chunks. (cancel_atom, stream id) from the sink ends a stream early:
 //       no chunk follows, and its stream_end says "cancelled by the sink"
 //       (code none; `events` counts the chunks sent before).
-//   (project_atom, decision_model)       -> decision_reply | error(errc)
+//   (project_atom, decision_model)       -> projection | error(errc)
 //   (head_atom)                          -> uint64_t
 #pragma once
 
@@ -117,19 +117,23 @@ typename Inspector::result_type inspect(Inspector& f, decision_model& x) {
 }
 
 /// A projected decision model: states plus the condition that protects a
-/// decision made on them.
-struct decision_reply {
+/// decision made on them. The one result type of a projection, for actors
+/// and for C++ callers of the engine.
+struct projection {
   /// Node-local; see `states_ptr`.
   states_ptr states;
+  /// Protects a decision made on `states`; absent for an empty model.
   std::optional<append_condition> condition;
+  /// The head of the snapshot the states were read from.
   std::uint64_t head = 0;
+  /// How many events were read.
   std::uint64_t events_read = 0;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, decision_reply& x) {
+typename Inspector::result_type inspect(Inspector& f, projection& x) {
   detail::optional_parts<append_condition> cond{x.condition};
-  return f(caf::meta::type_name("dcbd::decision_reply"), x.states, cond.present,
+  return f(caf::meta::type_name("dcbd::projection"), x.states, cond.present,
            cond.value, x.head, x.events_read,
            caf::meta::load_callback([&]() -> caf::error {
              cond.store(x.condition);
@@ -147,7 +151,7 @@ using reader_actor = caf::typed_actor<
   caf::reacts_to<stream_atom, stream_request, caf::actor>,
   caf::reacts_to<credit_atom, std::uint64_t, std::uint32_t>,
   caf::reacts_to<cancel_atom, std::uint64_t>,
-  caf::replies_to<project_atom, decision_model>::with<decision_reply>,
+  caf::replies_to<project_atom, decision_model>::with<projection>,
   caf::replies_to<head_atom>::with<std::uint64_t>,
   caf::reacts_to<pump_atom, std::uint64_t>>;
 

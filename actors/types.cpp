@@ -66,7 +66,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<stream_chunk>("dcbd::stream_chunk");
   cfg.add_message_type<stream_end>("dcbd::stream_end");
   cfg.add_message_type<decision_model>("dcbd::decision_model");
-  cfg.add_message_type<decision_reply>("dcbd::decision_reply");
+  cfg.add_message_type<projection>("dcbd::projection");
   cfg.add_message_type<reader_actor>("dcbd::reader_actor");
   // appenders
   cfg.add_message_type<command_request>("dcbd::command_request");

@@ -226,7 +226,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       pump(self, serial);
     },
     [self](project_atom,
-           const decision_model& model) -> caf::result<decision_reply> {
+           const decision_model& model) -> caf::result<projection> {
       auto& st = self->state;
       if (!model.projectors)
         return caf::make_error(errc::invalid_argument,
@@ -237,7 +237,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
         auto projectors = *model.projectors;
         validate(projectors, st.cfg.limits);
         auto d = project(*st.backend, projectors, st.cfg.project_chunking);
-        decision_reply reply;
+        projection reply;
         reply.states
           = std::make_shared<const decision_states>(std::move(d.states));
         reply.condition = std::move(d.condition);
@@ -330,7 +330,7 @@ void attempt(appender_pointer self, command_ptr cmd,
     ->request(cfg.readers, cfg.timeout, project_atom::value,
               decision_model{std::move(projectors)})
     .then(
-      [self, cmd, rp, n](const decision_reply& d) mutable {
+      [self, cmd, rp, n](const projection& d) mutable {
         auto& cfg = self->state.cfg;
         auto prefix = "command '" + cmd->name + "': ";
         verdict v;

@@ -623,7 +623,7 @@ void BM_Project(benchmark::State& state) {
         self
           ->request(readers, request_timeout, dcbd::project_atom::value, model)
           .then(
-            [done](const dcbd::decision_reply& d) {
+            [done](const dcbd::projection& d) {
               auto err = d.states ? check_counts(*d.states)
                                   : std::string{"no states"};
               if (err.empty() && d.events_read != project_events)

@@ -88,8 +88,8 @@ protected:
     return ask<std::uint64_t>(*sys_, reader_, head_atom::value);
   }
 
-  caf::expected<decision_reply> project(std::vector<projector> ps) {
-    return ask<decision_reply>(
+  caf::expected<projection> project(std::vector<projector> ps) {
+    return ask<projection>(
       *sys_, reader_, project_atom::value,
       decision_model{
         std::make_shared<const std::vector<projector>>(std::move(ps))});
@@ -428,8 +428,8 @@ TEST_F(Reader, EmptyModelGivesNoConditionAndMissingProjectorsAreInvalid) {
   ASSERT_TRUE(r->states);
   EXPECT_EQ(r->states->size(), 0u);
   EXPECT_FALSE(r->condition);
-  auto none = ask<decision_reply>(*sys_, reader_, project_atom::value,
-                                  decision_model{});
+  auto none = ask<projection>(*sys_, reader_, project_atom::value,
+                              decision_model{});
   ASSERT_FALSE(none);
   EXPECT_EQ(code_of(none.error()), errc::invalid_argument);
   std::vector<projector> dup;

@@ -588,7 +588,7 @@ TEST_F(StoreActor, InvalidAppendsThroughAppendersWriteNothing) {
   auto& eng = start();
   auto item_without_values = append_condition{query{{query_item{}}}, 0};
   std::vector<std::pair<std::string, caf::expected<append_ack>>> cases;
-  cases.emplace_back("no events", eng.append({}));
+  cases.emplace_back("no events", eng.append(append_request{}));
   cases.emplace_back("empty type", eng.append({make("", {"k:1"}, "d")}));
   cases.emplace_back("empty tag", eng.append({make("E", {""}, "d")}));
   cases.emplace_back("type with NUL",
