@@ -1,15 +1,15 @@
-// The embedding API and the worker pools, which supervise their workers.
+// The embedding API: spawns and stops the actors, and turns calls into
+// requests to them.
 #include "actors/engine.hpp"
 
+#include "actors/pool.hpp"
 #include "store/pg_store.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/mailbox_element.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
-#include <caf/stateful_actor.hpp>
 
 #include <atomic>
 #include <future>
@@ -18,197 +18,6 @@
 namespace dcbd {
 
 namespace {
-
-using respawn_atom = caf::atom_constant<caf::atom("dcbRespawn")>;
-
-// -- worker pool --------------------------------------------------------------
-
-using worker_factory = std::function<caf::actor()>;
-
-struct pool_state {
-  // A declared constructor keeps this from being an aggregate: CAF 0.17
-  // constructs states from the actor pointer when it can, and C++20 would
-  // aggregate-initialize the first member from it.
-  pool_state() = default;
-
-  worker_factory make;
-  std::size_t size = 0;
-  std::vector<caf::actor> workers;
-  std::size_t next = 0;
-  bool respawn_scheduled = false;
-  bool stopping = false;
-  std::string kind;
-  static inline const char* name = "dcbd.pool";
-};
-
-using pool_pointer = caf::stateful_actor<pool_state>*;
-
-// Makes workers until the pool has `size`; if one cannot be made (the
-// database is down), tries again in a second.
-void fill(pool_pointer self) {
-  auto& st = self->state;
-  while (!st.stopping && st.workers.size() < st.size) {
-    caf::actor w;
-    try {
-      w = st.make();
-    } catch (const std::exception&) {
-      if (!st.respawn_scheduled) {
-        st.respawn_scheduled = true;
-        self->delayed_send(self, std::chrono::seconds(1), respawn_atom::value);
-      }
-      return;
-    }
-    self->monitor(w);
-    st.workers.push_back(std::move(w));
-  }
-}
-
-// A pool of `size` workers that is also their supervisor: it hands each
-// message to the next worker in turn (sender and request id intact, so the
-// worker answers the caller directly), and replaces a worker that dies.
-// Unlike caf::actor_pool it outlives its last worker: while it has none,
-// callers get `unavailable`. On exit it stops its workers; each answers
-// what it has taken before it quits.
-caf::behavior pool_impl(pool_pointer self, std::string kind,
-                        worker_factory make, std::size_t size) {
-  auto& st = self->state;
-  st.kind = std::move(kind);
-  st.make = std::move(make);
-  st.size = std::max<std::size_t>(size, 1);
-  fill(self);
-  self->set_down_handler([self](caf::down_msg& dm) {
-    auto& st = self->state;
-    auto i = std::find(st.workers.begin(), st.workers.end(), dm.source);
-    if (i == st.workers.end())
-      return;
-    st.workers.erase(i);
-    fill(self);
-  });
-  self->set_exit_handler([self](caf::exit_msg& em) {
-    auto& st = self->state;
-    st.stopping = true;
-    for (auto& w : st.workers)
-      self->send_exit(w, em.reason);
-    self->quit(std::move(em.reason));
-  });
-  self->set_default_handler(
-    [self](caf::scheduled_actor*,
-           caf::message_view& view) -> caf::result<caf::message> {
-      auto& st = self->state;
-      if (st.workers.empty())
-        return caf::make_error(errc::unavailable,
-                               "no " + st.kind
-                                 + " is running (the database may be down)");
-      auto& w = st.workers[st.next++ % st.workers.size()];
-      auto* me = self->current_mailbox_element();
-      w->enqueue(caf::make_mailbox_element(me->sender, me->mid,
-                                           std::move(me->stages),
-                                           view.move_content_to_message()),
-                 self->context());
-      return caf::delegated<caf::message>{};
-    });
-  return {
-    [self](respawn_atom) {
-      self->state.respawn_scheduled = false;
-      fill(self);
-    },
-    [self](caf::sys_atom, caf::get_atom) {
-      return self->state.workers;
-    },
-  };
-}
-
-// -- stream sink --------------------------------------------------------------
-
-using summary_handler = std::function<void(caf::expected<stream_summary>)>;
-
-using consumed_atom = caf::atom_constant<caf::atom("dcbConsume")>;
-
-struct sink_state {
-  // A declared constructor keeps this from being an aggregate: CAF 0.17
-  // constructs states from the actor pointer when it can, and C++20 would
-  // aggregate-initialize the first member from it.
-  sink_state() = default;
-
-  // The reader serving the stream (known from its first chunk).
-  reader_actor reader;
-  bool done = false;
-  static inline const char* name = "dcbd.stream_sink";
-};
-
-// What a sink does with a chunk: either consume it at once (`plain`), or
-// hand it on with an acknowledgement that comes back later (`paced`).
-struct sink_handlers {
-  chunk_handler plain;
-  paced_chunk_handler paced;
-};
-
-caf::behavior sink_impl(caf::stateful_actor<sink_state>* self,
-                        reader_actor readers, stream_request req,
-                        sink_handlers handlers, summary_handler done,
-                        std::chrono::milliseconds idle_timeout) {
-  auto finish = [self, done](caf::expected<stream_summary> r) {
-    if (self->state.done)
-      return;
-    self->state.done = true;
-    done(std::move(r));
-    self->quit();
-  };
-  auto id = req.id;
-  self->send(readers, stream_atom::value, std::move(req),
-             caf::actor_cast<caf::actor>(self));
-  return {
-    [self, handlers, finish, id](chunk_atom, stream_chunk& c) {
-      auto& st = self->state;
-      st.reader = caf::actor_cast<reader_actor>(self->current_sender());
-      try {
-        if (handlers.paced) {
-          // The acknowledgement may come from any thread: it comes back to
-          // this actor as a message.
-          auto me = caf::actor_cast<caf::actor>(self);
-          handlers.paced(c.events, [me](bool more) {
-            caf::anon_send(me, consumed_atom::value, more);
-          });
-          return;
-        }
-        handlers.plain(c.events);
-      } catch (const std::exception& e) {
-        self->send(st.reader, cancel_atom::value, id);
-        finish(caf::make_error(
-          errc::internal, std::string{"stream handler threw: "} + e.what()));
-        return;
-      }
-      self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
-    },
-    [self, id](consumed_atom, bool more) {
-      auto& st = self->state;
-      if (st.done)
-        return;
-      if (more)
-        self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
-      else
-        self->send(st.reader, cancel_atom::value, id);
-    },
-    [finish](end_atom, stream_end& e) {
-      if (e.code != errc::none)
-        finish(caf::make_error(e.code, std::move(e.message)));
-      else
-        finish(stream_summary{e.head, e.events});
-    },
-    caf::after(idle_timeout) >>
-      [finish] {
-        finish(caf::make_error(errc::unavailable,
-                               "the stream stalled: no chunk within the "
-                               "timeout"));
-      },
-  };
-}
-
-std::atomic<std::uint64_t> next_stream_id{1};
-
-std::uint64_t fresh_stream_id() {
-  return next_stream_id.fetch_add(1, std::memory_order_relaxed);
-}
 
 // -- helpers for the API ------------------------------------------------------
 
@@ -262,10 +71,14 @@ struct engine::impl {
     // nop
   }
 
-  pg_config connection(std::size_t connections) const {
+  // A store with `connections` connections, from the factory.
+  std::shared_ptr<event_store> open(std::size_t connections) const {
+    auto n = std::max<std::size_t>(connections, 1);
+    if (cfg.store_factory)
+      return cfg.store_factory(n);
     auto pc = cfg.store;
-    pc.pool_size = std::max<std::size_t>(connections, 1);
-    return pc;
+    pc.pool_size = n;
+    return std::make_shared<pg_event_store>(std::move(pc));
   }
 
   reader_actor readers() const {
@@ -284,15 +97,15 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   d.gate = std::make_shared<store_gate>(d.cfg.group.max_queue);
   // The store actor writes with one connection; a second one lets it settle
   // an in-doubt group while the first reconnects.
-  d.store = spawn_store(sys, std::make_unique<pg_event_store>(d.connection(2)),
-                        d.cfg.group, d.cfg.metrics);
-  auto reader_pc = d.connection(d.cfg.reader_connections);
+  d.store = spawn_store(sys, d.open(2), d.cfg.group, d.cfg.metrics);
   auto reader_cfg = d.cfg.reader;
-  d.reader_pool = sys.spawn(
-    pool_impl, "reader", worker_factory{[&sys, reader_pc, reader_cfg] {
-      return caf::actor_cast<caf::actor>(spawn_reader(
-        sys, std::make_unique<pg_event_store>(reader_pc), reader_cfg));
-    }},
+  auto connections = d.cfg.reader_connections;
+  d.reader_pool = spawn_pool(
+    sys, "reader",
+    [&sys, &d, connections, reader_cfg] {
+      return caf::actor_cast<caf::actor>(
+        spawn_reader(sys, d.open(connections), reader_cfg));
+    },
     d.cfg.readers);
   appender_config acfg;
   acfg.store = d.store;
@@ -301,11 +114,12 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   acfg.max_attempts = d.cfg.max_attempts;
   acfg.timeout = d.cfg.timeout;
   acfg.limits = d.cfg.store.limits;
-  d.appender_pool
-    = sys.spawn(pool_impl, "appender", worker_factory{[&sys, acfg] {
-                  return caf::actor_cast<caf::actor>(spawn_appender(sys, acfg));
-                }},
-                d.cfg.appenders);
+  d.appender_pool = spawn_pool(
+    sys, "appender",
+    [&sys, acfg] {
+      return caf::actor_cast<caf::actor>(spawn_appender(sys, acfg));
+    },
+    d.cfg.appenders);
 }
 
 engine::~engine() {
@@ -316,28 +130,11 @@ engine::~engine() {
     self->send_exit(a, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {});
   };
-  // Stops a pool and waits for its workers, which answer what they took.
-  auto stop_pool = [&](const caf::actor& pool) {
-    std::vector<caf::actor> workers;
-    self
-      ->request(pool, std::chrono::seconds(5), caf::sys_atom::value,
-                caf::get_atom::value)
-      .receive(
-        [&](std::vector<caf::actor>& ws) {
-          workers = std::move(ws);
-        },
-        [](caf::error&) {});
-    for (auto& w : workers)
-      self->monitor(w);
-    self->send_exit(pool, caf::exit_reason::user_shutdown);
-    for (std::size_t i = 0; i < workers.size(); ++i)
-      self->receive([](const caf::down_msg&) {});
-  };
   // The appenders first, which still need the readers and the store for
   // the commands they are running; then the readers; then the store, which
   // commits what it has taken before it exits.
-  stop_pool(d.appender_pool);
-  stop_pool(d.reader_pool);
+  stop_pool(d.sys, d.appender_pool);
+  stop_pool(d.sys, d.reader_pool);
   stop(caf::actor_cast<caf::actor>(d.store));
 }
 
@@ -479,9 +276,8 @@ void engine::stream(query q, read_options options, chunk_handler on_chunk,
   req.options = options;
   req.window = window;
   req.chunking = chunking;
-  d.sys.spawn(sink_impl, d.readers(), std::move(req),
-              sink_handlers{std::move(on_chunk), {}}, std::move(done),
-              d.cfg.timeout);
+  spawn_stream_sink(d.sys, d.readers(), std::move(req), std::move(on_chunk),
+                    std::move(done), d.cfg.timeout);
 }
 
 void engine::stream_paced(
@@ -495,9 +291,8 @@ void engine::stream_paced(
   req.options = options;
   req.window = window;
   req.chunking = chunking;
-  d.sys.spawn(sink_impl, d.readers(), std::move(req),
-              sink_handlers{{}, std::move(on_chunk)}, std::move(done),
-              d.cfg.timeout);
+  spawn_paced_sink(d.sys, d.readers(), std::move(req), std::move(on_chunk),
+                   std::move(done), d.cfg.timeout);
 }
 
 void engine::project(std::vector<projector> projectors,
@@ -517,17 +312,6 @@ void engine::execute(command cmd,
     d.sys, d.cfg.timeout, d.appenders(), std::move(done), execute_atom::value,
     command_request{std::move(name),
                     std::make_shared<const command>(std::move(cmd))});
-}
-
-caf::actor
-spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
-                  stream_request req, chunk_handler on_chunk,
-                  std::function<void(caf::expected<stream_summary>)> done) {
-  if (req.id == 0)
-    req.id = fresh_stream_id();
-  return sys.spawn(sink_impl, std::move(readers), std::move(req),
-                   sink_handlers{std::move(on_chunk), {}}, std::move(done),
-                   std::chrono::milliseconds{30'000});
 }
 
 } // namespace dcbd

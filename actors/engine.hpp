@@ -37,6 +37,12 @@ struct engine_config {
   /// PostgreSQL: DSN, schema, input limits. `pool_size` is ignored: the store
   /// actor and each reader open their own connections.
   pg_config store;
+  /// Makes the stores behind the actors: once for the store actor (2
+  /// connections) and once per reader (`reader_connections`), again when a
+  /// reader is replaced. Empty (the default): a `pg_event_store` on `store`.
+  /// An in-memory engine returns one shared `memory_event_store` each time.
+  std::function<std::shared_ptr<event_store>(std::size_t connections)>
+    store_factory;
   /// Detached readers, each with `reader_connections` connections.
   std::size_t readers = 4;
   std::size_t reader_connections = 1;
@@ -53,22 +59,6 @@ struct engine_config {
   /// Store hooks (group size, latency, results); may be null.
   std::shared_ptr<store_metrics> metrics;
 };
-
-/// A slice of a stream, handed to a stream callback.
-using chunk_handler = std::function<void(std::vector<sequenced_event>&)>;
-
-/// The result of a blocking stream: the snapshot head and the event count.
-struct stream_summary {
-  std::uint64_t head = 0;
-  std::uint64_t events = 0;
-};
-
-/// Called with each chunk of a paced stream, on an actor thread. Call `ack`
-/// exactly once, from any thread, when the chunk is consumed: `ack(true)`
-/// asks for more, `ack(false)` cancels the stream. At most `window` chunks
-/// are handed out and not yet acknowledged.
-using paced_chunk_handler = std::function<void(
-  std::vector<sequenced_event>& chunk, std::function<void(bool)> ack)>;
 
 /// Owns the actors of one node's event store. Not copyable; destroying it
 /// stops the actors (after the calls in flight are answered). Thread-safe.
@@ -174,13 +164,5 @@ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };
-
-/// Spawns an actor that streams the events matching `q` into `on_chunk`
-/// under credit flow control and calls `done` once; for actor code that
-/// wants a stream without blocking. Runs on `sys`'s scheduler.
-caf::actor
-spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
-                  stream_request req, chunk_handler on_chunk,
-                  std::function<void(caf::expected<stream_summary>)> done);
 
 } // namespace dcbd

@@ -23,8 +23,11 @@
 #include "store/model.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/expected.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -165,9 +168,52 @@ struct reader_config {
   dcbd::limits limits;
 };
 
-/// Spawns a detached reader that owns `backend`.
+/// Spawns a detached reader that reads through `backend`.
 reader_actor spawn_reader(caf::actor_system& sys,
-                          std::unique_ptr<event_store> backend,
+                          std::shared_ptr<event_store> backend,
                           reader_config cfg);
+
+// -- stream sinks -------------------------------------------------------------
+
+/// A slice of a stream, handed to a stream callback.
+using chunk_handler = std::function<void(std::vector<sequenced_event>&)>;
+
+/// Called with each chunk of a paced stream, on an actor thread. Call `ack`
+/// exactly once, from any thread, when the chunk is consumed: `ack(true)`
+/// asks for more, `ack(false)` cancels the stream. At most `window` chunks
+/// are handed out and not yet acknowledged.
+using paced_chunk_handler = std::function<void(
+  std::vector<sequenced_event>& chunk, std::function<void(bool)> ack)>;
+
+/// The result of a stream: the snapshot head and the event count.
+struct stream_summary {
+  std::uint64_t head = 0;
+  std::uint64_t events = 0;
+};
+
+/// Called once at the end of a stream.
+using summary_handler = std::function<void(caf::expected<stream_summary>)>;
+
+/// Spawns an actor that streams `req` from `readers` into `on_chunk` under
+/// credit flow control (a chunk is acknowledged when `on_chunk` returns) and
+/// calls `done` once; for actor code that wants a stream without blocking.
+/// The stream fails with `unavailable` after `idle_timeout` without a chunk.
+/// A `req.id` of 0 is replaced by a fresh one.
+caf::actor spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
+                             stream_request req, chunk_handler on_chunk,
+                             summary_handler done,
+                             std::chrono::milliseconds idle_timeout
+                             = std::chrono::milliseconds{30'000});
+
+/// Like `spawn_stream_sink`, but `on_chunk` acknowledges each chunk itself
+/// when it is done with it, e.g. once it is written to a socket.
+caf::actor spawn_paced_sink(caf::actor_system& sys, reader_actor readers,
+                            stream_request req, paced_chunk_handler on_chunk,
+                            summary_handler done,
+                            std::chrono::milliseconds idle_timeout
+                            = std::chrono::milliseconds{30'000});
+
+/// Returns a stream id no other call of this process returned.
+std::uint64_t fresh_stream_id();
 
 } // namespace dcbd

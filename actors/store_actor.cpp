@@ -3,11 +3,10 @@
 // An append is parked with its response promise. The first parked request of
 // a group sends the actor a group_atom, which queues behind every request
 // already in the mailbox; handling it commits everything parked so far in
-// one `append_group` call. While that call blocks (the actor is detached),
+// one `append_validated` call. While that call blocks (the actor is detached),
 // new requests pile up in the mailbox and become the next group. Groups are
 // cut early when they reach the request, event or byte bounds.
 #include "actors/store_protocol.hpp"
-#include "store/pg_store.hpp"
 #include "store/validation.hpp"
 
 #include <caf/actor_system.hpp>
@@ -23,7 +22,7 @@ namespace dcbd {
 namespace {
 
 struct parked {
-  append_request request;
+  validated_append request;
   caf::typed_response_promise<append_ack> promise;
   std::size_t events = 0;
 };
@@ -47,16 +46,6 @@ struct store_state {
 };
 
 using store_pointer = store_actor::stateful_pointer<store_state>;
-
-std::size_t payload_bytes(const append_request& req) {
-  std::size_t n = 0;
-  for (auto& e : req.events) {
-    n += e.type.size() + e.data.size() + e.metadata.size();
-    for (auto& t : e.tags)
-      n += t.size();
-  }
-  return n;
-}
 
 void count(store_state& st, errc code, std::size_t events) {
   switch (code) {
@@ -95,16 +84,15 @@ void commit(store_pointer self) {
   st.queued_bytes = 0;
   if (st.metrics)
     st.metrics->queue_depth(self->mailbox().size());
-  std::vector<append_request> requests;
-  requests.reserve(batch.size());
-  // Listeners need the events after the commit; copy them only then.
+  std::vector<validated_append> group;
+  group.reserve(batch.size());
   for (auto& p : batch)
-    requests.push_back(st.listeners.empty() ? std::move(p.request) : p.request);
+    group.push_back(std::move(p.request));
   auto sent_at = std::chrono::system_clock::now();
   auto t0 = std::chrono::steady_clock::now();
   std::vector<append_result> results;
   try {
-    results = st.backend->append_group(std::move(requests));
+    results = st.backend->append_validated(group);
   } catch (const store_error& e) {
     results.assign(batch.size(), append_result{e.code(), 0, e.what()});
   } catch (const std::exception& e) {
@@ -120,8 +108,7 @@ void commit(store_pointer self) {
   ++st.stats.groups;
   st.stats.max_group = std::max<std::uint64_t>(st.stats.max_group,
                                                batch.size());
-  if (auto pg = dynamic_cast<pg_event_store*>(st.backend.get()))
-    st.stats.reconnects = pg->reconnects();
+  st.stats.reconnects = st.backend->reconnects();
   // Counters and hooks first: a caller that sees its answer sees them too.
   std::size_t appended_events = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -141,9 +128,8 @@ void commit(store_pointer self) {
       ack.first_position = r.last_position - p.events + 1;
       if (!st.listeners.empty()) {
         auto pos = ack.first_position;
-        // Listeners see the stored form: tags sorted and de-duplicated.
-        for (auto& e : p.request.events) {
-          normalize(e);
+        // Validation made the events their stored form already.
+        for (auto& e : std::move(group[i]).take_events()) {
           announcement.events.push_back(
             sequenced_event{pos++, sent_at, std::move(e)});
         }
@@ -196,7 +182,7 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
     }
   });
   return {
-    [self](append_atom, append_request& req) -> caf::result<append_ack> {
+    [self](append_atom, validated_append& req) -> caf::result<append_ack> {
       auto& st = self->state;
       // The mailbox holds what the gate cannot see: requests from senders
       // that bypass the appenders, and a backlog built up during a stall.
@@ -207,8 +193,8 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
                                  + std::to_string(st.limits.max_queue)
                                  + " requests); retry later");
       }
-      auto events = req.events.size();
-      auto bytes = payload_bytes(req);
+      auto events = req.events().size();
+      auto bytes = req.payload_bytes();
       if (!st.queue.empty()
           && (st.queue.size() >= st.limits.max_requests
               || st.queued_events + events > st.limits.max_events
@@ -254,12 +240,13 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
 } // namespace
 
 store_actor
-spawn_store(caf::actor_system& sys, std::unique_ptr<event_store> backend,
-            group_limits limits, std::shared_ptr<store_metrics> metrics) {
-  // Spawn arguments must be copyable, hence the shared_ptr; the actor is
-  // its only owner.
-  std::shared_ptr<event_store> shared{std::move(backend)};
-  return sys.spawn<caf::detached>(store_impl, std::move(shared), limits,
+spawn_store(caf::actor_system& sys, std::shared_ptr<event_store> backend,
+            group_limits limits, std::shared_ptr<store_metrics> metrics,
+            spawn_mode mode) {
+  if (mode == spawn_mode::scheduled)
+    return sys.spawn(store_impl, std::move(backend), limits,
+                     std::move(metrics));
+  return sys.spawn<caf::detached>(store_impl, std::move(backend), limits,
                                   std::move(metrics));
 }
 

@@ -2,7 +2,9 @@
 // appends waiting in its mailbox as one group (DESIGN §2 "Group commit").
 //
 // Messages:
-//   (append_atom, append_request)  -> append_ack | error(errc)
+//   (append_atom, validated_append) -> append_ack | error(errc)
+//       only validation makes a validated_append (store/validation.hpp):
+//       the store actor never sees unchecked input. It is node-local.
 //   (head_atom)                    -> uint64_t position of the last event
 //   (listen_atom, actor)           -> listener gets (committed_atom,
 //                                     committed_events) after every commit
@@ -14,8 +16,10 @@
 #include "actors/inspect.hpp"
 #include "store/event_store.hpp"
 #include "store/model.hpp"
+#include "store/validation.hpp"
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -26,6 +30,10 @@
 #include <cstdint>
 #include <memory>
 #include <vector>
+
+// Node-local: a validated append never crosses a node boundary (a remote
+// node validates on arrival), so it is not serialized.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::validated_append)
 
 namespace dcbd {
 
@@ -93,7 +101,7 @@ using listener_actor
   = caf::typed_actor<caf::reacts_to<committed_atom, committed_events>>;
 
 using store_actor = caf::typed_actor<
-  caf::replies_to<append_atom, append_request>::with<append_ack>,
+  caf::replies_to<append_atom, validated_append>::with<append_ack>,
   caf::replies_to<head_atom>::with<std::uint64_t>,
   caf::reacts_to<listen_atom, caf::actor>,
   caf::replies_to<stats_atom>::with<store_stats>, caf::reacts_to<group_atom>>;
@@ -175,10 +183,21 @@ public:
   }
 };
 
-/// Spawns a detached store actor that owns `backend`. `metrics` may be null.
+/// How an actor that may block runs.
+enum class spawn_mode {
+  /// On a thread of its own (for a backend that blocks, e.g. PostgreSQL).
+  detached,
+  /// On the scheduler: for a backend that never blocks (the in-memory
+  /// store), and for CAF's deterministic test coordinator.
+  scheduled,
+};
+
+/// Spawns a store actor that owns `backend` (no one else should append
+/// through it). `metrics` may be null.
 store_actor spawn_store(caf::actor_system& sys,
-                        std::unique_ptr<event_store> backend,
+                        std::shared_ptr<event_store> backend,
                         group_limits limits,
-                        std::shared_ptr<store_metrics> metrics = nullptr);
+                        std::shared_ptr<store_metrics> metrics = nullptr,
+                        spawn_mode mode = spawn_mode::detached);
 
 } // namespace dcbd

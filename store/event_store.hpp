@@ -3,6 +3,7 @@
 
 #include "store/error.hpp"
 #include "store/model.hpp"
+#include "store/validation.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -66,6 +67,11 @@ position_range range_of(const read_options& options) noexcept;
 /// failures throw `store_error`.
 class event_store {
 public:
+  /// `lim` bounds the input `append` and `append_group` validate.
+  explicit event_store(limits lim = {}) : limits_(lim) {
+    // nop
+  }
+
   virtual ~event_store() = default;
 
   /// Appends `events` atomically if `condition` holds; returns the position
@@ -74,12 +80,18 @@ public:
   std::uint64_t append(std::vector<event> events,
                        std::optional<append_condition> condition = {});
 
+  /// Validates each request, then appends the valid ones with
+  /// `append_validated`; an invalid request gets its own `invalid_argument`
+  /// result and does not affect the others. One result per request, in
+  /// request order.
+  std::vector<append_result> append_group(std::vector<append_request> requests);
+
   /// Appends each request independently, in one transaction. Request i's
   /// condition sees the database and the requests accepted before it in the
   /// same group, so the outcome equals the serial order of the requests.
   /// Returns one result per request, in request order.
   virtual std::vector<append_result>
-  append_group(std::vector<append_request> requests) = 0;
+  append_validated(const std::vector<validated_append>& group) = 0;
 
   /// Reads the events matching `q`, in position order (newest first when
   /// backwards), with the head of the same snapshot.
@@ -94,6 +106,20 @@ public:
 
   /// Position of the last committed event; 0 for an empty store.
   virtual std::uint64_t head() = 0;
+
+  /// How many connections to the backend were opened after the first one
+  /// (0 for a store without connections).
+  virtual std::uint64_t reconnects() const noexcept {
+    return 0;
+  }
+
+  /// The input limits of this store.
+  const limits& input_limits() const noexcept {
+    return limits_;
+  }
+
+private:
+  limits limits_;
 };
 
 } // namespace dcbd

@@ -1,6 +1,7 @@
 #include "store/memory_store.hpp"
 
 #include "store/matching.hpp"
+#include "store/read_cursor.hpp"
 #include "store/validation.hpp"
 
 #include <algorithm>
@@ -24,35 +25,31 @@ public:
               const stream_options& chunking)
     : store_(store)
     , query_(std::move(q))
-    , backwards_(opts.backwards)
-    , remaining_(opts.limit.value_or(std::numeric_limits<uint64_t>::max()))
+    , cursor_(opts)
     , chunking_(chunking) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     std::lock_guard guard{store_.mtx_};
     head_ = store_.log_.size();
-    auto range = range_of(opts);
-    lo_ = range.lo;
-    hi_ = std::min(range.hi, head_);
+    cursor_.cap(head_);
   }
 
   bool next(std::vector<sequenced_event>& chunk) override {
     chunk.clear();
     std::size_t bytes = 0;
     std::lock_guard guard{store_.mtx_};
-    while (remaining_ > 0 && lo_ <= hi_ && chunk.size() < chunking_.chunk_events
+    while (!cursor_.done() && chunk.size() < chunking_.chunk_events
            && (chunk.empty() || bytes < chunking_.chunk_bytes)) {
-      auto pos = backwards_ ? hi_-- : lo_++;
+      auto pos = cursor_.next();
       const auto& e = store_.log_[pos - 1];
-      if (!matches(query_, e.event))
+      if (!matches(query_, e.event)) {
+        cursor_.passed(pos);
         continue;
-      if (!chunk.empty() && bytes + payload_size(e) > chunking_.chunk_bytes) {
-        // Leave it for the next chunk.
-        backwards_ ? ++hi_ : --lo_;
-        break;
       }
+      if (!chunk.empty() && bytes + payload_size(e) > chunking_.chunk_bytes)
+        break; // leave it for the next chunk
       bytes += payload_size(e);
       chunk.push_back(e);
-      --remaining_;
+      cursor_.passed(pos, 1);
     }
     return !chunk.empty();
   }
@@ -64,36 +61,26 @@ public:
 private:
   memory_event_store& store_;
   query query_;
-  bool backwards_;
-  std::uint64_t remaining_;
+  read_cursor cursor_;
   stream_options chunking_;
   std::uint64_t head_ = 0;
-  std::uint64_t lo_ = 1;
-  std::uint64_t hi_ = 0;
 };
 
-memory_event_store::memory_event_store(limits lim) : limits_(lim) {
+memory_event_store::memory_event_store(limits lim) : event_store(lim) {
   // nop
 }
 
-std::vector<append_result>
-memory_event_store::append_group(std::vector<append_request> requests) {
-  std::vector<append_result> results(requests.size());
+std::vector<append_result> memory_event_store::append_validated(
+  const std::vector<validated_append>& group) {
+  std::vector<append_result> results(group.size());
   std::lock_guard guard{mtx_};
   auto now = std::chrono::system_clock::now();
-  for (std::size_t i = 0; i < requests.size(); ++i) {
-    auto& req = requests[i];
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    const auto& req = group[i];
     auto& res = results[i];
-    try {
-      validate(req, limits_);
-    } catch (const store_error& e) {
-      res.code = e.code();
-      res.message = e.what();
-      continue;
-    }
-    if (req.condition) {
-      auto after = req.condition->after.value_or(0);
-      const auto& q = req.condition->fail_if_events_match;
+    if (const auto& cond = req.condition()) {
+      auto after = cond->after.value_or(0);
+      const auto& q = cond->fail_if_events_match;
       auto conflict
         = std::any_of(log_.begin()
                         + static_cast<std::ptrdiff_t>(
@@ -109,8 +96,8 @@ memory_event_store::append_group(std::vector<append_request> requests) {
         continue;
       }
     }
-    for (auto& e : req.events)
-      log_.push_back(sequenced_event{log_.size() + 1, now, std::move(e)});
+    for (const auto& e : req.events())
+      log_.push_back(sequenced_event{log_.size() + 1, now, e});
     res.last_position = log_.size();
   }
   return results;
@@ -118,7 +105,7 @@ memory_event_store::append_group(std::vector<append_request> requests) {
 
 read_result memory_event_store::read(const query& q,
                                      const read_options& options) {
-  stream_impl s{*this, validate_read(q, options, limits_), options,
+  stream_impl s{*this, validate_read(q, options, input_limits()), options,
                 stream_options{std::numeric_limits<std::size_t>::max(),
                                std::numeric_limits<std::size_t>::max()}};
   read_result out;
@@ -131,7 +118,7 @@ std::unique_ptr<event_stream>
 memory_event_store::stream(const query& q, const read_options& options,
                            const stream_options& chunking) {
   return std::make_unique<stream_impl>(
-    *this, validate_read(q, options, limits_), options, chunking);
+    *this, validate_read(q, options, input_limits()), options, chunking);
 }
 
 std::uint64_t memory_event_store::head() {

@@ -14,7 +14,7 @@ public:
   explicit memory_event_store(limits lim = {});
 
   std::vector<append_result>
-  append_group(std::vector<append_request> requests) override;
+  append_validated(const std::vector<validated_append>& group) override;
 
   read_result read(const query& q, const read_options& options = {}) override;
 
@@ -27,7 +27,6 @@ public:
 private:
   class stream_impl;
 
-  limits limits_;
   std::mutex mtx_;
   std::vector<sequenced_event> log_;
 };

@@ -3,34 +3,18 @@
 #pragma once
 
 #include "store/event_store.hpp"
+#include "store/pg_config.hpp"
 
-#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace dcbd {
 
-namespace pg {
-struct group_arrays;
-} // namespace pg
-
-/// How to reach PostgreSQL and where the store lives.
-struct pg_config {
-  /// libpq connection string.
-  std::string dsn;
-  /// Schema holding every table; created if absent. Lower-case letters,
-  /// digits and underscores, starting with a letter or underscore.
-  std::string schema = "dcb";
-  /// Most connections open at once (appends and reads share them).
-  std::size_t pool_size = 4;
-  /// How long to keep retrying (with backoff) to open a connection before
-  /// failing with `unavailable`.
-  std::chrono::milliseconds connect_timeout{5000};
-  /// Input limits.
-  dcbd::limits limits;
-};
+class pg_pool;
 
 /// Installs or upgrades the schema `cfg.schema` (idempotent; safe to run
 /// from several processes at once). Returns the schema version.
@@ -53,7 +37,7 @@ public:
   pg_event_store& operator=(const pg_event_store&) = delete;
 
   std::vector<append_result>
-  append_group(std::vector<append_request> requests) override;
+  append_validated(const std::vector<validated_append>& group) override;
 
   read_result read(const query& q, const read_options& options = {}) override;
 
@@ -63,23 +47,15 @@ public:
 
   std::uint64_t head() override;
 
-  /// How many connections were opened after the first one.
-  std::uint64_t reconnects() const noexcept;
+  std::uint64_t reconnects() const noexcept override;
 
 private:
-  class pool;
-  class pool_lease;
   class stream_impl;
 
-  // Commits the requests `part` (validated) of a group in one statement.
-  void commit_part(const std::vector<append_request>& requests,
+  // Commits the requests `part` of a group in one statement.
+  void commit_part(const std::vector<validated_append>& group,
                    const std::vector<std::size_t>& part,
                    std::vector<append_result>& results);
-
-  // Sends a flattened group in one statement.
-  std::vector<std::int64_t> run_group(pool_lease& l, const pg::group_arrays& a,
-                                      std::int64_t token, int& backend,
-                                      bool& sent);
 
   // Finds out whether a group whose connection broke committed.
   bool resolve_in_doubt(std::int64_t token, int backend,
@@ -95,7 +71,7 @@ private:
 
   pg_config cfg_;
   statements sql_;
-  std::unique_ptr<pool> pool_;
+  std::unique_ptr<pg_pool> pool_;
 };
 
 } // namespace dcbd

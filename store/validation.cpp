@@ -168,6 +168,19 @@ void validate(append_request& req, const limits& lim) {
   }
 }
 
+validated_append::validated_append(append_request req) : req_(std::move(req)) {
+  for (const auto& e : req_.events) {
+    bytes_ += e.type.size() + e.data.size() + e.metadata.size();
+    for (const auto& t : e.tags)
+      bytes_ += t.size();
+  }
+}
+
+validated_append validate_append(append_request req, const limits& lim) {
+  validate(req, lim);
+  return validated_append{std::move(req)};
+}
+
 void validate(const read_options& options, std::string_view field) {
   if (options.from && *options.from > max_position)
     reject(std::string{field} + ".from",

@@ -21,8 +21,48 @@ void validate(event& e, const limits& lim, std::string_view field);
 /// Validates and normalizes `q`. Throws like `validate(event&, ...)`.
 void validate(query& q, const limits& lim, std::string_view field);
 
-/// Validates and normalizes a whole append request.
+/// Validates and normalizes a whole append request in place.
 void validate(append_request& req, const limits& lim);
+
+/// An append request that passed validation: limits checked, tags sorted
+/// and de-duplicated. Only `validate_append` makes one, so the store actor
+/// and the stores, which take nothing else, never check or normalize again.
+/// It never crosses a node boundary: a remote node validates on arrival.
+class validated_append {
+public:
+  /// The events, in their stored form.
+  const std::vector<event>& events() const noexcept {
+    return req_.events;
+  }
+
+  /// The condition, if any (its query normalized).
+  const std::optional<append_condition>& condition() const noexcept {
+    return req_.condition;
+  }
+
+  /// Type, tag, data and metadata bytes of all events.
+  std::size_t payload_bytes() const noexcept {
+    return bytes_;
+  }
+
+  /// Moves the events out, e.g. to announce them once committed.
+  std::vector<event> take_events() && {
+    return std::move(req_.events);
+  }
+
+private:
+  friend validated_append validate_append(append_request req,
+                                          const limits& lim);
+
+  explicit validated_append(append_request req);
+
+  append_request req_;
+  std::size_t bytes_ = 0;
+};
+
+/// Validates and normalizes `req`. Throws `store_error(invalid_argument)`
+/// naming the offending field.
+validated_append validate_append(append_request req, const limits& lim);
 
 /// Validates read options (e.g. `from` must fit a signed 64-bit position).
 void validate(const read_options& options, std::string_view field);

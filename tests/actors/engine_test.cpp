@@ -1,4 +1,5 @@
 // The embedding API end to end: blocking and asynchronous calls.
+#include "store/memory_store.hpp"
 #include "tests/support/engine_fixture.hpp"
 
 #include <gtest/gtest.h>
@@ -236,6 +237,72 @@ TEST_F(Engine, StopAnswersEveryCallerAndKeepsAcknowledgedWrites) {
   auto rows = exec_sql("SELECT count(*) FROM " + schema_ + ".events");
   EXPECT_EQ(std::stoull(rows), acked_events.load());
   EXPECT_EQ(static_cast<std::uint64_t>(acked.load()), acked_events.load());
+}
+
+// The same engine over the in-memory store: the actor layer is not tied to
+// PostgreSQL. Nothing here needs a database.
+TEST(MemoryEngine, AppendsReadsStreamsAndRunsCommandsWithoutADatabase) {
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.set("scheduler.max-threads", 2);
+  cfg.set("logger.console", caf::atom("none"));
+  caf::actor_system sys{cfg};
+  auto mem = std::make_shared<memory_event_store>();
+  auto opened = std::make_shared<std::atomic<std::size_t>>(0);
+  engine_config ec;
+  ec.readers = 2;
+  ec.store_factory = [mem, opened](std::size_t) {
+    ++*opened;
+    return mem;
+  };
+  {
+    engine eng{sys, ec};
+    auto ack = eng.append({make("A", {"k:2", "k:1"})});
+    ASSERT_TRUE(ack) << message_of(ack.error());
+    EXPECT_EQ(ack->last_position, 1u);
+    auto q = query{{query_item{{"A"}, {}}}};
+    auto conflict = eng.append({make("A", {"k:3"})}, append_condition{q, 0});
+    ASSERT_FALSE(conflict);
+    EXPECT_EQ(code_of(conflict.error()), errc::append_condition_failed);
+    auto bad = eng.append({make("", {})});
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(code_of(bad.error()), errc::invalid_argument);
+    auto r = eng.read(query::all());
+    ASSERT_TRUE(r) << message_of(r.error());
+    ASSERT_EQ(r->events.size(), 1u);
+    EXPECT_EQ(r->events[0].event.tags,
+              (std::vector<std::string>{"k:1", "k:2"}));
+    command cmd;
+    cmd.name = "once";
+    cmd.projectors.push_back(
+      make_projector("count", q, 0, [](int& n, const sequenced_event&) {
+        ++n;
+      }));
+    cmd.decide = [](const decision_states& s) {
+      return s.get<int>("count") < 2 ? verdict::accept({make("A", {"k:9"})})
+                                     : verdict::reject("enough");
+    };
+    auto first = eng.execute(cmd);
+    ASSERT_TRUE(first) << message_of(first.error());
+    EXPECT_TRUE(first->accepted);
+    EXPECT_EQ(first->last_position, 2u);
+    auto second = eng.execute(cmd);
+    ASSERT_TRUE(second) << message_of(second.error());
+    EXPECT_FALSE(second->accepted);
+    EXPECT_EQ(second->rejection, "enough");
+    std::uint64_t streamed = 0;
+    auto s = eng.stream(query::all(), {}, [&](std::vector<sequenced_event>& c) {
+      streamed += c.size();
+    });
+    ASSERT_TRUE(s) << message_of(s.error());
+    EXPECT_EQ(streamed, 2u);
+    EXPECT_EQ(s->head, 2u);
+    auto st = eng.stats();
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->reconnects, 0u);
+    EXPECT_EQ(st->appended, 2u);
+  }
+  EXPECT_EQ(mem->head(), 2u);
 }
 
 } // namespace

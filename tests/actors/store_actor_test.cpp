@@ -42,6 +42,17 @@ private:
   std::vector<std::pair<std::size_t, std::size_t>> groups_;
 };
 
+// What a request travels as: the store actor takes validated appends only
+// (validation happens before it, in the appenders), the appenders take
+// requests.
+template <class Handle>
+auto as_message(const append_request& req) {
+  if constexpr (std::is_same_v<Handle, store_actor>)
+    return validate_append(req, limits{});
+  else
+    return req;
+}
+
 // Sends every request at once, request i from sender i % senders (each an
 // event-based actor that fires its share without waiting), and returns the
 // replies in request order.
@@ -77,7 +88,7 @@ append_all(caf::actor_system& sys, const Handle& dest,
         auto i = item.first;
         self
           ->request(dest, std::chrono::seconds{60}, append_atom::value,
-                    item.second)
+                    as_message<Handle>(item.second))
           .then(
             [st, i](append_ack& ack) {
               st->set(i, ack);
@@ -354,8 +365,8 @@ TEST_F(StoreActor, ListenersReceiveExactlyTheCommittedEventsInOrder) {
   EXPECT_TRUE(announced);
 }
 
-// Direct sends bypass the appenders' validation; the announcement must still
-// carry the events as stored.
+// Validation gives the events their stored form before the store actor sees
+// them; the announcement must carry the events as stored.
 TEST_F(StoreActor, ListenersSeeTheStoredFormOfDirectAppends) {
   auto store = spawn_store(*sys_, open_store(2), group_limits{});
   caf::scoped_actor listener{*sys_};
@@ -363,7 +374,9 @@ TEST_F(StoreActor, ListenersSeeTheStoredFormOfDirectAppends) {
                  caf::actor_cast<caf::actor>(listener));
   auto ack = ask<append_ack>(
     *sys_, store, append_atom::value,
-    append_request{{make("E", {"z:1", "a:1", "z:1"}, "d")}, std::nullopt});
+    validate_append(append_request{{make("E", {"z:1", "a:1", "z:1"}, "d")},
+                                   std::nullopt},
+                    limits{}));
   ASSERT_TRUE(ack) << message_of(ack.error());
   auto stored = open_store(1)->read(query::all());
   ASSERT_EQ(stored.events.size(), 1u);
@@ -616,11 +629,13 @@ TEST_F(StoreActor, InvalidAppendsThroughAppendersWriteNothing) {
   EXPECT_EQ(count_events(), 1u);
 }
 
-TEST_F(StoreActor, InvalidDirectRequestFailsAloneInItsGroup) {
-  auto store = spawn_store(*sys_, open_store(2), group_limits{});
+// The store actor takes validated appends only, so an invalid request is
+// refused by its appender and never reaches a group; the others commit.
+TEST_F(StoreActor, InvalidRequestFailsAloneAndNeverReachesTheStore) {
+  auto& eng = start();
   auto reqs = tagged_requests(20);
   reqs[7].events.push_back(make("", {"k:1"}, "bad"));
-  auto out = append_all(*sys_, store, reqs, 1);
+  auto out = append_all(*sys_, eng.appenders(), reqs, 1);
   ASSERT_FALSE(out[7]);
   EXPECT_EQ(code_of(out[7].error()), errc::invalid_argument)
     << message_of(out[7].error());
@@ -630,12 +645,11 @@ TEST_F(StoreActor, InvalidDirectRequestFailsAloneInItsGroup) {
                           << message_of(out[i].error());
     }
   expect_acked_stored_exactly(reqs, out);
-  auto stats = ask<store_stats>(*sys_, store, stats_atom::value);
+  auto stats = eng.stats();
   ASSERT_TRUE(stats) << message_of(stats.error());
-  EXPECT_EQ(stats->invalid, 1u);
+  EXPECT_EQ(stats->invalid, 0u) << "validation happens before the store";
   EXPECT_EQ(stats->appended, 19u);
   EXPECT_GT(stats->max_group, 1u) << "the requests should share groups";
-  stop_actor(*sys_, store);
 }
 
 } // namespace

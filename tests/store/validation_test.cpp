@@ -570,6 +570,37 @@ TEST(Validation, AppendRequestNormalizesEventsAndCondition) {
   EXPECT_EQ(req.condition->after, 5u);
 }
 
+TEST(Validation, ValidatedAppendIsNormalizedAndSized) {
+  append_request req{{event{"AB", {"z", "y", "z"}, "dd", "m"}},
+                     append_condition{query{{query_item{{}, {"b", "a"}}}}, 2}};
+  auto v = dcbd::validate_append(req, dcbd::limits{});
+  ASSERT_EQ(v.events().size(), 1u);
+  EXPECT_EQ(v.events()[0].tags, (std::vector<std::string>{"y", "z"}));
+  ASSERT_TRUE(v.condition());
+  EXPECT_EQ(v.condition()->fail_if_events_match.items.at(0).tags,
+            (std::vector<std::string>{"a", "b"}));
+  // "AB" + "y" + "z" + "dd" + "m"
+  EXPECT_EQ(v.payload_bytes(), 7u);
+  auto events = std::move(v).take_events();
+  EXPECT_EQ(events.at(0).type, "AB");
+}
+
+TEST(Validation, ValidateAppendRefusesWhatValidateRefuses) {
+  expect_invalid(
+    [&] {
+      dcbd::validate_append(append_request{}, dcbd::limits{});
+    },
+    "events");
+  dcbd::limits tight;
+  tight.max_payload_bytes = 1;
+  expect_invalid(
+    [&] {
+      dcbd::validate_append(
+        append_request{{event{"A", {}, "too big", {}}}, std::nullopt}, tight);
+    },
+    "events[0].data");
+}
+
 TEST(Validation, AppendRequestNamesFields) {
   append_request empty;
   expect_invalid(

@@ -1,13 +1,17 @@
-// Readers and appenders.
-#include "actors/appender_protocol.hpp"
+// Readers (detached, each with its own store connections) and the stream
+// sinks that consume their streams under credit flow control.
+#include "actors/errors.hpp"
 #include "actors/reader_protocol.hpp"
 #include "store/validation.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <atomic>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -17,31 +21,8 @@ namespace dcbd {
 
 namespace {
 
-// Maps whatever a handler threw to a CAF error: nothing escapes a handler.
-caf::error error_from_current_exception() {
-  try {
-    throw;
-  } catch (const store_error& e) {
-    return to_error(e);
-  } catch (const std::exception& e) {
-    return caf::make_error(errc::internal, std::string{e.what()});
-  } catch (...) {
-    return caf::make_error(errc::internal, "unknown exception");
-  }
-}
-
-// Turns an exception that escaped a handler anyway into the actor's exit
-// reason instead of a crash of the process.
-template <class Self>
-void install_exception_handler(Self* self) {
-  self->set_exception_handler([](std::exception_ptr& eptr) -> caf::error {
-    try {
-      std::rethrow_exception(eptr);
-    } catch (...) {
-      return error_from_current_exception();
-    }
-  });
-}
+using detail::error_from_current_exception;
+using detail::install_exception_handler;
 
 // -- reader -------------------------------------------------------------------
 
@@ -258,216 +239,125 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
   };
 }
 
-// -- appender -----------------------------------------------------------------
+// -- stream sink --------------------------------------------------------------
 
-struct appender_state {
+using consumed_atom = caf::atom_constant<caf::atom("dcbConsume")>;
+
+struct sink_state {
   // A declared constructor keeps this from being an aggregate: CAF 0.17
   // constructs states from the actor pointer when it can, and C++20 would
   // aggregate-initialize the first member from it.
-  appender_state() = default;
+  sink_state() = default;
 
-  appender_config cfg;
-  // Calls taken and not yet answered; on exit the appender waits for them.
-  std::size_t in_flight = 0;
-  bool stopping = false;
-  caf::error exit_reason;
-  static inline const char* name = "dcbd.appender";
+  // The reader serving the stream (known from its first chunk).
+  reader_actor reader;
+  bool done = false;
+  static inline const char* name = "dcbd.stream_sink";
 };
 
-using appender_pointer = appender_actor::stateful_pointer<appender_state>;
-
-void call_finished(appender_pointer self) {
-  auto& st = self->state;
-  if (--st.in_flight == 0 && st.stopping)
-    self->quit(st.exit_reason);
-}
-
-// A response promise that counts the appender's calls in flight.
-template <class T>
-struct tracked_promise {
-  tracked_promise(appender_pointer self, caf::typed_response_promise<T> promise)
-    : self(self)
-    , rp(std::move(promise)) {
-    ++self->state.in_flight;
-  }
-
-  template <class U>
-  void deliver(U&& x) {
-    rp.deliver(std::forward<U>(x));
-    call_finished(self);
-  }
-
-  appender_pointer self;
-  caf::typed_response_promise<T> rp;
+// What a sink does with a chunk: either consume it at once (`plain`), or
+// hand it on with an acknowledgement that comes back later (`paced`).
+struct sink_handlers {
+  chunk_handler plain;
+  paced_chunk_handler paced;
 };
 
-caf::error shutting_down() {
-  return caf::make_error(errc::unavailable, "the appender is shutting down");
-}
-
-caf::error overloaded_error(const store_gate& gate) {
-  return caf::make_error(errc::overloaded, "the store queue is full ("
-                                             + std::to_string(gate.capacity())
-                                             + " requests); retry later");
-}
-
-command_outcome accepted(std::uint32_t attempt, std::uint64_t first = 0,
-                         std::uint64_t last = 0) {
-  command_outcome o;
-  o.accepted = true;
-  o.first_position = first;
-  o.last_position = last;
-  o.attempts = attempt;
-  return o;
-}
-
-// One round of the DCB loop: project, decide, append; on a conflict, again.
-void attempt(appender_pointer self, command_ptr cmd,
-             tracked_promise<command_outcome> rp, std::uint32_t n) {
-  auto& cfg = self->state.cfg;
-  projectors_ptr projectors{cmd, &cmd->projectors};
-  self
-    ->request(cfg.readers, cfg.timeout, project_atom::value,
-              decision_model{std::move(projectors)})
-    .then(
-      [self, cmd, rp, n](const projection& d) mutable {
-        auto& cfg = self->state.cfg;
-        auto prefix = "command '" + cmd->name + "': ";
-        verdict v;
-        try {
-          v = cmd->decide(*d.states);
-        } catch (const std::exception& e) {
-          rp.deliver(caf::make_error(errc::internal,
-                                     prefix + "decide() threw: " + e.what()));
-          return;
-        } catch (...) {
-          rp.deliver(
-            caf::make_error(errc::internal, prefix + "decide() threw"));
-          return;
-        }
-        if (v.rejection) {
-          command_outcome o;
-          o.rejection = std::move(*v.rejection);
-          o.attempts = n;
-          rp.deliver(std::move(o));
-          return;
-        }
-        if (v.events.empty()) {
-          rp.deliver(accepted(n));
-          return;
-        }
-        append_request req{std::move(v.events), d.condition};
-        try {
-          validate(req, cfg.limits);
-        } catch (const store_error& e) {
-          rp.deliver(caf::make_error(
-            errc::invalid_argument,
-            prefix + "decide() returned invalid events: " + e.what()));
-          return;
-        }
-        auto gate = cfg.gate;
-        if (!gate->try_enter()) {
-          rp.deliver(overloaded_error(*gate));
-          return;
-        }
-        self
-          ->request(cfg.store, cfg.timeout, append_atom::value, std::move(req))
-          .then(
-            [gate, rp, n](const append_ack& ack) mutable {
-              gate->leave();
-              rp.deliver(accepted(n, ack.first_position, ack.last_position));
-            },
-            [self, cmd, gate, rp, n, prefix](caf::error& err) mutable {
-              gate->leave();
-              if (code_of(err) != errc::append_condition_failed) {
-                rp.deliver(std::move(err));
-              } else if (n < self->state.cfg.max_attempts) {
-                attempt(self, cmd, rp, n + 1);
-              } else {
-                rp.deliver(caf::make_error(errc::append_condition_failed,
-                                           prefix + "conflicted on all "
-                                             + std::to_string(n) + " attempts: "
-                                             + message_of(err)));
-              }
-            });
-      },
-      [rp](caf::error& err) mutable {
-        rp.deliver(std::move(err));
-      });
-}
-
-appender_actor::behavior_type appender_impl(appender_pointer self,
-                                            appender_config cfg) {
-  cfg.max_attempts = std::max<std::uint32_t>(cfg.max_attempts, 1);
-  self->state.cfg = std::move(cfg);
-  install_exception_handler(self);
-  // Graceful exit: answer every call taken, refuse new ones, then quit.
-  self->set_exit_handler([self](caf::exit_msg& em) {
-    auto& st = self->state;
-    st.stopping = true;
-    st.exit_reason = std::move(em.reason);
-    if (st.in_flight == 0)
-      self->quit(st.exit_reason);
-  });
+caf::behavior sink_impl(caf::stateful_actor<sink_state>* self,
+                        reader_actor readers, stream_request req,
+                        sink_handlers handlers, summary_handler done,
+                        std::chrono::milliseconds idle_timeout) {
+  auto finish = [self, done](caf::expected<stream_summary> r) {
+    if (self->state.done)
+      return;
+    self->state.done = true;
+    done(std::move(r));
+    self->quit();
+  };
+  auto id = req.id;
+  self->send(readers, stream_atom::value, std::move(req),
+             caf::actor_cast<caf::actor>(self));
   return {
-    [self](append_atom, append_request& req) -> caf::result<append_ack> {
-      auto& cfg = self->state.cfg;
-      if (self->state.stopping)
-        return shutting_down();
+    [self, handlers, finish, id](chunk_atom, stream_chunk& c) {
+      auto& st = self->state;
+      st.reader = caf::actor_cast<reader_actor>(self->current_sender());
       try {
-        validate(req, cfg.limits);
-      } catch (const store_error& e) {
-        return to_error(e);
-      }
-      auto gate = cfg.gate;
-      if (!gate->try_enter())
-        return overloaded_error(*gate);
-      tracked_promise<append_ack> rp{self,
-                                     self->make_response_promise<append_ack>()};
-      self->request(cfg.store, cfg.timeout, append_atom::value, std::move(req))
-        .then(
-          [gate, rp](const append_ack& ack) mutable {
-            gate->leave();
-            rp.deliver(ack);
-          },
-          [gate, rp](caf::error& err) mutable {
-            gate->leave();
-            rp.deliver(std::move(err));
+        if (handlers.paced) {
+          // The acknowledgement may come from any thread: it comes back to
+          // this actor as a message.
+          auto me = caf::actor_cast<caf::actor>(self);
+          handlers.paced(c.events, [me](bool more) {
+            caf::anon_send(me, consumed_atom::value, more);
           });
-      return rp.rp;
+          return;
+        }
+        handlers.plain(c.events);
+      } catch (const std::exception& e) {
+        self->send(st.reader, cancel_atom::value, id);
+        finish(caf::make_error(
+          errc::internal, std::string{"stream handler threw: "} + e.what()));
+        return;
+      }
+      self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
     },
-    [self](execute_atom, command_request& req) -> caf::result<command_outcome> {
-      if (!req.code)
-        return caf::make_error(errc::invalid_argument,
-                               "command '" + req.name
-                                 + "' carries no code here; commands run on "
-                                   "the node that defines them");
-      if (!req.code->decide)
-        return caf::make_error(errc::invalid_argument,
-                               "command '" + req.name
-                                 + "': decide must be set");
-      if (self->state.stopping)
-        return shutting_down();
-      tracked_promise<command_outcome> rp{
-        self, self->make_response_promise<command_outcome>()};
-      attempt(self, std::move(req.code), rp, 1);
-      return rp.rp;
+    [self, id](consumed_atom, bool more) {
+      auto& st = self->state;
+      if (st.done)
+        return;
+      if (more)
+        self->send(st.reader, credit_atom::value, id, std::uint32_t{1});
+      else
+        self->send(st.reader, cancel_atom::value, id);
     },
+    [finish](end_atom, stream_end& e) {
+      if (e.code != errc::none)
+        finish(caf::make_error(e.code, std::move(e.message)));
+      else
+        finish(stream_summary{e.head, e.events});
+    },
+    caf::after(idle_timeout) >>
+      [finish] {
+        finish(caf::make_error(errc::unavailable,
+                               "the stream stalled: no chunk within the "
+                               "timeout"));
+      },
   };
 }
 
+std::atomic<std::uint64_t> next_stream_id{1};
+
 } // namespace
 
+std::uint64_t fresh_stream_id() {
+  return next_stream_id.fetch_add(1, std::memory_order_relaxed);
+}
+
 reader_actor spawn_reader(caf::actor_system& sys,
-                          std::unique_ptr<event_store> backend,
+                          std::shared_ptr<event_store> backend,
                           reader_config cfg) {
-  std::shared_ptr<event_store> shared{std::move(backend)};
-  return sys.spawn<caf::detached>(reader_impl, std::move(shared),
+  return sys.spawn<caf::detached>(reader_impl, std::move(backend),
                                   std::move(cfg));
 }
 
-appender_actor spawn_appender(caf::actor_system& sys, appender_config cfg) {
-  return sys.spawn(appender_impl, std::move(cfg));
+caf::actor spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
+                             stream_request req, chunk_handler on_chunk,
+                             summary_handler done,
+                             std::chrono::milliseconds idle_timeout) {
+  if (req.id == 0)
+    req.id = fresh_stream_id();
+  return sys.spawn(sink_impl, std::move(readers), std::move(req),
+                   sink_handlers{std::move(on_chunk), {}}, std::move(done),
+                   idle_timeout);
+}
+
+caf::actor spawn_paced_sink(caf::actor_system& sys, reader_actor readers,
+                            stream_request req, paced_chunk_handler on_chunk,
+                            summary_handler done,
+                            std::chrono::milliseconds idle_timeout) {
+  if (req.id == 0)
+    req.id = fresh_stream_id();
+  return sys.spawn(sink_impl, std::move(readers), std::move(req),
+                   sink_handlers{{}, std::move(on_chunk)}, std::move(done),
+                   idle_timeout);
 }
 
 } // namespace dcbd

@@ -1,0 +1,229 @@
+// Appenders: validate appends before anything reaches the store actor, and
+// run commands (project -> decide -> conditional append -> on conflict
+// again, bounded).
+#include "actors/appender_protocol.hpp"
+#include "actors/errors.hpp"
+#include "store/validation.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <optional>
+#include <utility>
+
+namespace dcbd {
+
+namespace {
+
+using detail::install_exception_handler;
+
+// -- appender -----------------------------------------------------------------
+
+struct appender_state {
+  // A declared constructor keeps this from being an aggregate: CAF 0.17
+  // constructs states from the actor pointer when it can, and C++20 would
+  // aggregate-initialize the first member from it.
+  appender_state() = default;
+
+  appender_config cfg;
+  // Calls taken and not yet answered; on exit the appender waits for them.
+  std::size_t in_flight = 0;
+  bool stopping = false;
+  caf::error exit_reason;
+  static inline const char* name = "dcbd.appender";
+};
+
+using appender_pointer = appender_actor::stateful_pointer<appender_state>;
+
+void call_finished(appender_pointer self) {
+  auto& st = self->state;
+  if (--st.in_flight == 0 && st.stopping)
+    self->quit(st.exit_reason);
+}
+
+// A response promise that counts the appender's calls in flight.
+template <class T>
+struct tracked_promise {
+  tracked_promise(appender_pointer self, caf::typed_response_promise<T> promise)
+    : self(self)
+    , rp(std::move(promise)) {
+    ++self->state.in_flight;
+  }
+
+  template <class U>
+  void deliver(U&& x) {
+    rp.deliver(std::forward<U>(x));
+    call_finished(self);
+  }
+
+  appender_pointer self;
+  caf::typed_response_promise<T> rp;
+};
+
+caf::error shutting_down() {
+  return caf::make_error(errc::unavailable, "the appender is shutting down");
+}
+
+caf::error overloaded_error(const store_gate& gate) {
+  return caf::make_error(errc::overloaded, "the store queue is full ("
+                                             + std::to_string(gate.capacity())
+                                             + " requests); retry later");
+}
+
+command_outcome accepted(std::uint32_t attempt, std::uint64_t first = 0,
+                         std::uint64_t last = 0) {
+  command_outcome o;
+  o.accepted = true;
+  o.first_position = first;
+  o.last_position = last;
+  o.attempts = attempt;
+  return o;
+}
+
+// One round of the DCB loop: project, decide, append; on a conflict, again.
+void attempt(appender_pointer self, command_ptr cmd,
+             tracked_promise<command_outcome> rp, std::uint32_t n) {
+  auto& cfg = self->state.cfg;
+  projectors_ptr projectors{cmd, &cmd->projectors};
+  self
+    ->request(cfg.readers, cfg.timeout, project_atom::value,
+              decision_model{std::move(projectors)})
+    .then(
+      [self, cmd, rp, n](const projection& d) mutable {
+        auto& cfg = self->state.cfg;
+        auto prefix = "command '" + cmd->name + "': ";
+        verdict v;
+        try {
+          v = cmd->decide(*d.states);
+        } catch (const std::exception& e) {
+          rp.deliver(caf::make_error(errc::internal,
+                                     prefix + "decide() threw: " + e.what()));
+          return;
+        } catch (...) {
+          rp.deliver(
+            caf::make_error(errc::internal, prefix + "decide() threw"));
+          return;
+        }
+        if (v.rejection) {
+          command_outcome o;
+          o.rejection = std::move(*v.rejection);
+          o.attempts = n;
+          rp.deliver(std::move(o));
+          return;
+        }
+        if (v.events.empty()) {
+          rp.deliver(accepted(n));
+          return;
+        }
+        std::optional<validated_append> req;
+        try {
+          req = validate_append(
+            append_request{std::move(v.events), d.condition}, cfg.limits);
+        } catch (const store_error& e) {
+          rp.deliver(caf::make_error(
+            errc::invalid_argument,
+            prefix + "decide() returned invalid events: " + e.what()));
+          return;
+        }
+        auto gate = cfg.gate;
+        if (!gate->try_enter()) {
+          rp.deliver(overloaded_error(*gate));
+          return;
+        }
+        self
+          ->request(cfg.store, cfg.timeout, append_atom::value, std::move(*req))
+          .then(
+            [gate, rp, n](const append_ack& ack) mutable {
+              gate->leave();
+              rp.deliver(accepted(n, ack.first_position, ack.last_position));
+            },
+            [self, cmd, gate, rp, n, prefix](caf::error& err) mutable {
+              gate->leave();
+              if (code_of(err) != errc::append_condition_failed) {
+                rp.deliver(std::move(err));
+              } else if (n < self->state.cfg.max_attempts) {
+                attempt(self, cmd, rp, n + 1);
+              } else {
+                rp.deliver(caf::make_error(errc::append_condition_failed,
+                                           prefix + "conflicted on all "
+                                             + std::to_string(n) + " attempts: "
+                                             + message_of(err)));
+              }
+            });
+      },
+      [rp](caf::error& err) mutable {
+        rp.deliver(std::move(err));
+      });
+}
+
+appender_actor::behavior_type appender_impl(appender_pointer self,
+                                            appender_config cfg) {
+  cfg.max_attempts = std::max<std::uint32_t>(cfg.max_attempts, 1);
+  self->state.cfg = std::move(cfg);
+  install_exception_handler(self);
+  // Graceful exit: answer every call taken, refuse new ones, then quit.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    auto& st = self->state;
+    st.stopping = true;
+    st.exit_reason = std::move(em.reason);
+    if (st.in_flight == 0)
+      self->quit(st.exit_reason);
+  });
+  return {
+    [self](append_atom, append_request& req) -> caf::result<append_ack> {
+      auto& cfg = self->state.cfg;
+      if (self->state.stopping)
+        return shutting_down();
+      std::optional<validated_append> valid;
+      try {
+        valid = validate_append(std::move(req), cfg.limits);
+      } catch (const store_error& e) {
+        return to_error(e);
+      }
+      auto gate = cfg.gate;
+      if (!gate->try_enter())
+        return overloaded_error(*gate);
+      tracked_promise<append_ack> rp{self,
+                                     self->make_response_promise<append_ack>()};
+      self
+        ->request(cfg.store, cfg.timeout, append_atom::value, std::move(*valid))
+        .then(
+          [gate, rp](const append_ack& ack) mutable {
+            gate->leave();
+            rp.deliver(ack);
+          },
+          [gate, rp](caf::error& err) mutable {
+            gate->leave();
+            rp.deliver(std::move(err));
+          });
+      return rp.rp;
+    },
+    [self](execute_atom, command_request& req) -> caf::result<command_outcome> {
+      if (!req.code)
+        return caf::make_error(errc::invalid_argument,
+                               "command '" + req.name
+                                 + "' carries no code here; commands run on "
+                                   "the node that defines them");
+      if (!req.code->decide)
+        return caf::make_error(errc::invalid_argument,
+                               "command '" + req.name
+                                 + "': decide must be set");
+      if (self->state.stopping)
+        return shutting_down();
+      tracked_promise<command_outcome> rp{
+        self, self->make_response_promise<command_outcome>()};
+      attempt(self, std::move(req.code), rp, 1);
+      return rp.rp;
+    },
+  };
+}
+
+} // namespace
+
+appender_actor spawn_appender(caf::actor_system& sys, appender_config cfg) {
+  return sys.spawn(appender_impl, std::move(cfg));
+}
+
+} // namespace dcbd

@@ -1,0 +1,129 @@
+// Flattening a group into the statement's arrays, and finding in-group
+// dependencies: pure logic, no database.
+#include "store/pg_group.hpp"
+
+#include "store/error.hpp"
+
+#include <gtest/gtest.h>
+
+namespace dcbd::pg {
+namespace {
+
+validated_append req(std::vector<event> events,
+                     std::optional<append_condition> cond = std::nullopt) {
+  return validate_append(append_request{std::move(events), std::move(cond)},
+                         limits{});
+}
+
+query tags(std::vector<std::string> ts) {
+  return query{{query_item{{}, std::move(ts)}}};
+}
+
+std::vector<std::size_t> all_of(const std::vector<validated_append>& g) {
+  std::vector<std::size_t> part(g.size());
+  for (std::size_t i = 0; i < part.size(); ++i)
+    part[i] = i;
+  return part;
+}
+
+TEST(ArrayBuilder, QuotesAndEscapesStringsAndSeparatesElements) {
+  array_builder ints;
+  EXPECT_EQ(ints.str(), "{}");
+  ints.add(std::int64_t{3});
+  ints.add(std::int64_t{-1});
+  EXPECT_EQ(ints.str(), "{3,-1}");
+  array_builder strs;
+  strs.add(std::string_view{"a"});
+  strs.add(std::string_view{"b\"c\\d"});
+  strs.add(std::string_view{""});
+  EXPECT_EQ(strs.str(), R"({"a","b\"c\\d",""})");
+}
+
+TEST(GroupFlatten, UnconditionalGroupHasOffsetsPayloadsAndLastEvents) {
+  std::vector<validated_append> g;
+  g.push_back(req({event{"A", {"t:2", "t:1"}, "xy", "m"}}));
+  g.push_back(req({event{"B", {}, "z", ""}, event{"C", {"t:1"}, "", "nn"}}));
+  auto a = flatten(g, all_of(g));
+  EXPECT_FALSE(a.conditional);
+  EXPECT_EQ(a.req_kind.str(), "{0,0}");
+  EXPECT_EQ(a.req_nev.str(), "{1,2}");
+  EXPECT_EQ(a.req_last_event.str(), "{1,3}");
+  EXPECT_EQ(a.ev_req.str(), "{1,2,2}");
+  EXPECT_EQ(a.ev_idx.str(), "{0,0,1}");
+  EXPECT_EQ(a.ev_type.str(), R"({"A","B","C"})");
+  // Tags in their stored (sorted) form, offsets 1-based.
+  EXPECT_EQ(a.tags.str(), R"({"t:1","t:2","t:1"})");
+  EXPECT_EQ(a.ev_tag_off.str(), "{1,3,3}");
+  EXPECT_EQ(a.ev_tag_cnt.str(), "{2,0,1}");
+  EXPECT_EQ(a.data, "xyz");
+  EXPECT_EQ(a.ev_data_off.str(), "{1,3,4}");
+  EXPECT_EQ(a.ev_data_len.str(), "{2,1,0}");
+  EXPECT_EQ(a.meta, "mnn");
+  EXPECT_EQ(a.ev_meta_off.str(), "{1,2,2}");
+  EXPECT_EQ(a.ev_meta_len.str(), "{1,0,2}");
+  EXPECT_EQ(a.dep_req.str(), "{}");
+}
+
+TEST(GroupFlatten, ConditionItemsAndDependenciesOnEarlierRequests) {
+  std::vector<validated_append> g;
+  g.push_back(req({event{"A", {"x"}}, event{"A", {"x"}}, event{"A", {"y"}}}));
+  g.push_back(req({event{"B", {"y"}}}));
+  g.push_back(
+    req({event{"C", {"z"}}},
+        append_condition{
+          query{{query_item{{"A"}, {"x"}}, query_item{{}, {"y"}}}}, 5}));
+  g.push_back(req({event{"D", {"w"}}}, append_condition{query::all(), {}}));
+  auto a = flatten(g, all_of(g));
+  EXPECT_TRUE(a.conditional);
+  EXPECT_EQ(a.req_kind.str(), "{0,0,1,2}");
+  EXPECT_EQ(a.req_after.str(), "{0,0,5,0}");
+  EXPECT_EQ(a.it_req.str(), "{3,3}");
+  EXPECT_EQ(a.it_types.str(), R"({"A"})");
+  EXPECT_EQ(a.it_type_cnt.str(), "{1,0}");
+  EXPECT_EQ(a.it_tags.str(), R"({"x","y"})");
+  EXPECT_EQ(a.it_tag_off.str(), "{1,2}");
+  // Request 3 depends on request 1 through its last match (index 2: the
+  // "y" event) and on request 2 (index 0); request 4 matches everything,
+  // so it depends on the last event of every earlier request.
+  EXPECT_EQ(a.dep_req.str(), "{3,3,4,4,4}");
+  EXPECT_EQ(a.dep_on.str(), "{1,2,1,2,3}");
+  EXPECT_EQ(a.dep_off.str(), "{2,0,2,0,0}");
+}
+
+TEST(GroupFlatten, PartNumbersRequestsInPartOrder) {
+  std::vector<validated_append> g;
+  g.push_back(req({event{"A", {"k"}}}));
+  g.push_back(req({event{"B", {"k"}}}));
+  g.push_back(req({event{"C", {"k"}}}, append_condition{tags({"k"}), 0}));
+  auto a = flatten(g, {1, 2});
+  EXPECT_EQ(a.ev_type.str(), R"({"B","C"})");
+  // Only request "B" (now number 1) came before "C" in this part.
+  EXPECT_EQ(a.dep_req.str(), "{2}");
+  EXPECT_EQ(a.dep_on.str(), "{1}");
+}
+
+TEST(GroupIndex, FindsTheLastMatchPerEarlierRequestOnly) {
+  std::vector<event> r0{event{"A", {"x", "y"}}, event{"B", {"x"}}};
+  std::vector<event> r1{event{"A", {"y"}}};
+  group_index idx;
+  idx.add(0, r0);
+  idx.add(1, r1);
+  using matches = std::vector<std::pair<std::size_t, std::size_t>>;
+  EXPECT_EQ(idx.last_matches(tags({"x"})), (matches{{0, 1}}));
+  EXPECT_EQ(idx.last_matches(tags({"y"})), (matches{{0, 0}, {1, 0}}));
+  EXPECT_EQ(idx.last_matches(tags({"x", "y"})), (matches{{0, 0}}));
+  EXPECT_EQ(idx.last_matches(query{{query_item{{"A"}, {}}}}),
+            (matches{{0, 0}, {1, 0}}));
+  EXPECT_EQ(idx.last_matches(query{{query_item{{"B"}, {"y"}}}}), matches{});
+  EXPECT_EQ(idx.last_matches(tags({"nowhere"})), matches{});
+}
+
+TEST(ParseIntArray, ParsesPostgresArraysAndRefusesOtherText) {
+  EXPECT_EQ(parse_int_array("{}"), std::vector<std::int64_t>{});
+  EXPECT_EQ(parse_int_array("{3,0,-7}"), (std::vector<std::int64_t>{3, 0, -7}));
+  EXPECT_THROW(parse_int_array("3,0"), dcbd::store_error);
+  EXPECT_THROW(parse_int_array(""), dcbd::store_error);
+}
+
+} // namespace
+} // namespace dcbd::pg
