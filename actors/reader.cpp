@@ -217,14 +217,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       try {
         auto projectors = *model.projectors;
         validate(projectors, st.cfg.limits);
-        auto d = project(*st.backend, projectors, st.cfg.project_chunking);
-        projection reply;
-        reply.states
-          = std::make_shared<const decision_states>(std::move(d.states));
-        reply.condition = std::move(d.condition);
-        reply.head = d.head;
-        reply.events_read = d.events_read;
-        return reply;
+        return project(*st.backend, projectors, st.cfg.project_chunking);
       } catch (...) {
         return error_from_current_exception();
       }

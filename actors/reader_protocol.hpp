@@ -120,18 +120,9 @@ typename Inspector::result_type inspect(Inspector& f, decision_model& x) {
 }
 
 /// A projected decision model: states plus the condition that protects a
-/// decision made on them. The one result type of a projection, for actors
-/// and for C++ callers of the engine.
-struct projection {
-  /// Node-local; see `states_ptr`.
-  states_ptr states;
-  /// Protects a decision made on `states`; absent for an empty model.
-  std::optional<append_condition> condition;
-  /// The head of the snapshot the states were read from.
-  std::uint64_t head = 0;
-  /// How many events were read.
-  std::uint64_t events_read = 0;
-};
+/// decision made on them (store/decision.hpp). The states are node-local; see
+/// `states_ptr`.
+using projection = decision;
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, projection& x) {

@@ -867,7 +867,7 @@ void BM_DirectProject(benchmark::State& state) {
     auto model = ps;
     dcbd::validate(model, dcbd::limits{});
     auto d = dcbd::project(*env.direct, model);
-    if (auto err = check_counts(d.states); !err.empty())
+    if (auto err = check_counts(*d.states); !err.empty())
       return err;
     events += d.events_read;
     return std::string{};

@@ -49,8 +49,10 @@ void validate(std::vector<projector>& projectors, const limits& lim) {
 decision project(event_store& store, const std::vector<projector>& projectors,
                  const stream_options& chunking) {
   decision result;
-  if (projectors.empty())
+  if (projectors.empty()) {
+    result.states = std::make_shared<const decision_states>();
     return result;
+  }
   std::vector<std::any> states;
   states.reserve(projectors.size());
   for (auto& p : projectors)
@@ -77,8 +79,10 @@ decision project(event_store& store, const std::vector<projector>& projectors,
     result.events_read += chunk.size();
   }
   result.head = stream->head();
+  auto out = std::make_shared<decision_states>();
   for (std::size_t i = 0; i < projectors.size(); ++i)
-    result.states.add(projectors[i].id, std::move(states[i]));
+    out->add(projectors[i].id, std::move(states[i]));
+  result.states = std::move(out);
   result.condition = append_condition{std::move(q), result.head};
   return result;
 }

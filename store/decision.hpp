@@ -12,6 +12,7 @@
 
 #include <any>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <typeinfo>
@@ -73,10 +74,12 @@ private:
   std::vector<std::pair<std::string, std::any>> states_;
 };
 
-/// The result of projecting a decision model.
+/// The result of projecting a decision model: the one result type of a
+/// projection, for the store, the actors (as `projection`) and C++ callers.
 struct decision {
-  /// One state per projector.
-  decision_states states;
+  /// One state per projector; never null once projected. Shared, so the
+  /// result is cheap to pass between actors (the states stay node-local).
+  std::shared_ptr<const decision_states> states;
   /// Protects a decision made on `states`: absent for an empty model.
   std::optional<append_condition> condition;
   /// The head of the snapshot the states were read from.

@@ -192,11 +192,11 @@ TYPED_TEST(Project, FeedsEachProjectorOnlyTheEventsItMatches) {
                             recorder("none", query{{item({"Z"}, {})}})};
   validate(ps, limits{});
   auto d = project(*this->store_, ps);
-  EXPECT_EQ(d.states.size(), 4u);
-  EXPECT_EQ(d.states.template get<pos_list>("a"), (pos_list{1, 3}));
-  EXPECT_EQ(d.states.template get<pos_list>("k1"), (pos_list{1, 2, 4}));
-  EXPECT_EQ(d.states.template get<pos_list>("bk3"), (pos_list{5}));
-  EXPECT_EQ(d.states.template get<pos_list>("none"), (pos_list{}));
+  EXPECT_EQ(d.states->size(), 4u);
+  EXPECT_EQ(d.states->template get<pos_list>("a"), (pos_list{1, 3}));
+  EXPECT_EQ(d.states->template get<pos_list>("k1"), (pos_list{1, 2, 4}));
+  EXPECT_EQ(d.states->template get<pos_list>("bk3"), (pos_list{5}));
+  EXPECT_EQ(d.states->template get<pos_list>("none"), (pos_list{}));
   EXPECT_EQ(d.head, 5u);
   // Read once with the union: every event but none matches some projector.
   EXPECT_EQ(d.events_read, 5u);
@@ -220,7 +220,7 @@ TYPED_TEST(Project, ReadsOnlyTheUnionAndFoldsTypedStates) {
   std::vector<projector> ps{std::move(folder)};
   validate(ps, limits{});
   auto d = project(*this->store_, ps);
-  auto& c = d.states.template get<counts>("counts");
+  auto& c = d.states->template get<counts>("counts");
   EXPECT_EQ(c.a, 2);
   EXPECT_EQ(c.last_tag, "k:2");
   EXPECT_EQ(d.events_read, 2u);
@@ -236,8 +236,8 @@ TYPED_TEST(Project, MatchAllProjectorSeesEveryEvent) {
                             recorder("b", query{{item({"B"}, {})}})};
   validate(ps, limits{});
   auto d = project(*this->store_, ps);
-  EXPECT_EQ(d.states.template get<pos_list>("all"), (pos_list{1, 2, 3, 4, 5}));
-  EXPECT_EQ(d.states.template get<pos_list>("b"), (pos_list{2, 5}));
+  EXPECT_EQ(d.states->template get<pos_list>("all"), (pos_list{1, 2, 3, 4, 5}));
+  EXPECT_EQ(d.states->template get<pos_list>("b"), (pos_list{2, 5}));
   ASSERT_TRUE(d.condition);
   EXPECT_TRUE(d.condition->fail_if_events_match.matches_all());
   EXPECT_EQ(d.condition->after, std::optional<std::uint64_t>{5});
@@ -251,8 +251,8 @@ TYPED_TEST(Project, SmallChunksGiveTheSameResult) {
   stream_options chunking;
   chunking.chunk_events = 1;
   auto d = project(*this->store_, ps, chunking);
-  EXPECT_EQ(d.states.template get<pos_list>("k1"), (pos_list{1, 2, 4}));
-  EXPECT_EQ(d.states.template get<pos_list>("b"), (pos_list{2, 5}));
+  EXPECT_EQ(d.states->template get<pos_list>("k1"), (pos_list{1, 2, 4}));
+  EXPECT_EQ(d.states->template get<pos_list>("b"), (pos_list{2, 5}));
   EXPECT_EQ(d.events_read, 4u);
   EXPECT_EQ(d.head, 5u);
 }
@@ -265,8 +265,8 @@ TYPED_TEST(Project, EmptyStoreGivesInitialStatesAndAfterZero) {
                                            })};
   validate(ps, limits{});
   auto d = project(*this->store_, ps);
-  EXPECT_EQ(d.states.template get<pos_list>("a"), (pos_list{}));
-  EXPECT_EQ(d.states.template get<int>("n"), 7);
+  EXPECT_EQ(d.states->template get<pos_list>("a"), (pos_list{}));
+  EXPECT_EQ(d.states->template get<int>("n"), 7);
   EXPECT_EQ(d.head, 0u);
   EXPECT_EQ(d.events_read, 0u);
   ASSERT_TRUE(d.condition);
@@ -276,7 +276,7 @@ TYPED_TEST(Project, EmptyStoreGivesInitialStatesAndAfterZero) {
 TYPED_TEST(Project, EmptyModelHasNoCondition) {
   this->fill();
   auto d = project(*this->store_, {});
-  EXPECT_EQ(d.states.size(), 0u);
+  EXPECT_EQ(d.states->size(), 0u);
   EXPECT_FALSE(d.condition);
   EXPECT_EQ(d.events_read, 0u);
 }
@@ -301,7 +301,7 @@ TYPED_TEST(Project, ConditionFailsOnlyWhenAMatchingEventWasAppended) {
     errc::append_condition_failed, "");
   // Projecting again gives a condition that holds.
   auto again = project(s, ps);
-  EXPECT_EQ(again.states.template get<pos_list>("c"), (pos_list{4, 8}));
+  EXPECT_EQ(again.states->template get<pos_list>("c"), (pos_list{4, 8}));
   EXPECT_EQ(s.append({ev("D", {"k:9"})}, again.condition), 9u);
 }
 
