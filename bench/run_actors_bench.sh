@@ -8,13 +8,15 @@
 #          e.g. --work-stealing.moderate-poll-attempts=0]
 # env:   DCBD_TEST_PG_DSN (set by ./dev), BASELINE_SECONDS (default 10),
 #        BASELINE_PRELOAD (baseline table rows, default 10134),
-#        REPS (benchmark repetitions, default 3)
+#        REPS (benchmark repetitions, default 3),
+#        DCBD_ACTORS_BENCH (the benchmark binary; default: this build's, set
+#        it to another build's to compare before and after in one session)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 
-BIN=build/release/bench/dcbd_actors_bench
+BIN="${DCBD_ACTORS_BENCH:-build/release/bench/dcbd_actors_bench}"
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
 REPS="${REPS:-3}"
 # The baseline table starts each workload with as many rows as the actor

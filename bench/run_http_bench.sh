@@ -8,13 +8,15 @@
 #
 # env: DCBD_TEST_PG_DSN (set by ./dev), SECONDS_PER_RUN (default 10),
 #      CONNECTIONS (default 100), WRK_THREADS (default 2),
-#      BASELINE_SECONDS (default 10)
+#      BASELINE_SECONDS (default 10), DCBD_NODE (the dcbd binary; default:
+#      this build's, set it to another build's to compare before and after)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 
 BIN=build/release/runtime
+NODE="${DCBD_NODE:-$BIN/dcbd}"
 DURATION="${SECONDS_PER_RUN:-10}"
 CONNECTIONS="${CONNECTIONS:-100}"
 WRK_THREADS="${WRK_THREADS:-2}"
@@ -23,7 +25,7 @@ SCHEMA=bench_http
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-bench_require http "$BIN/dcbd"
+bench_require http "$NODE"
 command -v wrk >/dev/null || {
   echo "run_http_bench: wrk is not installed (Debian package wrk)" >&2
   exit 1
@@ -70,6 +72,7 @@ wrk_summary() {
 
 run() {
   bench_header "HTTP benchmark"
+  echo "# node: $NODE"
   echo "# wrk: $WRK_THREADS threads, $CONNECTIONS connections, ${DURATION} s per run"
   echo
   echo "## baseline (before)"
@@ -81,7 +84,7 @@ run() {
   metrics_port="$(free_port)"
   DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
     DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
-    "$BIN/dcbd" >"$TMP/node.log" 2>&1 &
+    "$NODE" >"$TMP/node.log" 2>&1 &
   NODE_PID=$!
   local url="http://127.0.0.1:$http_port" i
   for ((i = 0; i < 300; i++)); do
