@@ -21,6 +21,17 @@ namespace {
 
 // -- helpers for the API ------------------------------------------------------
 
+stream_request stream_of(query q, read_options options, std::uint32_t window,
+                         stream_options chunking) {
+  stream_request req;
+  req.id = fresh_stream_id();
+  req.q = std::move(q);
+  req.options = options;
+  req.window = window;
+  req.chunking = chunking;
+  return req;
+}
+
 template <class T, class Handle, class... Ts>
 void async_request(caf::actor_system& sys, std::chrono::milliseconds timeout,
                    const Handle& dest,
@@ -173,12 +184,7 @@ engine::stream(query q, read_options options, const chunk_handler& on_chunk,
                std::uint32_t window, stream_options chunking) {
   auto& d = *impl_;
   caf::scoped_actor self{d.sys};
-  stream_request req;
-  req.id = fresh_stream_id();
-  req.q = std::move(q);
-  req.options = options;
-  req.window = window;
-  req.chunking = chunking;
+  auto req = stream_of(std::move(q), options, window, chunking);
   auto id = req.id;
   self->send(d.readers(), stream_atom::value, std::move(req),
              caf::actor_cast<caf::actor>(self));
@@ -270,12 +276,7 @@ void engine::stream(query q, read_options options, chunk_handler on_chunk,
                     std::function<void(caf::expected<stream_summary>)> done,
                     std::uint32_t window, stream_options chunking) {
   auto& d = *impl_;
-  stream_request req;
-  req.id = fresh_stream_id();
-  req.q = std::move(q);
-  req.options = options;
-  req.window = window;
-  req.chunking = chunking;
+  auto req = stream_of(std::move(q), options, window, chunking);
   spawn_stream_sink(d.sys, d.readers(), std::move(req), std::move(on_chunk),
                     std::move(done), d.cfg.timeout);
 }
@@ -285,12 +286,7 @@ void engine::stream_paced(
   std::function<void(caf::expected<stream_summary>)> done, std::uint32_t window,
   stream_options chunking) {
   auto& d = *impl_;
-  stream_request req;
-  req.id = fresh_stream_id();
-  req.q = std::move(q);
-  req.options = options;
-  req.window = window;
-  req.chunking = chunking;
+  auto req = stream_of(std::move(q), options, window, chunking);
   spawn_paced_sink(d.sys, d.readers(), std::move(req), std::move(on_chunk),
                    std::move(done), d.cfg.timeout);
 }

@@ -318,6 +318,16 @@ caf::behavior sink_impl(caf::stateful_actor<sink_state>* self,
 
 std::atomic<std::uint64_t> next_stream_id{1};
 
+caf::actor spawn_sink(caf::actor_system& sys, reader_actor readers,
+                      stream_request req, sink_handlers handlers,
+                      summary_handler done,
+                      std::chrono::milliseconds idle_timeout) {
+  if (req.id == 0)
+    req.id = next_stream_id.fetch_add(1, std::memory_order_relaxed);
+  return sys.spawn(sink_impl, std::move(readers), std::move(req),
+                   std::move(handlers), std::move(done), idle_timeout);
+}
+
 } // namespace
 
 std::uint64_t fresh_stream_id() {
@@ -335,22 +345,18 @@ caf::actor spawn_stream_sink(caf::actor_system& sys, reader_actor readers,
                              stream_request req, chunk_handler on_chunk,
                              summary_handler done,
                              std::chrono::milliseconds idle_timeout) {
-  if (req.id == 0)
-    req.id = fresh_stream_id();
-  return sys.spawn(sink_impl, std::move(readers), std::move(req),
-                   sink_handlers{std::move(on_chunk), {}}, std::move(done),
-                   idle_timeout);
+  return spawn_sink(sys, std::move(readers), std::move(req),
+                    sink_handlers{std::move(on_chunk), {}}, std::move(done),
+                    idle_timeout);
 }
 
 caf::actor spawn_paced_sink(caf::actor_system& sys, reader_actor readers,
                             stream_request req, paced_chunk_handler on_chunk,
                             summary_handler done,
                             std::chrono::milliseconds idle_timeout) {
-  if (req.id == 0)
-    req.id = fresh_stream_id();
-  return sys.spawn(sink_impl, std::move(readers), std::move(req),
-                   sink_handlers{{}, std::move(on_chunk)}, std::move(done),
-                   idle_timeout);
+  return spawn_sink(sys, std::move(readers), std::move(req),
+                    sink_handlers{{}, std::move(on_chunk)}, std::move(done),
+                    idle_timeout);
 }
 
 } // namespace dcbd
