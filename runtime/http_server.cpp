@@ -10,6 +10,7 @@
 #include "actors/engine.hpp"
 #include "runtime/json_api.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/wire_codec.hpp"
 #include "store/error.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -332,7 +333,7 @@ private:
   // The request body as a JSON document (JSON or msgpack).
   json body() {
     if (has_type(req_, bhttp::field::content_type, msgpack_type))
-      return http::parse_msgpack(req_.body(), "body");
+      return http::from_msgpack(req_.body(), "body", srv_.cfg.max_body);
     return http::parse_json(req_.body(), "body");
   }
 
@@ -478,8 +479,7 @@ private:
     res->set(bhttp::field::server, "dcbd");
     if (msgpack_out_) {
       res->set(bhttp::field::content_type, msgpack_type);
-      auto bytes = json::to_msgpack(body);
-      res->body().assign(bytes.begin(), bytes.end());
+      res->body() = http::to_msgpack(body);
     } else {
       res->set(bhttp::field::content_type, json_type);
       res->body() = http::dump(body);
@@ -565,10 +565,8 @@ private:
   }
 
   std::string line(const json& j) const {
-    if (msgpack_out_) {
-      auto bytes = json::to_msgpack(j);
-      return std::string(bytes.begin(), bytes.end());
-    }
+    if (msgpack_out_)
+      return http::to_msgpack(j);
     return http::dump(j) + "\n";
   }
 
