@@ -17,6 +17,21 @@
 // same documents; `data` may be binary). `Accept: application/msgpack`
 // asks for msgpack answers. Errors are {"code", "message"} with a 4xx or
 // 5xx status.
+//
+// Where things live (all in runtime/):
+//   http_server.{hpp,cpp}      this façade: assembles the route tables and
+//                              the transport
+//   http_transport.hpp/.cpp,   the wire: accept loop, sessions, timeouts,
+//   http_session.hpp,          keep-alive, limits (413/431/400), graceful
+//   http_chunk_writer.cpp      stop, chunked responses without threads
+//   http_routes.{hpp,cpp}      route, exchange (read the request, answer
+//                              JSON/msgpack), router (labels, 404, 405)
+//   routes_<area>.cpp          one route table per API area: dcb, v1, health
+//   json_api.{hpp,cpp}         JSON shapes of the DCB model
+//   wire_codec.{hpp,cpp}       msgpack <-> JSON documents (the binary wire)
+//
+// A new API area is a new runtime/routes_<area>.cpp, its declaration in
+// http_routes.hpp, and its name in the list in http_server.cpp.
 #pragma once
 
 #include <chrono>

@@ -1,6 +1,7 @@
 // JSON forms of the DCB model for the HTTP API (the dcb.events contract and
 // /v1). Parsing checks shapes and types and names the offending field;
 // limits and normalization are the store's validation (store/validation).
+// Binary (msgpack) bodies become the same documents in runtime/wire_codec.
 //
 //   query          {"items": [{"types": [str...], "tags": [str...]}...]}
 //   read options   {"from": uint, "limit": uint, "backwards": bool}
@@ -25,12 +26,6 @@ using json = nlohmann::json;
 /// Parses JSON text. Throws `store_error(invalid_argument)` naming `field`
 /// and the parser's reason on malformed input.
 json parse_json(std::string_view text, std::string_view field);
-
-/// Parses a msgpack document (the binary variant of the JSON bodies).
-/// Throws `store_error(invalid_argument)` on malformed input or nesting
-/// deeper than `max_depth` (the decoder recurses per level).
-json parse_msgpack(std::string_view bytes, std::string_view field,
-                   std::size_t max_depth = 64);
 
 /// The parsers below throw `store_error(invalid_argument)` naming the field
 /// (e.g. "query.items[1].tags[0] must be a string").

@@ -1,5 +1,6 @@
 #include "store/codec.hpp"
 
+#include "store/codec_msgpack.hpp"
 #include "store/error.hpp"
 
 #include <msgpack.hpp>
@@ -115,24 +116,20 @@ sequenced_event unpack_sequenced(const msgpack::object& o) {
   return se;
 }
 
-// Unpacks exactly one object spanning the whole buffer.
+// Unpacks exactly one object spanning the whole buffer (the shared guard:
+// store/codec_msgpack.hpp) and converts it with `f`.
 template <class F>
 auto decode_whole(std::string_view buf, F&& f) {
+  static const msgpack_wording wording{
+    "malformed msgpack: ",
+    "malformed msgpack: trailing bytes after the object"};
+  auto handle = unpack_guarded(buf, wording);
   try {
-    // Every element takes at least one byte, so no honest count or length
-    // exceeds the buffer size: refuse to allocate for larger claims.
-    auto n = buf.size();
-    msgpack::unpack_limit limits{n, n / 2, n, n, n, 64};
-    std::size_t off = 0;
-    auto handle = msgpack::unpack(buf.data(), n, off, nullptr, nullptr, limits);
-    if (off != buf.size())
-      malformed("trailing bytes after the object");
     return f(handle.get());
   } catch (const store_error&) {
     throw;
   } catch (const std::exception& e) {
-    // msgpack throws insufficient_bytes, parse_error, type_error and
-    // size-limit errors; all mean malformed input.
+    // A msgpack type_error from a conversion means malformed input too.
     malformed(e.what());
   }
 }

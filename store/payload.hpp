@@ -11,9 +11,11 @@
 //
 // Maps (MSGPACK_DEFINE_MAP) keep payloads readable by other languages and
 // tolerate added fields. This header includes msgpack; include it only where
-// payloads are encoded or decoded.
+// payloads are encoded or decoded, and link the CMake target `dcbd_payload`
+// (it carries msgpack-c and MSGPACK_NO_BOOST).
 #pragma once
 
+#include "store/codec_msgpack.hpp"
 #include "store/error.hpp"
 #include "store/model.hpp"
 
@@ -35,21 +37,18 @@ bytes encode_payload(const T& value) {
 }
 
 /// Decodes msgpack bytes into a `T`. Throws `store_error(invalid_argument)`
-/// when the bytes are not msgpack, have trailing bytes, or do not fit `T`.
+/// when the bytes are not msgpack, have trailing bytes, nest deeper than
+/// 64 levels, or do not fit `T` (the guard of store/codec_msgpack.hpp).
 template <class T>
 T decode_payload(std::string_view data) {
+  static const msgpack_wording wording{
+    "payload does not decode: ",
+    "payload has trailing bytes after the msgpack value"};
+  auto handle = unpack_guarded(data, wording);
   try {
-    std::size_t offset = 0;
-    auto handle = msgpack::unpack(data.data(), data.size(), offset);
-    if (offset != data.size())
-      throw store_error(errc::invalid_argument,
-                        "payload has trailing bytes after the msgpack value");
     return handle.get().as<T>();
-  } catch (const store_error&) {
-    throw;
   } catch (const std::exception& e) {
-    throw store_error(errc::invalid_argument,
-                      std::string{"payload does not decode: "} + e.what());
+    throw store_error(errc::invalid_argument, wording.prefix + e.what());
   }
 }
 

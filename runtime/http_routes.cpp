@@ -1,0 +1,300 @@
+#include "runtime/http_routes.hpp"
+
+#include "actors/engine.hpp"
+#include "runtime/json_api.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/wire_codec.hpp"
+
+#include <algorithm>
+#include <iostream>
+#include <utility>
+
+namespace dcbd::http {
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes %XX and '+' of a URL query component.
+std::string url_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0
+               && hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      i += 2;
+    } else if (s[i] == '%') {
+      throw store_error(errc::invalid_argument,
+                        "the URL has a malformed percent-encoding");
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool has_type(const request& req, bhttp::field f, std::string_view type) {
+  auto v = req[f];
+  return std::string_view{v.data(), v.size()}.find(type)
+         != std::string_view::npos;
+}
+
+} // namespace
+
+unsigned status_of(errc code) {
+  switch (code) {
+    case errc::none:
+      return 200;
+    case errc::invalid_argument:
+      return 400;
+    case errc::append_condition_failed:
+      return 409;
+    case errc::overloaded:
+    case errc::unavailable:
+      return 503;
+    case errc::internal:
+      return 500;
+  }
+  return 500;
+}
+
+std::string_view path_of(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
+
+// -- exchange -----------------------------------------------------------------
+
+exchange::exchange(responder r, std::shared_ptr<node_metrics> metrics,
+                   std::string route, std::size_t max_body, bool negotiate)
+  : r_(std::move(r))
+  , metrics_(std::move(metrics))
+  , route_(std::move(route))
+  , max_body_(max_body) {
+  auto target = r_.req().target();
+  auto q = std::string_view{target.data(), target.size()}.find('?');
+  if (q != std::string_view::npos)
+    query_string_ = std::string{target.substr(q + 1)};
+  msgpack_out_ = negotiate
+                 && has_type(r_.req(), bhttp::field::accept, msgpack_type);
+}
+
+exchange::~exchange() {
+  if (answered_)
+    return;
+  try {
+    error(500, "internal", "the handler gave no answer");
+  } catch (const std::exception& e) {
+    std::cerr << "dcbd http: " << route_ << ": " << e.what() << std::endl;
+  }
+}
+
+bool exchange::claim() {
+  if (!answered_.exchange(true))
+    return true;
+  std::cerr << "dcbd http: a second answer on " << route_ << " was dropped"
+            << std::endl;
+  return false;
+}
+
+std::optional<std::string> exchange::parameter(std::string_view key) const {
+  std::string_view qs = query_string_;
+  while (!qs.empty()) {
+    auto amp = qs.find('&');
+    auto pair = qs.substr(0, amp);
+    auto eq = pair.find('=');
+    if (url_decode(pair.substr(0, eq)) == key)
+      return url_decode(eq == std::string_view::npos ? std::string_view{}
+                                                     : pair.substr(eq + 1));
+    if (amp == std::string_view::npos)
+      break;
+    qs.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+json exchange::body() const {
+  if (has_type(req(), bhttp::field::content_type, msgpack_type))
+    return from_msgpack(req().body(), "body", max_body_);
+  return parse_json(req().body(), "body");
+}
+
+std::string exchange::line(const json& j) const {
+  if (msgpack_out_)
+    return to_msgpack(j);
+  return dump(j) + "\n";
+}
+
+void exchange::reply(unsigned status, const json& body,
+                     const std::string& allow) {
+  if (!claim())
+    return;
+  response res{static_cast<bhttp::status>(status), 11};
+  if (msgpack_out_) {
+    res.set(bhttp::field::content_type, msgpack_type);
+    res.body() = to_msgpack(body);
+  } else {
+    res.set(bhttp::field::content_type, json_type);
+    res.body() = dump(body);
+  }
+  if (!allow.empty())
+    res.set(bhttp::field::allow, allow);
+  if (status == 503)
+    res.set(bhttp::field::retry_after, "1");
+  // Counted before the client can see the answer.
+  count(status);
+  r_.respond(std::move(res));
+}
+
+void exchange::error(unsigned status, std::string code, std::string message,
+                     const std::string& allow) {
+  reply(status, json{{"code", std::move(code)}, {"message", message}}, allow);
+}
+
+void exchange::fail(errc code, std::string message) {
+  error(status_of(code), std::string{to_string(code)}, std::move(message));
+}
+
+void exchange::fail(const caf::error& err) {
+  fail(code_of(err), message_of(err));
+}
+
+void exchange::on_strand(std::function<void()> f) {
+  r_.post([self = shared_from_this(), f = std::move(f)] {
+    try {
+      f();
+    } catch (const store_error& e) {
+      self->fail(e.code(), e.what());
+    } catch (const std::exception& e) {
+      self->fail(errc::internal, e.what());
+    }
+  });
+}
+
+std::shared_ptr<chunk_writer>
+exchange::open_stream(std::string_view content_type) {
+  answered_ = true;
+  response_head head{bhttp::status::ok, 11};
+  head.set(bhttp::field::content_type, std::string{content_type});
+  return r_.respond_chunked(std::move(head));
+}
+
+void exchange::count(unsigned status) {
+  if (metrics_)
+    metrics_->http_finished(route_, status, clock::now() - r_.started());
+}
+
+// -- stream slots -------------------------------------------------------------
+
+stream_slots::stream_slots(std::size_t max,
+                           std::shared_ptr<node_metrics> metrics)
+  : max_(max)
+  , metrics_(std::move(metrics)) {
+  // nop
+}
+
+bool stream_slots::acquire() {
+  if (used_.fetch_add(1) >= max_) {
+    --used_;
+    return false;
+  }
+  if (metrics_)
+    metrics_->open_streams().Increment();
+  return true;
+}
+
+void stream_slots::release() {
+  --used_;
+  if (metrics_)
+    metrics_->open_streams().Decrement();
+}
+
+// -- router -------------------------------------------------------------------
+
+router::router(route_table routes, std::shared_ptr<node_metrics> metrics,
+               std::size_t max_body)
+  : routes_(std::move(routes))
+  , metrics_(std::move(metrics))
+  , max_body_(max_body) {
+  // nop
+}
+
+router::match router::find(std::string_view path, bhttp::verb method) const {
+  match m;
+  for (auto& r : routes_) {
+    if (r.path != path)
+      continue;
+    if (r.method == method
+        || (r.method == bhttp::verb::get && method == bhttp::verb::head)) {
+      m.found = &r;
+      return m;
+    }
+    if (!m.allow.empty())
+      m.allow += ", ";
+    m.allow += std::string{bhttp::to_string(r.method)};
+  }
+  return m;
+}
+
+std::string router::label_of(std::string_view path) const {
+  for (auto& r : routes_)
+    if (r.path == path)
+      return r.path;
+  return "other";
+}
+
+std::string router::known() const {
+  std::vector<std::string_view> seen;
+  std::string out;
+  for (auto& r : routes_) {
+    if (!r.advertised
+        || std::find(seen.begin(), seen.end(), r.path) != seen.end())
+      continue;
+    seen.push_back(r.path);
+    out += (out.empty() ? "" : ", ") + r.path;
+  }
+  return out;
+}
+
+void router::dispatch(responder r) const {
+  auto target = r.req().target();
+  auto path = path_of(std::string_view{target.data(), target.size()});
+  auto x = std::make_shared<exchange>(r, metrics_, label_of(path), max_body_);
+  try {
+    auto m = find(path, r.req().method());
+    if (m.found)
+      return m.found->fn(x);
+    if (!m.allow.empty())
+      return x->error(405, "method_not_allowed",
+                      std::string{bhttp::to_string(r.req().method())} + " "
+                        + std::string{path} + " is not allowed; use " + m.allow,
+                      m.allow);
+    x->error(404, "not_found",
+             "no route " + std::string{path} + "; see " + known());
+  } catch (const store_error& e) {
+    x->fail(e.code(), e.what());
+  } catch (const std::exception& e) {
+    x->fail(errc::internal, e.what());
+  }
+}
+
+void router::refuse(responder r, unsigned status, std::string code,
+                    std::string message) const {
+  auto target = r.req().target();
+  auto path = path_of(std::string_view{target.data(), target.size()});
+  auto x = std::make_shared<exchange>(r, metrics_, label_of(path), max_body_,
+                                      false);
+  x->error(status, std::move(code), std::move(message));
+}
+
+} // namespace dcbd::http

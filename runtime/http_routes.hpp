@@ -1,0 +1,229 @@
+// Routing for the HTTP API: a route is a path, a method and a handler; an
+// `exchange` is what a handler reads the request from and answers through
+// (JSON, or msgpack when asked; errors as {"code", "message"}).
+//
+// Each API area has its own route table in its own file:
+//
+//   runtime/routes_dcb.cpp      GET /read, POST /append (dcb.events)
+//   runtime/routes_v1.cpp       POST /v1/append, GET /v1/read, GET /v1/head
+//   runtime/routes_health.cpp   GET /healthz, GET /readyz
+//
+// To add an area: write runtime/routes_<area>.cpp defining
+// `route_table <area>_routes(route_env&)`, declare it below, and add it to
+// the list in runtime/http_server.cpp (and the file to CMakeLists.txt). The
+// router derives everything else from the tables: the metrics `route`
+// label, 404 (naming the advertised routes), 405 with Allow, HEAD on GET.
+#pragma once
+
+#include "runtime/http_server.hpp"
+#include "runtime/http_transport.hpp"
+#include "store/error.hpp"
+
+#include <caf/error.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dcbd::http {
+
+using json = nlohmann::json;
+
+inline constexpr const char* json_type = "application/json";
+inline constexpr const char* msgpack_type = "application/msgpack";
+inline constexpr const char* ndjson_type = "application/x-ndjson";
+
+/// The HTTP status of a store error code.
+unsigned status_of(errc code);
+
+/// One request being answered, on the route `route()` (its metrics label).
+/// Answer once: `reply`, `error`, `fail` or `open_stream`. A handler may
+/// answer later from any thread, keeping the exchange alive meanwhile; one
+/// dropped without an answer answers 500. Every answer is counted in the
+/// metrics before the client can see it (streams count themselves).
+class exchange : public std::enable_shared_from_this<exchange> {
+public:
+  /// With `negotiate`, `Accept: application/msgpack` gets msgpack answers.
+  exchange(responder r, std::shared_ptr<node_metrics> metrics,
+           std::string route, std::size_t max_body, bool negotiate = true);
+
+  ~exchange();
+
+  exchange(const exchange&) = delete;
+  exchange& operator=(const exchange&) = delete;
+
+  const request& req() const {
+    return r_.req();
+  }
+
+  const std::string& route() const {
+    return route_;
+  }
+
+  /// When the request was read.
+  clock::time_point started() const {
+    return r_.started();
+  }
+
+  /// The URL query parameter `key`, decoded. Throws
+  /// `store_error(invalid_argument)` on a malformed percent-encoding.
+  std::optional<std::string> parameter(std::string_view key) const;
+
+  /// The body as a JSON document: JSON, or msgpack with `Content-Type:
+  /// application/msgpack`. Throws `store_error(invalid_argument)` naming
+  /// "body".
+  json body() const;
+
+  /// Whether answers are msgpack.
+  bool msgpack_out() const {
+    return msgpack_out_;
+  }
+
+  /// One document as a stream line: NDJSON, or one msgpack document.
+  std::string line(const json& j) const;
+
+  /// Answers `status` with `body`.
+  void reply(unsigned status, const json& body, const std::string& allow = {});
+
+  /// Answers `status` with {"code": code, "message": message}.
+  void error(unsigned status, std::string code, std::string message,
+             const std::string& allow = {});
+
+  /// Answers a store error with its status (see `status_of`).
+  void fail(errc code, std::string message);
+  void fail(const caf::error& err);
+
+  /// Runs `f` on the connection's strand; what it throws is answered as
+  /// `fail` (if nothing was answered yet).
+  void on_strand(std::function<void()> f);
+
+  /// Answers 200 with a chunked body of `content_type`.
+  std::shared_ptr<chunk_writer> open_stream(std::string_view content_type);
+
+  /// Counts the request in the metrics with `status` (for streams, which
+  /// know their outcome late).
+  void count(unsigned status);
+
+  /// The node's metrics; may be null.
+  node_metrics* metrics() const {
+    return metrics_.get();
+  }
+
+private:
+  bool claim();
+
+  responder r_;
+  std::shared_ptr<node_metrics> metrics_;
+  std::string route_;
+  std::size_t max_body_;
+  std::string query_string_;
+  bool msgpack_out_ = false;
+  std::atomic<bool> answered_{false};
+};
+
+/// Answers one request.
+using handler = std::function<void(const std::shared_ptr<exchange>&)>;
+
+/// A path (exact match), its method (a GET route answers HEAD too) and the
+/// handler.
+struct route {
+  std::string path;
+  bhttp::verb method;
+  handler fn;
+  /// Named in 404 answers (health probes are not).
+  bool advertised = true;
+};
+
+using route_table = std::vector<route>;
+
+/// Streaming responses at once, across areas; past `max`, 503. Keeps the
+/// open-streams gauge.
+class stream_slots {
+public:
+  stream_slots(std::size_t max, std::shared_ptr<node_metrics> metrics);
+
+  /// Takes a slot; false when all are taken.
+  bool acquire();
+
+  /// Gives a slot back.
+  void release();
+
+  std::size_t in_use() const {
+    return used_;
+  }
+
+  std::size_t max() const {
+    return max_;
+  }
+
+private:
+  std::size_t max_;
+  std::shared_ptr<node_metrics> metrics_;
+  std::atomic<std::size_t> used_{0};
+};
+
+/// What route tables are built from. Outlives every handler.
+struct route_env {
+  engine& eng;
+  std::shared_ptr<node_metrics> metrics;
+  http_config cfg;
+  stream_slots& streams;
+};
+
+// -- API areas: one file each -------------------------------------------------
+
+route_table dcb_routes(route_env& env);    // runtime/routes_dcb.cpp
+route_table v1_routes(route_env& env);     // runtime/routes_v1.cpp
+route_table health_routes(route_env& env); // runtime/routes_health.cpp
+
+// -- router -------------------------------------------------------------------
+
+/// Finds the route of a request and runs it; answers 404 and 405 itself.
+class router {
+public:
+  router(route_table routes, std::shared_ptr<node_metrics> metrics,
+         std::size_t max_body);
+
+  /// The route of `path` and `method`; when none, `allow` lists the methods
+  /// the path has (empty: 404).
+  struct match {
+    const route* found = nullptr;
+    std::string allow;
+  };
+
+  match find(std::string_view path, bhttp::verb method) const;
+
+  /// The metrics label of `path`: its route's path, or "other".
+  std::string label_of(std::string_view path) const;
+
+  /// The advertised paths, "/read, /append, ...", for 404 answers.
+  std::string known() const;
+
+  const route_table& routes() const {
+    return routes_;
+  }
+
+  /// Answers a request (transport's `on_request`). Exceptions from the
+  /// handler are answered as errors (`store_error` with its status).
+  void dispatch(responder r) const;
+
+  /// Answers a request the transport could not read (`on_refused`).
+  void refuse(responder r, unsigned status, std::string code,
+              std::string message) const;
+
+private:
+  route_table routes_;
+  std::shared_ptr<node_metrics> metrics_;
+  std::size_t max_body_;
+};
+
+/// The path of a request target (without the query string).
+std::string_view path_of(std::string_view target);
+
+} // namespace dcbd::http

@@ -1,0 +1,155 @@
+// HTTP/1.1 transport on Boost.Beast: what happens on the wire, and nothing
+// about what the requests mean (that is runtime/http_routes.hpp and the
+// route files).
+//
+//   accept loop -> one session per connection, on its own strand:
+//     read the header (idle timeout), then the body (request timeout),
+//     hand the request to `on_request` with a `responder`, write the answer
+//     (write timeout), and read the next request while keep-alive holds.
+//   Requests it cannot read get an answer through `on_refused` and the
+//   connection closes: body over the limit 413, header over 64 KiB 431,
+//   malformed 400.
+//   A chunked response goes through a `chunk_writer` (head, chunks, last
+//   chunk), fed from any thread; no thread is started per stream.
+//
+// It is the network boundary: an exception from a handler or from network
+// input is caught, logged to stderr, and the server carries on.
+//
+// Where it lives: this header (the public face), http_transport.cpp (accept
+// loop, I/O threads, stop, `responder`), http_session.hpp (internal: one
+// connection and its reading/writing), http_chunk_writer.cpp (the writer
+// of chunked responses).
+#pragma once
+
+#include "runtime/http_server.hpp"
+
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace dcbd::http {
+
+namespace bhttp = boost::beast::http;
+
+using request = bhttp::request<bhttp::string_body>;
+using response = bhttp::response<bhttp::string_body>;
+using response_head = bhttp::response<bhttp::empty_body>;
+using clock = std::chrono::steady_clock;
+
+/// Writes one chunked response in order on its connection: the head, then
+/// chunks, then the last chunk. Every call is thread-safe and returns at
+/// once; the writing happens on the session's strand. For long-lived server
+/// pushes too (SSE, NDJSON subscriptions): memory is what is queued, so
+/// pace producers with the completions or watch `queued()`.
+class chunk_writer {
+public:
+  /// Called once per call, on the strand: true once the data is on the
+  /// socket, false when it never will be (the client went away, the write
+  /// timed out, the stream ended or was aborted before).
+  using completion = std::function<void(bool written)>;
+
+  virtual ~chunk_writer() = default;
+
+  /// Queues `data` as one chunk (empty data completes at once).
+  virtual void write(std::string data, completion done = {}) = 0;
+
+  /// Queues the last chunk; the connection then serves its next request
+  /// (keep-alive) or closes. Call it once; the writer refuses writes after.
+  virtual void end(completion done = {}) = 0;
+
+  /// Drops what is queued (completions get false) and closes the
+  /// connection.
+  virtual void abort() = 0;
+
+  /// False once a write failed or the stream was aborted: the client will
+  /// not get what follows.
+  virtual bool open() const = 0;
+
+  /// Chunks queued and not yet written.
+  virtual std::size_t queued() const = 0;
+};
+
+class session;
+
+/// One request read from a connection and the way to answer it. Answer
+/// exactly once, with `respond` or `respond_chunked`, from any thread; a
+/// second answer is logged and dropped. Copies refer to the same request.
+class responder {
+public:
+  /// The request (for a refused one: the header when it was read, else
+  /// an empty request).
+  const request& req() const;
+
+  /// When the request was read.
+  clock::time_point started() const;
+
+  /// Whether the server is stopping (answers then close the connection).
+  bool stopping() const;
+
+  /// Sends `res` (the transport sets Server, keep-alive and the length,
+  /// and drops the body for HEAD).
+  void respond(response res) const;
+
+  /// Sends `head` as a chunked response and returns its writer.
+  std::shared_ptr<chunk_writer> respond_chunked(response_head head) const;
+
+  /// Runs `f` on the connection's strand (from an engine callback, say);
+  /// an exception from `f` is logged.
+  void post(std::function<void()> f) const;
+
+private:
+  friend class session;
+  explicit responder(std::shared_ptr<session> s);
+  std::shared_ptr<session> s_;
+  std::uint64_t serial_;
+};
+
+/// What the transport calls; both run on the connection's strand and
+/// should return quickly.
+struct transport_handlers {
+  /// A request was read.
+  std::function<void(responder r)> on_request;
+  /// A request could not be read; answer it with `status` (400, 413 or
+  /// 431), error code `code` and `message`.
+  std::function<void(responder r, unsigned status, std::string code,
+                     std::string message)>
+    on_refused;
+};
+
+/// Listens and serves until `stop`. Uses `address`, `port`, `threads`,
+/// `max_body` and the timeouts of `http_config`.
+class http_transport {
+public:
+  /// Binds and starts serving. Throws `std::system_error` when it cannot
+  /// bind.
+  http_transport(const http_config& cfg, transport_handlers handlers);
+
+  /// Stops (see `stop`).
+  ~http_transport();
+
+  http_transport(const http_transport&) = delete;
+  http_transport& operator=(const http_transport&) = delete;
+
+  /// The port it listens on.
+  std::uint16_t port() const;
+
+  /// Graceful stop: stops accepting, waits up to `grace` for the requests
+  /// in flight (streams included) to be answered, then closes every
+  /// connection and waits for the sessions to end. Idempotent.
+  void stop(std::chrono::milliseconds grace);
+
+  struct core;
+
+private:
+  std::unique_ptr<core> core_;
+};
+
+} // namespace dcbd::http

@@ -1,0 +1,223 @@
+// Streaming reads (/v1/read) without a thread per stream: many concurrent
+// streams to clients that do not read keep the process's thread count flat
+// and still deliver every event in order; a client that disconnects frees
+// its stream slot.
+#include "runtime/http_client.hpp"
+#include "runtime/http_server.hpp"
+#include "runtime/metrics.hpp"
+#include "tests/support/engine_fixture.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <prometheus/text_serializer.h>
+
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+namespace dcbd::test {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// Threads of this process.
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& e :
+       std::filesystem::directory_iterator{"/proc/self/task"})
+    ++n;
+  return n;
+}
+
+// A client with a small receive buffer, so that a stream it does not read
+// stalls the server after a few kilobytes.
+class slow_client {
+public:
+  explicit slow_client(std::uint16_t port) : stream_(ioc_) {
+    auto& sock = stream_.socket();
+    sock.open(tcp::v4());
+    sock.set_option(net::socket_base::receive_buffer_size(4096));
+    sock.connect({net::ip::make_address("127.0.0.1"), port});
+  }
+
+  void request(const std::string& target) {
+    bhttp::request<bhttp::string_body> req{bhttp::verb::get, target, 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    bhttp::write(stream_, req);
+  }
+
+  // Reads the whole response.
+  bhttp::response<bhttp::string_body> response() {
+    bhttp::response_parser<bhttp::string_body> p;
+    p.body_limit(std::uint64_t{1} << 30);
+    stream_.expires_after(60s);
+    bhttp::read(stream_, buffer_, p);
+    return p.release();
+  }
+
+  // Reads some bytes of the response.
+  std::size_t read_some() {
+    char buf[512];
+    stream_.expires_after(10s);
+    return stream_.read_some(net::buffer(buf));
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
+
+private:
+  net::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+// The value of `series` in a scrape; -1 when absent.
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in{text};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(series + " ", 0) == 0)
+      return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+class HttpStream : public EngineTest {
+protected:
+  static constexpr int events = 400;
+
+  void SetUp() override {
+    EngineTest::SetUp();
+    metrics_ = std::make_shared<node_metrics>();
+    start();
+    std::vector<event> batch;
+    for (int i = 1; i <= events; ++i)
+      batch.push_back(
+        event{"E", {"t"}, std::to_string(i) + std::string(200, 'x'), {}});
+    ASSERT_TRUE(engine_->append(std::move(batch)));
+  }
+
+  void TearDown() override {
+    server_.reset();
+    EngineTest::TearDown();
+  }
+
+  void serve(std::size_t max_streams) {
+    http_config hc;
+    hc.port = 0;
+    hc.max_streams = max_streams;
+    hc.stream_chunk_events = 10;
+    server_.emplace(*engine_, metrics_, hc);
+  }
+
+  double metric(const std::string& series) {
+    return sample(
+      prometheus::TextSerializer().Serialize(metrics_->registry()->Collect()),
+      series);
+  }
+
+  // Waits until the open-streams gauge reads `n`.
+  bool open_streams_reach(double n, std::chrono::seconds wait) {
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (metric("dcb_http_open_streams") == n)
+        return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return metric("dcb_http_open_streams") == n;
+  }
+
+  // Checks a full stream: every event in order, then the head.
+  void expect_complete(const std::string& body) {
+    std::istringstream in{body};
+    std::string line;
+    int expected = 1;
+    json last;
+    while (std::getline(in, line)) {
+      auto j = json::parse(line);
+      if (j.contains("position")) {
+        ASSERT_EQ(j["position"], expected) << "out of order";
+        ASSERT_EQ(
+          j["data"].get<std::string>().rfind(std::to_string(expected) + "x", 0),
+          0u);
+        ++expected;
+      }
+      last = j;
+    }
+    EXPECT_EQ(expected, events + 1) << "events missing";
+    EXPECT_EQ(last, (json{{"head", events}}));
+  }
+
+  std::string target() {
+    return "/v1/read?query=" + client::url_encode(R"({"items": []})");
+  }
+
+  std::shared_ptr<node_metrics> metrics_;
+  std::optional<http_server> server_;
+};
+
+TEST_F(HttpStream, ManyStalledStreamsNeedNoThreadEachAndDeliverAll) {
+  constexpr std::size_t streams = 40;
+  serve(streams + 8);
+  ASSERT_NE(metric("dcb_http_open_streams"), -1) << "gauge missing";
+  auto before = thread_count();
+  std::vector<std::unique_ptr<slow_client>> clients;
+  for (std::size_t i = 0; i < streams; ++i) {
+    clients.push_back(std::make_unique<slow_client>(server_->port()));
+    clients.back()->request(target());
+  }
+  // 400 events of ~260 bytes do not fit the buffers: every stream is open
+  // and stalled on its client.
+  ASSERT_TRUE(open_streams_reach(streams, 20s));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric("dcb_http_open_streams"), streams) << "a stream finished";
+  auto during = thread_count();
+  EXPECT_LT(during, before + 8) << before << " threads before, " << during
+                                << " with " << streams << " open streams";
+  // Now every client reads its stream to the end.
+  for (auto& c : clients) {
+    auto res = c->response();
+    ASSERT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res[bhttp::field::content_type], "application/x-ndjson");
+    expect_complete(res.body());
+  }
+  EXPECT_TRUE(open_streams_reach(0, 10s));
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="200",route="/v1/read"})"),
+            streams);
+}
+
+TEST_F(HttpStream, ClientGoingAwayFreesItsSlot) {
+  serve(1);
+  slow_client gone{server_->port()};
+  gone.request(target());
+  EXPECT_GT(gone.read_some(), 0u);
+  ASSERT_TRUE(open_streams_reach(1, 10s));
+  // The one slot is taken.
+  slow_client second{server_->port()};
+  second.request(target());
+  auto busy = second.response();
+  EXPECT_EQ(busy.result_int(), 503u);
+  EXPECT_EQ(json::parse(busy.body())["code"], "overloaded");
+  // The client leaves with the stream half read.
+  gone.close();
+  EXPECT_TRUE(open_streams_reach(0, 20s)) << "the slot was not freed";
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="499",route="/v1/read"})"),
+            1);
+  slow_client next{server_->port()};
+  next.request(target());
+  auto res = next.response();
+  ASSERT_EQ(res.result_int(), 200u) << res.body();
+  expect_complete(res.body());
+}
+
+} // namespace
+} // namespace dcbd::test
