@@ -128,7 +128,8 @@ json from_msgpack(std::string_view bytes, std::string_view field,
                   std::size_t max_size) {
   auto prefix = std::string{field} + " is not a valid msgpack document: ";
   msgpack_wording wording{prefix, prefix + "trailing bytes after it"};
-  auto handle = unpack_guarded(bytes, wording, max_size);
+  auto handle = unpack_guarded(bytes, wording, max_size, msgpack_max_depth,
+                               max_wire_elements);
   return to_json(handle.get(), field);
 }
 

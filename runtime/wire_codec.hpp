@@ -16,8 +16,15 @@
 
 namespace dcbd::http {
 
-/// Decodes one msgpack document into JSON. No container, string or binary
-/// may exceed `max_size` elements or bytes (callers pass the body limit).
+/// The most elements one container of a request document may hold: the
+/// largest the API accepts is an append's event list (100,000 events at
+/// most, store/model.hpp). It bounds what a short body that claims huge
+/// containers makes the decoder allocate.
+inline constexpr std::size_t max_wire_elements = 100'000;
+
+/// Decodes one msgpack document into JSON. No string or binary may exceed
+/// `max_size` bytes (callers pass the body limit) and no container
+/// `max_wire_elements` elements.
 /// Throws `store_error(errc::invalid_argument)` naming `field` on malformed
 /// or truncated input, trailing bytes, nesting deeper than 64 levels, sizes
 /// over the limit, or map keys that are not strings.

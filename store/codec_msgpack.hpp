@@ -40,19 +40,27 @@ inline constexpr std::size_t msgpack_max_depth = 64;
 
 /// Unpacks exactly one msgpack value spanning all of `buf`. Strings and
 /// binaries of the result point into `buf`: keep `buf` alive while using
-/// it. No container may hold more than `max_size` elements and no string
-/// or binary more than `max_size` bytes (and never more than `buf` could
-/// hold). Throws `store_error(errc::invalid_argument)` worded by `say` on
-/// malformed or truncated input, trailing bytes, nesting deeper than
-/// `max_depth`, or a size over the limits.
+/// it. No string or binary may hold more than `max_size` bytes and no
+/// container more than `max_elements` elements (and never more than `buf`
+/// could hold). msgpack-c allocates a container's slots (16 bytes each, 32
+/// per map entry) when it reads the count, before the elements: a tight
+/// `max_elements` keeps a short body that claims big containers, nested
+/// `max_depth` deep, from costing gigabytes. Throws
+/// `store_error(errc::invalid_argument)` worded by `say` on malformed or
+/// truncated input, trailing bytes, nesting deeper than `max_depth`, or a size
+/// over the limits.
 inline msgpack::object_handle
 unpack_guarded(std::string_view buf, const msgpack_wording& say,
                std::size_t max_size = std::numeric_limits<std::size_t>::max(),
-               std::size_t max_depth = msgpack_max_depth) {
+               std::size_t max_depth = msgpack_max_depth,
+               std::size_t max_elements
+               = std::numeric_limits<std::size_t>::max()) {
   // Every element takes at least one byte (a map entry two), so no honest
   // count or length exceeds the buffer size.
   auto n = std::min(buf.size(), max_size);
-  msgpack::unpack_limit limits{n, n / 2, n, n, n, max_depth};
+  auto elements = std::min(n, max_elements);
+  msgpack::unpack_limit limits{elements, std::min(n / 2, elements), n, n, n,
+                               max_depth};
   // Strings and binaries refer to `buf` instead of being copied.
   auto refer = [](msgpack::type::object_type, std::size_t, void*) {
     return true;
@@ -67,8 +75,10 @@ unpack_guarded(std::string_view buf, const msgpack_wording& say,
                                                 + std::to_string(max_depth)
                                                 + " levels");
   } catch (const msgpack::size_overflow& e) {
-    throw store_error(errc::invalid_argument, say.prefix + e.what() + " (limit "
-                                                + std::to_string(n) + ")");
+    throw store_error(errc::invalid_argument,
+                      say.prefix + e.what()
+                        + " (limits: " + std::to_string(elements)
+                        + " elements, " + std::to_string(n) + " bytes)");
   } catch (const std::exception& e) {
     // insufficient_bytes, parse_error, and std::bad_alloc from the zone.
     throw store_error(errc::invalid_argument, say.prefix + e.what());

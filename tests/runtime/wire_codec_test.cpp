@@ -151,7 +151,8 @@ TEST(WireCodec, RefusesOversizedContainersAndStrings) {
     auto m = refusal([&] {
       from_msgpack(claim, "body");
     });
-    EXPECT_NE(m.find("size overflow (limit 5)"), std::string::npos) << m;
+    EXPECT_NE(m.find("size overflow (limits: 5 elements"), std::string::npos)
+      << m;
   }
   // String and binary claims beyond the input are truncated input.
   for (std::string claim : {std::string{"\xdb\xff\xff\xff\xff"
@@ -168,7 +169,7 @@ TEST(WireCodec, RefusesOversizedContainersAndStrings) {
   EXPECT_EQ(from_msgpack(hundred, "body", 1000).size(), 100u);
   EXPECT_NE(refusal([&] {
               from_msgpack(hundred, "body", 99);
-            }).find("array size overflow (limit 99)"),
+            }).find("array size overflow (limits: 99 elements"),
             std::string::npos);
   auto text = to_msgpack(json(std::string(500, 'x')));
   EXPECT_NE(refusal([&] {
@@ -180,6 +181,28 @@ TEST(WireCodec, RefusesOversizedContainersAndStrings) {
               from_msgpack(bin, "body", 499);
             }).find("bin size overflow"),
             std::string::npos);
+}
+
+// msgpack-c allocates a container's slots when it reads the count. A body
+// of 64 nested arrays each claiming 1,000,000 elements, padded to 16 MiB so
+// that the claims fit the input, would make it reserve 64 x 16 MB; the
+// element bound refuses the first claim instead.
+TEST(WireCodec, BoundsContainerClaimsBelowTheBodySize) {
+  std::string claim{"\xdd\x00\x0f\x42\x40", 5}; // array32 of 1,000,000
+  std::string body;
+  for (int i = 0; i < 64; ++i)
+    body += claim;
+  body.resize(std::size_t{16} << 20, '\xc0'); // nil padding
+  auto m = refusal([&] {
+    http::from_msgpack(body, "body", std::size_t{16} << 20);
+  });
+  EXPECT_NE(m.find("array size overflow (limits: 100000 elements"),
+            std::string::npos)
+    << m;
+  // The largest honest container of the API still decodes.
+  auto events = to_msgpack(json(std::vector<int>(http::max_wire_elements, 1)));
+  EXPECT_EQ(from_msgpack(events, "body", std::size_t{16} << 20).size(),
+            http::max_wire_elements);
 }
 
 TEST(WireCodec, RefusesGarbageAndNonStringKeys) {

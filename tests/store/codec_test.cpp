@@ -677,12 +677,21 @@ TEST(CodecGuard, UnpackGuardedHonoursAnExplicitSizeLimit) {
   auto message = store_error_message([&] {
     dcbd::unpack_guarded(ten, say, 9);
   });
-  EXPECT_EQ(message, "x: array size overflow (limit 9)");
+  EXPECT_EQ(message, "x: array size overflow (limits: 9 elements, 9 bytes)");
   auto str = std::string{"\xa5hello"};
   EXPECT_EQ(store_error_message([&] {
               dcbd::unpack_guarded(str, say, 4);
             }),
-            "x: str size overflow (limit 4)");
+            "x: str size overflow (limits: 4 elements, 4 bytes)");
+  // An element bound tighter than the size bound caps containers only.
+  EXPECT_EQ(store_error_message([&] {
+              dcbd::unpack_guarded(ten, say, 100, dcbd::msgpack_max_depth, 9);
+            }),
+            "x: array size overflow (limits: 9 elements, 11 bytes)");
+  EXPECT_EQ(dcbd::unpack_guarded(str, say, 100, dcbd::msgpack_max_depth, 1)
+              .get()
+              .via.str.size,
+            5u);
 }
 
 // -- fuzzing -----------------------------------------------------------------
