@@ -5,6 +5,7 @@
 
 #include "runtime/http_server.hpp"
 #include "runtime/metrics.hpp"
+#include "tests/runtime/http_test_client.hpp"
 #include "tests/support/engine_fixture.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -108,15 +109,7 @@ TEST(RouteTable, PathsWithSeveralMethodsListThemAll) {
   EXPECT_EQ(r.known(), "/things");
 }
 
-// The value of `series` in a scrape; -1 when absent.
-double sample(const std::string& text, const std::string& series) {
-  std::istringstream in{text};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(series + " ", 0) == 0)
-      return std::stod(line.substr(series.size() + 1));
-  return -1;
-}
+using http_support::sample;
 
 TEST_F(Route, EveryRouteIsCountedUnderItsTableLabel) {
   namespace net = boost::asio;
