@@ -49,6 +49,11 @@ using clock = std::chrono::steady_clock;
 /// once; the writing happens on the session's strand. For long-lived server
 /// pushes too (SSE, NDJSON subscriptions): memory is what is queued, so
 /// pace producers with the completions or watch `queued()`.
+///
+/// Not yet done (for the subscriptions issue): a client that goes away is
+/// noticed only when a write to it fails. A long-lived push that stays idle
+/// (no events, before its next heartbeat) should also read from the socket
+/// while it streams, so a closed connection frees its slot at once.
 class chunk_writer {
 public:
   /// Called once per call, on the strand: true once the data is on the
