@@ -6,6 +6,7 @@
 // one `append_validated` call. While that call blocks (the actor is detached),
 // new requests pile up in the mailbox and become the next group. Groups are
 // cut early when they reach the request, event or byte bounds.
+#include "actors/errors.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/validation.hpp"
 
@@ -172,15 +173,7 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
     commit(self);
     self->quit(std::move(em.reason));
   });
-  self->set_exception_handler([self](std::exception_ptr& eptr) -> caf::error {
-    try {
-      std::rethrow_exception(eptr);
-    } catch (const std::exception& e) {
-      return caf::make_error(errc::internal, std::string{e.what()});
-    } catch (...) {
-      return caf::make_error(errc::internal, "unknown exception");
-    }
-  });
+  detail::install_exception_handler(self);
   return {
     [self](append_atom, validated_append& req) -> caf::result<append_ack> {
       auto& st = self->state;
@@ -217,10 +210,8 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
     [self](head_atom) -> caf::result<std::uint64_t> {
       try {
         return self->state.backend->head();
-      } catch (const store_error& e) {
-        return to_error(e);
-      } catch (const std::exception& e) {
-        return caf::make_error(errc::internal, std::string{e.what()});
+      } catch (...) {
+        return detail::error_from_current_exception();
       }
     },
     [self](listen_atom, const caf::actor& listener) {
