@@ -3,6 +3,7 @@
 #include "actors/engine.hpp"
 
 #include "actors/pool.hpp"
+#include "store/pg_listener.hpp"
 #include "store/pg_store.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -77,6 +78,8 @@ struct engine::impl {
   store_actor store;
   caf::actor reader_pool;
   caf::actor appender_pool;
+  bus_actor bus;
+  std::unique_ptr<pg_listener> listener;
 
   impl(caf::actor_system& s, engine_config c) : sys(s), cfg(std::move(c)) {
     // nop
@@ -131,6 +134,17 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
       return caf::actor_cast<caf::actor>(spawn_appender(sys, acfg));
     },
     d.cfg.appenders);
+  auto bcfg = d.cfg.bus;
+  bcfg.limits = d.cfg.store.limits;
+  bcfg.read_timeout = d.cfg.timeout;
+  d.bus = spawn_bus(sys, d.store, d.readers(), std::move(bcfg));
+  if (d.cfg.listen && !d.cfg.store_factory) {
+    auto bus = d.bus;
+    d.listener
+      = std::make_unique<pg_listener>(d.cfg.store, [bus](std::uint64_t head) {
+          caf::anon_send(bus, wake_atom::value, head);
+        });
+  }
 }
 
 engine::~engine() {
@@ -141,10 +155,13 @@ engine::~engine() {
     self->send_exit(a, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {});
   };
-  // The appenders first, which still need the readers and the store for
-  // the commands they are running; then the readers; then the store, which
+  // The listener and the appenders first (the appenders still need the
+  // readers and the store for the commands they are running); then the bus,
+  // which ends every subscription; then the readers; then the store, which
   // commits what it has taken before it exits.
+  d.listener.reset();
   stop_pool(d.sys, d.appender_pool);
+  stop(caf::actor_cast<caf::actor>(d.bus));
   stop_pool(d.sys, d.reader_pool);
   stop(caf::actor_cast<caf::actor>(d.store));
 }
@@ -163,6 +180,19 @@ reader_actor engine::readers() const {
 
 const std::shared_ptr<store_gate>& engine::gate() const {
   return impl_->gate;
+}
+
+bus_actor engine::bus() const {
+  return impl_->bus;
+}
+
+int engine::listener_pid() const {
+  return impl_->listener ? impl_->listener->backend_pid() : 0;
+}
+
+void subscription::cancel() const {
+  if (bus_)
+    caf::anon_send(bus_, cancel_atom::value, id_);
 }
 
 // -- blocking calls -----------------------------------------------------------
@@ -249,6 +279,12 @@ caf::expected<store_stats> engine::stats() {
                                        stats_atom::value);
 }
 
+caf::expected<dcbd::bus_stats> engine::bus_stats() {
+  auto& d = *impl_;
+  return blocking_request<dcbd::bus_stats>(d.sys, d.cfg.timeout, d.bus,
+                                           bus_stats_atom::value);
+}
+
 // -- asynchronous calls -------------------------------------------------------
 
 void engine::append(append_request req,
@@ -308,6 +344,40 @@ void engine::execute(command cmd,
     d.sys, d.cfg.timeout, d.appenders(), std::move(done), execute_atom::value,
     command_request{std::move(name),
                     std::make_shared<const command>(std::move(cmd))});
+}
+
+// -- subscriptions ------------------------------------------------------------
+
+subscription
+engine::subscribe(query q, std::uint64_t after,
+                  std::function<void(std::vector<bus_item>&)> on_items,
+                  subscription_end_handler on_end, subscribe_options opts) {
+  return subscribe_paced(
+    std::move(q), after,
+    [on_items = std::move(on_items)](std::vector<bus_item>& items,
+                                     std::function<void(bool)> ack) {
+      if (!items.empty())
+        on_items(items);
+      ack(true);
+    },
+    std::move(on_end), opts);
+}
+
+subscription engine::subscribe_paced(query q, std::uint64_t after,
+                                     paced_items_handler on_items,
+                                     subscription_end_handler on_end,
+                                     subscribe_options opts) {
+  auto& d = *impl_;
+  subscribe_request req;
+  req.id = fresh_stream_id();
+  req.q = std::move(q);
+  req.after = after;
+  req.credit = std::max<std::uint32_t>(opts.credit, 1);
+  req.heartbeat = opts.heartbeat;
+  auto id = req.id;
+  spawn_subscription_sink(d.sys, d.bus, std::move(req), std::move(on_items),
+                          std::move(on_end), d.cfg.bus.metrics);
+  return subscription{d.bus, id};
 }
 
 } // namespace dcbd

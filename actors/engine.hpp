@@ -14,6 +14,7 @@
 #pragma once
 
 #include "actors/appender_protocol.hpp"
+#include "actors/bus_protocol.hpp"
 #include "actors/reader_protocol.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/decision.hpp"
@@ -58,6 +59,49 @@ struct engine_config {
   std::chrono::milliseconds timeout{30'000};
   /// Store hooks (group size, latency, results); may be null.
   std::shared_ptr<store_metrics> metrics;
+  /// The event bus (`limits` and `read_timeout` are taken from `store` and
+  /// `timeout`).
+  bus_config bus;
+  /// Follow commits of other processes through LISTEN (PostgreSQL only; the
+  /// bus polls besides).
+  bool listen = true;
+};
+
+/// How a subscription is delivered.
+struct subscribe_options {
+  /// Events handed out and not yet consumed, at most.
+  std::uint32_t credit = 1024;
+  /// A heartbeat item after this long without any (0: none).
+  std::chrono::milliseconds heartbeat{0};
+};
+
+/// A live subscription; copies name the same one. `cancel` ends it (its end
+/// handler then runs with code none).
+class subscription {
+public:
+  subscription() = default;
+
+  /// Ends the subscription; harmless when it has ended. Thread-safe.
+  void cancel() const;
+
+  std::uint64_t id() const noexcept {
+    return id_;
+  }
+
+  explicit operator bool() const noexcept {
+    return id_ != 0;
+  }
+
+private:
+  friend class engine;
+  subscription(bus_actor bus, std::uint64_t id)
+    : bus_(std::move(bus))
+    , id_(id) {
+    // nop
+  }
+
+  bus_actor bus_;
+  std::uint64_t id_ = 0;
 };
 
 /// Owns the actors of one node's event store. Not copyable; destroying it
@@ -89,6 +133,13 @@ public:
 
   /// Admission control in front of the store actor.
   const std::shared_ptr<store_gate>& gate() const;
+
+  /// The event bus.
+  bus_actor bus() const;
+
+  /// The server process id of the bus's LISTEN connection (0 when there is
+  /// none or it is down).
+  int listener_pid() const;
 
   // -- blocking calls --------------------------------------------------------
 
@@ -123,6 +174,9 @@ public:
 
   /// The store actor's counters.
   caf::expected<store_stats> stats();
+
+  /// The bus's counters.
+  caf::expected<dcbd::bus_stats> bus_stats();
 
   // -- asynchronous calls ----------------------------------------------------
 
@@ -159,6 +213,28 @@ public:
 
   void execute(command cmd,
                std::function<void(caf::expected<command_outcome>)> done);
+
+  // -- subscriptions
+  // -----------------------------------------------------------
+
+  /// Follows the events matching `q` after position `after`: first those
+  /// already in the log, then new ones as they are committed (by any
+  /// process on the database), in order, each once, with no gaps (see
+  /// actors/bus_protocol.hpp for the items). `on_items` runs on an actor
+  /// thread, one batch at a time; returning consumes the batch. `on_end`
+  /// runs once: cancelled (code none), a bad query or `after`
+  /// (invalid_argument), or the node stopping (unavailable).
+  subscription subscribe(query q, std::uint64_t after,
+                         std::function<void(std::vector<bus_item>&)> on_items,
+                         subscription_end_handler on_end,
+                         subscribe_options opts = {});
+
+  /// Like `subscribe`, but `on_items` acknowledges each batch itself when
+  /// it is done with it (e.g. once it is on a socket), so a slow consumer
+  /// holds at most `opts.credit` events.
+  subscription
+  subscribe_paced(query q, std::uint64_t after, paced_items_handler on_items,
+                  subscription_end_handler on_end, subscribe_options opts = {});
 
 private:
   struct impl;

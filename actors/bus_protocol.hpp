@@ -1,0 +1,248 @@
+// The event bus: one per node. Subscriptions by DCB query from a position,
+// delivered in order, gap-free and duplicate-free (DESIGN §3, API.md §5).
+//
+// Where events come from: the store actor announces each committed group
+// (`committed_atom`); commits of other processes on the same database wake
+// the bus (`wake_atom`, from the NOTIFY listener) and it also polls. The
+// bus reads past the last position it knows through the readers, so it
+// applies the log strictly in position order, each event once, for all
+// subscribers (one match per query, however many subscribe to it).
+//
+// A subscription (KurrentDB's loop): registered live at once; catches up
+// `(after, ...]` with paged reads through the readers until it meets the
+// live feed, then takes events from the feed. Each subscriber has a bounded
+// queue in the bus; when the feed finds it full, the subscriber falls behind
+// (counted) and goes back to paged reads from where its queue ends. Writers
+// never wait for subscribers; nothing is dropped or repeated.
+//
+// Messages:
+//   (subscribe_atom, subscribe_request, actor sink)
+//       the bus sends the sink (bus_batch_atom, bus_batch) messages, the
+//       first one right after the subscription is accepted (possibly with
+//       no items), and at the end exactly one (bus_end_atom, bus_end). It
+//       never has more events unacknowledged than the credit granted: the
+//       sink grants more with (credit_atom, id, n) (n events; cumulative).
+//       Control items (checkpoint, caught_up, heartbeat) take no credit.
+//   (cancel_atom, id)           ends a subscription; its bus_end says
+//                               "cancelled" (code none)
+//   (committed_atom, committed_events)   from the store actor
+//   (wake_atom, head)           "the log may have grown" (0: unknown head)
+//   (bus_stats_atom)            -> bus_stats
+// A sink that exits ends its subscriptions. When the bus stops (the node
+// stops), every subscription ends with `unavailable`.
+#pragma once
+
+#include "actors/reader_protocol.hpp"
+#include "actors/store_protocol.hpp"
+#include "store/model.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dcbd {
+
+/// What a subscriber receives, in order.
+enum class bus_item_kind : std::uint8_t {
+  /// A matching event.
+  event,
+  /// Every matching event at or below `position` has been delivered; sent
+  /// at most every `checkpoint_interval` while the log moves past events
+  /// that do not match, never past an undelivered match.
+  checkpoint,
+  /// The catch-up is done: every matching event at or below `position` (the
+  /// head when the subscription started, or later) has been delivered.
+  /// Once per subscription.
+  caught_up,
+  /// Nothing was sent for `heartbeat`; the subscription is alive.
+  heartbeat,
+};
+
+/// Returns "event", "checkpoint", "caught_up" or "heartbeat".
+const char* to_string(bus_item_kind k) noexcept;
+
+/// One item of a subscription.
+struct bus_item {
+  bus_item_kind kind = bus_item_kind::event;
+  /// The event's position; for a checkpoint or caught_up the position
+  /// everything matching at or below has been delivered.
+  std::uint64_t position = 0;
+  /// Events: the position of the previous event matching the same query
+  /// (0 if none), also for the first event after `after`.
+  std::uint64_t prev = 0;
+  /// The last position the bus knew of when it made the item.
+  std::uint64_t head = 0;
+  /// Events only; shared by every subscriber it goes to.
+  std::shared_ptr<const sequenced_event> event;
+  /// Events only: it came from the live feed, not from a catch-up read (so
+  /// its commit time measures the commit-to-delivery latency).
+  bool live = false;
+};
+
+/// Asks for a subscription.
+struct subscribe_request {
+  /// Chosen by the sink (see `fresh_stream_id`); names the subscription in
+  /// batches, credits, cancel and the end.
+  std::uint64_t id = 0;
+  /// Which events; validated by the bus.
+  dcbd::query q;
+  /// Deliver events after this position.
+  std::uint64_t after = 0;
+  /// Events the sink takes before it grants more.
+  std::uint32_t credit = 1024;
+  /// Send a heartbeat after this long without an item (0: never).
+  std::chrono::milliseconds heartbeat{0};
+};
+
+/// Items for one subscription, in order.
+struct bus_batch {
+  std::uint64_t id = 0;
+  std::vector<bus_item> items;
+};
+
+/// The end of a subscription and why: `code` none when cancelled, else
+/// invalid_argument (a bad request) or unavailable (the node is stopping).
+struct bus_end {
+  std::uint64_t id = 0;
+  errc code = errc::none;
+  std::string message;
+  /// The last position delivered (event or checkpoint); resume from it.
+  std::uint64_t position = 0;
+};
+
+/// Counters of the bus since it started.
+struct bus_stats {
+  /// The last position the bus has applied.
+  std::uint64_t head = 0;
+  std::uint64_t subscriptions = 0;
+  /// Events handed to sinks.
+  std::uint64_t delivered = 0;
+  /// Times a subscriber's queue was full and it went back to reading.
+  std::uint64_t fell_behind = 0;
+  /// Events the bus read itself (commits of other processes, or announced
+  /// out of order) rather than took from the local store's announcements.
+  std::uint64_t fed_by_reads = 0;
+  /// Catch-up reads done for subscribers.
+  std::uint64_t catch_up_reads = 0;
+};
+
+} // namespace dcbd
+
+// The bus and its subscribers live in one node: subscriptions do not cross
+// node boundaries, so these are not serialized.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::subscribe_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::bus_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::bus_end)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::bus_stats)
+
+namespace dcbd {
+
+using subscribe_atom = caf::atom_constant<caf::atom("dcbSub")>;
+using bus_batch_atom = caf::atom_constant<caf::atom("dcbBatch")>;
+using bus_end_atom = caf::atom_constant<caf::atom("dcbSubEnd")>;
+using wake_atom = caf::atom_constant<caf::atom("dcbWake")>;
+using bus_stats_atom = caf::atom_constant<caf::atom("dcbBusStat")>;
+using tick_atom = caf::atom_constant<caf::atom("dcbTick")>;
+
+/// What a subscription sink must accept.
+using subscription_sink_actor
+  = caf::typed_actor<caf::reacts_to<bus_batch_atom, bus_batch>,
+                     caf::reacts_to<bus_end_atom, bus_end>>;
+
+using bus_actor = caf::typed_actor<
+  caf::reacts_to<subscribe_atom, subscribe_request, caf::actor>,
+  caf::reacts_to<credit_atom, std::uint64_t, std::uint32_t>,
+  caf::reacts_to<cancel_atom, std::uint64_t>,
+  caf::reacts_to<committed_atom, committed_events>,
+  caf::reacts_to<wake_atom, std::uint64_t>,
+  caf::replies_to<bus_stats_atom>::with<bus_stats>, caf::reacts_to<tick_atom>>;
+
+/// Hooks the bus and its sinks call; the node implements them with
+/// Prometheus. Called on actor threads; keep them cheap.
+class bus_metrics {
+public:
+  virtual ~bus_metrics() = default;
+
+  /// The bus applied the log up to `position`.
+  virtual void head(std::uint64_t position) {
+    (void) position;
+  }
+
+  /// Subscriptions open now.
+  virtual void subscriptions(std::size_t n) {
+    (void) n;
+  }
+
+  /// `n` events went to sinks.
+  virtual void delivered(std::size_t n) {
+    (void) n;
+  }
+
+  /// A subscriber's queue was full; it went back to reading.
+  virtual void fell_behind() {
+    // nop
+  }
+
+  /// A live event reached its subscriber `latency` after its commit.
+  virtual void commit_to_delivery(std::chrono::nanoseconds latency) {
+    (void) latency;
+  }
+};
+
+/// Settings of the bus.
+struct bus_config {
+  /// Events a subscriber's queue holds in the bus (at least 2).
+  std::size_t queue_events = 2048;
+  /// Most events in one batch to a sink.
+  std::size_t batch_events = 512;
+  /// Most catch-up reads in flight at once, across subscribers.
+  std::size_t max_reads = 8;
+  /// Events per read of the log past the bus head (other processes).
+  std::size_t feed_page = 1000;
+  /// How often the bus reads past its head without being woken.
+  std::chrono::milliseconds poll{500};
+  /// Least time between two checkpoints of a subscription.
+  std::chrono::milliseconds checkpoint_interval{1000};
+  /// The bus's clock: heartbeats, checkpoints and polls are checked this
+  /// often.
+  std::chrono::milliseconds tick{50};
+  /// Timeout of one read.
+  std::chrono::milliseconds read_timeout{30'000};
+  /// Input limits (for subscription queries).
+  dcbd::limits limits;
+  /// Hooks; may be null.
+  std::shared_ptr<bus_metrics> metrics;
+};
+
+/// Spawns the bus: it listens on `store`'s commits and reads through
+/// `readers`. Scheduled (it never blocks).
+bus_actor spawn_bus(caf::actor_system& sys, store_actor store,
+                    reader_actor readers, bus_config cfg);
+
+// -- subscription sinks -------------------------------------------------------
+
+/// Called with each batch, on an actor thread. Call `ack` exactly once, from
+/// any thread, when the batch is consumed: `ack(true)` grants as much credit
+/// as the batch's events took, `ack(false)` cancels the subscription.
+using paced_items_handler = std::function<void(std::vector<bus_item>& items,
+                                               std::function<void(bool)> ack)>;
+
+/// Called once at the end of a subscription.
+using subscription_end_handler = std::function<void(const bus_end&)>;
+
+/// Spawns an actor that subscribes `req` at `bus` and hands every batch to
+/// `on_items`; `on_end` runs once at the end. The sink measures commit-to-
+/// delivery latency at `ack(true)` (if `metrics`).
+caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
+                                   subscribe_request req,
+                                   paced_items_handler on_items,
+                                   subscription_end_handler on_end,
+                                   std::shared_ptr<bus_metrics> metrics);
+
+} // namespace dcbd
