@@ -2,6 +2,14 @@
 // written one at a time on the session's strand. A failed write (the client
 // went away, the write timed out) closes the connection and completes what
 // is queued with false; `end` hands the connection back to the session.
+//
+// `watch_close` keeps one read pending on the raw socket while the response
+// streams (bypassing the tcp_stream, so its timer stays the write timeout's):
+// a request/response connection has nothing more to say until the response
+// ended, so whatever completes that read (data, EOF, reset) means the client
+// is gone or misbehaving. The read holds the writer only weakly: a writer
+// dropped without `end` still ends its request, which closes the socket and
+// so finishes the read.
 #include "runtime/http_session.hpp"
 
 #include <deque>
@@ -90,6 +98,12 @@ public:
     return open_;
   }
 
+  void watch_close(std::function<void()> on_closed) override {
+    s_->post([self = shared_from_this(), f = std::move(on_closed)]() mutable {
+      self->watch(std::move(f));
+    });
+  }
+
   std::size_t queued() const override {
     return queued_;
   }
@@ -154,7 +168,7 @@ private:
   }
 
   // The connection broke (or the stream was aborted): nothing more goes
-  // out; what is queued completes with false.
+  // out; what is queued completes with false, then `on_closed` runs.
   void fail() {
     open_ = false;
     s_->shut();
@@ -167,13 +181,70 @@ private:
       if (it.kind == item::last)
         finish(false);
     }
+    notify_closed();
   }
 
   void finish(bool ok) {
     if (finished_)
       return;
     finished_ = true;
+    // Ended normally, `on_closed` never runs: drop it now, as it may hold
+    // this writer (a failure runs it, which drops it too).
+    if (ok)
+      on_closed_ = nullptr;
     s_->done(ok);
+  }
+
+  // -- close detection --------------------------------------------------------
+
+  void watch(std::function<void()> f) {
+    if (watching_) {
+      log_error("chunk writer", "watch_close was called twice; ignored");
+      return;
+    }
+    watching_ = true;
+    if (!open_) {
+      // Failed (or refused) before: the client is gone already.
+      on_closed_ = std::move(f);
+      return notify_closed();
+    }
+    if (finished_)
+      return; // Ended normally: nothing left to watch.
+    on_closed_ = std::move(f);
+    // The pending read would race the session's next request read.
+    auto& s = *s_;
+    s.keep_alive_ = false;
+    if (!serializer_)
+      head_.keep_alive(false);
+    // Bytes already read past the request were sent by the client too.
+    if (s.buffer_.size() > 0)
+      return fail();
+    s.stream_.socket().async_read_some(
+      net::buffer(s.watch_buf_),
+      net::bind_executor(s.stream_.get_executor(),
+                         [w = weak_from_this(), keep = s_](beast::error_code,
+                                                           std::size_t) {
+                           if (auto self = w.lock())
+                             self->on_watch();
+                         }));
+  }
+
+  // The watch read completed: data, EOF, reset, or the socket was closed
+  // under it (the response ended, the writer failed, the server stops).
+  void on_watch() {
+    if (finished_ && open_)
+      return; // The response ended; the connection closes.
+    if (open_)
+      return fail();
+    notify_closed();
+  }
+
+  void notify_closed() {
+    if (!on_closed_)
+      return;
+    auto f = std::move(on_closed_);
+    on_closed_ = nullptr;
+    guarded("close handler", f);
   }
 
   std::shared_ptr<session> s_;
@@ -185,6 +256,8 @@ private:
   bool ended_ = false;
   bool finished_ = false;
   bool started_ = false;
+  bool watching_ = false;
+  std::function<void()> on_closed_;
   std::atomic<bool> open_{true};
   std::atomic<std::size_t> queued_{0};
 };

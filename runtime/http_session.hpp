@@ -17,6 +17,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <iostream>
@@ -292,6 +293,8 @@ private:
   core& srv_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  // Where a chunk writer's close detection reads to (and discards).
+  std::array<char, 64> watch_buf_{};
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   request req_;
   bool keep_alive_ = false;

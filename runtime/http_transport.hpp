@@ -10,7 +10,9 @@
 //   connection closes: body over the limit 413, header over 64 KiB 431,
 //   malformed 400.
 //   A chunked response goes through a `chunk_writer` (head, chunks, last
-//   chunk), fed from any thread; no thread is started per stream.
+//   chunk), fed from any thread; no thread is started per stream. A
+//   long-lived one watches its socket (`watch_close`) to notice at once a
+//   client that goes away.
 //
 // It is the network boundary: an exception from a handler or from network
 // input is caught, logged to stderr, and the server carries on.
@@ -48,12 +50,9 @@ using clock = std::chrono::steady_clock;
 /// chunks, then the last chunk. Every call is thread-safe and returns at
 /// once; the writing happens on the session's strand. For long-lived server
 /// pushes too (SSE, NDJSON subscriptions): memory is what is queued, so
-/// pace producers with the completions or watch `queued()`.
-///
-/// Not yet done (for the subscriptions issue): a client that goes away is
-/// noticed only when a write to it fails. A long-lived push that stays idle
-/// (no events, before its next heartbeat) should also read from the socket
-/// while it streams, so a closed connection frees its slot at once.
+/// pace producers with the completions or watch `queued()`. A long-lived
+/// push that may stay idle calls `watch_close`, so that a client that goes
+/// away frees its resources at once, not at the next failed write.
 class chunk_writer {
 public:
   /// Called once per call, on the strand: true once the data is on the
@@ -80,6 +79,19 @@ public:
 
   /// Chunks queued and not yet written.
   virtual std::size_t queued() const = 0;
+
+  /// Watches the connection while the response streams: when the client
+  /// closes it (EOF, reset) or sends anything, the writer fails as if a
+  /// write had failed (open() turns false, queued completions get false) and
+  /// `on_closed` runs once on the strand. The connection is not reused
+  /// after the response (keep-alive off). Call at most once, after opening.
+  ///
+  /// `on_closed` also runs (once) when the writer fails for any other
+  /// reason: a failed or timed-out write, `abort`, the server stopping; at
+  /// once if it had failed before the call. It never runs for a response
+  /// that ended normally (its last chunk was written): it is then dropped
+  /// unrun, so whatever it holds is freed either way.
+  virtual void watch_close(std::function<void()> on_closed) = 0;
 };
 
 class session;
