@@ -5,8 +5,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <mutex>
 
 namespace dcbd::client {
 
@@ -115,6 +117,97 @@ response connection::call(std::string_view method, const std::string& target,
   if (!res.keep_alive())
     d.close();
   return response{res.result_int(), std::move(res.body())};
+}
+
+// -- streaming_get ------------------------------------------------------------
+
+struct streaming_get::impl {
+  endpoint ep;
+  std::string target;
+  headers extra;
+  net::io_context ioc;
+  tcp::socket socket{ioc};
+  std::mutex mtx;
+  bool closed = false;
+};
+
+streaming_get::streaming_get(endpoint ep, std::string target, headers extra)
+  : impl_(std::make_unique<impl>()) {
+  impl_->ep = std::move(ep);
+  impl_->target = std::move(target);
+  impl_->extra = std::move(extra);
+}
+
+streaming_get::~streaming_get() = default;
+
+void streaming_get::close() {
+  auto& d = *impl_;
+  std::lock_guard guard{d.mtx};
+  d.closed = true;
+  beast::error_code ec;
+  // shutdown wakes a blocked read on another thread; close follows in run.
+  d.socket.shutdown(tcp::socket::shutdown_both, ec);
+}
+
+bool streaming_get::run(const std::function<void(const stream_head&)>& on_head,
+                        const std::function<bool(std::string_view)>& on_data) {
+  auto& d = *impl_;
+  beast::error_code ec;
+  tcp::resolver resolver{d.ioc};
+  auto endpoints = resolver.resolve(d.ep.host, d.ep.port, ec);
+  if (ec)
+    throw unreachable("cannot resolve " + d.ep.host + ": " + ec.message());
+  {
+    std::lock_guard guard{d.mtx};
+    if (d.closed)
+      return false;
+    net::connect(d.socket, endpoints, ec);
+    if (ec)
+      throw unreachable("cannot reach the node at " + d.ep.url + ": "
+                        + ec.message());
+  }
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, d.target, 11};
+  req.set(bhttp::field::host, d.ep.host);
+  for (auto& [name, value] : d.extra)
+    req.set(name, value);
+  bhttp::write(d.socket, req, ec);
+  if (ec)
+    throw unreachable("cannot send to " + d.ep.url + ": " + ec.message());
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(std::uint64_t{1} << 62);
+  bhttp::read_header(d.socket, buffer, parser, ec);
+  if (ec)
+    throw unreachable("no answer from " + d.ep.url + ": " + ec.message());
+  stream_head head;
+  head.status = parser.get().result_int();
+  head.content_type = std::string{parser.get()[bhttp::field::content_type]};
+  head.chunked = parser.chunked();
+  on_head(head);
+  bool stopped = false;
+  // Chunk data goes to on_data as it arrives; a plain body is delivered
+  // whole at the end.
+  auto on_chunk = [&](std::uint64_t, beast::string_view body,
+                      beast::error_code& err) -> std::size_t {
+    if (!stopped && !on_data(std::string_view{body.data(), body.size()})) {
+      stopped = true;
+      err = bhttp::error::end_of_chunk; // any error ends the read
+    }
+    return body.size();
+  };
+  parser.on_chunk_body(on_chunk); // by reference: it must outlive the reads
+  while (!parser.is_done()) {
+    bhttp::read_some(d.socket, buffer, parser, ec);
+    if (ec || stopped)
+      break;
+  }
+  if (!ec && !stopped && !head.chunked && !parser.get().body().empty())
+    on_data(parser.get().body());
+  std::lock_guard guard{d.mtx};
+  d.closed = true;
+  beast::error_code ignored;
+  d.socket.close(ignored);
+  return !ec && !stopped && parser.is_done();
 }
 
 } // namespace dcbd::client

@@ -2,10 +2,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace dcbd::client {
 
@@ -49,6 +52,43 @@ public:
   response call(std::string_view method, const std::string& target,
                 const std::string& body = {},
                 std::string_view content_type = "application/json");
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// The head of a streamed response.
+struct stream_head {
+  unsigned status = 0;
+  std::string content_type;
+  /// Whether the body is chunked (a stream) rather than one document.
+  bool chunked = false;
+};
+
+/// One long-lived GET on a connection of its own (a subscription, a
+/// streaming read): the body is handed over piece by piece as it arrives.
+class streaming_get {
+public:
+  using headers = std::vector<std::pair<std::string, std::string>>;
+
+  streaming_get(endpoint ep, std::string target, headers extra = {});
+  ~streaming_get();
+
+  streaming_get(const streaming_get&) = delete;
+  streaming_get& operator=(const streaming_get&) = delete;
+
+  /// Connects, sends the request and blocks while the response arrives:
+  /// `on_head` once, then `on_data` with each piece of the body (return
+  /// false to stop). Returns true when the body ended normally, false when
+  /// `on_data` stopped it, `close` was called or the connection broke
+  /// after the head. Throws `unreachable` when the node cannot be reached
+  /// or sends no head. Call it once.
+  bool run(const std::function<void(const stream_head&)>& on_head,
+           const std::function<bool(std::string_view)>& on_data);
+
+  /// Ends `run` from another thread (closes the connection). Idempotent.
+  void close();
 
 private:
   struct impl;

@@ -181,11 +181,14 @@ void exchange::on_strand(std::function<void()> f) {
   });
 }
 
-std::shared_ptr<chunk_writer>
-exchange::open_stream(std::string_view content_type) {
+std::shared_ptr<chunk_writer> exchange::open_stream(
+  std::string_view content_type,
+  const std::vector<std::pair<std::string, std::string>>& headers) {
   answered_ = true;
   response_head head{bhttp::status::ok, 11};
   head.set(bhttp::field::content_type, std::string{content_type});
+  for (auto& [field, value] : headers)
+    head.set(field, value);
   return r_.respond_chunked(std::move(head));
 }
 
@@ -217,6 +220,48 @@ void stream_slots::release() {
   --used_;
   if (metrics_)
     metrics_->open_streams().Decrement();
+}
+
+// -- subscription hub ---------------------------------------------------------
+
+subscription_hub::subscription_hub(std::size_t max) : max_(max) {
+  // nop
+}
+
+std::uint64_t subscription_hub::open(std::function<void()> close) {
+  std::lock_guard guard{mtx_};
+  if (closing_ || open_.size() >= max_)
+    return 0;
+  auto token = next_++;
+  open_.emplace(token, std::move(close));
+  return token;
+}
+
+void subscription_hub::release(std::uint64_t token) {
+  std::lock_guard guard{mtx_};
+  open_.erase(token);
+}
+
+void subscription_hub::close_all() {
+  std::map<std::uint64_t, std::function<void()>> all;
+  {
+    std::lock_guard guard{mtx_};
+    closing_ = true;
+    all = open_;
+  }
+  for (auto& [token, close] : all) {
+    try {
+      close();
+    } catch (const std::exception& e) {
+      std::cerr << "dcbd http: closing a subscription: " << e.what()
+                << std::endl;
+    }
+  }
+}
+
+std::size_t subscription_hub::in_use() const {
+  std::lock_guard guard{mtx_};
+  return open_.size();
 }
 
 // -- router -------------------------------------------------------------------

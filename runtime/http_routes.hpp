@@ -7,6 +7,7 @@
 //   runtime/routes_dcb.cpp      GET /read, POST /append (dcb.events)
 //   runtime/routes_v1.cpp       POST /v1/append, GET /v1/read, GET /v1/head
 //   runtime/routes_health.cpp   GET /healthz, GET /readyz
+//   runtime/routes_subscribe.cpp  GET /v1/subscribe (SSE, NDJSON)
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
@@ -25,10 +26,13 @@
 #include <atomic>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace dcbd::http {
@@ -103,8 +107,11 @@ public:
   /// `fail` (if nothing was answered yet).
   void on_strand(std::function<void()> f);
 
-  /// Answers 200 with a chunked body of `content_type`.
-  std::shared_ptr<chunk_writer> open_stream(std::string_view content_type);
+  /// Answers 200 with a chunked body of `content_type` (and `headers`).
+  std::shared_ptr<chunk_writer>
+  open_stream(std::string_view content_type,
+              const std::vector<std::pair<std::string, std::string>>& headers
+              = {});
 
   /// Counts the request in the metrics with `status` (for streams, which
   /// know their outcome late).
@@ -168,19 +175,53 @@ private:
   std::atomic<std::size_t> used_{0};
 };
 
+/// Live subscriptions (SSE, NDJSON and WebSocket ones) at once: past
+/// `max`, 503. When the server stops, `close_all` ends every one of them
+/// (each writes its last frame), so a graceful stop does not wait for
+/// streams that never end by themselves.
+class subscription_hub {
+public:
+  explicit subscription_hub(std::size_t max);
+
+  /// Takes a slot and registers `close` (run by `close_all`); returns its
+  /// token, or 0 when all slots are taken or the server is stopping.
+  std::uint64_t open(std::function<void()> close);
+
+  /// Gives back the slot of `token` (idempotent).
+  void release(std::uint64_t token);
+
+  /// Runs every registered `close`; `open` fails from now on.
+  void close_all();
+
+  std::size_t in_use() const;
+
+  std::size_t max() const {
+    return max_;
+  }
+
+private:
+  std::size_t max_;
+  mutable std::mutex mtx_;
+  bool closing_ = false;
+  std::uint64_t next_ = 1;
+  std::map<std::uint64_t, std::function<void()>> open_;
+};
+
 /// What route tables are built from. Outlives every handler.
 struct route_env {
   engine& eng;
   std::shared_ptr<node_metrics> metrics;
   http_config cfg;
   stream_slots& streams;
+  subscription_hub& subscriptions;
 };
 
 // -- API areas: one file each -------------------------------------------------
 
-route_table dcb_routes(route_env& env);    // runtime/routes_dcb.cpp
-route_table v1_routes(route_env& env);     // runtime/routes_v1.cpp
-route_table health_routes(route_env& env); // runtime/routes_health.cpp
+route_table dcb_routes(route_env& env);       // runtime/routes_dcb.cpp
+route_table v1_routes(route_env& env);        // runtime/routes_v1.cpp
+route_table health_routes(route_env& env);    // runtime/routes_health.cpp
+route_table subscribe_routes(route_env& env); // runtime/routes_subscribe.cpp
 
 // -- router -------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ namespace {
 // goes into this list (and its declaration into http_routes.hpp).
 http::route_table all_routes(http::route_env& env) {
   http::route_table all;
-  for (auto area : {http::dcb_routes, http::v1_routes, http::health_routes})
+  for (auto area : {http::dcb_routes, http::v1_routes, http::subscribe_routes,
+                    http::health_routes})
     for (auto& r : area(env))
       all.push_back(std::move(r));
   return all;
@@ -26,6 +27,7 @@ http::route_table all_routes(http::route_env& env) {
 
 struct http_server::impl {
   http::stream_slots streams;
+  http::subscription_hub subscriptions;
   http::route_env env;
   http::router routes;
   // Last: stopped and destroyed before what its handlers use.
@@ -33,7 +35,8 @@ struct http_server::impl {
 
   impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg)
     : streams(cfg.max_streams, metrics)
-    , env{eng, metrics, cfg, streams}
+    , subscriptions(cfg.max_subscriptions)
+    , env{eng, metrics, cfg, streams, subscriptions}
     , routes(all_routes(env), metrics, cfg.max_body)
     , transport(cfg, handlers()) {
     // nop
@@ -67,6 +70,9 @@ std::uint16_t http_server::port() const {
 }
 
 void http_server::stop(std::chrono::milliseconds grace) {
+  // Subscriptions never end by themselves: end them (each writes its last
+  // frame), then wait for what is in flight.
+  impl_->subscriptions.close_all();
   impl_->transport.stop(grace);
 }
 

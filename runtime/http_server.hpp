@@ -11,6 +11,9 @@
 //   GET  /v1/read?query=..&options=..        NDJSON stream of events, then
 //                                            {"head": n}
 //   GET  /v1/head                            {"head": n}
+//   GET  /v1/subscribe?query=..&after=P      live subscription: SSE
+//                                            (Accept: text/event-stream)
+//                                            or NDJSON (API.md §5)
 //   GET  /healthz, /readyz
 //
 // Bodies are JSON, or msgpack with `Content-Type: application/msgpack` (the
@@ -26,7 +29,8 @@
 //   http_chunk_writer.cpp      stop, chunked responses without threads
 //   http_routes.{hpp,cpp}      route, exchange (read the request, answer
 //                              JSON/msgpack), router (labels, 404, 405)
-//   routes_<area>.cpp          one route table per API area: dcb, v1, health
+//   routes_<area>.cpp          one route table per API area: dcb, v1,
+//                              health, subscribe
 //   json_api.{hpp,cpp}         JSON shapes of the DCB model
 //   wire_codec.{hpp,cpp}       msgpack <-> JSON documents (the binary wire)
 //
@@ -64,6 +68,13 @@ struct http_config {
   std::size_t max_streams = 32;
   /// Events per chunk of a streaming read.
   std::size_t stream_chunk_events = 1000;
+  /// Live subscriptions at once (SSE, NDJSON, WebSocket); more get 503.
+  std::size_t max_subscriptions = 1000;
+  /// A heartbeat on a subscription after this long without a frame (0:
+  /// none).
+  std::chrono::milliseconds subscribe_heartbeat{15'000};
+  /// Events a subscription may have in flight towards its socket.
+  std::uint32_t subscribe_window = 512;
 };
 
 class http_server {

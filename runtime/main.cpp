@@ -40,6 +40,10 @@ struct node_config : caf::actor_system_config {
   std::size_t idle_timeout_ms = 60'000;
   std::size_t max_streams = 32;
   std::size_t shutdown_grace_ms = 30'000;
+  std::size_t max_subscriptions = 1000;
+  std::size_t subscribe_heartbeat_ms = 15'000;
+  std::size_t bus_poll_ms = 500;
+  std::size_t bus_queue_events = 2048;
 
   node_config() {
     opt_group{custom_options_, "dcbd"}
@@ -65,7 +69,16 @@ struct node_config : caf::actor_system_config {
            "keep-alive idle time and time to receive a header")
       .add(max_streams, "max-streams", "streaming reads at once (else 503)")
       .add(shutdown_grace_ms, "shutdown-grace-ms",
-           "how long a stop waits for requests in flight");
+           "how long a stop waits for requests in flight")
+      .add(max_subscriptions, "max-subscriptions",
+           "live subscriptions at once (else 503)")
+      .add(subscribe_heartbeat_ms, "subscribe-heartbeat-ms",
+           "heartbeat on an idle subscription (0: none)")
+      .add(bus_poll_ms, "bus-poll-ms",
+           "how often the bus looks for commits of other processes besides "
+           "NOTIFY")
+      .add(bus_queue_events, "bus-queue-events",
+           "events queued per subscriber before it falls back to reads");
   }
 };
 
@@ -138,6 +151,9 @@ int main(int argc, char** argv) {
   hc.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
   hc.idle_timeout = std::chrono::milliseconds(cfg.idle_timeout_ms);
   hc.max_streams = cfg.max_streams;
+  hc.max_subscriptions = cfg.max_subscriptions;
+  hc.subscribe_heartbeat
+    = std::chrono::milliseconds(cfg.subscribe_heartbeat_ms);
 
   dcbd::engine_config ec;
   ec.store.dsn = dsn;
@@ -155,6 +171,10 @@ int main(int argc, char** argv) {
   ec.timeout = std::chrono::milliseconds(cfg.timeout_ms);
   auto metrics = std::make_shared<dcbd::node_metrics>();
   ec.metrics = metrics->store_hooks();
+  ec.bus.metrics = metrics->bus_hooks();
+  ec.bus.poll
+    = std::chrono::milliseconds(std::max<std::size_t>(cfg.bus_poll_ms, 10));
+  ec.bus.queue_events = cfg.bus_queue_events;
 
   std::cout << "dcbd: schema " << ec.store.schema << ", readers " << ec.readers
             << " x " << ec.reader_connections << " connections, appenders "

@@ -72,6 +72,36 @@ private:
   node_metrics& m_;
 };
 
+class bus_hooks_impl : public bus_metrics {
+public:
+  explicit bus_hooks_impl(node_metrics& m) : m_(m) {
+    // nop
+  }
+
+  void head(std::uint64_t position) override {
+    m_.head_->Set(static_cast<double>(position));
+  }
+
+  void subscriptions(std::size_t n) override {
+    m_.subscriptions_->Set(static_cast<double>(n));
+  }
+
+  void delivered(std::size_t n) override {
+    m_.delivered_->Increment(static_cast<double>(n));
+  }
+
+  void fell_behind() override {
+    m_.fell_behind_->Increment();
+  }
+
+  void commit_to_delivery(std::chrono::nanoseconds latency) override {
+    m_.commit_to_delivery_->Observe(seconds(latency));
+  }
+
+private:
+  node_metrics& m_;
+};
+
 node_metrics::node_metrics()
   : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
@@ -141,10 +171,41 @@ node_metrics::node_metrics()
                      .Help("Streaming reads in flight")
                      .Register(r)
                      .Add({});
+  head_ = &BuildGauge()
+             .Name("dcb_head_position")
+             .Help("The last position the node's event bus has applied")
+             .Register(r)
+             .Add({});
+  subscriptions_ = &BuildGauge()
+                      .Name("dcb_subscriptions")
+                      .Help("Live subscriptions open on the node")
+                      .Register(r)
+                      .Add({});
+  delivered_ = &BuildCounter()
+                  .Name("dcb_subscription_events_delivered_total")
+                  .Help("Events handed to subscribers")
+                  .Register(r)
+                  .Add({});
+  fell_behind_ = &BuildCounter()
+                    .Name("dcb_subscription_fell_behind_total")
+                    .Help("Times a subscriber's queue was full and it went "
+                          "back to catch-up reads")
+                    .Register(r)
+                    .Add({});
+  commit_to_delivery_ = &BuildHistogram()
+                           .Name("dcb_commit_to_delivery_seconds")
+                           .Help("From the commit of a live event to its "
+                                 "delivery (written to the client)")
+                           .Register(r)
+                           .Add({}, latency_buckets);
 }
 
 std::shared_ptr<store_metrics> node_metrics::store_hooks() {
   return std::make_shared<store_hooks_impl>(*this);
+}
+
+std::shared_ptr<bus_metrics> node_metrics::bus_hooks() {
+  return std::make_shared<bus_hooks_impl>(*this);
 }
 
 void node_metrics::append_finished(errc code,

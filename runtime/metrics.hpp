@@ -2,6 +2,7 @@
 // actor, the HTTP threads and the scrape thread all use them.
 #pragma once
 
+#include "actors/bus_protocol.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/error.hpp"
 
@@ -30,6 +31,9 @@ public:
   /// Hooks for the store actor (group size and latency, events appended).
   std::shared_ptr<store_metrics> store_hooks();
 
+  /// Hooks for the event bus and its subscribers (API.md §5 names).
+  std::shared_ptr<bus_metrics> bus_hooks();
+
   /// One append request finished with `code` (none on success), after
   /// `latency` end to end.
   void append_finished(errc code, std::chrono::nanoseconds latency);
@@ -51,6 +55,7 @@ public:
 
 private:
   friend class store_hooks_impl;
+  friend class bus_hooks_impl;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::array<prometheus::Counter*, 6> appends_by_code_{};
@@ -66,6 +71,11 @@ private:
   prometheus::Gauge* mailbox_;
   prometheus::Gauge* queue_;
   prometheus::Gauge* open_streams_;
+  prometheus::Gauge* head_;
+  prometheus::Gauge* subscriptions_;
+  prometheus::Counter* delivered_;
+  prometheus::Counter* fell_behind_;
+  prometheus::Histogram* commit_to_delivery_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;
 };

@@ -30,7 +30,7 @@ protected:
     EngineTest::SetUp();
     metrics_ = std::make_shared<node_metrics>();
     start();
-    env_.emplace(http::route_env{*engine_, metrics_, cfg_, slots_});
+    env_.emplace(http::route_env{*engine_, metrics_, cfg_, slots_, hub_});
   }
 
   void TearDown() override {
@@ -41,7 +41,8 @@ protected:
   // The tables as http_server assembles them.
   http::router all() {
     http::route_table t;
-    for (auto area : {http::dcb_routes, http::v1_routes, http::health_routes})
+    for (auto area : {http::dcb_routes, http::v1_routes, http::subscribe_routes,
+                      http::health_routes})
       for (auto& r : area(*env_))
         t.push_back(std::move(r));
     return http::router{std::move(t), metrics_, cfg_.max_body};
@@ -50,6 +51,7 @@ protected:
   http_config cfg_;
   std::shared_ptr<node_metrics> metrics_;
   http::stream_slots slots_{1, nullptr};
+  http::subscription_hub hub_{1};
   std::optional<http::route_env> env_;
 };
 
@@ -67,15 +69,16 @@ TEST_F(Route, TablesHoldEveryRouteOnceWithItsLabel) {
     EXPECT_EQ(r.label_of(route.path), route.path);
   }
   std::set<std::pair<std::string, std::string>> expected{
-    {"GET", "/read"},    {"POST", "/append"}, {"POST", "/v1/append"},
-    {"GET", "/v1/read"}, {"GET", "/v1/head"}, {"GET", "/healthz"},
-    {"GET", "/readyz"}};
+    {"GET", "/read"},    {"POST", "/append"},     {"POST", "/v1/append"},
+    {"GET", "/v1/read"}, {"GET", "/v1/head"},     {"GET", "/healthz"},
+    {"GET", "/readyz"},  {"GET", "/v1/subscribe"}};
   EXPECT_EQ(seen, expected);
   EXPECT_EQ(r.label_of("/nope"), "other");
   EXPECT_EQ(r.label_of("/read/"), "other");
   EXPECT_EQ(r.label_of(""), "other");
   // 404 answers name the API routes, in table order, not the probes.
-  EXPECT_EQ(r.known(), "/read, /append, /v1/append, /v1/read, /v1/head");
+  EXPECT_EQ(r.known(), "/read, /append, /v1/append, /v1/read, /v1/head, "
+                       "/v1/subscribe");
 }
 
 TEST_F(Route, LookupFindsMethodsAnswersHeadAndListsAllow) {

@@ -1,0 +1,506 @@
+// GET /v1/subscribe over a real node (engine + HTTP server, real
+// PostgreSQL): SSE and NDJSON frames as API.md §5 says, resume with
+// Last-Event-ID, random disconnects, bad input, the subscription limit, a
+// client that goes away, heartbeats, metrics and a server stop.
+#include "runtime/http_client.hpp"
+#include "tests/runtime/http_test_client.hpp"
+
+#include <condition_variable>
+#include <random>
+
+namespace dcbd::test {
+namespace {
+
+using namespace http_support;
+
+/// One subscription over HTTP on its own thread; frames are parsed as they
+/// arrive (SSE frames become {"kind": <event>, "id", "data"} objects,
+/// heartbeat comments {"kind":"heartbeat"}).
+class sub_client {
+public:
+  sub_client(std::uint16_t port, const std::string& target, bool sse,
+             dcbd::client::streaming_get::headers extra = {})
+    : sse_(sse) {
+    if (sse)
+      extra.emplace_back("Accept", "text/event-stream");
+    get_ = std::make_unique<dcbd::client::streaming_get>(
+      dcbd::client::parse_url("http://127.0.0.1:" + std::to_string(port)),
+      target, std::move(extra));
+    thread_ = std::thread{[this] {
+      try {
+        auto ok = get_->run(
+          [this](const dcbd::client::stream_head& h) {
+            std::lock_guard guard{mtx_};
+            head_ = h;
+            cv_.notify_all();
+          },
+          [this](std::string_view data) {
+            std::lock_guard guard{mtx_};
+            raw_ += data;
+            parse();
+            cv_.notify_all();
+            return true;
+          });
+        std::lock_guard guard{mtx_};
+        ended_ = true;
+        ended_cleanly_ = ok;
+      } catch (const std::exception& e) {
+        std::lock_guard guard{mtx_};
+        ended_ = true;
+        error_ = e.what();
+      }
+      cv_.notify_all();
+    }};
+  }
+
+  ~sub_client() {
+    close();
+  }
+
+  void close() {
+    get_->close();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds d = 20s) {
+    std::unique_lock guard{mtx_};
+    return cv_.wait_for(guard, d, [&] {
+      return pred();
+    });
+  }
+
+  bool wait_events(std::size_t n, std::chrono::milliseconds d = 20s) {
+    return wait(
+      [&] {
+        return count_locked("event") >= n;
+      },
+      d);
+  }
+
+  bool wait_kind(const std::string& kind, std::chrono::milliseconds d = 20s) {
+    return wait(
+      [&] {
+        return count_locked(kind) > 0;
+      },
+      d);
+  }
+
+  bool wait_frame(const std::function<bool(const json&)>& p,
+                  std::chrono::milliseconds d = 20s) {
+    return wait(
+      [&] {
+        return std::any_of(frames_.begin(), frames_.end(), p);
+      },
+      d);
+  }
+
+  bool wait_end(std::chrono::milliseconds d = 20s) {
+    return wait(
+      [&] {
+        return ended_;
+      },
+      d);
+  }
+
+  unsigned status() {
+    wait([&] {
+      return head_.status != 0 || ended_;
+    });
+    std::lock_guard guard{mtx_};
+    return head_.status;
+  }
+
+  dcbd::client::stream_head head() {
+    std::lock_guard guard{mtx_};
+    return head_;
+  }
+
+  std::vector<json> frames() {
+    std::lock_guard guard{mtx_};
+    return frames_;
+  }
+
+  std::string error() {
+    std::lock_guard guard{mtx_};
+    return error_;
+  }
+
+  std::string raw() {
+    std::lock_guard guard{mtx_};
+    return raw_;
+  }
+
+  std::size_t count(const std::string& kind) {
+    std::lock_guard guard{mtx_};
+    return count_locked(kind);
+  }
+
+  /// The events' data objects (SSE) or lines (NDJSON), in order.
+  std::vector<json> events() {
+    std::lock_guard guard{mtx_};
+    std::vector<json> out;
+    for (auto& f : frames_)
+      if (f["kind"] == "event")
+        out.push_back(sse_ ? f["data"] : f);
+    return out;
+  }
+
+private:
+  std::size_t count_locked(const std::string& kind) const {
+    return static_cast<std::size_t>(
+      std::count_if(frames_.begin(), frames_.end(), [&](const json& f) {
+        return f["kind"] == kind;
+      }));
+  }
+
+  // Under the lock: turns complete frames of raw_ into frames_.
+  void parse() {
+    if (!head_.chunked || head_.status != 200) {
+      return;
+    }
+    if (!sse_) {
+      std::size_t nl;
+      while ((nl = raw_.find('\n', parsed_)) != std::string::npos) {
+        frames_.push_back(json::parse(raw_.substr(parsed_, nl - parsed_)));
+        parsed_ = nl + 1;
+      }
+      return;
+    }
+    std::size_t end;
+    while ((end = raw_.find("\n\n", parsed_)) != std::string::npos) {
+      auto text = raw_.substr(parsed_, end - parsed_);
+      parsed_ = end + 2;
+      json f = json::object();
+      std::istringstream lines{text};
+      std::string line;
+      while (std::getline(lines, line)) {
+        if (line.rfind("retry: ", 0) == 0)
+          f["retry"] = std::stoi(line.substr(7));
+        else if (line.rfind("id: ", 0) == 0)
+          f["id"] = line.substr(4);
+        else if (line.rfind("event: ", 0) == 0)
+          f["kind"] = line.substr(7);
+        else if (line.rfind("data: ", 0) == 0)
+          f["data"] = json::parse(line.substr(6));
+        else if (line.rfind(": heartbeat", 0) == 0)
+          f["kind"] = "heartbeat", f["comment"] = line;
+        else
+          ADD_FAILURE() << "unexpected SSE line: " << line;
+      }
+      if (!f.contains("kind"))
+        f["kind"] = f.contains("retry") ? "retry" : "?";
+      frames_.push_back(std::move(f));
+    }
+  }
+
+  bool sse_;
+  std::unique_ptr<dcbd::client::streaming_get> get_;
+  std::thread thread_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  dcbd::client::stream_head head_;
+  std::string raw_;
+  std::size_t parsed_ = 0;
+  std::vector<json> frames_;
+  bool ended_ = false;
+  bool ended_cleanly_ = false;
+  std::string error_;
+};
+
+std::string target(const json& q, std::optional<std::uint64_t> after = {}) {
+  auto t = "/v1/subscribe?query=" + dcbd::client::url_encode(q.dump());
+  if (after)
+    t += "&after=" + std::to_string(*after);
+  return t;
+}
+
+class Subscribe : public EngineTest {
+protected:
+  void SetUp() override {
+    EngineTest::SetUp();
+    metrics_ = std::make_shared<node_metrics>();
+    auto cfg = config();
+    cfg.bus.tick = std::chrono::milliseconds{20};
+    cfg.bus.checkpoint_interval = std::chrono::milliseconds{100};
+    cfg.bus.metrics = metrics_->bus_hooks();
+    start(cfg);
+  }
+
+  void TearDown() override {
+    server_.reset();
+    EngineTest::TearDown();
+  }
+
+  std::uint16_t serve(http_config hc = {}) {
+    hc.port = 0;
+    server_.emplace(*engine_, metrics_, hc);
+    return server_->port();
+  }
+
+  void append(int n, const std::string& type = "A",
+              const std::string& tag = "t:1") {
+    std::vector<event> evs;
+    for (int i = 0; i < n; ++i)
+      evs.push_back(event{type, {tag}, "x" + std::to_string(i), {}});
+    ASSERT_TRUE(engine_->append(std::move(evs)));
+  }
+
+  std::vector<std::uint64_t> oracle(const query& q, std::uint64_t after) {
+    read_options o;
+    o.from = after + 1;
+    std::vector<std::uint64_t> out;
+    auto s = engine_->stream(q, o, [&](std::vector<sequenced_event>& c) {
+      for (auto& e : c)
+        out.push_back(e.position);
+    });
+    EXPECT_TRUE(s);
+    return out;
+  }
+
+  double metric(const std::string& series) {
+    return sample(
+      prometheus::TextSerializer().Serialize(metrics_->registry()->Collect()),
+      series);
+  }
+
+  // Positions and the prev chain of `events` (objects with position and
+  // prev), starting from `prev`.
+  static std::vector<std::uint64_t> chain(const std::vector<json>& events,
+                                          std::uint64_t prev) {
+    std::vector<std::uint64_t> out;
+    for (auto& e : events) {
+      EXPECT_EQ(e["prev"].get<std::uint64_t>(), prev) << e.dump();
+      prev = e["position"].get<std::uint64_t>();
+      out.push_back(prev);
+    }
+    return out;
+  }
+
+  std::shared_ptr<node_metrics> metrics_;
+  std::optional<http_server> server_;
+};
+
+TEST_F(Subscribe, SseCatchesUpThenFollowsLive) {
+  append(5, "A");
+  append(5, "B");
+  auto port = serve();
+  auto q = items({"A"}, {});
+  sub_client c{port, target(q), true};
+  ASSERT_EQ(c.status(), 200u);
+  EXPECT_EQ(c.head().content_type, "text/event-stream");
+  EXPECT_TRUE(c.head().chunked);
+  ASSERT_TRUE(c.wait_kind("caught_up"));
+  append(3, "A");
+  append(3, "B");
+  ASSERT_TRUE(c.wait_events(8));
+  auto frames = c.frames();
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(c.raw().rfind("retry: 2000\n\n", 0), 0u);
+  EXPECT_EQ(frames[0]["retry"], 2000);
+  auto evs = c.events();
+  EXPECT_EQ(chain(evs, 0), oracle(query{{query_item{{"A"}, {}}}}, 0));
+  for (auto& f : frames) {
+    if (f["kind"] == "event") {
+      EXPECT_EQ(f["id"], std::to_string(f["data"]["position"].get<int>()));
+      EXPECT_EQ(f["data"]["type"], "A");
+      EXPECT_TRUE(f["data"]["data"].is_string());
+      EXPECT_EQ(f["data"]["tags"], json::array({"t:1"}));
+    }
+    if (f["kind"] == "caught_up") {
+      EXPECT_EQ(f["data"]["position"], 10);
+      EXPECT_EQ(f["data"]["head"], 10);
+    }
+  }
+  EXPECT_EQ(c.count("caught_up"), 1u);
+}
+
+TEST_F(Subscribe, NdjsonWithKindsHeartbeatsAndCheckpoints) {
+  append(3, "A");
+  http_config hc;
+  hc.subscribe_heartbeat = 100ms;
+  auto port = serve(hc);
+  auto q = items({"Rare"}, {});
+  sub_client c{port, target(q, 1), false};
+  ASSERT_EQ(c.status(), 200u);
+  EXPECT_EQ(c.head().content_type, "application/x-ndjson");
+  std::this_thread::sleep_for(450ms);
+  EXPECT_GE(c.count("heartbeat"), 2u);
+  append(20, "Noise");
+  // A checkpoint covers the noise without any event.
+  ASSERT_TRUE(c.wait_frame([](const json& f) {
+    return f["kind"] == "checkpoint" && f["position"] == 23;
+  }));
+  append(1, "Rare");
+  ASSERT_TRUE(c.wait_events(1));
+  auto frames = c.frames();
+  std::uint64_t last_cp = 0;
+  for (auto& f : frames) {
+    ASSERT_TRUE(f.contains("kind")) << f.dump();
+    if (f["kind"] == "heartbeat") {
+      EXPECT_TRUE(f["head"].is_number());
+    }
+    if (f["kind"] == "checkpoint") {
+      EXPECT_LE(f["position"].get<std::uint64_t>(), 23u);
+      EXPECT_GE(f["position"].get<std::uint64_t>(), last_cp);
+      last_cp = f["position"];
+      EXPECT_TRUE(f["head"].is_number());
+    }
+  }
+  auto evs = c.events();
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0]["position"], 24);
+  EXPECT_EQ(evs[0]["prev"], 0);
+  EXPECT_EQ(evs[0]["kind"], "event");
+}
+
+TEST_F(Subscribe, LastEventIdWinsAndPrevChainsAcrossTheResume) {
+  append(10, "A");
+  auto port = serve();
+  auto q = items({"A"}, {});
+  sub_client c{port, target(q, 2), true, {{"Last-Event-ID", "6"}}};
+  ASSERT_TRUE(c.wait_events(4));
+  auto evs = c.events();
+  ASSERT_EQ(evs.front()["position"], 7);
+  EXPECT_EQ(evs.front()["prev"], 6);
+  EXPECT_EQ(chain(evs, 6), oracle(query{{query_item{{"A"}, {}}}}, 6));
+}
+
+TEST_F(Subscribe, RandomDisconnectsAndResumesMissNothing) {
+  append(5, "A", "k:1");
+  auto port = serve();
+  std::atomic<bool> stop{false};
+  std::thread writer{[&] {
+    int i = 0;
+    while (!stop) {
+      (void) engine_->append(
+        {event{++i % 3 ? "A" : "B", {"k:" + std::to_string(i % 2)}, "d", {}}});
+      std::this_thread::sleep_for(1ms);
+    }
+  }};
+  std::mt19937 rng{11};
+  for (bool sse : {true, false}) {
+    auto q = items({"A"}, {"k:1"});
+    std::vector<json> all;
+    std::uint64_t last = 0;
+    for (int round = 0; round < 12; ++round) {
+      dcbd::client::streaming_get::headers extra;
+      std::string t = target(q);
+      if (sse && last > 0)
+        extra.emplace_back("Last-Event-ID", std::to_string(last));
+      else
+        t = target(q, last);
+      sub_client c{port, t, sse, extra};
+      auto want = 1 + rng() % 6;
+      ASSERT_TRUE(c.wait_events(want)) << "round " << round;
+      c.close();
+      auto evs = c.events();
+      for (auto& e : evs)
+        all.push_back(e);
+      last = all.back()["position"];
+    }
+    auto got = chain(all, 0);
+    auto want = oracle(query{{query_item{{"A"}, {"k:1"}}}}, 0);
+    ASSERT_LE(got.size(), want.size());
+    want.resize(got.size());
+    EXPECT_EQ(got, want) << (sse ? "SSE" : "NDJSON");
+  }
+  stop = true;
+  writer.join();
+}
+
+TEST_F(Subscribe, BadInputIsA400AndChangesNothing) {
+  append(2);
+  auto port = serve();
+  client c{port};
+  auto head = engine_->head();
+  for (std::string t : std::vector<std::string>{
+         "/v1/subscribe?query=%7Bnope", "/v1/subscribe?after=-1",
+         "/v1/subscribe?after=abc", "/v1/subscribe?after=1.5",
+         "/v1/subscribe?after=99999999999999999999",
+         "/v1/subscribe?after=9223372036854775808",
+         "/v1/subscribe?query=" + dcbd::client::url_encode(R"({"items":[{}]})"),
+         "/v1/subscribe?after=3"}) {
+    auto r = c.get(t);
+    EXPECT_EQ(r.status, 400u) << t << " " << r.body;
+    EXPECT_EQ(r.j()["code"], "invalid_argument") << t;
+    EXPECT_FALSE(r.j()["message"].get<std::string>().empty());
+  }
+  sub_client bad_id{port, "/v1/subscribe", true, {{"Last-Event-ID", "x"}}};
+  EXPECT_EQ(bad_id.status(), 400u)
+    << bad_id.error() << "|" << bad_id.raw() << "|" << bad_id.head().status;
+  EXPECT_EQ(engine_->head(), head);
+  // Still serving.
+  sub_client ok{port, "/v1/subscribe?after=1", false};
+  ASSERT_TRUE(ok.wait_events(1));
+  EXPECT_EQ(metric("dcb_subscriptions"), 1);
+}
+
+TEST_F(Subscribe, LimitAndAClientThatGoesAwayFreesItsSlot) {
+  http_config hc;
+  hc.max_subscriptions = 2;
+  auto port = serve(hc);
+  auto a = std::make_unique<sub_client>(port, "/v1/subscribe", false);
+  sub_client b{port, "/v1/subscribe", true};
+  ASSERT_EQ(a->status(), 200u);
+  ASSERT_EQ(b.status(), 200u);
+  client c{port};
+  auto r = c.get("/v1/subscribe");
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_EQ(r.j()["code"], "overloaded");
+  // An idle subscriber leaves: its slot frees without any write failing.
+  a->close();
+  a.reset();
+  std::unique_ptr<sub_client> d;
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    d = std::make_unique<sub_client>(port, "/v1/subscribe", false);
+    if (d->status() == 200u)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(d->status(), 200u);
+  auto gone = [&] {
+    return metric("dcb_subscriptions") == 2;
+  };
+  until = std::chrono::steady_clock::now() + 5s;
+  while (!gone() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(gone());
+}
+
+TEST_F(Subscribe, MetricsCountDeliveriesAndLatency) {
+  auto port = serve();
+  sub_client c{port, "/v1/subscribe", true};
+  ASSERT_TRUE(c.wait_kind("caught_up"));
+  append(7);
+  ASSERT_TRUE(c.wait_events(7));
+  EXPECT_EQ(metric("dcb_head_position"), 7);
+  EXPECT_EQ(metric("dcb_subscriptions"), 1);
+  EXPECT_GE(metric("dcb_subscription_events_delivered_total"), 7);
+  EXPECT_GE(metric("dcb_commit_to_delivery_seconds_count"), 7);
+  EXPECT_GE(metric("dcb_subscription_fell_behind_total"), 0);
+}
+
+TEST_F(Subscribe, ServerStopEndsSubscriptionsWithAnError) {
+  auto port = serve();
+  sub_client sse{port, "/v1/subscribe", true};
+  sub_client nd{port, "/v1/subscribe", false};
+  ASSERT_TRUE(sse.wait_kind("caught_up"));
+  ASSERT_TRUE(nd.wait_kind("caught_up"));
+  auto t0 = std::chrono::steady_clock::now();
+  server_->stop(10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  ASSERT_TRUE(sse.wait_end());
+  ASSERT_TRUE(nd.wait_end());
+  ASSERT_TRUE(nd.wait_kind("error"));
+  auto last = nd.frames().back();
+  EXPECT_EQ(last["kind"], "error");
+  EXPECT_EQ(last["code"], "unavailable");
+  ASSERT_TRUE(sse.wait_kind("error"));
+  EXPECT_EQ(sse.frames().back()["data"]["code"], "unavailable");
+}
+
+} // namespace
+} // namespace dcbd::test
