@@ -192,6 +192,20 @@ std::shared_ptr<chunk_writer> exchange::open_stream(
   return r_.respond_chunked(std::move(head));
 }
 
+std::shared_ptr<websocket> exchange::upgrade(websocket_handlers h) {
+  if (!r_.is_websocket_upgrade()) {
+    error(400, "bad_request",
+          "expected a WebSocket upgrade request (GET, HTTP/1.1, "
+          "Connection: Upgrade, Upgrade: websocket)");
+    return nullptr;
+  }
+  if (!claim())
+    return nullptr;
+  // Counted before the client can see the answer.
+  count(101);
+  return r_.accept_websocket(std::move(h));
+}
+
 void exchange::count(unsigned status) {
   if (metrics_)
     metrics_->http_finished(route_, status, clock::now() - r_.started());

@@ -47,8 +47,8 @@ inline constexpr const char* ndjson_type = "application/x-ndjson";
 unsigned status_of(errc code);
 
 /// One request being answered, on the route `route()` (its metrics label).
-/// Answer once: `reply`, `error`, `fail` or `open_stream`. A handler may
-/// answer later from any thread, keeping the exchange alive meanwhile; one
+/// Answer once: `reply`, `error`, `fail`, `open_stream` or `upgrade`. A handler
+/// may answer later from any thread, keeping the exchange alive meanwhile; one
 /// dropped without an answer answers 500. Every answer is counted in the
 /// metrics before the client can see it (streams count themselves).
 class exchange : public std::enable_shared_from_this<exchange> {
@@ -112,6 +112,10 @@ public:
   open_stream(std::string_view content_type,
               const std::vector<std::pair<std::string, std::string>>& headers
               = {});
+
+  /// Answers by upgrading the connection to a WebSocket, counted as 101;
+  /// a request that is no upgrade gets 400 (counted so) and null.
+  std::shared_ptr<websocket> upgrade(websocket_handlers h);
 
   /// Counts the request in the metrics with `status` (for streams, which
   /// know their outcome late).

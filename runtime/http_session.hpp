@@ -1,10 +1,13 @@
-// Internal to the transport (runtime/http_transport.cpp and
-// runtime/http_chunk_writer.cpp); include it nowhere else. `core` holds the
-// acceptor, the I/O threads and the counts a graceful stop waits on;
-// `session` is one connection on its strand: it reads a request, hands it
-// to the application with a `responder`, writes the answer, and reads the
-// next while keep-alive holds. Everything a session (or its chunk writer)
-// touches runs on the session's strand; the public calls only post there.
+// Internal to the transport (runtime/http_transport.cpp,
+// runtime/http_chunk_writer.cpp and runtime/http_websocket.cpp); include it
+// nowhere else. `core` holds the acceptor, the I/O threads and the counts a
+// graceful stop waits on; `session` is one connection on its strand: it
+// reads a request, hands it to the application with a `responder`, writes
+// the answer, and reads the next while keep-alive holds. Everything a
+// session (or its chunk writer, or its WebSocket) touches runs on the
+// session's strand; the public calls only post there. An upgraded session
+// hands its socket to a `session_websocket`, which keeps the session (and
+// so its count) alive until the WebSocket has closed.
 #pragma once
 
 #include "runtime/http_transport.hpp"
@@ -99,12 +102,18 @@ using core = http_transport::core;
 // -- session ------------------------------------------------------------------
 
 class session_writer;
+class session_websocket;
+
+// Closes an upgraded connection because the server stops (on the strand;
+// runtime/http_websocket.cpp).
+void stop_websocket(const std::shared_ptr<session_websocket>& ws);
 
 class session : public std::enable_shared_from_this<session> {
 public:
   session(core& srv, tcp::socket socket)
     : srv_(srv)
-    , stream_(std::move(socket)) {
+    , stream_(std::move(socket))
+    , executor_(stream_.get_executor()) {
     std::lock_guard<std::mutex> guard{srv_.mtx};
     ++srv_.live_sessions;
   }
@@ -124,13 +133,15 @@ public:
   // Closes the connection (from any thread).
   void close() {
     post([self = shared_from_this()] {
+      if (auto ws = self->ws_.lock())
+        return stop_websocket(ws);
       self->shut();
     });
   }
 
   template <class F>
   void post(F f) {
-    net::post(stream_.get_executor(), [f = std::move(f)]() mutable {
+    net::post(executor_, [f = std::move(f)]() mutable {
       guarded("handler", f);
     });
   }
@@ -170,8 +181,14 @@ public:
   std::shared_ptr<chunk_writer> respond_chunked(std::uint64_t serial,
                                                 response_head head);
 
+  bool is_websocket_upgrade() const;
+
+  std::shared_ptr<websocket> accept_websocket(std::uint64_t serial,
+                                              websocket_handlers h);
+
 private:
   friend class session_writer;
+  friend class session_websocket;
 
   // -- reading ----------------------------------------------------------------
 
@@ -292,6 +309,10 @@ private:
 
   core& srv_;
   beast::tcp_stream stream_;
+  // The strand (kept apart: an upgrade moves the socket out of `stream_`).
+  net::any_io_executor executor_;
+  // The WebSocket this connection was upgraded to, if any.
+  std::weak_ptr<session_websocket> ws_;
   beast::flat_buffer buffer_;
   // Where a chunk writer's close detection reads to (and discards).
   std::array<char, 64> watch_buf_{};

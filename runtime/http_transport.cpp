@@ -36,6 +36,15 @@ responder::respond_chunked(response_head head) const {
   return s_->respond_chunked(serial_, std::move(head));
 }
 
+bool responder::is_websocket_upgrade() const {
+  return s_->is_websocket_upgrade();
+}
+
+std::shared_ptr<websocket>
+responder::accept_websocket(websocket_handlers h) const {
+  return s_->accept_websocket(serial_, std::move(h));
+}
+
 void responder::post(std::function<void()> f) const {
   s_->post(std::move(f));
 }

@@ -13,6 +13,9 @@
 //   chunk), fed from any thread; no thread is started per stream. A
 //   long-lived one watches its socket (`watch_close`) to notice at once a
 //   client that goes away.
+//   A request may be answered by upgrading its connection to a WebSocket
+//   (`accept_websocket`): text frames both ways on the same strand, until
+//   either side closes it or the server stops.
 //
 // It is the network boundary: an exception from a handler or from network
 // input is caught, logged to stderr, and the server carries on.
@@ -20,7 +23,7 @@
 // Where it lives: this header (the public face), http_transport.cpp (accept
 // loop, I/O threads, stop, `responder`), http_session.hpp (internal: one
 // connection and its reading/writing), http_chunk_writer.cpp (the writer
-// of chunked responses).
+// of chunked responses), http_websocket.cpp (upgraded connections).
 #pragma once
 
 #include "runtime/http_server.hpp"
@@ -94,11 +97,62 @@ public:
   virtual void watch_close(std::function<void()> on_closed) = 0;
 };
 
+/// Largest WebSocket message read; a larger one closes the connection
+/// (close code 1009, message too big).
+inline constexpr std::size_t websocket_max_message = 64 * 1024;
+
+/// How long a WebSocket close handshake (after the frames queued before it)
+/// may take before the connection is dropped.
+inline constexpr std::chrono::milliseconds websocket_close_timeout{2'000};
+
+/// One WebSocket connection upgraded from an HTTP request. Text frames in
+/// and out. Every call is thread-safe and returns at once; the I/O runs on
+/// the connection's strand. Do not keep it past the transport's life.
+class websocket {
+public:
+  /// Called once per `send`, on the strand: true once the frame is on the
+  /// socket, false when it never will be.
+  using completion = std::function<void(bool written)>;
+
+  virtual ~websocket() = default;
+
+  /// Queues one text frame (after `close`: completes with false).
+  virtual void send(std::string text, completion done = {}) = 0;
+
+  /// Sends a close frame with `reason` (normal closure) and closes. The
+  /// reason is cut to the frame's 123 bytes. Frames queued before go out
+  /// first; when they and the close handshake take longer than
+  /// `websocket_close_timeout`, the connection is dropped.
+  virtual void close(std::string reason = {}) = 0;
+
+  /// False once the connection is closing or closed.
+  virtual bool open() const = 0;
+
+  /// Frames queued and not yet written.
+  virtual std::size_t queued() const = 0;
+
+  /// Runs `f` on the connection's strand; an exception from `f` is logged.
+  virtual void post(std::function<void()> f) = 0;
+};
+
+/// What an upgraded connection calls, on its strand. An exception from a
+/// handler is logged and the connection carries on.
+struct websocket_handlers {
+  /// A complete text message (binary messages close the connection with a
+  /// policy/unsupported-data close code).
+  std::function<void(const std::shared_ptr<websocket>&, std::string text)>
+    on_message;
+  /// The connection closed (either side, error, or server stop); runs once.
+  /// Both handlers are dropped after it ran.
+  std::function<void()> on_closed;
+};
+
 class session;
 
 /// One request read from a connection and the way to answer it. Answer
-/// exactly once, with `respond` or `respond_chunked`, from any thread; a
-/// second answer is logged and dropped. Copies refer to the same request.
+/// exactly once, with `respond`, `respond_chunked` or `accept_websocket`,
+/// from any thread; a second answer is logged and dropped. Copies refer to
+/// the same request.
 class responder {
 public:
   /// The request (for a refused one: the header when it was read, else
@@ -117,6 +171,16 @@ public:
 
   /// Sends `head` as a chunked response and returns its writer.
   std::shared_ptr<chunk_writer> respond_chunked(response_head head) const;
+
+  /// Whether the request asks for a WebSocket upgrade.
+  bool is_websocket_upgrade() const;
+
+  /// Answers the request by upgrading the connection; the responder is
+  /// answered. Returns null (and answers 400) when it is no upgrade request;
+  /// null too for a second answer (logged). An accepted upgrade counts as
+  /// answered once its handshake is written; the connection then lives
+  /// until it closes, and `http_transport::stop` closes it.
+  std::shared_ptr<websocket> accept_websocket(websocket_handlers h) const;
 
   /// Runs `f` on the connection's strand (from an engine callback, say);
   /// an exception from `f` is logged.

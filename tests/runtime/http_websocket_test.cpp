@@ -1,0 +1,419 @@
+// WebSocket upgrades (`responder::accept_websocket`, `exchange::upgrade`):
+// a test-only echo route served by the transport, driven by a Beast
+// WebSocket client. Echo and ordering, 400 for a plain GET, the binary and
+// size policies, `on_closed` on every way a connection ends, the metrics
+// (one 101), and a server stop that closes open WebSockets promptly.
+#include "tests/runtime/transport_fixture.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace dcbd::test {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace bws = beast::websocket;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+// A WebSocket client whose every operation has a deadline.
+class ws_client {
+public:
+  explicit ws_client(std::uint16_t port) : ws_(ioc_) {
+    beast::get_lowest_layer(ws_).connect(
+      {net::ip::make_address("127.0.0.1"), port});
+  }
+
+  // The handshake; the server's answer is in `upgrade_response()`.
+  beast::error_code handshake(const std::string& target = "/ws") {
+    return run([&](auto h) {
+      ws_.async_handshake(res_, "127.0.0.1", target, std::move(h));
+    });
+  }
+
+  const bws::response_type& upgrade_response() const {
+    return res_;
+  }
+
+  beast::error_code send(const std::string& text, bool binary = false) {
+    ws_.binary(binary);
+    return run([&](auto h) {
+      ws_.async_write(net::buffer(text), std::move(h));
+    });
+  }
+
+  // The next message; an error when the connection closed instead.
+  std::pair<beast::error_code, std::string>
+  read(std::chrono::milliseconds wait = 5s) {
+    beast::flat_buffer buf;
+    auto ec = run(
+      [&](auto h) {
+        ws_.async_read(buf, std::move(h));
+      },
+      wait);
+    return {ec, beast::buffers_to_string(buf.data())};
+  }
+
+  beast::error_code close() {
+    return run([&](auto h) {
+      ws_.async_close(bws::close_code::normal, std::move(h));
+    });
+  }
+
+  // Drops the TCP connection without a close frame.
+  void disconnect() {
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+  }
+
+  // The close frame the server sent.
+  const bws::close_reason& reason() const {
+    return ws_.reason();
+  }
+
+private:
+  // Runs the operation `start` begins for at most `wait`.
+  template <class Start>
+  beast::error_code run(Start start, std::chrono::milliseconds wait = 5s) {
+    std::optional<beast::error_code> result;
+    start([&result](beast::error_code ec, auto&&...) {
+      result = ec;
+    });
+    ioc_.restart();
+    ioc_.run_for(wait);
+    if (result)
+      return *result;
+    disconnect();
+    ioc_.restart();
+    ioc_.run();
+    return beast::error::timeout;
+  }
+
+  net::io_context ioc_;
+  bws::stream<beast::tcp_stream> ws_;
+  bws::response_type res_;
+};
+
+class WebSocket : public TransportTest {
+protected:
+  void SetUp() override {
+    serve(routes());
+  }
+
+  // The echo route "/ws": echoes text; "bye" closes with reason "bye";
+  // "burst" sends 100 numbered messages; "throw" throws.
+  http::route_table routes() {
+    return {{"/ws", bhttp::verb::get, [this](const auto& x) {
+               http::websocket_handlers h;
+               h.on_message = [](const std::shared_ptr<http::websocket>& ws,
+                                 std::string text) {
+                 if (text == "bye")
+                   return ws->close("bye");
+                 if (text == "long bye")
+                   return ws->close(std::string(200, 'z'));
+                 if (text == "throw")
+                   throw std::runtime_error("a test handler throws");
+                 if (text == "burst") {
+                   for (int i = 0; i < 100; ++i)
+                     ws->send(std::to_string(i));
+                   return;
+                 }
+                 ws->send(std::move(text));
+               };
+               h.on_closed = [this] {
+                 ++closed_;
+               };
+               if (auto ws = x->upgrade(std::move(h))) {
+                 std::lock_guard<std::mutex> guard{mtx_};
+                 last_ = ws;
+                 ++upgraded_;
+               }
+             }}};
+  }
+
+  bool closed_once(std::chrono::milliseconds wait = 2s) {
+    return eventually(
+      [this] {
+        return closed_ > 0;
+      },
+      wait);
+  }
+
+  void TearDown() override {
+    // A websocket must not outlive its transport.
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      last_.reset();
+    }
+    TransportTest::TearDown();
+  }
+
+  std::shared_ptr<http::websocket> last() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return last_;
+  }
+
+  std::mutex mtx_;
+  // The last connection upgraded; held past its close.
+  std::shared_ptr<http::websocket> last_;
+  std::atomic<int> upgraded_{0};
+  std::atomic<int> closed_{0};
+};
+
+TEST_F(WebSocket, EchoesSeveralMessagesWithTheServerHeader) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  EXPECT_EQ(c.upgrade_response().result_int(), 101u);
+  EXPECT_EQ(c.upgrade_response()[bhttp::field::server], "dcbd");
+  std::vector<std::string> texts{"one", "two", "", std::string(60'000, 'x'),
+                                 "end"};
+  for (auto& text : texts) {
+    ASSERT_FALSE(c.send(text));
+    auto [ec, echo] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(echo, text);
+  }
+  EXPECT_EQ(upgraded_, 1);
+  EXPECT_EQ(closed_, 0);
+}
+
+TEST_F(WebSocket, PlainGetToTheRouteGets400) {
+  net::io_context ioc;
+  beast::tcp_stream s{ioc};
+  s.connect({net::ip::make_address("127.0.0.1"), port()});
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/ws", 11};
+  req.set(bhttp::field::host, "127.0.0.1");
+  bhttp::write(s, req);
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  bhttp::read(s, buf, res);
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "bad_request");
+  EXPECT_EQ(upgraded_, 0);
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="400",route="/ws"})"), 1);
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="101",route="/ws"})"), -1);
+}
+
+TEST(WebSocketResponder, PlainRequestGets400AndNoWebSocket) {
+  std::atomic<int> answers{0};
+  std::atomic<bool> upgrade{true};
+  std::atomic<bool> null{false};
+  http::transport_handlers h;
+  h.on_request = [&](http::responder r) {
+    upgrade = r.is_websocket_upgrade();
+    null = r.accept_websocket({}) == nullptr;
+    ++answers;
+  };
+  h.on_refused = [](http::responder, unsigned, std::string, std::string) {};
+  http_config cfg;
+  cfg.port = 0;
+  http::http_transport t{cfg, std::move(h)};
+  net::io_context ioc;
+  beast::tcp_stream s{ioc};
+  s.connect({net::ip::make_address("127.0.0.1"), t.port()});
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/anything", 11};
+  req.set(bhttp::field::host, "127.0.0.1");
+  bhttp::write(s, req);
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  bhttp::read(s, buf, res);
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(res[bhttp::field::server], "dcbd");
+  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "bad_request");
+  EXPECT_EQ(answers, 1);
+  EXPECT_FALSE(upgrade);
+  EXPECT_TRUE(null);
+}
+
+TEST_F(WebSocket, UpgradeIsCountedOnceAs101) {
+  {
+    ws_client c{port()};
+    ASSERT_FALSE(c.handshake());
+    ASSERT_FALSE(c.send("hi"));
+    ASSERT_FALSE(c.read().first);
+    ASSERT_FALSE(c.close());
+  }
+  ASSERT_TRUE(closed_once());
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="101",route="/ws"})"), 1);
+  for (auto code : {"200", "400", "499", "500"})
+    EXPECT_EQ(metric(std::string{R"(dcb_http_requests_total{code=")"} + code
+                     + R"(",route="/ws"})"),
+              -1)
+      << code;
+}
+
+TEST_F(WebSocket, BinaryMessageClosesWithUnsupportedData) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("bin", true));
+  auto [ec, text] = c.read();
+  EXPECT_EQ(ec, bws::error::closed) << ec.message();
+  EXPECT_EQ(c.reason().code, bws::close_code::unknown_data);
+  EXPECT_TRUE(closed_once());
+}
+
+TEST_F(WebSocket, MessageOverTheLimitClosesWithTooBig) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  c.send(std::string(http::websocket_max_message + 1, 'x'));
+  auto [ec, text] = c.read();
+  EXPECT_TRUE(ec);
+  EXPECT_EQ(c.reason().code, bws::close_code::too_big);
+  EXPECT_TRUE(closed_once());
+}
+
+TEST_F(WebSocket, ClientDisconnectRunsOnClosedOnce) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("hi"));
+  ASSERT_FALSE(c.read().first);
+  c.disconnect();
+  ASSERT_TRUE(closed_once()) << "on_closed did not run";
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(closed_, 1);
+  // The server side is closed; sending on it fails.
+  auto ws = last();
+  ASSERT_TRUE(ws);
+  EXPECT_FALSE(ws->open());
+  std::promise<bool> sent;
+  ws->send("late", [&sent](bool written) {
+    sent.set_value(written);
+  });
+  auto f = sent.get_future();
+  ASSERT_EQ(f.wait_for(2s), std::future_status::ready);
+  EXPECT_FALSE(f.get());
+}
+
+TEST_F(WebSocket, ClientCloseHandshakeRunsOnClosedOnce) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  EXPECT_FALSE(c.close());
+  ASSERT_TRUE(closed_once());
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(closed_, 1);
+}
+
+TEST_F(WebSocket, ServerCloseSendsItsReason) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("bye"));
+  auto [ec, text] = c.read();
+  EXPECT_EQ(ec, bws::error::closed) << ec.message();
+  EXPECT_EQ(c.reason().code, bws::close_code::normal);
+  EXPECT_EQ(c.reason().reason, "bye");
+  EXPECT_TRUE(closed_once());
+}
+
+TEST_F(WebSocket, OverlongCloseReasonIsCutToTheFrameLimit) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("long bye"));
+  auto [ec, text] = c.read();
+  EXPECT_EQ(ec, bws::error::closed) << ec.message();
+  auto& reason = c.reason().reason;
+  EXPECT_EQ(std::string(reason.data(), reason.size()), std::string(123, 'z'));
+  EXPECT_TRUE(closed_once());
+}
+
+TEST_F(WebSocket, HundredMessagesInABurstArriveInOrder) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  // Client to server (echoed back).
+  for (int i = 0; i < 100; ++i)
+    ASSERT_FALSE(c.send("m" + std::to_string(i)));
+  for (int i = 0; i < 100; ++i) {
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_EQ(text, "m" + std::to_string(i));
+  }
+  // Server to client: 100 sends queued at once.
+  ASSERT_FALSE(c.send("burst"));
+  for (int i = 0; i < 100; ++i) {
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_EQ(text, std::to_string(i));
+  }
+  auto ws = last();
+  ASSERT_TRUE(ws);
+  EXPECT_TRUE(eventually(
+    [&ws] {
+      return ws->queued() == 0;
+    },
+    2s));
+  EXPECT_TRUE(ws->open());
+}
+
+TEST_F(WebSocket, HandlerExceptionIsLoggedAndTheConnectionCarriesOn) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("throw"));
+  ASSERT_FALSE(c.send("after"));
+  auto [ec, text] = c.read();
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(text, "after");
+  EXPECT_EQ(closed_, 0);
+}
+
+TEST_F(WebSocket, IdleConnectionOutlivesTheHttpTimeouts) {
+  transport_.reset();
+  http_config cfg;
+  cfg.idle_timeout = 100ms;
+  cfg.request_timeout = 100ms;
+  cfg.write_timeout = 100ms;
+  serve(routes(), cfg);
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  std::this_thread::sleep_for(500ms);
+  ASSERT_FALSE(c.send("still here"));
+  auto [ec, text] = c.read();
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(text, "still here");
+  EXPECT_EQ(closed_, 0);
+}
+
+TEST_F(WebSocket, ServerStopClosesOpenWebSocketsPromptly) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("hi"));
+  ASSERT_FALSE(c.read().first);
+  auto start = std::chrono::steady_clock::now();
+  // The grace period waits for requests in flight; an upgraded connection
+  // is none.
+  auto stopped = std::async(std::launch::async, [this] {
+    transport_->stop(5s);
+  });
+  auto [ec, text] = c.read(3s);
+  EXPECT_EQ(ec, bws::error::closed) << ec.message();
+  EXPECT_EQ(c.reason().code, bws::close_code::going_away);
+  EXPECT_EQ(c.reason().reason, "server stopping");
+  ASSERT_EQ(stopped.wait_for(3s), std::future_status::ready)
+    << "stop did not return";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  EXPECT_EQ(closed_, 1);
+}
+
+TEST_F(WebSocket, ServerStopDropsAPeerThatDoesNotAnswerTheClose) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  // The client reads nothing, so it never answers the close frame.
+  auto start = std::chrono::steady_clock::now();
+  transport_->stop(0ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            http::websocket_close_timeout + 2s);
+  EXPECT_EQ(closed_, 1);
+}
+
+} // namespace
+} // namespace dcbd::test
