@@ -8,6 +8,15 @@
 //   dcbctl [--url URL] [--json] read [--query QUERY_JSON | --type T
 //                                    --tag K:V...] [--from N] [--limit N]
 //                                    [--backwards]
+//   dcbctl [--url URL] [--json] subscribe [--query QUERY_JSON | --type T
+//                                    --tag K:V...] [--after N] [--limit N]
+//
+// `subscribe` follows the log like `tail -f` (GET /v1/subscribe, NDJSON):
+// the matching events after N, then new ones as they are committed. When
+// the connection drops it resumes after the last position it printed (an
+// event or a checkpoint), so nothing is missed or printed twice. With
+// --json it prints every frame as it came (events, checkpoint, caught_up,
+// heartbeat); --limit stops after that many events.
 //
 // The URL defaults to $DCB_URL, else http://127.0.0.1:8080. Exit codes: 0
 // ok, 1 the node answered with an error (or a failed condition), 2 usage,
@@ -16,11 +25,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -246,6 +257,104 @@ int cmd_read(const options& o, node& n) {
   return rc;
 }
 
+// Reads the subscription arguments into a query and a start position.
+int cmd_subscribe(const options& o, node& n) {
+  json q;
+  json item = json::object();
+  std::uint64_t after = 0;
+  std::uint64_t limit = 0;
+  for (std::size_t i = 0; i < o.args.size(); ++i) {
+    auto& a = o.args[i];
+    if (a == "--query")
+      q = parse_json_arg(a, value(o.args, i));
+    else if (a == "--type")
+      item["types"].push_back(value(o.args, i));
+    else if (a == "--tag")
+      item["tags"].push_back(value(o.args, i));
+    else if (a == "--after")
+      after = number_arg(a, value(o.args, i));
+    else if (a == "--limit")
+      limit = number_arg(a, value(o.args, i));
+    else
+      throw usage_error("subscribe: unknown argument " + a);
+  }
+  if (q.is_null())
+    q = item.empty() ? json{{"items", json::array()}}
+                     : json{{"items", json::array({item})}};
+  auto query_text = dcbd::client::url_encode(q.dump());
+  std::uint64_t printed = 0;
+  bool connected_once = false;
+  auto backoff = std::chrono::milliseconds{500};
+  for (;;) {
+    auto target = "/v1/subscribe?query=" + query_text
+                  + "&after=" + std::to_string(after);
+    dcbd::client::streaming_get get{n.ep, target};
+    unsigned status = 0;
+    std::string pending;
+    std::string error_body;
+    bool done = false;
+    try {
+      get.run(
+        [&](const dcbd::client::stream_head& h) {
+          status = h.status;
+          connected_once = true;
+        },
+        [&](std::string_view data) {
+          if (status != 200) {
+            error_body += data;
+            return true;
+          }
+          pending += data;
+          std::size_t nl;
+          while ((nl = pending.find('\n')) != std::string::npos) {
+            auto line = pending.substr(0, nl);
+            pending.erase(0, nl + 1);
+            auto j = json::parse(line, nullptr, false);
+            if (!j.is_object())
+              continue;
+            auto kind = j.value("kind", std::string{});
+            if (kind == "event" || kind == "checkpoint")
+              after = j.value("position", after);
+            if (kind == "error") {
+              std::cerr << "dcbctl: the subscription ended: "
+                        << j.value("message", std::string{}) << std::endl;
+              continue;
+            }
+            if (o.as_json) {
+              std::cout << line << "\n";
+            } else if (kind == "event") {
+              std::cout << j["position"] << "  " << j["type"].get<std::string>()
+                        << "  [" << tags_text(j["tags"]) << "]  "
+                        << j.value("data", std::string{}) << "\n";
+            }
+            if (kind == "event" && limit > 0 && ++printed >= limit) {
+              done = true;
+              break;
+            }
+          }
+          std::cout << std::flush;
+          return !done;
+        });
+    } catch (const dcbd::client::unreachable& e) {
+      if (!connected_once)
+        throw;
+      std::cerr << "dcbctl: " << e.what() << std::endl;
+    }
+    if (done)
+      return 0;
+    if (status != 0 && status != 200)
+      return node_error(response{status, error_body}, o.as_json);
+    // The connection dropped (or the node stopped): resume where we were,
+    // sooner when it had been up.
+    if (status == 200)
+      backoff = std::chrono::milliseconds{500};
+    std::cerr << "dcbctl: connection lost; resuming after position " << after
+              << " in " << backoff.count() << " ms" << std::endl;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{5000});
+  }
+}
+
 void usage(std::ostream& os) {
   os << "usage: dcbctl [--url URL] [--json] <command> [args]\n"
         "commands:\n"
@@ -258,6 +367,9 @@ void usage(std::ostream& os) {
         "[--fail-if QUERY] [--after N]\n"
         "  read [--query QUERY | --type T --tag K:V...] [--from N] "
         "[--limit N] [--backwards]\n"
+        "  subscribe [--query QUERY | --type T --tag K:V...] [--after N] "
+        "[--limit N]\n"
+        "                                           follow like tail -f\n"
         "QUERY is JSON: {\"items\":[{\"types\":[..],\"tags\":[..]}]}\n"
         "URL defaults to $DCB_URL, else http://127.0.0.1:8080\n";
 }
@@ -303,6 +415,8 @@ int main(int argc, char** argv) {
       return cmd_append(o, *n);
     if (o.command == "read")
       return cmd_read(o, *n);
+    if (o.command == "subscribe")
+      return cmd_subscribe(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";
