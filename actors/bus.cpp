@@ -722,16 +722,16 @@ bus_actor spawn_bus(caf::actor_system& sys, store_actor store,
                    std::move(cfg));
 }
 
-caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
-                                   subscribe_request req,
-                                   paced_items_handler on_items,
-                                   subscription_end_handler on_end,
-                                   std::shared_ptr<bus_metrics> metrics) {
+caf::actor
+spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
+                        subscribe_request req, paced_items_handler on_items,
+                        subscription_end_handler on_end,
+                        std::shared_ptr<bus_metrics> metrics, bool ack_grants) {
   if (req.id == 0)
     req.id = fresh_stream_id();
   auto impl = [bus, req, on_items = std::move(on_items),
-               on_end = std::move(on_end), metrics = std::move(metrics)](
-                caf::stateful_actor<sink_state>* self) mutable {
+               on_end = std::move(on_end), metrics = std::move(metrics),
+               ack_grants](caf::stateful_actor<sink_state>* self) mutable {
     auto id = req.id;
     auto finish = [self, on_end](const bus_end& e) {
       if (self->state.ended)
@@ -752,7 +752,8 @@ caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
     self->send(bus, subscribe_atom::value, std::move(req),
                caf::actor_cast<caf::actor>(self));
     return caf::behavior{
-      [self, bus, id, on_items, metrics](bus_batch_atom, bus_batch& b) {
+      [self, bus, id, on_items, metrics, ack_grants](bus_batch_atom,
+                                                     bus_batch& b) {
         std::uint32_t events = 0;
         std::vector<std::chrono::system_clock::time_point> committed;
         for (auto& item : b.items) {
@@ -763,7 +764,7 @@ caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
             committed.push_back(item.event->recorded_at);
         }
         auto acked = std::make_shared<std::atomic<bool>>(false);
-        auto ack = [bus, id, events, acked, metrics,
+        auto ack = [bus, id, events, acked, metrics, ack_grants,
                     committed = std::move(committed)](bool more) {
           if (acked->exchange(true))
             return;
@@ -775,7 +776,7 @@ caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
           }
           if (!more)
             caf::anon_send(bus, cancel_atom::value, id);
-          else if (events > 0)
+          else if (events > 0 && ack_grants)
             caf::anon_send(bus, credit_atom::value, id, events);
         };
         try {

@@ -238,11 +238,14 @@ using subscription_end_handler = std::function<void(const bus_end&)>;
 
 /// Spawns an actor that subscribes `req` at `bus` and hands every batch to
 /// `on_items`; `on_end` runs once at the end. The sink measures commit-to-
-/// delivery latency at `ack(true)` (if `metrics`).
+/// delivery latency at `ack(true)` (if `metrics`). Without `ack_grants`,
+/// `ack(true)` grants no credit: the caller sends (credit_atom, id, n)
+/// itself.
 caf::actor spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
                                    subscribe_request req,
                                    paced_items_handler on_items,
                                    subscription_end_handler on_end,
-                                   std::shared_ptr<bus_metrics> metrics);
+                                   std::shared_ptr<bus_metrics> metrics,
+                                   bool ack_grants = true);
 
 } // namespace dcbd

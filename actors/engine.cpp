@@ -12,6 +12,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <utility>
@@ -137,6 +138,9 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   auto bcfg = d.cfg.bus;
   bcfg.limits = d.cfg.store.limits;
   bcfg.read_timeout = d.cfg.timeout;
+  // The bus reads through the bounded `read`: its pages must fit.
+  bcfg.feed_page = std::clamp<std::size_t>(bcfg.feed_page, 1,
+                                           d.cfg.reader.max_read_events);
   d.bus = spawn_bus(sys, d.store, d.readers(), std::move(bcfg));
   if (d.cfg.listen && !d.cfg.store_factory) {
     auto bus = d.bus;
@@ -193,6 +197,11 @@ int engine::listener_pid() const {
 void subscription::cancel() const {
   if (bus_)
     caf::anon_send(bus_, cancel_atom::value, id_);
+}
+
+void subscription::grant(std::uint32_t n) const {
+  if (bus_ && n > 0)
+    caf::anon_send(bus_, credit_atom::value, id_, n);
 }
 
 // -- blocking calls -----------------------------------------------------------
@@ -372,11 +381,13 @@ subscription engine::subscribe_paced(query q, std::uint64_t after,
   req.id = fresh_stream_id();
   req.q = std::move(q);
   req.after = after;
-  req.credit = std::max<std::uint32_t>(opts.credit, 1);
+  req.credit = opts.manual_credit ? opts.credit
+                                  : std::max<std::uint32_t>(opts.credit, 1);
   req.heartbeat = opts.heartbeat;
   auto id = req.id;
   spawn_subscription_sink(d.sys, d.bus, std::move(req), std::move(on_items),
-                          std::move(on_end), d.cfg.bus.metrics);
+                          std::move(on_end), d.cfg.bus.metrics,
+                          !opts.manual_credit);
   return subscription{d.bus, id};
 }
 

@@ -73,6 +73,10 @@ struct subscribe_options {
   std::uint32_t credit = 1024;
   /// A heartbeat item after this long without any (0: none).
   std::chrono::milliseconds heartbeat{0};
+  /// The caller grants credit itself with `subscription::grant` (for a
+  /// consumer whose own peer grants credit, like a WebSocket client);
+  /// `ack(true)` then grants nothing, and `credit` may be 0.
+  bool manual_credit = false;
 };
 
 /// A live subscription; copies name the same one. `cancel` ends it (its end
@@ -83,6 +87,9 @@ public:
 
   /// Ends the subscription; harmless when it has ended. Thread-safe.
   void cancel() const;
+
+  /// Lets `n` more events go out (see `subscribe_options::manual_credit`).
+  void grant(std::uint32_t n) const;
 
   std::uint64_t id() const noexcept {
     return id_;

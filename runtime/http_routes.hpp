@@ -8,6 +8,7 @@
 //   runtime/routes_v1.cpp       POST /v1/append, GET /v1/read, GET /v1/head
 //   runtime/routes_health.cpp   GET /healthz, GET /readyz
 //   runtime/routes_subscribe.cpp  GET /v1/subscribe (SSE, NDJSON)
+//   runtime/routes_ws.cpp       GET /v1/ws (subscriptions over WebSocket)
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
@@ -226,6 +227,10 @@ route_table dcb_routes(route_env& env);       // runtime/routes_dcb.cpp
 route_table v1_routes(route_env& env);        // runtime/routes_v1.cpp
 route_table health_routes(route_env& env);    // runtime/routes_health.cpp
 route_table subscribe_routes(route_env& env); // runtime/routes_subscribe.cpp
+route_table ws_routes(route_env& env);        // runtime/routes_ws.cpp
+
+/// Every area's routes, as the server serves them (runtime/http_server.cpp).
+route_table all_routes(route_env& env);
 
 // -- router -------------------------------------------------------------------
 

@@ -10,20 +10,20 @@
 
 namespace dcbd {
 
-namespace {
+namespace http {
 
 // Every API area's routes, in the order 404 answers name them. A new area
 // goes into this list (and its declaration into http_routes.hpp).
-http::route_table all_routes(http::route_env& env) {
-  http::route_table all;
-  for (auto area : {http::dcb_routes, http::v1_routes, http::subscribe_routes,
-                    http::health_routes})
+route_table all_routes(route_env& env) {
+  route_table all;
+  for (auto area :
+       {dcb_routes, v1_routes, subscribe_routes, ws_routes, health_routes})
     for (auto& r : area(env))
       all.push_back(std::move(r));
   return all;
 }
 
-} // namespace
+} // namespace http
 
 struct http_server::impl {
   http::stream_slots streams;

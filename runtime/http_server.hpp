@@ -14,6 +14,8 @@
 //   GET  /v1/subscribe?query=..&after=P      live subscription: SSE
 //                                            (Accept: text/event-stream)
 //                                            or NDJSON (API.md §5)
+//   GET  /v1/ws                              WebSocket: subscriptions with
+//                                            credits (API.md §5)
 //   GET  /healthz, /readyz
 //
 // Bodies are JSON, or msgpack with `Content-Type: application/msgpack` (the
@@ -30,7 +32,7 @@
 //   http_routes.{hpp,cpp}      route, exchange (read the request, answer
 //                              JSON/msgpack), router (labels, 404, 405)
 //   routes_<area>.cpp          one route table per API area: dcb, v1,
-//                              health, subscribe
+//                              health, subscribe, ws
 //   json_api.{hpp,cpp}         JSON shapes of the DCB model
 //   wire_codec.{hpp,cpp}       msgpack <-> JSON documents (the binary wire)
 //

@@ -40,12 +40,7 @@ protected:
 
   // The tables as http_server assembles them.
   http::router all() {
-    http::route_table t;
-    for (auto area : {http::dcb_routes, http::v1_routes, http::subscribe_routes,
-                      http::health_routes})
-      for (auto& r : area(*env_))
-        t.push_back(std::move(r));
-    return http::router{std::move(t), metrics_, cfg_.max_body};
+    return http::router{http::all_routes(*env_), metrics_, cfg_.max_body};
   }
 
   http_config cfg_;
@@ -69,16 +64,16 @@ TEST_F(Route, TablesHoldEveryRouteOnceWithItsLabel) {
     EXPECT_EQ(r.label_of(route.path), route.path);
   }
   std::set<std::pair<std::string, std::string>> expected{
-    {"GET", "/read"},    {"POST", "/append"},     {"POST", "/v1/append"},
-    {"GET", "/v1/read"}, {"GET", "/v1/head"},     {"GET", "/healthz"},
-    {"GET", "/readyz"},  {"GET", "/v1/subscribe"}};
+    {"GET", "/read"},    {"POST", "/append"},      {"POST", "/v1/append"},
+    {"GET", "/v1/read"}, {"GET", "/v1/head"},      {"GET", "/healthz"},
+    {"GET", "/readyz"},  {"GET", "/v1/subscribe"}, {"GET", "/v1/ws"}};
   EXPECT_EQ(seen, expected);
   EXPECT_EQ(r.label_of("/nope"), "other");
   EXPECT_EQ(r.label_of("/read/"), "other");
   EXPECT_EQ(r.label_of(""), "other");
   // 404 answers name the API routes, in table order, not the probes.
   EXPECT_EQ(r.known(), "/read, /append, /v1/append, /v1/read, /v1/head, "
-                       "/v1/subscribe");
+                       "/v1/subscribe, /v1/ws");
 }
 
 TEST_F(Route, LookupFindsMethodsAnswersHeadAndListsAllow) {

@@ -4,6 +4,7 @@
 // size policies, `on_closed` on every way a connection ends, the metrics
 // (one 101), and a server stop that closes open WebSockets promptly.
 #include "tests/runtime/transport_fixture.hpp"
+#include "tests/runtime/ws_client.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
@@ -27,84 +28,6 @@ namespace bhttp = beast::http;
 namespace bws = beast::websocket;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
-
-// A WebSocket client whose every operation has a deadline.
-class ws_client {
-public:
-  explicit ws_client(std::uint16_t port) : ws_(ioc_) {
-    beast::get_lowest_layer(ws_).connect(
-      {net::ip::make_address("127.0.0.1"), port});
-  }
-
-  // The handshake; the server's answer is in `upgrade_response()`.
-  beast::error_code handshake(const std::string& target = "/ws") {
-    return run([&](auto h) {
-      ws_.async_handshake(res_, "127.0.0.1", target, std::move(h));
-    });
-  }
-
-  const bws::response_type& upgrade_response() const {
-    return res_;
-  }
-
-  beast::error_code send(const std::string& text, bool binary = false) {
-    ws_.binary(binary);
-    return run([&](auto h) {
-      ws_.async_write(net::buffer(text), std::move(h));
-    });
-  }
-
-  // The next message; an error when the connection closed instead.
-  std::pair<beast::error_code, std::string>
-  read(std::chrono::milliseconds wait = 5s) {
-    beast::flat_buffer buf;
-    auto ec = run(
-      [&](auto h) {
-        ws_.async_read(buf, std::move(h));
-      },
-      wait);
-    return {ec, beast::buffers_to_string(buf.data())};
-  }
-
-  beast::error_code close() {
-    return run([&](auto h) {
-      ws_.async_close(bws::close_code::normal, std::move(h));
-    });
-  }
-
-  // Drops the TCP connection without a close frame.
-  void disconnect() {
-    beast::error_code ignored;
-    beast::get_lowest_layer(ws_).socket().close(ignored);
-  }
-
-  // The close frame the server sent.
-  const bws::close_reason& reason() const {
-    return ws_.reason();
-  }
-
-private:
-  // Runs the operation `start` begins for at most `wait`.
-  template <class Start>
-  beast::error_code run(Start start, std::chrono::milliseconds wait = 5s) {
-    std::optional<beast::error_code> result;
-    start([&result](beast::error_code ec, auto&&...) {
-      result = ec;
-    });
-    ioc_.restart();
-    ioc_.run_for(wait);
-    if (result)
-      return *result;
-    disconnect();
-    ioc_.restart();
-    ioc_.run();
-    return beast::error::timeout;
-  }
-
-  net::io_context ioc_;
-  bws::stream<beast::tcp_stream> ws_;
-  bws::response_type res_;
-};
 
 class WebSocket : public TransportTest {
 protected:

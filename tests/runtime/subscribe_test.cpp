@@ -4,6 +4,7 @@
 // client that goes away, heartbeats, metrics and a server stop.
 #include "tests/runtime/http_test_client.hpp"
 #include "tests/runtime/sub_client.hpp"
+#include "tests/runtime/ws_client.hpp"
 
 #include <random>
 
@@ -303,6 +304,197 @@ TEST_F(Subscribe, ServerStopEndsSubscriptionsWithAnError) {
   EXPECT_EQ(last["code"], "unavailable");
   ASSERT_TRUE(sse.wait_kind("error"));
   EXPECT_EQ(sse.frames().back()["data"]["code"], "unavailable");
+}
+
+// -- WebSocket
+// ------------------------------------------------------------------
+
+class WsSubscribe : public Subscribe {
+protected:
+  // Reads frames until `done(frames)` or the connection ends; heartbeats
+  // (every 50 ms here) keep reads from timing out.
+  template <class Done>
+  std::vector<json>
+  read_until(ws_client& c, std::vector<json>& frames, Done done) {
+    while (!done(frames)) {
+      auto [ec, text] = c.read(5s);
+      if (ec) {
+        ADD_FAILURE() << "the WebSocket ended: " << ec.message();
+        break;
+      }
+      frames.push_back(json::parse(text));
+    }
+    return frames;
+  }
+
+  static std::size_t count(const std::vector<json>& frames,
+                           const std::string& sub, const std::string& kind) {
+    return static_cast<std::size_t>(
+      std::count_if(frames.begin(), frames.end(), [&](const json& f) {
+        return f.value("sub", "") == sub && f["kind"] == kind;
+      }));
+  }
+
+  static std::vector<json> events_of(const std::vector<json>& frames,
+                                     const std::string& sub) {
+    std::vector<json> out;
+    for (auto& f : frames)
+      if (f.value("sub", "") == sub && f["kind"] == "event")
+        out.push_back(f);
+    return out;
+  }
+
+  http_config fast() {
+    http_config hc;
+    hc.subscribe_heartbeat = 50ms;
+    return hc;
+  }
+};
+
+TEST_F(WsSubscribe, CreditsAreNeverExceededAndSubscriptionsShareASocket) {
+  append(10, "A");
+  append(10, "B");
+  auto port = serve(fast());
+  ws_client c{port};
+  ASSERT_FALSE(c.handshake("/v1/ws"));
+  ASSERT_FALSE(c.send(json{
+    {"op", "subscribe"},
+    {"sub", "s1"},
+    {"query", items({"A"}, {})},
+    {"credit", 3}}.dump()));
+  ASSERT_FALSE(c.send(json{
+    {"op", "subscribe"},
+    {"sub", "s2"},
+    {"query", items({"B"}, {})},
+    {"after", 15},
+    {"credit", 100}}.dump()));
+  std::vector<json> frames;
+  // s2 catches up; s1 stops at its credit: several heartbeats pass and no
+  // fourth event.
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s2", "caught_up") == 1 && count(fs, "s1", "event") >= 3
+           && count(fs, "s1", "heartbeat") >= 4;
+  });
+  EXPECT_EQ(count(frames, "s1", "event"), 3u);
+  EXPECT_EQ(count(frames, "s1", "caught_up"), 0u);
+  EXPECT_EQ(chain(events_of(frames, "s2"), 15),
+            oracle(query{{query_item{{"B"}, {}}}}, 15));
+  ASSERT_FALSE(c.send(json{{"op", "credit"}, {"sub", "s1"}, {"n", 4}}.dump()));
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s1", "event") >= 7 && count(fs, "s1", "heartbeat") >= 8;
+  });
+  EXPECT_EQ(count(frames, "s1", "event"), 7u);
+  ASSERT_FALSE(
+    c.send(json{{"op", "credit"}, {"sub", "s1"}, {"n", 1000}}.dump()));
+  append(2, "A");
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s1", "event") >= 12;
+  });
+  EXPECT_EQ(count(frames, "s1", "caught_up"), 1u);
+  EXPECT_EQ(chain(events_of(frames, "s1"), 0),
+            oracle(query{{query_item{{"A"}, {}}}}, 0));
+  for (auto& f : frames)
+    EXPECT_TRUE(f.contains("sub")) << f.dump();
+}
+
+TEST_F(WsSubscribe, BadFramesGetErrorFramesAndChangeNothing) {
+  append(3);
+  auto port = serve(fast());
+  ws_client c{port};
+  ASSERT_FALSE(c.handshake("/v1/ws"));
+  ASSERT_FALSE(
+    c.send(json{{"op", "subscribe"}, {"sub", "ok"}, {"credit", 10}}.dump()));
+  std::vector<std::string> bad{
+    "not json",
+    "[1,2]",
+    R"({"sub":"x"})",
+    R"({"op":"nope","sub":"x"})",
+    R"({"op":"credit","sub":"missing","n":1})",
+    R"({"op":"credit","sub":"ok","n":0})",
+    R"({"op":"credit","sub":"ok","n":-1})",
+    R"({"op":"credit","sub":"ok","n":"5"})",
+    R"({"op":"credit","sub":"ok"})",
+    R"({"op":"subscribe","sub":"ok"})",
+    R"({"op":"subscribe","sub":""})",
+    R"({"op":"subscribe","sub":"q","query":{"items":[{}]}})",
+    R"({"op":"subscribe","sub":"q","after":-2})",
+    R"({"op":"subscribe","sub":"q","credit":1.5})",
+    R"({"op":"unsubscribe","sub":"missing"})"};
+  for (auto& b : bad)
+    ASSERT_FALSE(c.send(b));
+  std::vector<json> frames;
+  read_until(c, frames, [&](auto& fs) {
+    return static_cast<std::size_t>(std::count_if(fs.begin(), fs.end(),
+                                                  [](auto& f) {
+                                                    return f["kind"] == "error";
+                                                  }))
+             >= bad.size()
+           && count(fs, "ok", "caught_up") == 1;
+  });
+  for (auto& f : frames) {
+    if (f["kind"] == "error") {
+      EXPECT_EQ(f["code"], "invalid_argument") << f.dump();
+      EXPECT_FALSE(f["message"].get<std::string>().empty());
+    }
+  }
+  // The good subscription is untouched: it got its events, and no other
+  // subscription exists.
+  EXPECT_EQ(count(frames, "ok", "event"), 3u);
+  EXPECT_EQ(metric("dcb_subscriptions"), 1);
+  EXPECT_EQ(engine_->head(), 3u);
+}
+
+TEST_F(WsSubscribe, LimitUnsubscribeAndDisconnectFreeSlots) {
+  auto hc = fast();
+  hc.max_subscriptions = 2;
+  auto port = serve(hc);
+  ws_client c{port};
+  ASSERT_FALSE(c.handshake("/v1/ws"));
+  for (auto name : {"s1", "s2", "s3"})
+    ASSERT_FALSE(
+      c.send(json{{"op", "subscribe"}, {"sub", name}, {"credit", 10}}.dump()));
+  std::vector<json> frames;
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s3", "error") == 1 && count(fs, "s1", "caught_up") == 1
+           && count(fs, "s2", "caught_up") == 1;
+  });
+  auto err = std::find_if(frames.begin(), frames.end(), [](auto& f) {
+    return f["kind"] == "error";
+  });
+  EXPECT_EQ((*err)["code"], "overloaded");
+  ASSERT_FALSE(c.send(json{{"op", "unsubscribe"}, {"sub", "s1"}}.dump()));
+  ASSERT_FALSE(
+    c.send(json{{"op", "subscribe"}, {"sub", "s3"}, {"credit", 10}}.dump()));
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s3", "caught_up") == 1;
+  });
+  append(1);
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "s3", "event") == 1 && count(fs, "s2", "event") == 1;
+  });
+  EXPECT_EQ(count(frames, "s1", "event"), 0u);
+  c.disconnect();
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (metric("dcb_subscriptions") != 0
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(metric("dcb_subscriptions"), 0);
+  // Slots are free again.
+  ws_client d{port};
+  ASSERT_FALSE(d.handshake("/v1/ws"));
+  ASSERT_FALSE(
+    d.send(json{{"op", "subscribe"}, {"sub", "a"}, {"credit", 1}}.dump()));
+  ASSERT_FALSE(
+    d.send(json{{"op", "subscribe"}, {"sub", "b"}, {"credit", 1}}.dump()));
+  std::vector<json> more;
+  read_until(d, more, [&](auto& fs) {
+    return count(fs, "a", "event") == 1 && count(fs, "b", "event") == 1;
+  });
+  EXPECT_EQ(std::count_if(more.begin(), more.end(),
+                          [](auto& f) {
+                            return f["kind"] == "error";
+                          }),
+            0);
 }
 
 } // namespace

@@ -1,0 +1,100 @@
+// Test support: a blocking WebSocket client (Beast) whose every operation
+// has a deadline.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace dcbd::test {
+
+// A WebSocket client whose every operation has a deadline. An operation
+// that runs out of time drops the connection.
+class ws_client {
+  using tcp = boost::asio::ip::tcp;
+
+public:
+  explicit ws_client(std::uint16_t port) : ws_(ioc_) {
+    boost::beast::get_lowest_layer(ws_).connect(
+      {boost::asio::ip::make_address("127.0.0.1"), port});
+  }
+
+  // The handshake; the server's answer is in `upgrade_response()`.
+  boost::beast::error_code handshake(const std::string& target = "/ws") {
+    return run([&](auto h) {
+      ws_.async_handshake(res_, "127.0.0.1", target, std::move(h));
+    });
+  }
+
+  const boost::beast::websocket::response_type& upgrade_response() const {
+    return res_;
+  }
+
+  boost::beast::error_code send(const std::string& text, bool binary = false) {
+    ws_.binary(binary);
+    return run([&](auto h) {
+      ws_.async_write(boost::asio::buffer(text), std::move(h));
+    });
+  }
+
+  // The next message; an error when the connection closed instead.
+  std::pair<boost::beast::error_code, std::string>
+  read(std::chrono::milliseconds wait = std::chrono::seconds{5}) {
+    boost::beast::flat_buffer buf;
+    auto ec = run(
+      [&](auto h) {
+        ws_.async_read(buf, std::move(h));
+      },
+      wait);
+    return {ec, boost::beast::buffers_to_string(buf.data())};
+  }
+
+  boost::beast::error_code close() {
+    return run([&](auto h) {
+      ws_.async_close(boost::beast::websocket::close_code::normal,
+                      std::move(h));
+    });
+  }
+
+  // Drops the TCP connection without a close frame.
+  void disconnect() {
+    boost::beast::error_code ignored;
+    boost::beast::get_lowest_layer(ws_).socket().close(ignored);
+  }
+
+  // The close frame the server sent.
+  const boost::beast::websocket::close_reason& reason() const {
+    return ws_.reason();
+  }
+
+private:
+  // Runs the operation `start` begins for at most `wait`.
+  template <class Start>
+  boost::beast::error_code
+  run(Start start, std::chrono::milliseconds wait = std::chrono::seconds{5}) {
+    std::optional<boost::beast::error_code> result;
+    start([&result](boost::beast::error_code ec, auto&&...) {
+      result = ec;
+    });
+    ioc_.restart();
+    ioc_.run_for(wait);
+    if (result)
+      return *result;
+    disconnect();
+    ioc_.restart();
+    ioc_.run();
+    return boost::beast::error::timeout;
+  }
+
+  boost::asio::io_context ioc_;
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::websocket::response_type res_;
+};
+
+} // namespace dcbd::test
