@@ -1,5 +1,6 @@
-// Test support for the HTTP suites (http_test.cpp, node_test.cpp): a
-// keep-alive client for one connection and builders of request documents.
+// Test support for the HTTP suites (http_test.cpp, node_test.cpp,
+// http_stream_test.cpp, dcb_read_test.cpp): a keep-alive client for one
+// connection, a slow client, and builders of request documents.
 #pragma once
 
 #include "runtime/http_client.hpp"
@@ -115,6 +116,50 @@ public:
     beast::error_code ec;
     stream_.read_some(net::buffer(&c, 1), ec);
     return ec && ec != beast::error::timeout;
+  }
+
+private:
+  net::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+/// A client with a small receive buffer, so that a stream it does not read
+/// stalls the server after a few kilobytes.
+class slow_client {
+public:
+  explicit slow_client(std::uint16_t port) : stream_(ioc_) {
+    auto& sock = stream_.socket();
+    sock.open(tcp::v4());
+    sock.set_option(net::socket_base::receive_buffer_size(4096));
+    sock.connect({net::ip::make_address("127.0.0.1"), port});
+  }
+
+  void request(const std::string& target) {
+    bhttp::request<bhttp::string_body> req{bhttp::verb::get, target, 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    bhttp::write(stream_, req);
+  }
+
+  /// Reads the whole response.
+  bhttp::response<bhttp::string_body> response() {
+    bhttp::response_parser<bhttp::string_body> p;
+    p.body_limit(std::uint64_t{1} << 30);
+    stream_.expires_after(60s);
+    bhttp::read(stream_, buffer_, p);
+    return p.release();
+  }
+
+  /// Reads some bytes of the response.
+  std::size_t read_some() {
+    char buf[512];
+    stream_.expires_after(10s);
+    return stream_.read_some(net::buffer(buf));
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
   }
 
 private:

@@ -1,6 +1,9 @@
-// The dcbd process itself: started as a child, stopped with SIGTERM while
-// 50 clients append; it must exit 0 and keep every acknowledged append.
+// The dcbd process itself, started as a child: stopped with SIGTERM while
+// 50 clients append, it must exit 0 and keep every acknowledged append; a
+// GET /read of 200,000 events must stay within a memory bound (its RSS).
 #include "tests/runtime/http_test_client.hpp"
+
+#include <fstream>
 
 namespace dcbd::test {
 namespace {
@@ -34,20 +37,18 @@ std::uint16_t free_port() {
   return a.local_endpoint().port();
 }
 
-class Node : public PgSchemaTest {};
-
-TEST_F(Node, SigtermUnderLoadKeepsEveryAcknowledgedAppendAndExitsZero) {
-  auto http_port = free_port();
-  auto metrics_port = free_port();
-  auto log = "/tmp/dcbd-sigterm-" + std::to_string(::getpid()) + ".log";
+// Starts dcbd on `schema` with HTTP on `http_port` and metrics on
+// `metrics_port`, its output going to `log`; returns its pid (-1 when the
+// fork failed).
+pid_t spawn_node(const std::string& schema, std::uint16_t http_port,
+                 std::uint16_t metrics_port, const std::string& log) {
   pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
   if (pid == 0) {
     auto fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::setenv("DCB_POSTGRES_DSN", test_dsn().c_str(), 1);
-    ::setenv("DCB_SCHEMA", schema_.c_str(), 1);
+    ::setenv("DCB_SCHEMA", schema.c_str(), 1);
     ::setenv("DCB_HTTP_ADDR",
              ("127.0.0.1:" + std::to_string(http_port)).c_str(), 1);
     ::setenv("DCB_METRICS_ADDR",
@@ -55,6 +56,17 @@ TEST_F(Node, SigtermUnderLoadKeepsEveryAcknowledgedAppendAndExitsZero) {
     ::execl(DCBD_BINARY, DCBD_BINARY, static_cast<char*>(nullptr));
     ::_exit(127);
   }
+  return pid;
+}
+
+class Node : public PgSchemaTest {};
+
+TEST_F(Node, SigtermUnderLoadKeepsEveryAcknowledgedAppendAndExitsZero) {
+  auto http_port = free_port();
+  auto metrics_port = free_port();
+  auto log = "/tmp/dcbd-sigterm-" + std::to_string(::getpid()) + ".log";
+  pid_t pid = spawn_node(schema_, http_port, metrics_port, log);
+  ASSERT_GE(pid, 0);
   ASSERT_TRUE(await_listening(http_port, 60s))
     << "dcbd did not start; see " << log;
   constexpr int clients = 50;
@@ -131,6 +143,172 @@ TEST_F(Node, SigtermUnderLoadKeepsEveryAcknowledgedAppendAndExitsZero) {
     EXPECT_TRUE(stored.count(id) > 0)
       << "acknowledged append " << id << " is missing";
   EXPECT_EQ(stored.size(), all.events.size()) << "an append was stored twice";
+  std::remove(log.c_str());
+}
+
+// -- memory of a large GET /read ---------------------------------------------
+
+// The resident set of process `pid` in bytes (VmRSS); 0 when unreadable.
+std::size_t rss_of(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// Walks a JSON array of events without building it: counts them and checks
+// that their positions run 1, 2, 3...
+class event_counter : public json::json_sax_t {
+public:
+  std::size_t events = 0;
+  bool array = false;
+  bool in_order = true;
+
+  bool start_array(std::size_t) override {
+    if (depth_++ == 0)
+      array = true;
+    return true;
+  }
+
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+
+  bool start_object(std::size_t) override {
+    if (depth_++ == 1)
+      ++events;
+    return true;
+  }
+
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+
+  bool key(string_t& k) override {
+    position_next_ = depth_ == 2 && k == "position";
+    return true;
+  }
+
+  bool number_unsigned(number_unsigned_t v) override {
+    if (position_next_ && v != events)
+      in_order = false;
+    position_next_ = false;
+    return true;
+  }
+
+  bool null() override {
+    return scalar();
+  }
+
+  bool boolean(bool) override {
+    return scalar();
+  }
+
+  bool number_integer(number_integer_t) override {
+    return scalar();
+  }
+
+  bool number_float(number_float_t, const string_t&) override {
+    return scalar();
+  }
+
+  bool string(string_t&) override {
+    return scalar();
+  }
+
+  bool binary(binary_t&) override {
+    return scalar();
+  }
+
+  bool parse_error(std::size_t, const std::string&,
+                   const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+private:
+  bool scalar() {
+    if (position_next_)
+      in_order = false;
+    position_next_ = false;
+    return true;
+  }
+
+  int depth_ = 0;
+  bool position_next_ = false;
+};
+
+TEST_F(Node, ReadOf200000EventsStaysWithinAMemoryBound) {
+  constexpr int total = 200'000;
+  constexpr int batch = 20'000;
+  // The log, written straight through a store on the node's schema.
+  {
+    auto store = open_store(1);
+    const std::string data(200, 'x');
+    for (int b = 0; b < total / batch; ++b) {
+      std::vector<event> events;
+      events.reserve(batch);
+      for (int i = 0; i < batch; ++i)
+        events.push_back(
+          event{"Big", {"t:" + std::to_string(i % 10)}, data, {}});
+      store->append(std::move(events));
+    }
+  }
+  auto http_port = free_port();
+  auto log = "/tmp/dcbd-rss-" + std::to_string(::getpid()) + ".log";
+  pid_t pid = spawn_node(schema_, http_port, free_port(), log);
+  ASSERT_GE(pid, 0);
+  struct reaper {
+    pid_t pid;
+    ~reaper() {
+      ::kill(pid, SIGTERM);
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+    }
+  } stop_node{pid};
+  ASSERT_TRUE(await_listening(http_port, 60s))
+    << "dcbd did not start; see " << log;
+  client c{http_port};
+  auto all = read_target("/read", json{{"items", json::array()}});
+  // Warm up: the readers' connections, the first chunks' buffers.
+  auto warm = c.get(read_target("/read", json{{"items", json::array()}},
+                                json{{"limit", 5000}}));
+  ASSERT_EQ(warm.status, 200u) << warm.body.substr(0, 200);
+  auto before = rss_of(pid);
+  ASSERT_GT(before, 0u);
+  std::atomic<bool> reading{true};
+  std::size_t peak = before;
+  std::thread sampler{[&] {
+    while (reading) {
+      peak = std::max(peak, rss_of(pid));
+      std::this_thread::sleep_for(2ms);
+    }
+  }};
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = c.get(all);
+  auto took = std::chrono::steady_clock::now() - t0;
+  reading = false;
+  sampler.join();
+  ASSERT_EQ(r.status, 200u) << r.body.substr(0, 200);
+  event_counter counter;
+  EXPECT_TRUE(json::sax_parse(r.body, &counter)) << "not valid JSON";
+  EXPECT_TRUE(counter.array);
+  EXPECT_EQ(counter.events, std::size_t{total});
+  EXPECT_TRUE(counter.in_order);
+  auto growth = peak - before;
+  std::cout
+    << "[          ] GET /read of " << total << " events: body "
+    << r.body.size() / 1024 / 1024 << " MiB in "
+    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+    << " ms; node RSS " << before / 1024 / 1024 << " MiB before, peak "
+    << peak / 1024 / 1024 << " MiB during (growth " << growth / 1024
+    << " KiB)\n";
+  EXPECT_GT(r.body.size(), std::size_t{40} << 20) << "too small to tell";
+  EXPECT_LT(growth, r.body.size() / 4)
+    << "the node's memory grew with the result";
   std::remove(log.c_str());
 }
 
