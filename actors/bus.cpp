@@ -7,13 +7,14 @@
 //   prev     the position of the last match queued (the next event's prev)
 //   queue    matches and control items not yet sent (bounded in events)
 // and is either live (takes matches from the feed; effectively scanned =
-// max(scanned, head)) or reading (pages of `read(q, from = scanned + 1)`
-// through the readers, each read only when its queue has room). A read that
-// ends at or past `head` makes it live. A live subscriber whose queue is
-// full when a match arrives falls behind: scanned = that position - 1, and
-// it reads again once its queue drains. Positions only grow, so nothing is
-// sent twice; every position is either scanned by a read or seen live, so
-// nothing is missed.
+// max(scanned, head)) or catching up: from `recent` (the last events the
+// bus applied, in memory) when they still hold scanned + 1, else with pages
+// of `read(q, from = scanned + 1)` through the readers, each read only when
+// its queue has room. Catching up to `head` makes it live. A live subscriber
+// whose queue is full when a match arrives falls behind: scanned = that
+// position - 1, and it reads again once its queue drains. Positions only grow,
+// so nothing is sent twice; every position is either scanned by a read or seen
+// live, so nothing is missed.
 #include "actors/bus_protocol.hpp"
 #include "actors/inspect.hpp"
 #include "store/matching.hpp"
@@ -125,6 +126,9 @@ struct bus_state {
   bool ready = false;
   bool head_asked = false;
   std::uint64_t head = 0;
+  // The last events applied, positions (head - recent.size(), head].
+  std::deque<std::shared_ptr<const sequenced_event>> recent;
+  std::size_t recent_bytes = 0;
   // Announced by the store past a gap, by first position.
   std::map<std::uint64_t, std::vector<sequenced_event>> pending;
   bool feeding = false;
@@ -227,6 +231,44 @@ void end_subscription(bus_pointer self, std::uint64_t id, errc code,
 void start_reads(bus_pointer self);
 void request_feed(bus_pointer self);
 
+// Whether `recent` still holds the next position the subscriber needs.
+bool covered(const bus_state& st, const subscriber& s) {
+  return !st.recent.empty() && st.recent.front()->position <= s.scanned + 1
+         && s.scanned < st.head;
+}
+
+std::size_t size_of(const sequenced_event& e) {
+  auto n = e.event.type.size() + e.event.data.size() + e.event.metadata.size();
+  for (auto& t : e.event.tags)
+    n += t.size();
+  return n + sizeof(sequenced_event);
+}
+
+// Catches a subscriber up from `recent`, as far as its queue has room.
+void replay(bus_state& st, subscriber& s) {
+  if (!covered(st, s))
+    return;
+  auto i
+    = static_cast<std::size_t>(s.scanned + 1 - st.recent.front()->position);
+  for (; i < st.recent.size() && s.queued_events < st.cfg.queue_events; ++i) {
+    auto& e = st.recent[i];
+    if (matches(s.q, e->event)) {
+      bus_item item;
+      item.kind = bus_item_kind::event;
+      item.position = e->position;
+      item.prev = s.prev;
+      item.head = st.head;
+      item.event = e;
+      item.live = true;
+      s.prev = e->position;
+      s.queue.push_back(std::move(item));
+      ++s.queued_events;
+      ++st.stats.replayed;
+    }
+    s.scanned = e->position;
+  }
+}
+
 // Moves a subscriber along: accepted, reading, live, caught up, flushed.
 void pump(bus_pointer self, subscriber& s) {
   auto& st = self->state;
@@ -243,10 +285,12 @@ void pump(bus_pointer self, subscriber& s) {
     s.target_set = true;
     s.target = std::max(s.after, st.head);
   }
+  if (st.ready && !s.live && !s.reading && s.scanned < st.head)
+    replay(st, s);
   if (st.ready && !s.live && !s.reading) {
     if (s.scanned >= st.head) {
       s.live = true;
-    } else {
+    } else if (!covered(st, s)) {
       auto room = st.cfg.queue_events
                   - std::min(st.cfg.queue_events, s.queued_events);
       if (room >= std::max<std::size_t>(st.cfg.queue_events / 2, 1)
@@ -412,11 +456,10 @@ void start_reads(bus_pointer self) {
 // matches; one match per query group.
 void fan_out(bus_pointer self, sequenced_event&& e) {
   auto& st = self->state;
-  std::shared_ptr<const sequenced_event> shared;
-  auto pos = e.position;
+  auto shared = std::make_shared<const sequenced_event>(std::move(e));
+  auto pos = shared->position;
   for (auto& [key, g] : st.groups) {
-    // `e` moves into `shared` at the first subscriber that takes it.
-    if (!matches(g.q, shared ? shared->event : e.event))
+    if (!matches(g.q, shared->event))
       continue;
     for (auto* s : g.members) {
       if (!s->live || pos <= s->scanned)
@@ -431,8 +474,6 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
         touch(st, *s);
         continue;
       }
-      if (!shared)
-        shared = std::make_shared<const sequenced_event>(std::move(e));
       bus_item item;
       item.kind = bus_item_kind::event;
       item.position = pos;
@@ -445,6 +486,16 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
       ++s->queued_events;
       touch(st, *s);
     }
+  }
+  if (st.cfg.recent_events == 0)
+    return;
+  st.recent_bytes += size_of(*shared);
+  st.recent.push_back(std::move(shared));
+  while (!st.recent.empty()
+         && (st.recent.size() > st.cfg.recent_events
+             || st.recent_bytes > st.cfg.recent_bytes)) {
+    st.recent_bytes -= size_of(*st.recent.front());
+    st.recent.pop_front();
   }
 }
 

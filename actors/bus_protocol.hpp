@@ -12,8 +12,10 @@
 // `(after, ...]` with paged reads through the readers until it meets the
 // live feed, then takes events from the feed. Each subscriber has a bounded
 // queue in the bus; when the feed finds it full, the subscriber falls behind
-// (counted) and goes back to paged reads from where its queue ends. Writers
-// never wait for subscribers; nothing is dropped or repeated.
+// (counted) and catches up again from where its queue ends: from the bus's
+// window of recent events while they still cover that position, else with
+// paged reads. Writers never wait for subscribers; nothing is dropped or
+// repeated.
 //
 // Messages:
 //   (subscribe_atom, subscribe_request, actor sink)
@@ -130,6 +132,8 @@ struct bus_stats {
   std::uint64_t fed_by_reads = 0;
   /// Catch-up reads done for subscribers.
   std::uint64_t catch_up_reads = 0;
+  /// Events subscribers caught up on from the bus's recent events.
+  std::uint64_t replayed = 0;
 };
 
 } // namespace dcbd
@@ -199,6 +203,12 @@ public:
 struct bus_config {
   /// Events a subscriber's queue holds in the bus (at least 2).
   std::size_t queue_events = 2048;
+  /// The most recent events the bus keeps (shared by all subscribers), so a
+  /// subscriber that fell behind or starts near the head catches up from
+  /// memory instead of reading the database. Bounded by count and by
+  /// payload bytes; 0 keeps none.
+  std::size_t recent_events = 65'536;
+  std::size_t recent_bytes = std::size_t{64} << 20;
   /// Most events in one batch to a sink.
   std::size_t batch_events = 512;
   /// Most catch-up reads in flight at once, across subscribers.
