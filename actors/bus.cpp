@@ -259,7 +259,9 @@ void replay(bus_state& st, subscriber& s) {
       item.prev = s.prev;
       item.head = st.head;
       item.event = e;
-      item.live = true;
+      // Late, but still live for a subscriber that was caught up (it fell
+      // behind); a new one's history is no delivery latency.
+      item.live = s.caught_up;
       s.prev = e->position;
       s.queue.push_back(std::move(item));
       ++s.queued_events;
@@ -780,10 +782,9 @@ spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
                         std::shared_ptr<bus_metrics> metrics, bool ack_grants) {
   if (req.id == 0)
     req.id = fresh_stream_id();
-  auto impl = [bus, req, on_items = std::move(on_items),
+  auto impl = [bus, id = req.id, on_items = std::move(on_items),
                on_end = std::move(on_end), metrics = std::move(metrics),
                ack_grants](caf::stateful_actor<sink_state>* self) mutable {
-    auto id = req.id;
     auto finish = [self, on_end](const bus_end& e) {
       if (self->state.ended)
         return;
@@ -800,8 +801,6 @@ spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
     self->set_down_handler([finish, id](caf::down_msg&) {
       finish(bus_end{id, errc::unavailable, "the bus stopped", 0});
     });
-    self->send(bus, subscribe_atom::value, std::move(req),
-               caf::actor_cast<caf::actor>(self));
     return caf::behavior{
       [self, bus, id, on_items, metrics, ack_grants](bus_batch_atom,
                                                      bus_batch& b) {
@@ -843,7 +842,12 @@ spawn_subscription_sink(caf::actor_system& sys, bus_actor bus,
       },
     };
   };
-  return sys.spawn(std::move(impl));
+  auto sink = sys.spawn(std::move(impl));
+  // Subscribe from the caller's thread, before `spawn` returns: a credit or
+  // a cancel the caller sends next must not overtake it (the sink's own
+  // start runs later, on a scheduler thread).
+  caf::anon_send(bus, subscribe_atom::value, std::move(req), sink);
+  return sink;
 }
 
 } // namespace dcbd

@@ -342,7 +342,9 @@ int cmd_subscribe(const options& o, node& n) {
     }
     if (done)
       return 0;
-    if (status != 0 && status != 200)
+    // 503 (the node is stopping or full) is worth waiting out; any other
+    // answer is final.
+    if (status != 0 && status != 200 && status != 503)
       return node_error(response{status, error_body}, o.as_json);
     // The connection dropped (or the node stopped): resume where we were,
     // sooner when it had been up.

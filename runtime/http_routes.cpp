@@ -242,28 +242,45 @@ subscription_hub::subscription_hub(std::size_t max) : max_(max) {
   // nop
 }
 
-std::uint64_t subscription_hub::open(std::function<void()> close) {
+std::uint64_t subscription_hub::open() {
   std::lock_guard guard{mtx_};
   if (closing_ || open_.size() >= max_)
     return 0;
   auto token = next_++;
-  open_.emplace(token, std::move(close));
+  open_.emplace(token, nullptr);
   return token;
+}
+
+void subscription_hub::arm(std::uint64_t token, std::function<void()> close) {
+  {
+    std::lock_guard guard{mtx_};
+    auto i = open_.find(token);
+    if (i == open_.end())
+      return;
+    if (!closing_) {
+      i->second = std::move(close);
+      return;
+    }
+  }
+  close();
 }
 
 void subscription_hub::release(std::uint64_t token) {
   std::lock_guard guard{mtx_};
   open_.erase(token);
+  cv_.notify_all();
 }
 
 void subscription_hub::close_all() {
-  std::map<std::uint64_t, std::function<void()>> all;
+  std::vector<std::function<void()>> all;
   {
     std::lock_guard guard{mtx_};
     closing_ = true;
-    all = open_;
+    for (auto& [token, close] : open_)
+      if (close)
+        all.push_back(close);
   }
-  for (auto& [token, close] : all) {
+  for (auto& close : all) {
     try {
       close();
     } catch (const std::exception& e) {
@@ -271,6 +288,18 @@ void subscription_hub::close_all() {
                 << std::endl;
     }
   }
+}
+
+bool subscription_hub::wait_empty(std::chrono::milliseconds d) {
+  std::unique_lock guard{mtx_};
+  return cv_.wait_for(guard, d, [this] {
+    return open_.empty();
+  });
+}
+
+bool subscription_hub::closing() const {
+  std::lock_guard guard{mtx_};
+  return closing_;
 }
 
 std::size_t subscription_hub::in_use() const {

@@ -25,6 +25,8 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -182,21 +184,31 @@ private:
 
 /// Live subscriptions (SSE, NDJSON and WebSocket ones) at once: past
 /// `max`, 503. When the server stops, `close_all` ends every one of them
-/// (each writes its last frame), so a graceful stop does not wait for
-/// streams that never end by themselves.
+/// (each writes its last frame), and `wait_empty` waits until their sinks
+/// are gone, so a graceful stop neither waits for streams that never end by
+/// themselves nor stops the I/O under a sink that still holds a connection.
 class subscription_hub {
 public:
   explicit subscription_hub(std::size_t max);
 
-  /// Takes a slot and registers `close` (run by `close_all`); returns its
-  /// token, or 0 when all slots are taken or the server is stopping.
-  std::uint64_t open(std::function<void()> close);
+  /// Takes a slot; returns its token, or 0 when all are taken or the
+  /// server is stopping (see `closing`).
+  std::uint64_t open();
+
+  /// Registers what `close_all` runs for `token` (at once when the hub is
+  /// already closing). Call it from the thread that opened the slot.
+  void arm(std::uint64_t token, std::function<void()> close);
 
   /// Gives back the slot of `token` (idempotent).
   void release(std::uint64_t token);
 
-  /// Runs every registered `close`; `open` fails from now on.
+  /// Runs every registered closer; `open` fails from now on.
   void close_all();
+
+  /// Waits up to `d` until every slot is released; false on timeout.
+  bool wait_empty(std::chrono::milliseconds d);
+
+  bool closing() const;
 
   std::size_t in_use() const;
 
@@ -207,9 +219,32 @@ public:
 private:
   std::size_t max_;
   mutable std::mutex mtx_;
+  std::condition_variable cv_;
   bool closing_ = false;
   std::uint64_t next_ = 1;
   std::map<std::uint64_t, std::function<void()>> open_;
+};
+
+/// Holds a hub slot; gives it back when the last copy goes. Captured by a
+/// subscription's callbacks, so the slot outlives the sink that uses it.
+class hub_slot {
+public:
+  hub_slot(subscription_hub& hub, std::uint64_t token)
+    : hub_(hub)
+    , token_(token) {
+    // nop
+  }
+
+  hub_slot(const hub_slot&) = delete;
+  hub_slot& operator=(const hub_slot&) = delete;
+
+  ~hub_slot() {
+    hub_.release(token_);
+  }
+
+private:
+  subscription_hub& hub_;
+  std::uint64_t token_;
 };
 
 /// What route tables are built from. Outlives every handler.

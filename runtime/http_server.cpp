@@ -6,6 +6,8 @@
 #include "runtime/http_routes.hpp"
 #include "runtime/http_transport.hpp"
 
+#include <algorithm>
+#include <iostream>
 #include <utility>
 
 namespace dcbd {
@@ -71,8 +73,13 @@ std::uint16_t http_server::port() const {
 
 void http_server::stop(std::chrono::milliseconds grace) {
   // Subscriptions never end by themselves: end them (each writes its last
-  // frame), then wait for what is in flight.
+  // frame) and wait until their sinks are gone (they hold connections),
+  // then wait for what is in flight.
   impl_->subscriptions.close_all();
+  if (!impl_->subscriptions.wait_empty(
+        std::max(grace, std::chrono::milliseconds{2000})))
+    std::cerr << "dcbd http: " << impl_->subscriptions.in_use()
+              << " subscriptions did not end in time" << std::endl;
   impl_->transport.stop(grace);
 }
 

@@ -21,6 +21,8 @@
 
 #include <boost/algorithm/string/predicate.hpp>
 
+#include <atomic>
+
 namespace dcbd::http {
 
 namespace {
@@ -29,25 +31,19 @@ namespace {
 // on the connection's strand.
 struct sub_stream : std::enable_shared_from_this<sub_stream> {
   std::shared_ptr<exchange> x;
-  subscription_hub& hub;
   bool sse = false;
-  std::uint64_t token = 0;
   subscription sub;
   std::shared_ptr<chunk_writer> out;
-  // The server is stopping: the end is an error frame.
-  bool stopping = false;
+  // The server is stopping (set from the stopping thread): the end is an
+  // error frame.
+  std::atomic<bool> stopping{false};
   bool ended = false;
   std::uint64_t events = 0;
 
-  sub_stream(std::shared_ptr<exchange> ex, subscription_hub& h, bool is_sse)
+  sub_stream(std::shared_ptr<exchange> ex, bool is_sse)
     : x(std::move(ex))
-    , hub(h)
     , sse(is_sse) {
     // nop
-  }
-
-  ~sub_stream() {
-    hub.release(token);
   }
 
   // The first batch (the subscription is accepted): the head goes out.
@@ -66,7 +62,7 @@ struct sub_stream : std::enable_shared_from_this<sub_stream> {
   }
 
   void deliver(std::vector<bus_item>& items, std::function<void(bool)> ack) {
-    if (ended)
+    if (ended || stopping)
       return ack(false);
     if (!out)
       open();
@@ -89,7 +85,6 @@ struct sub_stream : std::enable_shared_from_this<sub_stream> {
     if (ended)
       return;
     ended = true;
-    hub.release(token);
     std::string code{to_string(e.code)};
     std::string message = e.message;
     if (stopping) {
@@ -127,20 +122,17 @@ void subscribe(route_env& env, const std::shared_ptr<exchange>& x) {
   if (!last_id.empty())
     after = parse_position(std::string_view{last_id.data(), last_id.size()},
                            "Last-Event-ID");
-  auto s = std::make_shared<sub_stream>(x, env.subscriptions, wants_sse(*x));
-  std::weak_ptr<sub_stream> weak = s;
-  s->token = env.subscriptions.open([weak] {
-    if (auto s = weak.lock())
-      s->x->on_strand([s] {
-        s->stopping = true;
-        s->sub.cancel();
-      });
-  });
-  if (s->token == 0)
+  auto& hub = env.subscriptions;
+  auto token = hub.open();
+  if (token == 0 && hub.closing())
+    return x->error(503, "unavailable", "the node is stopping");
+  if (token == 0)
     return x->error(503, "overloaded",
-                    "too many subscriptions ("
-                      + std::to_string(env.subscriptions.max())
+                    "too many subscriptions (" + std::to_string(hub.max())
                       + "); retry later");
+  // The slot goes back when the subscription's sink is gone.
+  auto slot = std::make_shared<hub_slot>(hub, token);
+  auto s = std::make_shared<sub_stream>(x, wants_sse(*x));
   subscribe_options opts;
   opts.credit = env.cfg.subscribe_window;
   opts.heartbeat = env.cfg.subscribe_heartbeat;
@@ -148,18 +140,23 @@ void subscribe(route_env& env, const std::shared_ptr<exchange>& x) {
   // the order they came.
   s->sub = env.eng.subscribe_paced(
     std::move(q), after,
-    [s](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+    [s, slot](std::vector<bus_item>& items, std::function<void(bool)> ack) {
       s->x->on_strand(
         [s, items = std::move(items), ack = std::move(ack)]() mutable {
           s->deliver(items, std::move(ack));
         });
     },
-    [s](const bus_end& e) {
+    [s, slot](const bus_end& e) {
       s->x->on_strand([s, e] {
         s->finish(e);
       });
     },
     opts);
+  hub.arm(token, [weak = std::weak_ptr<sub_stream>{s}, sub = s->sub] {
+    if (auto s = weak.lock())
+      s->stopping = true;
+    sub.cancel();
+  });
 }
 
 } // namespace

@@ -24,6 +24,7 @@
 #include "runtime/subscribe_frames.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <map>
 
@@ -33,10 +34,13 @@ namespace {
 
 constexpr std::size_t max_sub_name = 128;
 
+// Frames queued on a socket past which the client is taken not to read
+// (events are bounded by credit; this bounds replies to its own frames).
+constexpr std::size_t max_queued_frames = 4096;
+
 struct ws_sub {
   std::string name;
   subscription handle;
-  std::uint64_t token = 0;
   // Credit the client granted and events have not used yet.
   std::uint64_t client_left = 0;
   // Credit given to the bus and not yet used by an arriving event.
@@ -52,15 +56,23 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
   std::shared_ptr<websocket> ws;
   std::map<std::string, std::shared_ptr<ws_sub>> subs;
   bool closed = false;
-  bool stopping = false;
+  // Set from the stopping thread.
+  std::atomic<bool> stopping{false};
 
   explicit ws_conn(route_env& e) : env(e) {
     // nop
   }
 
   void send(json j, websocket::completion done = {}) {
-    if (ws)
-      ws->send(dump(j), std::move(done));
+    if (!ws)
+      return;
+    if (ws->queued() >= max_queued_frames) {
+      ws->close("the client does not read its frames");
+      if (done)
+        done(false);
+      return;
+    }
+    ws->send(dump(j), std::move(done));
   }
 
   void error(std::string_view code, std::string_view message,
@@ -116,7 +128,6 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     if (s->ended)
       return;
     s->ended = true;
-    env.subscriptions.release(s->token);
     auto i = subs.find(s->name);
     if (i != subs.end() && i->second == s)
       subs.erase(i);
@@ -167,21 +178,20 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     auto s = std::make_shared<ws_sub>();
     s->name = name;
     s->client_left = credit;
-    std::weak_ptr<ws_conn> weak = shared_from_this();
-    s->token = env.subscriptions.open([weak, s] {
-      if (auto self = weak.lock())
-        self->ws->post([self, s] {
-          self->stopping = true;
-          s->handle.cancel();
-        });
-    });
-    if (s->token == 0) {
-      error("overloaded",
-            "too many subscriptions (" + std::to_string(env.subscriptions.max())
-              + "); retry later",
-            name);
+    auto& hub = env.subscriptions;
+    auto token = hub.open();
+    if (token == 0) {
+      if (hub.closing())
+        error("unavailable", "the node is stopping", name);
+      else
+        error("overloaded",
+              "too many subscriptions (" + std::to_string(hub.max())
+                + "); retry later",
+              name);
       return;
     }
+    // The slot goes back when the subscription's sink is gone.
+    auto slot = std::make_shared<hub_slot>(hub, token);
     subscribe_options opts;
     opts.manual_credit = true;
     opts.heartbeat = env.cfg.subscribe_heartbeat;
@@ -193,18 +203,24 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     auto self = shared_from_this();
     s->handle = env.eng.subscribe_paced(
       std::move(q), after,
-      [self, s](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+      [self, s, slot](std::vector<bus_item>& items,
+                      std::function<void(bool)> ack) {
         self->ws->post(
           [self, s, items = std::move(items), ack = std::move(ack)]() mutable {
             self->on_items(s, items, std::move(ack));
           });
       },
-      [self, s](const bus_end& e) {
+      [self, s, slot](const bus_end& e) {
         self->ws->post([self, s, e] {
           self->on_end(s, e);
         });
       },
       opts);
+    hub.arm(token, [weak = weak_from_this(), sub = s->handle] {
+      if (auto self = weak.lock())
+        self->stopping = true;
+      sub.cancel();
+    });
   }
 
   std::shared_ptr<ws_sub> find(const json& frame) {
@@ -235,13 +251,16 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
       } else if (name == "credit") {
         auto s = find(frame);
         auto n = number(frame.value("n", json{}), "n", true);
-        s->client_left += n;
+        // Cumulative, saturating.
+        s->client_left = n > std::numeric_limits<std::uint64_t>::max()
+                               - s->client_left
+                           ? std::numeric_limits<std::uint64_t>::max()
+                           : s->client_left + n;
         top_up(*s);
       } else if (name == "unsubscribe") {
         auto s = find(frame);
         s->handle.cancel();
         s->ended = true;
-        env.subscriptions.release(s->token);
         subs.erase(s->name);
       } else {
         throw store_error{errc::invalid_argument,
@@ -258,7 +277,6 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     for (auto& [name, s] : subs) {
       s->ended = true;
       s->handle.cancel();
-      env.subscriptions.release(s->token);
     }
     subs.clear();
   }
@@ -274,6 +292,7 @@ void ws(route_env& env, const std::shared_ptr<exchange>& x) {
   h.on_closed = [conn] {
     conn->on_closed();
   };
+  // Set once, on the strand, before any message can arrive.
   conn->ws = x->upgrade(std::move(h));
 }
 
