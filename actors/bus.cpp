@@ -82,6 +82,8 @@ struct subscriber {
   std::chrono::milliseconds backoff{0};
   std::deque<bus_item> queue;
   std::size_t queued_events = 0;
+  // Payload bytes of the queued events (see `size_of`).
+  std::size_t queued_bytes = 0;
   std::uint64_t credit = 0;
   // Highest position sent (event, checkpoint or caught_up).
   std::uint64_t reported = 0;
@@ -115,6 +117,14 @@ std::string key_of(const query& q) {
     k += '|';
   }
   return k;
+}
+
+// About the memory an event takes.
+std::size_t size_of(const sequenced_event& e) {
+  auto n = e.event.type.size() + e.event.data.size() + e.event.metadata.size();
+  for (auto& t : e.event.tags)
+    n += t.size();
+  return n + sizeof(sequenced_event);
 }
 
 struct bus_state {
@@ -180,6 +190,7 @@ void flush(bus_pointer self, subscriber& s) {
         break;
       --s.credit;
       --s.queued_events;
+      s.queued_bytes -= std::min(s.queued_bytes, size_of(*front.event));
       ++events;
     }
     s.reported = std::max(s.reported, front.position);
@@ -237,11 +248,17 @@ bool covered(const bus_state& st, const subscriber& s) {
          && s.scanned < st.head;
 }
 
-std::size_t size_of(const sequenced_event& e) {
-  auto n = e.event.type.size() + e.event.data.size() + e.event.metadata.size();
-  for (auto& t : e.event.tags)
-    n += t.size();
-  return n + sizeof(sequenced_event);
+// Whether the subscriber's queue is full (in events or in bytes).
+bool full(const bus_state& st, const subscriber& s) {
+  return s.queued_events >= st.cfg.queue_events
+         || s.queued_bytes >= st.cfg.queue_bytes;
+}
+
+// Queues event item `item` for `s`.
+void enqueue(subscriber& s, bus_item item) {
+  s.queued_bytes += size_of(*item.event);
+  ++s.queued_events;
+  s.queue.push_back(std::move(item));
 }
 
 // Catches a subscriber up from `recent`, as far as its queue has room.
@@ -250,7 +267,7 @@ void replay(bus_state& st, subscriber& s) {
     return;
   auto i
     = static_cast<std::size_t>(s.scanned + 1 - st.recent.front()->position);
-  for (; i < st.recent.size() && s.queued_events < st.cfg.queue_events; ++i) {
+  for (; i < st.recent.size() && !full(st, s); ++i) {
     auto& e = st.recent[i];
     if (matches(s.q, e->event)) {
       bus_item item;
@@ -263,8 +280,7 @@ void replay(bus_state& st, subscriber& s) {
       // behind); a new one's history is no delivery latency.
       item.live = s.caught_up;
       s.prev = e->position;
-      s.queue.push_back(std::move(item));
-      ++s.queued_events;
+      enqueue(s, std::move(item));
       ++st.stats.replayed;
     }
     s.scanned = e->position;
@@ -296,7 +312,7 @@ void pump(bus_pointer self, subscriber& s) {
       auto room = st.cfg.queue_events
                   - std::min(st.cfg.queue_events, s.queued_events);
       if (room >= std::max<std::size_t>(st.cfg.queue_events / 2, 1)
-          && now >= s.retry_at) {
+          && s.queued_bytes < st.cfg.queue_bytes / 2 && now >= s.retry_at) {
         s.reading = true;
         st.read_queue.push_back(s.id);
         start_reads(self);
@@ -415,8 +431,7 @@ void read_page(bus_pointer self, subscriber& s) {
             s.prev = e.position;
             s.scanned = e.position;
             item.event = std::make_shared<const sequenced_event>(std::move(e));
-            s.queue.push_back(std::move(item));
-            ++s.queued_events;
+            enqueue(s, std::move(item));
           }
           if (r.events.size() < limit)
             s.scanned = std::max(s.scanned, r.head);
@@ -466,7 +481,7 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
     for (auto* s : g.members) {
       if (!s->live || pos <= s->scanned)
         continue;
-      if (s->queued_events >= st.cfg.queue_events) {
+      if (full(st, *s)) {
         // Full: back to reading from here, once the queue drains.
         s->live = false;
         s->scanned = pos - 1;
@@ -484,8 +499,7 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
       item.event = shared;
       item.live = true;
       s->prev = pos;
-      s->queue.push_back(std::move(item));
-      ++s->queued_events;
+      enqueue(*s, std::move(item));
       touch(st, *s);
     }
   }

@@ -201,8 +201,10 @@ public:
 
 /// Settings of the bus.
 struct bus_config {
-  /// Events a subscriber's queue holds in the bus (at least 2).
+  /// Events a subscriber's queue holds in the bus (at least 2), and about
+  /// how many payload bytes (a catch-up page may pass it by one page).
   std::size_t queue_events = 2048;
+  std::size_t queue_bytes = std::size_t{16} << 20;
   /// The most recent events the bus keeps (shared by all subscribers), so a
   /// subscriber that fell behind or starts near the head catches up from
   /// memory instead of reading the database. Bounded by count and by

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Event bus benchmark suite (`./dev bench bus`): bench/bus_bench.cpp's
+# workloads, then the targets of the bus issue checked against the figures
+# of the same run. Saved to .bench/bus-<timestamp>.txt and printed.
+#
+# usage: bench/run_bus_bench.sh [workload...]   (fanout latency sse catchup;
+#          default: all)
+# env:   DCBD_TEST_PG_DSN (set by ./dev), FANOUT_SECONDS (5),
+#        LATENCY_SECONDS (5), SSE_SECONDS (5), SSE_CONNECTIONS (500),
+#        CATCHUP_EVENTS (1000000), DCBD_BUS_BENCH (the binary; default:
+#        this build's)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+
+BIN="${DCBD_BUS_BENCH:-build/release/bench/dcbd_bus_bench}"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_require bus "$BIN"
+TMP="$(mktemp -d -t run_bus_bench.XXXXXX)"
+trap 'rm -rf "$TMP"' EXIT
+
+# value NAME KEY: from the `summary` lines
+value() {
+  awk -v name="$1" -v key="$2" '
+    $1 == "summary" && $2 == name {
+      for (i = 3; i <= NF; i++) {
+        split($i, kv, "=")
+        if (kv[1] == key) { print kv[2]; exit }
+      }
+    }' "$TMP/bus.txt"
+}
+
+# target LABEL VALUE OP LIMIT
+target() {
+  local label="$1" v="$2" op="$3" limit="$4"
+  if [[ -z "$v" ]]; then
+    printf '  %-66s n/a\n' "$label"
+    return 0
+  fi
+  awk -v l="$label" -v v="$v" -v op="$op" -v lim="$limit" 'BEGIN {
+    ok = (op == ">=") ? (v >= lim) : (v <= lim)
+    printf "  %-66s %12.3f %s %-10s %s\n", l, v, op, lim, ok ? "ok" : "MISSED"
+  }'
+}
+
+{
+  bench_header "bus benchmarks"
+  echo
+  "$BIN" "$@" | tee "$TMP/bus.txt"
+  echo
+  echo "# targets (same run)"
+  a0="$(value fanout_0 append_events_per_s)"
+  a100="$(value fanout_100 append_events_per_s)"
+  if [[ -n "$a0" && -n "$a100" ]]; then
+    ratio="$(awk -v a="$a100" -v b="$a0" 'BEGIN { printf "%.3f", a / b }')"
+  else
+    ratio=""
+  fi
+  target "deliveries/s with 100 subscribers" "$(value fanout_100 deliveries_per_s)" ">=" 2000000
+  target "append rate with 100 subscribers / with none" "$ratio" ">=" 0.9
+  target "every subscriber complete and in order (100 subscribers)" \
+    "$(value fanout_100 complete)" ">=" 1
+  target "commit -> delivery p99 in process (ms)" "$(value latency_in_process p99_ms)" "<=" 2
+  target "commit -> written to the SSE socket p99 (ms)" \
+    "$(value latency_sse_commit_to_socket p99_ms)" "<=" 10
+  target "append call -> SSE client p99 (ms, includes the commit)" \
+    "$(value latency_sse_append_call_to_client p99_ms)" "<=" 10
+  target "other process, NOTIFY never heard, p99 (ms)" \
+    "$(value latency_other_process_no_notify p99_ms)" "<=" 1100
+  echo "  SSE fan-out: $(value sse_fanout open) connections, $(value sse_fanout frames_per_s) frames/s (arrwDB: ~40,000 msg/s at 500)"
+  for r in 0 1; do
+    rd="$(value catchup_$r read_events_per_s)"
+    sb="$(value catchup_$r subscription_events_per_s)"
+    [[ -n "$rd" ]] && echo "  catch-up round $r: subscription $sb events/s vs streaming read $rd events/s ($(awk -v a="$sb" -v b="$rd" 'BEGIN { printf "%.2f", a / b }')x)"
+  done
+} | tee "$OUT"
+echo "saved to $OUT"
