@@ -89,7 +89,6 @@ void commit(store_pointer self) {
   group.reserve(batch.size());
   for (auto& p : batch)
     group.push_back(std::move(p.request));
-  auto sent_at = std::chrono::system_clock::now();
   auto t0 = std::chrono::steady_clock::now();
   std::vector<append_result> results;
   try {
@@ -106,6 +105,9 @@ void commit(store_pointer self) {
                    append_result{errc::internal, 0,
                                  "store returned the wrong number of results"});
   auto latency = std::chrono::steady_clock::now() - t0;
+  // The commit's time for listeners: the bus measures commit-to-delivery
+  // from it.
+  auto committed_at = std::chrono::system_clock::now();
   ++st.stats.groups;
   st.stats.max_group = std::max<std::uint64_t>(st.stats.max_group,
                                                batch.size());
@@ -132,7 +134,7 @@ void commit(store_pointer self) {
         // Validation made the events their stored form already.
         for (auto& e : std::move(group[i]).take_events()) {
           announcement.events.push_back(
-            sequenced_event{pos++, sent_at, std::move(e)});
+            sequenced_event{pos++, committed_at, std::move(e)});
         }
       }
       p.promise.deliver(ack);

@@ -57,8 +57,9 @@ typename Inspector::result_type inspect(Inspector& f, append_ack& x) {
 }
 
 /// The events one group committed, in position order. `recorded_at` is the
-/// store actor's clock when it sent the group, within the commit's duration
-/// of the database's own timestamp (reads return the latter).
+/// store actor's clock when the commit returned, within the commit's
+/// duration of the database's own timestamp (reads return the latter); the
+/// bus measures commit-to-delivery latency from it.
 struct committed_events {
   std::vector<sequenced_event> events;
 };
