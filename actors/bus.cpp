@@ -342,13 +342,22 @@ void pump_touched(bus_pointer self) {
     pump(self, *s);
 }
 
-void read_failed(subscriber& s, const caf::error& err) {
+// A subscriber's read failed: retry later with backoff.
+void read_failed(bus_pointer self, std::uint64_t id, const caf::error& err) {
+  auto& st = self->state;
+  --st.reads_in_flight;
+  auto i = st.subs.find(id);
+  if (i == st.subs.end())
+    return start_reads(self);
+  auto& s = *i->second;
+  s.reading = false;
   using namespace std::chrono_literals;
   s.backoff = std::clamp<std::chrono::milliseconds>(s.backoff * 2, 100ms, 5s);
   s.retry_at = steady::now() + s.backoff;
   std::cerr << "dcbd bus: read for subscription " << s.id
             << " failed (retrying in " << s.backoff.count()
             << " ms): " << message_of(err) << std::endl;
+  start_reads(self);
 }
 
 // The first read of a subscription: the last match at or below `after`,
@@ -388,14 +397,7 @@ void read_prev(bus_pointer self, subscriber& s) {
         start_reads(self);
       },
       [self, id](caf::error& err) {
-        auto& st = self->state;
-        --st.reads_in_flight;
-        auto i = st.subs.find(id);
-        if (i != st.subs.end()) {
-          i->second->reading = false;
-          read_failed(*i->second, err);
-        }
-        start_reads(self);
+        read_failed(self, id, err);
       });
 }
 
@@ -440,14 +442,7 @@ void read_page(bus_pointer self, subscriber& s) {
         start_reads(self);
       },
       [self, id](caf::error& err) {
-        auto& st = self->state;
-        --st.reads_in_flight;
-        auto i = st.subs.find(id);
-        if (i != st.subs.end()) {
-          i->second->reading = false;
-          read_failed(*i->second, err);
-        }
-        start_reads(self);
+        read_failed(self, id, err);
       });
 }
 

@@ -201,19 +201,38 @@ int cmd_append(const options& o, node& n) {
   return 0;
 }
 
+// Takes --query, --type and --tag at args[i] (true) into `q` / `item`.
+bool query_arg(const std::vector<std::string>& args, std::size_t& i, json& q,
+               json& item) {
+  auto& a = args[i];
+  if (a == "--query")
+    q = parse_json_arg(a, value(args, i));
+  else if (a == "--type")
+    item["types"].push_back(value(args, i));
+  else if (a == "--tag")
+    item["tags"].push_back(value(args, i));
+  else
+    return false;
+  return true;
+}
+
+// The query the arguments named: --query, else one item, else everything.
+json query_of(const json& q, const json& item) {
+  if (!q.is_null())
+    return q;
+  return item.empty() ? json{{"items", json::array()}}
+                      : json{{"items", json::array({item})}};
+}
+
 int cmd_read(const options& o, node& n) {
   json q;
   json item = json::object();
   json opts = json::object();
   for (std::size_t i = 0; i < o.args.size(); ++i) {
     auto& a = o.args[i];
-    if (a == "--query")
-      q = parse_json_arg(a, value(o.args, i));
-    else if (a == "--type")
-      item["types"].push_back(value(o.args, i));
-    else if (a == "--tag")
-      item["tags"].push_back(value(o.args, i));
-    else if (a == "--from")
+    if (query_arg(o.args, i, q, item))
+      continue;
+    if (a == "--from")
       opts["from"] = number_arg(a, value(o.args, i));
     else if (a == "--limit")
       opts["limit"] = number_arg(a, value(o.args, i));
@@ -222,9 +241,7 @@ int cmd_read(const options& o, node& n) {
     else
       throw usage_error("read: unknown argument " + a);
   }
-  if (q.is_null())
-    q = item.empty() ? json{{"items", json::array()}}
-                     : json{{"items", json::array({item})}};
+  q = query_of(q, item);
   auto path = "/v1/read?query=" + dcbd::client::url_encode(q.dump())
               + "&options=" + dcbd::client::url_encode(opts.dump());
   auto r = n.get(path);
@@ -265,22 +282,16 @@ int cmd_subscribe(const options& o, node& n) {
   std::uint64_t limit = 0;
   for (std::size_t i = 0; i < o.args.size(); ++i) {
     auto& a = o.args[i];
-    if (a == "--query")
-      q = parse_json_arg(a, value(o.args, i));
-    else if (a == "--type")
-      item["types"].push_back(value(o.args, i));
-    else if (a == "--tag")
-      item["tags"].push_back(value(o.args, i));
-    else if (a == "--after")
+    if (query_arg(o.args, i, q, item))
+      continue;
+    if (a == "--after")
       after = number_arg(a, value(o.args, i));
     else if (a == "--limit")
       limit = number_arg(a, value(o.args, i));
     else
       throw usage_error("subscribe: unknown argument " + a);
   }
-  if (q.is_null())
-    q = item.empty() ? json{{"items", json::array()}}
-                     : json{{"items", json::array({item})}};
+  q = query_of(q, item);
   auto query_text = dcbd::client::url_encode(q.dump());
   std::uint64_t printed = 0;
   bool connected_once = false;
