@@ -186,6 +186,10 @@ const std::shared_ptr<store_gate>& engine::gate() const {
   return impl_->gate;
 }
 
+const engine_config& engine::config() const {
+  return impl_->cfg;
+}
+
 bus_actor engine::bus() const {
   return impl_->bus;
 }

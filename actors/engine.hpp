@@ -144,6 +144,9 @@ public:
   /// The event bus.
   bus_actor bus() const;
 
+  /// The configuration it runs with.
+  const engine_config& config() const;
+
   /// The server process id of the bus's LISTEN connection (0 when there is
   /// none or it is down).
   int listener_pid() const;

@@ -156,6 +156,31 @@ BEGIN
 END
 $fn$;
 )sql"},
+  {3, "projector checkpoints, leases and dead letters", R"sql(
+-- One row per projector: its checkpoint and its lease. The epoch grows on
+-- every takeover; every write of an instance is fenced with it.
+CREATE TABLE @S.projectors (
+  name       text        PRIMARY KEY,
+  version    integer     NOT NULL DEFAULT 1,
+  position   bigint      NOT NULL DEFAULT 0,
+  epoch      bigint      NOT NULL DEFAULT 0,
+  owner      text        NOT NULL DEFAULT '',
+  paused     boolean     NOT NULL DEFAULT false,
+  rebuild    boolean     NOT NULL DEFAULT false,
+  failed     text        NOT NULL DEFAULT '',
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- Events a projector could not apply, parked so the others go on.
+CREATE TABLE @S.projector_dead_letters (
+  projector text        NOT NULL REFERENCES @S.projectors (name)
+                        ON DELETE CASCADE,
+  position  bigint      NOT NULL,
+  error     text        NOT NULL,
+  attempts  integer     NOT NULL,
+  at        timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (projector, position)
+);
+)sql"},
 };
 
 std::string expand(std::string sql, const std::string& schema,
