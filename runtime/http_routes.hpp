@@ -12,10 +12,12 @@
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
-// the list in runtime/http_server.cpp (and the file to CMakeLists.txt). A
-// route's path is exact or a pattern with `{name}` segments (see `router`).
-// The router derives everything else from the tables: the metrics `route`
-// label, 404 (naming the advertised routes), 405 with Allow, HEAD on GET.
+// the list in runtime/http_server.cpp (and the file to CMakeLists.txt); code
+// that embeds a node can add tables too (`node::add_routes`,
+// runtime/node.hpp). A route's path is exact or a pattern with `{name}`
+// segments (see `router`). The router derives everything else from the
+// tables: the metrics `route` label, 404 (naming the advertised routes), 405
+// with Allow, HEAD on GET.
 #pragma once
 
 #include "runtime/http_server.hpp"
@@ -177,7 +179,8 @@ struct route {
   bool advertised = true;
 };
 
-using route_table = std::vector<route>;
+// `route_table` (a vector of them) and `route_source` are declared in
+// runtime/http_server.hpp.
 
 /// Streaming responses at once, across areas; past `max`, 503. Keeps the
 /// open-streams gauge.
@@ -271,6 +274,10 @@ private:
 };
 
 /// What route tables are built from. Outlives every handler.
+///
+/// Node-wide services that later areas need (the projector host) become
+/// members at the end with a default (null), so that existing
+/// initializations stay valid, and come from `http_extensions`.
 struct route_env {
   engine& eng;
   std::shared_ptr<node_metrics> metrics;

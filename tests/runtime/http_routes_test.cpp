@@ -111,6 +111,66 @@ TEST(RouteTable, PathsWithSeveralMethodsListThemAll) {
   EXPECT_EQ(r.known(), "/things");
 }
 
+TEST_F(Route, ExtensionTablesAreServedAfterTheBuiltInAreas) {
+  http_config hc;
+  hc.port = 0;
+  http_extensions ext;
+  hc.max_body = 12345;
+  ext.routes.push_back([](http::route_env& env) {
+    // Built with the server's own environment.
+    auto max_body = env.cfg.max_body;
+    return http::route_table{
+      {"/v1/things/{id}", verb::get,
+       [max_body](const std::shared_ptr<http::exchange>& x) {
+         x->reply(200,
+                  json{{"id", x->path_param("id")}, {"max_body", max_body}});
+       }}};
+  });
+  http_server server{*engine_, metrics_, hc, ext};
+  http_support::client c{server.port()};
+  auto r = c.get("/v1/things/a%2Bb");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(), (json{{"id", "a+b"}, {"max_body", 12345}}));
+  EXPECT_EQ(c.get("/v1/head").status, 200u);
+  r = c.get("/elsewhere");
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_NE(r.body.find("/v1/ws, /v1/things/{id}"), std::string::npos)
+    << r.body;
+}
+
+TEST_F(Route, BadExtensionTablesStopTheServerFromStarting) {
+  http_config hc;
+  hc.port = 0;
+  http_extensions throws;
+  throws.routes.push_back([](http::route_env&) -> http::route_table {
+    throw std::runtime_error("no table today");
+  });
+  try {
+    http_server server{*engine_, metrics_, hc, throws};
+    ADD_FAILURE() << "a server started without its routes";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string{e.what()}.find("no table today"), std::string::npos)
+      << e.what();
+  }
+  http_extensions malformed;
+  malformed.routes.push_back([](http::route_env&) {
+    return http::route_table{
+      {"/v1/x/{id", verb::get, [](const std::shared_ptr<http::exchange>&) {}}};
+  });
+  EXPECT_THROW((http_server{*engine_, metrics_, hc, malformed}),
+               std::invalid_argument);
+  // Two patterns that differ only in their names.
+  http_extensions clash;
+  clash.routes.push_back([](http::route_env&) {
+    return http::route_table{{"/v1/{a}/{b}", verb::get,
+                              [](const std::shared_ptr<http::exchange>&) {}},
+                             {"/v1/{x}/{y}", verb::get,
+                              [](const std::shared_ptr<http::exchange>&) {}}};
+  });
+  EXPECT_THROW((http_server{*engine_, metrics_, hc, clash}),
+               std::invalid_argument);
+}
+
 // -- patterned paths ----------------------------------------------------------
 
 void nop(const std::shared_ptr<http::exchange>&) {
