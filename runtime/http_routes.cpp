@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <stdexcept>
 #include <utility>
 
 namespace dcbd::http {
@@ -42,6 +43,63 @@ std::string url_decode(std::string_view s) {
     }
   }
   return out;
+}
+
+// Whether `raw`, one path segment, can be a path parameter: not empty, and
+// percent-decoding it works and yields neither '/' nor NUL. Allocates
+// nothing: it runs for every candidate pattern.
+bool valid_param(std::string_view raw) {
+  if (raw.empty())
+    return false;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\0')
+      return false;
+    if (raw[i] != '%')
+      continue;
+    if (i + 2 >= raw.size() || hex_value(raw[i + 1]) < 0
+        || hex_value(raw[i + 2]) < 0)
+      return false;
+    auto c = hex_value(raw[i + 1]) * 16 + hex_value(raw[i + 2]);
+    if (c == '/' || c == 0)
+      return false;
+    i += 2;
+  }
+  return true;
+}
+
+// Decodes %XX of a path segment that passed `valid_param` ('+' is no space
+// in a path).
+std::string decode_param(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '%') {
+      out += static_cast<char>(hex_value(raw[i + 1]) * 16
+                               + hex_value(raw[i + 2]));
+      i += 2;
+    } else {
+      out += raw[i];
+    }
+  }
+  return out;
+}
+
+// Calls `f(index, segment)` for each segment of `path` after its leading
+// '/' while `f` returns true; returns the number of segments visited, or
+// npos when `f` stopped early or `path` has no leading '/'.
+template <class F>
+std::size_t for_each_segment(std::string_view path, F f) {
+  if (path.empty() || path.front() != '/')
+    return std::string_view::npos;
+  path.remove_prefix(1);
+  for (std::size_t i = 0;; ++i) {
+    auto slash = path.find('/');
+    if (!f(i, path.substr(0, slash)))
+      return std::string_view::npos;
+    if (slash == std::string_view::npos)
+      return i + 1;
+    path.remove_prefix(slash + 1);
+  }
 }
 
 bool has_type(const request& req, bhttp::field f, std::string_view type) {
@@ -105,6 +163,15 @@ bool exchange::claim() {
   std::cerr << "dcbd http: a second answer on " << route_ << " was dropped"
             << std::endl;
   return false;
+}
+
+const std::string& exchange::path_param(std::string_view name) const {
+  for (auto& [key, value] : path_params_)
+    if (key == name)
+      return value;
+  throw store_error(errc::internal, "the route " + route_
+                                      + " has no path parameter {"
+                                      + std::string{name} + "}");
 }
 
 std::optional<std::string> exchange::parameter(std::string_view key) const {
@@ -314,31 +381,115 @@ router::router(route_table routes, std::shared_ptr<node_metrics> metrics,
   : routes_(std::move(routes))
   , metrics_(std::move(metrics))
   , max_body_(max_body) {
-  // nop
+  for (std::size_t i = 0; i < routes_.size(); ++i) {
+    auto& path = routes_[i].path;
+    auto patterned = path.find_first_of("{}") != std::string::npos;
+    auto& entries = patterned ? patterns_ : exact_;
+    auto e = std::find_if(entries.begin(), entries.end(), [&](auto& x) {
+      return x.path == path;
+    });
+    if (e != entries.end()) {
+      e->routes.push_back(i);
+      continue;
+    }
+    path_entry entry{path, {i}, {}};
+    if (patterned) {
+      auto bad = [&](const std::string& why) {
+        return std::invalid_argument("route " + path + ": " + why);
+      };
+      auto n = for_each_segment(path, [&](std::size_t, std::string_view s) {
+        auto braces = s.find_first_of("{}") != std::string_view::npos;
+        if (!braces) {
+          entry.segments.push_back({std::string{s}, false});
+          return true;
+        }
+        auto name = s.size() > 2 ? s.substr(1, s.size() - 2) : "";
+        if (s.front() != '{' || s.back() != '}' || name.empty()
+            || name.find_first_of("{}") != std::string_view::npos)
+          throw bad("a segment with '{' or '}' must be a whole {name}");
+        for (auto& seen : entry.segments)
+          if (seen.param && seen.text == name)
+            throw bad("{" + std::string{name} + "} appears twice");
+        entry.segments.push_back({std::string{name}, true});
+        return true;
+      });
+      if (n == std::string_view::npos)
+        throw bad("a path must start with '/'");
+      // Patterns that differ only in their names match the same paths.
+      for (auto& other : patterns_) {
+        auto same = std::equal(other.segments.begin(), other.segments.end(),
+                               entry.segments.begin(), entry.segments.end(),
+                               [](const segment& a, const segment& b) {
+                                 return a.param == b.param
+                                        && (a.param || a.text == b.text);
+                               });
+        if (same)
+          throw bad("matches the same paths as " + other.path);
+      }
+    }
+    entries.push_back(std::move(entry));
+  }
+  // Most specific first: two patterns that match one path have as many
+  // segments, and at the first segment where one has a literal and the
+  // other a parameter, the literal one wins. Otherwise table order.
+  std::stable_sort(patterns_.begin(), patterns_.end(),
+                   [](const path_entry& a, const path_entry& b) {
+                     if (a.segments.size() != b.segments.size())
+                       return a.segments.size() < b.segments.size();
+                     for (std::size_t i = 0; i < a.segments.size(); ++i)
+                       if (a.segments[i].param != b.segments[i].param)
+                         return !a.segments[i].param;
+                     return false;
+                   });
+}
+
+const router::path_entry* router::resolve(std::string_view path) const {
+  // The hot routes (/append, /read) are exact: plain comparisons, first.
+  for (auto& e : exact_)
+    if (e.path == path)
+      return &e;
+  for (auto& e : patterns_) {
+    auto& segs = e.segments;
+    auto n = for_each_segment(path, [&](std::size_t i, std::string_view s) {
+      return i < segs.size()
+             && (segs[i].param ? valid_param(s) : s == segs[i].text);
+    });
+    if (n == segs.size())
+      return &e;
+  }
+  return nullptr;
 }
 
 router::match router::find(std::string_view path, bhttp::verb method) const {
   match m;
-  for (auto& r : routes_) {
-    if (r.path != path)
-      continue;
+  auto e = resolve(path);
+  if (!e)
+    return m;
+  m.label = e->path;
+  for (auto i : e->routes) {
+    auto& r = routes_[i];
     if (r.method == method
         || (r.method == bhttp::verb::get && method == bhttp::verb::head)) {
       m.found = &r;
-      return m;
+      m.allow.clear();
+      break;
     }
     if (!m.allow.empty())
       m.allow += ", ";
     m.allow += std::string{bhttp::to_string(r.method)};
   }
+  if (m.found && !e->segments.empty())
+    for_each_segment(path, [&](std::size_t i, std::string_view s) {
+      if (e->segments[i].param)
+        m.params.emplace_back(e->segments[i].text, decode_param(s));
+      return true;
+    });
   return m;
 }
 
 std::string router::label_of(std::string_view path) const {
-  for (auto& r : routes_)
-    if (r.path == path)
-      return r.path;
-  return "other";
+  auto e = resolve(path);
+  return e ? e->path : "other";
 }
 
 std::string router::known() const {
@@ -357,9 +508,11 @@ std::string router::known() const {
 void router::dispatch(responder r) const {
   auto target = r.req().target();
   auto path = path_of(std::string_view{target.data(), target.size()});
-  auto x = std::make_shared<exchange>(r, metrics_, label_of(path), max_body_);
+  auto m = find(path, r.req().method());
+  auto x = std::make_shared<exchange>(r, metrics_, std::string{m.label},
+                                      max_body_);
+  x->path_params_ = std::move(m.params);
   try {
-    auto m = find(path, r.req().method());
     if (m.found)
       return m.found->fn(x);
     if (!m.allow.empty())

@@ -12,9 +12,12 @@
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
-// the list in runtime/http_server.cpp (and the file to CMakeLists.txt). The
-// router derives everything else from the tables: the metrics `route`
-// label, 404 (naming the advertised routes), 405 with Allow, HEAD on GET.
+// the list in runtime/http_server.cpp (and the file to CMakeLists.txt); code
+// that embeds a node can add tables too (`node::add_routes`,
+// runtime/node.hpp). A route's path is exact or a pattern with `{name}`
+// segments (see `router`). The router derives everything else from the
+// tables: the metrics `route` label, 404 (naming the advertised routes), 405
+// with Allow, HEAD on GET.
 #pragma once
 
 #include "runtime/http_server.hpp"
@@ -49,6 +52,9 @@ inline constexpr const char* ndjson_type = "application/x-ndjson";
 /// The HTTP status of a store error code.
 unsigned status_of(errc code);
 
+/// The decoded `{name}` segments of a request's path, in pattern order.
+using path_params = std::vector<std::pair<std::string, std::string>>;
+
 /// One request being answered, on the route `route()` (its metrics label).
 /// Answer once: `reply`, `error`, `fail`, `open_stream` or `upgrade`. A handler
 /// may answer later from any thread, keeping the exchange alive meanwhile; one
@@ -81,6 +87,19 @@ public:
   /// The URL query parameter `key`, decoded. Throws
   /// `store_error(invalid_argument)` on a malformed percent-encoding.
   std::optional<std::string> parameter(std::string_view key) const;
+
+  /// The path parameter `name` of the route's pattern, percent-decoded:
+  /// "x y" for the path "/v1/projectors/x%20y" on the route
+  /// "/v1/projectors/{name}". Never empty (such a path matches no pattern).
+  /// Throws `store_error(internal)` when the pattern has no `{name}`: the
+  /// router only runs a handler when every parameter of its pattern matched,
+  /// so a missing one is a bug in the handler, not a bad request.
+  const std::string& path_param(std::string_view name) const;
+
+  /// Every path parameter, in pattern order; empty on an exact route.
+  const http::path_params& path_params() const {
+    return path_params_;
+  }
 
   /// The body as a JSON document: JSON, or msgpack with `Content-Type:
   /// application/msgpack`. Throws `store_error(invalid_argument)` naming
@@ -130,11 +149,15 @@ public:
   }
 
 private:
+  // Sets `path_params_` before the handler runs.
+  friend class router;
+
   bool claim();
 
   responder r_;
   std::shared_ptr<node_metrics> metrics_;
   std::string route_;
+  http::path_params path_params_;
   std::size_t max_body_;
   std::string query_string_;
   bool msgpack_out_ = false;
@@ -144,8 +167,10 @@ private:
 /// Answers one request.
 using handler = std::function<void(const std::shared_ptr<exchange>&)>;
 
-/// A path (exact match), its method (a GET route answers HEAD too) and the
-/// handler.
+/// A path, its method (a GET route answers HEAD too) and the handler. The
+/// path is exact ("/v1/head") or a pattern whose `{name}` segments match one
+/// path segment each ("/v1/projectors/{name}/pause"), read by the handler
+/// with `exchange::path_param`; `router` has the rules.
 struct route {
   std::string path;
   bhttp::verb method;
@@ -154,7 +179,8 @@ struct route {
   bool advertised = true;
 };
 
-using route_table = std::vector<route>;
+// `route_table` (a vector of them) and `route_source` are declared in
+// runtime/http_server.hpp.
 
 /// Streaming responses at once, across areas; past `max`, 503. Keeps the
 /// open-streams gauge.
@@ -248,6 +274,10 @@ private:
 };
 
 /// What route tables are built from. Outlives every handler.
+///
+/// Node-wide services that later areas need (the projector host) become
+/// members at the end with a default (null), so that existing
+/// initializations stay valid, and come from `http_extensions`.
 struct route_env {
   engine& eng;
   std::shared_ptr<node_metrics> metrics;
@@ -270,8 +300,37 @@ route_table all_routes(route_env& env);
 // -- router -------------------------------------------------------------------
 
 /// Finds the route of a request and runs it; answers 404 and 405 itself.
+///
+/// How a request path finds its table path:
+/// - An exact table path matches only itself, byte for byte (undecoded).
+/// - A pattern's literal segments match byte for byte; each `{name}` segment
+///   matches one non-empty path segment, percent-decoded ('+' stays '+'). A
+///   segment that is malformed ('%' without two hex digits) or decodes to
+///   something holding '/' or NUL matches no parameter, so its path gets 404
+///   and never reaches a handler.
+/// - Segments are what lies between slashes, so a trailing slash or an empty
+///   segment is a segment of its own: "/v1/projectors/x/" and
+///   "/v1/projectors//pause" match neither "/v1/projectors/{name}" nor
+///   "/v1/projectors/{name}/pause" (404).
+/// - When several table paths match, the most specific one takes the path:
+///   an exact path first; among patterns, the one with a literal where the
+///   other has a parameter, at the first segment where they differ.
+/// - The path's own routes then decide by method: the route of the method
+///   (a GET route answers HEAD), else 405 with Allow listing those routes'
+///   methods. Less specific paths are not asked: with `GET /a/b` and
+///   `POST /a/{x}`, `POST /a/b` is 405.
+/// - A request is counted under the table path as written (the pattern,
+///   never the raw path, which would make a metrics label per value), or
+///   "other" when no path matched.
+///
+/// Exact paths are looked up first by plain comparison, so patterns cost
+/// the hot exact routes nothing.
 class router {
 public:
+  /// Throws `std::invalid_argument` on a malformed pattern (a '{' or '}'
+  /// that is not a whole `{name}` segment, an empty or repeated name, no
+  /// leading '/') and on two patterns that differ only in their parameter
+  /// names (they would match the same paths).
   router(route_table routes, std::shared_ptr<node_metrics> metrics,
          std::size_t max_body);
 
@@ -280,14 +339,21 @@ public:
   struct match {
     const route* found = nullptr;
     std::string allow;
+    /// The metrics label: the matching table path as written, or "other".
+    /// Valid while the router lives.
+    std::string_view label = "other";
+    /// The decoded parameters of a patterned path (when `found`).
+    http::path_params params;
   };
 
   match find(std::string_view path, bhttp::verb method) const;
 
-  /// The metrics label of `path`: its route's path, or "other".
+  /// The metrics label of `path`: the table path that matches it, as
+  /// written, or "other".
   std::string label_of(std::string_view path) const;
 
-  /// The advertised paths, "/read, /append, ...", for 404 answers.
+  /// The advertised paths as written, "/read, /append, ...", for 404
+  /// answers.
   std::string known() const;
 
   const route_table& routes() const {
@@ -303,7 +369,28 @@ public:
               std::string message) const;
 
 private:
+  // One segment of a pattern: literal text, or a parameter's name.
+  struct segment {
+    std::string text;
+    bool param = false;
+  };
+
+  // One path of the table and its routes (indices into `routes_`, in table
+  // order); a pattern also has its segments.
+  struct path_entry {
+    std::string path;
+    std::vector<std::size_t> routes;
+    std::vector<segment> segments;
+  };
+
+  // The table path that takes `path`, or null.
+  const path_entry* resolve(std::string_view path) const;
+
   route_table routes_;
+  // Paths without parameters, in table order.
+  std::vector<path_entry> exact_;
+  // Patterns, most specific first (see `router`).
+  std::vector<path_entry> patterns_;
   std::shared_ptr<node_metrics> metrics_;
   std::size_t max_body_;
 };

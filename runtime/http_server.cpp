@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <stdexcept>
 #include <utility>
 
 namespace dcbd {
@@ -25,6 +26,27 @@ route_table all_routes(route_env& env) {
   return all;
 }
 
+namespace {
+
+// The built-in areas, then the extensions' tables.
+route_table assemble(route_env& env, const http_extensions& ext) {
+  auto all = all_routes(env);
+  for (auto& source : ext.routes) {
+    route_table more;
+    try {
+      more = source(env);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string{"an added route table failed: "}
+                                  + e.what());
+    }
+    for (auto& r : more)
+      all.push_back(std::move(r));
+  }
+  return all;
+}
+
+} // namespace
+
 } // namespace http
 
 struct http_server::impl {
@@ -35,11 +57,12 @@ struct http_server::impl {
   // Last: stopped and destroyed before what its handlers use.
   http::http_transport transport;
 
-  impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg)
+  impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg,
+       const http_extensions& ext)
     : streams(cfg.max_streams, metrics)
     , subscriptions(cfg.max_subscriptions)
     , env{eng, metrics, cfg, streams, subscriptions}
-    , routes(all_routes(env), metrics, cfg.max_body)
+    , routes(http::assemble(env, ext), metrics, cfg.max_body)
     , transport(cfg, handlers()) {
     // nop
   }
@@ -58,8 +81,9 @@ struct http_server::impl {
 };
 
 http_server::http_server(engine& eng, std::shared_ptr<node_metrics> metrics,
-                         http_config cfg)
-  : impl_(std::make_unique<impl>(eng, std::move(metrics), std::move(cfg))) {
+                         http_config cfg, http_extensions ext)
+  : impl_(
+    std::make_unique<impl>(eng, std::move(metrics), std::move(cfg), ext)) {
   // nop
 }
 

@@ -37,19 +37,38 @@
 //   wire_codec.{hpp,cpp}       msgpack <-> JSON documents (the binary wire)
 //
 // A new API area is a new runtime/routes_<area>.cpp, its declaration in
-// http_routes.hpp, and its name in the list in http_server.cpp.
+// http_routes.hpp, and its name in the list in http_server.cpp. Code that
+// embeds a node adds its own tables without touching these files
+// (`http_extensions`, `node::add_routes` in runtime/node.hpp).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace dcbd {
 
 class engine;
 class node_metrics;
+
+namespace http {
+
+// Defined in runtime/http_routes.hpp.
+struct route;
+struct route_env;
+
+/// One API area's routes.
+using route_table = std::vector<route>;
+
+/// Makes a route table from what the server offers its handlers (the shape
+/// of every API area, e.g. `v1_routes`).
+using route_source = std::function<route_table(route_env&)>;
+
+} // namespace http
 
 struct http_config {
   /// Address and port to listen on (port 0: any free port).
@@ -79,12 +98,23 @@ struct http_config {
   std::uint32_t subscribe_window = 512;
 };
 
+/// What an embedding adds to the server besides the built-in API areas.
+/// Anything a later area needs from the node (the projector host, say)
+/// comes in here and goes on to `http::route_env`.
+struct http_extensions {
+  /// More route tables, made when the server starts, after the built-in
+  /// areas (and listed after them in 404 answers).
+  std::vector<http::route_source> routes;
+};
+
 class http_server {
 public:
-  /// Binds and starts serving. Throws `std::system_error` when it cannot
-  /// bind.
+  /// Builds the routes, binds and starts serving. Throws `std::system_error`
+  /// when it cannot bind, and `std::invalid_argument` when the routes are
+  /// bad: a malformed or ambiguous pattern (see `http::router`), or an
+  /// extension's route source that threw (its message is kept).
   http_server(engine& eng, std::shared_ptr<node_metrics> metrics,
-              http_config cfg);
+              http_config cfg, http_extensions ext = {});
 
   /// Stops (see `stop`).
   ~http_server();

@@ -1,11 +1,14 @@
 // The route tables and the router's lookup (runtime/http_routes): which
-// routes exist, their metrics labels, 404/405 decisions, HEAD on GET; and
-// that the label a request is counted under comes from the table.
+// routes exist, their metrics labels, 404/405 decisions, HEAD on GET; that
+// the label a request is counted under comes from the table; and patterned
+// paths ("/v1/projectors/{name}"): decoded parameters, precedence, what
+// matches no pattern, 405, and the pattern as the label.
 #include "runtime/http_routes.hpp"
 
 #include "runtime/http_server.hpp"
 #include "runtime/metrics.hpp"
 #include "tests/runtime/http_test_client.hpp"
+#include "tests/runtime/transport_fixture.hpp"
 #include "tests/support/engine_fixture.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -23,6 +26,7 @@ namespace dcbd::test {
 namespace {
 
 using http::bhttp::verb;
+using json = nlohmann::json;
 
 class Route : public EngineTest {
 protected:
@@ -105,6 +109,264 @@ TEST(RouteTable, PathsWithSeveralMethodsListThemAll) {
   EXPECT_EQ(r.find("/things", verb::delete_).found->method, verb::delete_);
   EXPECT_EQ(r.find("/things", verb::post).allow, "GET, DELETE");
   EXPECT_EQ(r.known(), "/things");
+}
+
+TEST_F(Route, ExtensionTablesAreServedAfterTheBuiltInAreas) {
+  http_config hc;
+  hc.port = 0;
+  http_extensions ext;
+  hc.max_body = 12345;
+  ext.routes.push_back([](http::route_env& env) {
+    // Built with the server's own environment.
+    auto max_body = env.cfg.max_body;
+    return http::route_table{
+      {"/v1/things/{id}", verb::get,
+       [max_body](const std::shared_ptr<http::exchange>& x) {
+         x->reply(200,
+                  json{{"id", x->path_param("id")}, {"max_body", max_body}});
+       }}};
+  });
+  http_server server{*engine_, metrics_, hc, ext};
+  http_support::client c{server.port()};
+  auto r = c.get("/v1/things/a%2Bb");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(), (json{{"id", "a+b"}, {"max_body", 12345}}));
+  EXPECT_EQ(c.get("/v1/head").status, 200u);
+  r = c.get("/elsewhere");
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_NE(r.body.find("/v1/ws, /v1/things/{id}"), std::string::npos)
+    << r.body;
+}
+
+TEST_F(Route, BadExtensionTablesStopTheServerFromStarting) {
+  http_config hc;
+  hc.port = 0;
+  http_extensions throws;
+  throws.routes.push_back([](http::route_env&) -> http::route_table {
+    throw std::runtime_error("no table today");
+  });
+  try {
+    http_server server{*engine_, metrics_, hc, throws};
+    ADD_FAILURE() << "a server started without its routes";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string{e.what()}.find("no table today"), std::string::npos)
+      << e.what();
+  }
+  http_extensions malformed;
+  malformed.routes.push_back([](http::route_env&) {
+    return http::route_table{
+      {"/v1/x/{id", verb::get, [](const std::shared_ptr<http::exchange>&) {}}};
+  });
+  EXPECT_THROW((http_server{*engine_, metrics_, hc, malformed}),
+               std::invalid_argument);
+  // Two patterns that differ only in their names.
+  http_extensions clash;
+  clash.routes.push_back([](http::route_env&) {
+    return http::route_table{{"/v1/{a}/{b}", verb::get,
+                              [](const std::shared_ptr<http::exchange>&) {}},
+                             {"/v1/{x}/{y}", verb::get,
+                              [](const std::shared_ptr<http::exchange>&) {}}};
+  });
+  EXPECT_THROW((http_server{*engine_, metrics_, hc, clash}),
+               std::invalid_argument);
+}
+
+// -- patterned paths ----------------------------------------------------------
+
+void nop(const std::shared_ptr<http::exchange>&) {
+  // nop
+}
+
+// The projector routes to come, with an exact path among the patterns.
+http::router projector_router() {
+  return http::router{
+    http::route_table{
+      {"/v1/projectors/{name}/dead-letters/{position}/retry", verb::post, nop},
+      {"/v1/projectors/{name}", verb::get, nop},
+      {"/v1/projectors/{name}", verb::delete_, nop},
+      {"/v1/projectors/{name}/pause", verb::post, nop},
+      // After the pattern that also matches it: precedence is not table
+      // order.
+      {"/v1/projectors/stats", verb::get, nop},
+      {"/v1/projectors", verb::get, nop},
+    },
+    nullptr, 1024};
+}
+
+TEST(RoutePattern, MatchesOneSegmentPerParameterAndDecodesIt) {
+  auto r = projector_router();
+  auto m = r.find("/v1/projectors/orders", verb::get);
+  ASSERT_NE(m.found, nullptr);
+  EXPECT_EQ(m.found->path, "/v1/projectors/{name}");
+  EXPECT_EQ(m.params, (http::path_params{{"name", "orders"}}));
+  m = r.find("/v1/projectors/orders/dead-letters/42/retry", verb::post);
+  ASSERT_NE(m.found, nullptr);
+  EXPECT_EQ(m.params,
+            (http::path_params{{"name", "orders"}, {"position", "42"}}));
+  // Percent-decoded; '+' is no space in a path.
+  m = r.find("/v1/projectors/order%20book%2b1+2/pause", verb::post);
+  ASSERT_NE(m.found, nullptr);
+  EXPECT_EQ(m.params, (http::path_params{{"name", "order book+1+2"}}));
+  // HEAD is served by a patterned GET route too.
+  m = r.find("/v1/projectors/orders", verb::head);
+  ASSERT_NE(m.found, nullptr);
+  EXPECT_EQ(m.found->method, verb::get);
+}
+
+TEST(RoutePattern, SegmentsThatCannotBeParametersMatchNothing) {
+  auto r = projector_router();
+  for (auto path : {
+         "/v1/projectors/a%2Fb",       // decodes to a '/'
+         "/v1/projectors/a%2fb/pause", // so does lower-case hex
+         "/v1/projectors/a%00b",       // decodes to NUL
+         "/v1/projectors/%zz",         // malformed
+         "/v1/projectors/ab%4",        // cut short
+         "/v1/projectors/x/",          // trailing slash: an empty segment
+         "/v1/projectors/",            // the same
+         "/v1/projectors//pause",      // an empty segment
+         "/v1/projectors/x/pause/",    // one segment too many
+         "/v1/projectors/x/pause/now", // likewise
+         "/v1/projectors/x/dead-letters//retry",
+         "/v1/projectors/x/dead-letters/1/2/retry",
+         "v1/projectors/x", // no leading slash
+         "",
+       }) {
+    for (auto method : {verb::get, verb::post}) {
+      auto m = r.find(path, method);
+      EXPECT_EQ(m.found, nullptr) << path;
+      EXPECT_EQ(m.allow, "") << path << " (404, not 405)";
+      EXPECT_EQ(m.label, "other") << path;
+    }
+    EXPECT_EQ(r.label_of(path), "other") << path;
+  }
+}
+
+TEST(RoutePattern, LabelIsThePatternNeverTheRawPath) {
+  auto r = projector_router();
+  EXPECT_EQ(r.label_of("/v1/projectors/x/pause"),
+            "/v1/projectors/{name}/pause");
+  EXPECT_EQ(r.label_of("/v1/projectors/y%20z/dead-letters/7/retry"),
+            "/v1/projectors/{name}/dead-letters/{position}/retry");
+  EXPECT_EQ(r.find("/v1/projectors/x/pause", verb::post).label,
+            "/v1/projectors/{name}/pause");
+  // A pattern as a request path matches itself: "{name}" is a segment.
+  for (auto& route : r.routes())
+    EXPECT_EQ(r.label_of(route.path), route.path);
+  // 404 answers name the patterns as written, in table order.
+  EXPECT_EQ(r.known(), "/v1/projectors/{name}/dead-letters/{position}/retry, "
+                       "/v1/projectors/{name}, /v1/projectors/{name}/pause, "
+                       "/v1/projectors/stats, /v1/projectors");
+}
+
+TEST(RoutePattern, WrongMethodOnAPatternedPathIs405WithItsMethods) {
+  auto r = projector_router();
+  auto m = r.find("/v1/projectors/x/pause", verb::get);
+  EXPECT_EQ(m.found, nullptr);
+  EXPECT_EQ(m.allow, "POST");
+  EXPECT_EQ(m.label, "/v1/projectors/{name}/pause");
+  m = r.find("/v1/projectors/x", verb::post);
+  EXPECT_EQ(m.found, nullptr);
+  EXPECT_EQ(m.allow, "GET, DELETE");
+  EXPECT_TRUE(m.params.empty()) << "no parameters without a route";
+}
+
+TEST(RoutePattern, ExactPathsAndLiteralSegmentsTakePrecedence) {
+  auto r = projector_router();
+  auto m = r.find("/v1/projectors/stats", verb::get);
+  ASSERT_NE(m.found, nullptr);
+  EXPECT_EQ(m.found->path, "/v1/projectors/stats");
+  EXPECT_TRUE(m.params.empty());
+  // The exact path owns it: its methods decide, the pattern is not asked.
+  m = r.find("/v1/projectors/stats", verb::delete_);
+  EXPECT_EQ(m.found, nullptr);
+  EXPECT_EQ(m.allow, "GET");
+  EXPECT_EQ(m.label, "/v1/projectors/stats");
+  // Among patterns, a literal beats a parameter at the first segment where
+  // they differ, whatever the table order.
+  http::router p{http::route_table{
+                   {"/a/{x}/{y}", verb::get, nop},
+                   {"/a/{x}/c", verb::get, nop},
+                   {"/a/b/{y}", verb::get, nop},
+                 },
+                 nullptr, 1024};
+  EXPECT_EQ(p.find("/a/b/c", verb::get).found->path, "/a/b/{y}");
+  EXPECT_EQ(p.find("/a/z/c", verb::get).found->path, "/a/{x}/c");
+  EXPECT_EQ(p.find("/a/z/z", verb::get).found->path, "/a/{x}/{y}");
+  EXPECT_EQ(p.find("/a/b/c", verb::get).params,
+            (http::path_params{{"y", "c"}}));
+}
+
+TEST(RoutePattern, MalformedOrAmbiguousPatternsAreRefused) {
+  auto table = [](std::vector<std::string> paths) {
+    http::route_table t;
+    for (auto& p : paths)
+      t.push_back({p, verb::get, nop});
+    return http::router{std::move(t), nullptr, 1024};
+  };
+  for (auto bad : {"/a/{", "/a/}", "/a/x{y}", "/a/{y}x", "/a/{}", "/a/{{x}}",
+                   "/a/{x}/{x}", "a/{x}"})
+    EXPECT_THROW(table({bad}), std::invalid_argument) << bad;
+  // Two names for the same paths.
+  EXPECT_THROW(table({"/a/{x}", "/a/{y}"}), std::invalid_argument);
+  // One pattern with several methods, and patterns that differ in a
+  // literal, are fine.
+  EXPECT_NO_THROW(table({"/a/{x}", "/a/{x}", "/b/{x}", "/a/{x}/c"}));
+}
+
+class RoutePatternServed : public TransportTest {};
+
+TEST_F(RoutePatternServed, HandlersReadParamsAndRequestsCountUnderThePattern) {
+  serve({
+    {"/v1/projectors/{name}/dead-letters/{position}/retry", verb::post,
+     [](const std::shared_ptr<http::exchange>& x) {
+       x->reply(200, json{{"name", x->path_param("name")},
+                          {"position", x->path_param("position")},
+                          {"count", x->path_params().size()}});
+     }},
+    {"/v1/projectors/{name}/pause", verb::post,
+     [](const std::shared_ptr<http::exchange>& x) {
+       x->reply(200, json{{"name", x->path_param("name")}});
+     }},
+    {"/v1/projectors/{name}", verb::get,
+     [](const std::shared_ptr<http::exchange>& x) {
+       // A name the pattern lacks: a bug in the handler, answered 500.
+       x->reply(200, json{{"name", x->path_param("nom")}});
+     }},
+  });
+  http_support::client c{port()};
+  auto r = c.post("/v1/projectors/order%20book/dead-letters/17/retry",
+                  json::object());
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(),
+            (json{{"name", "order book"}, {"position", "17"}, {"count", 2}}));
+  r = c.post("/v1/projectors/a/pause?x=1", json::object());
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["name"], "a") << "the query string is not part of it";
+  r = c.get("/v1/projectors/a/pause");
+  EXPECT_EQ(r.status, 405u);
+  EXPECT_EQ(r.allow, "POST");
+  r = c.post("/v1/projectors/a%2Fb/pause", json::object());
+  EXPECT_EQ(r.status, 404u);
+  r = c.get("/v1/projectors/a");
+  EXPECT_EQ(r.status, 500u);
+  EXPECT_EQ(r.j()["code"], "internal");
+  auto text
+    = prometheus::TextSerializer().Serialize(metrics_->registry()->Collect());
+  auto count = [&](std::string code, std::string route) {
+    return http_support::sample(text, "dcb_http_requests_total{code=\"" + code
+                                        + "\",route=\"" + route + "\"}");
+  };
+  EXPECT_EQ(count("200", "/v1/projectors/{name}/dead-letters/{position}/retry"),
+            1)
+    << text;
+  EXPECT_EQ(count("200", "/v1/projectors/{name}/pause"), 1) << text;
+  EXPECT_EQ(count("405", "/v1/projectors/{name}/pause"), 1) << text;
+  EXPECT_EQ(count("404", "other"), 1) << text;
+  EXPECT_EQ(count("500", "/v1/projectors/{name}"), 1) << text;
+  // No label per raw path.
+  EXPECT_EQ(text.find(R"(route="/v1/projectors/order)"), std::string::npos)
+    << text;
+  EXPECT_EQ(text.find(R"(route="/v1/projectors/a)"), std::string::npos) << text;
 }
 
 using http_support::sample;

@@ -144,25 +144,28 @@ private:
   std::string out_;
 };
 
-/// A dcbd node on `schema`, listening on fresh ports (or `http_port`).
+/// A dcbd node on `schema`, listening on fresh ports (or `http_port`): the
+/// `binary` (dcbd, or a program that embeds a node) with `env` added.
 class node_process {
 public:
   node_process(const std::string& schema, std::vector<std::string> args = {},
-               std::uint16_t http_port = 0)
+               std::uint16_t http_port = 0,
+               std::vector<std::pair<std::string, std::string>> env = {},
+               std::string binary = DCBD_BINARY)
     : http_port_(http_port ? http_port : free_tcp_port())
     , metrics_port_(free_tcp_port())
     , log_("/tmp/dcbd-node-" + std::to_string(::getpid()) + "-"
            + std::to_string(http_port_) + ".log") {
-    std::vector<std::string> argv{DCBD_BINARY};
+    std::vector<std::string> argv{std::move(binary)};
     argv.insert(argv.end(), args.begin(), args.end());
-    proc_ = std::make_unique<child_process>(
-      std::move(argv),
-      std::vector<std::pair<std::string, std::string>>{
-        {"DCB_POSTGRES_DSN", test_dsn()},
-        {"DCB_SCHEMA", schema},
-        {"DCB_HTTP_ADDR", "127.0.0.1:" + std::to_string(http_port_)},
-        {"DCB_METRICS_ADDR", "127.0.0.1:" + std::to_string(metrics_port_)}},
-      log_);
+    env.insert(
+      env.begin(),
+      {{"DCB_POSTGRES_DSN", test_dsn()},
+       {"DCB_SCHEMA", schema},
+       {"DCB_HTTP_ADDR", "127.0.0.1:" + std::to_string(http_port_)},
+       {"DCB_METRICS_ADDR", "127.0.0.1:" + std::to_string(metrics_port_)}});
+    proc_ = std::make_unique<child_process>(std::move(argv), std::move(env),
+                                            log_);
     ok_ = listening_within(http_port_, std::chrono::seconds{60});
   }
 

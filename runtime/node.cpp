@@ -1,0 +1,407 @@
+// The node: the environment names the database, the addresses and the
+// node (the stable contract for containers); everything else comes from
+// CAF's config file (caf-application.ini) and command line, group "dcbd"
+// (`dcbd --long-help` lists them with their defaults).
+#include "runtime/node.hpp"
+
+#include "actors/engine.hpp"
+#include "actors/types.hpp"
+#include "runtime/metrics.hpp"
+#include "store/error.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <prometheus/exposer.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace dcbd {
+
+namespace {
+
+struct node_config : caf::actor_system_config {
+  std::size_t readers = 4;
+  std::size_t reader_connections = 1;
+  std::size_t appenders = 2;
+  std::size_t group_max_requests = 1000;
+  std::size_t group_max_events = 20'000;
+  std::size_t group_max_bytes = std::size_t{16} << 20;
+  std::size_t max_queue = 10'000;
+  std::size_t max_read_events = 10'000;
+  std::size_t max_attempts = 10;
+  std::size_t timeout_ms = 30'000;
+  std::size_t connect_timeout_ms = 5'000;
+  std::size_t http_threads = 2;
+  std::size_t max_body = std::size_t{16} << 20;
+  std::size_t request_timeout_ms = 10'000;
+  std::size_t idle_timeout_ms = 60'000;
+  std::size_t max_streams = 32;
+  std::size_t shutdown_grace_ms = 30'000;
+  std::size_t max_subscriptions = 1000;
+  std::size_t subscribe_heartbeat_ms = 15'000;
+  std::size_t bus_poll_ms = 500;
+  std::size_t bus_queue_events = 2048;
+
+  node_config() {
+    opt_group{custom_options_, "dcbd"}
+      .add(readers, "readers", "reader actors (each has its own connections)")
+      .add(reader_connections, "reader-connections", "connections per reader")
+      .add(appenders, "appenders", "appender actors")
+      .add(group_max_requests, "group-max-requests", "requests per group")
+      .add(group_max_events, "group-max-events", "events per group")
+      .add(group_max_bytes, "group-max-bytes", "payload bytes per group")
+      .add(max_queue, "max-queue",
+           "appends admitted and unanswered; past it: overloaded")
+      .add(max_read_events, "max-read-events",
+           "largest result of a non-streaming read")
+      .add(max_attempts, "max-attempts", "attempts per command")
+      .add(timeout_ms, "timeout-ms", "timeout of one call inside the node")
+      .add(connect_timeout_ms, "connect-timeout-ms",
+           "how long to retry opening a database connection")
+      .add(http_threads, "http-threads", "HTTP I/O threads")
+      .add(max_body, "max-body", "largest request body in bytes (else 413)")
+      .add(request_timeout_ms, "request-timeout-ms",
+           "time to receive a request once its header arrived")
+      .add(idle_timeout_ms, "idle-timeout-ms",
+           "keep-alive idle time and time to receive a header")
+      .add(max_streams, "max-streams", "streaming reads at once (else 503)")
+      .add(shutdown_grace_ms, "shutdown-grace-ms",
+           "how long a stop waits for requests in flight")
+      .add(max_subscriptions, "max-subscriptions",
+           "live subscriptions at once (else 503)")
+      .add(subscribe_heartbeat_ms, "subscribe-heartbeat-ms",
+           "heartbeat on an idle subscription (0: none)")
+      .add(bus_poll_ms, "bus-poll-ms",
+           "how often the bus looks for commits of other processes besides "
+           "NOTIFY")
+      .add(bus_queue_events, "bus-queue-events",
+           "events queued per subscriber before it falls back to reads");
+  }
+
+  // For `node_options::configure`.
+  caf::config_option_set& options() {
+    return custom_options_;
+  }
+};
+
+std::string env_or(const char* name, std::string fallback) {
+  auto v = std::getenv(name);
+  return v && *v ? std::string{v} : fallback;
+}
+
+// "<hostname>-<pid>", the default node name.
+std::string default_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || !*host)
+    return "dcbd-" + std::to_string(::getpid());
+  return std::string{host} + "-" + std::to_string(::getpid());
+}
+
+// "host:port" or "[v6]:port".
+bool split_address(const std::string& addr, std::string& host,
+                   std::uint16_t& port) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size())
+    return false;
+  host = addr.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  try {
+    std::size_t used = 0;
+    auto p = std::stoul(addr.substr(colon + 1), &used);
+    if (used != addr.size() - colon - 1 || p > 65535)
+      return false;
+    port = static_cast<std::uint16_t>(p);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "dcbd: " << message << std::endl;
+  return 2;
+}
+
+// What an exception from user code says.
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception that is no std::exception";
+  }
+}
+
+} // namespace
+
+// -- node ---------------------------------------------------------------------
+
+struct node::impl {
+  node_config& cfg;
+  caf::actor_system& sys;
+  dcbd::engine& eng;
+  std::shared_ptr<node_metrics> metrics;
+  std::string name;
+  std::string schema;
+  std::string dsn;
+  http_config http;
+  // The thread that waits for the signals (`node::stop` wakes it).
+  pthread_t waiter;
+
+  // Until the server starts.
+  bool setting_up = true;
+  std::vector<http::route_source> routes{};
+
+  std::mutex mtx{};
+  bool stopping = false;
+  std::vector<std::function<void()>> stop_hooks{};
+
+  std::atomic<bool> stop_requested{false};
+  std::atomic<int> exit_code{0};
+
+  // Runs the stop hooks, newest first; once.
+  void run_stop_hooks() {
+    std::vector<std::function<void()>> hooks;
+    {
+      std::lock_guard guard{mtx};
+      stopping = true;
+      hooks.swap(stop_hooks);
+    }
+    for (auto i = hooks.rbegin(); i != hooks.rend(); ++i) {
+      try {
+        (*i)();
+      } catch (...) {
+        std::cerr << "dcbd: a stop hook failed: "
+                  << what_of(std::current_exception()) << std::endl;
+      }
+    }
+  }
+};
+
+caf::actor_system& node::system() {
+  return impl_.sys;
+}
+
+engine& node::engine() {
+  return impl_.eng;
+}
+
+std::shared_ptr<node_metrics> node::metrics() const {
+  return impl_.metrics;
+}
+
+const std::string& node::name() const {
+  return impl_.name;
+}
+
+const std::string& node::schema() const {
+  return impl_.schema;
+}
+
+const std::string& node::dsn() const {
+  return impl_.dsn;
+}
+
+const caf::actor_system_config& node::config() const {
+  return impl_.cfg;
+}
+
+const http_config& node::http_settings() const {
+  return impl_.http;
+}
+
+void node::add_routes(http::route_source source) {
+  if (!impl_.setting_up)
+    throw std::logic_error("dcbd: routes can only be added during setup");
+  impl_.routes.push_back(std::move(source));
+}
+
+void node::on_stop(std::function<void()> hook) {
+  std::lock_guard guard{impl_.mtx};
+  if (impl_.stopping)
+    throw std::logic_error("dcbd: the node is stopping; too late for a hook");
+  impl_.stop_hooks.push_back(std::move(hook));
+}
+
+void node::stop(int exit_code) {
+  if (impl_.stop_requested.exchange(true))
+    return;
+  impl_.exit_code = exit_code;
+  // Blocked in that thread: pending until its sigwait takes it.
+  pthread_kill(impl_.waiter, SIGTERM);
+}
+
+// -- run_node -----------------------------------------------------------------
+
+int run_node(int argc, char** argv, node_options options) {
+  // Signals are taken by sigwait below; every thread started from here on
+  // inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  node_config cfg;
+  register_types(cfg);
+  tune_scheduler(cfg);
+  if (options.configure) {
+    try {
+      options.configure(cfg, cfg.options());
+    } catch (...) {
+      return fail("setup failed: " + what_of(std::current_exception()));
+    }
+  }
+  if (auto err = cfg.parse(argc, argv))
+    return fail("bad configuration: " + cfg.render(err));
+  if (cfg.cli_helptext_printed)
+    return 0;
+
+  auto dsn = env_or("DCB_POSTGRES_DSN", "");
+  if (dsn.empty())
+    return fail("DCB_POSTGRES_DSN is not set (a libpq connection string, "
+                "e.g. \"host=127.0.0.1 port=5432 user=postgres\")");
+  auto http_addr = env_or("DCB_HTTP_ADDR", "127.0.0.1:8080");
+  auto metrics_addr = env_or("DCB_METRICS_ADDR", "127.0.0.1:9464");
+  auto name = env_or("DCB_NODE_NAME", default_name());
+  http_config hc;
+  if (!split_address(http_addr, hc.address, hc.port))
+    return fail("DCB_HTTP_ADDR must be host:port, got \"" + http_addr + "\"");
+  std::string metrics_host;
+  std::uint16_t metrics_port = 0;
+  if (!split_address(metrics_addr, metrics_host, metrics_port))
+    return fail("DCB_METRICS_ADDR must be host:port, got \"" + metrics_addr
+                + "\"");
+  hc.threads = cfg.http_threads;
+  hc.max_body = cfg.max_body;
+  hc.request_timeout = std::chrono::milliseconds(cfg.request_timeout_ms);
+  hc.idle_timeout = std::chrono::milliseconds(cfg.idle_timeout_ms);
+  hc.max_streams = cfg.max_streams;
+  hc.max_subscriptions = cfg.max_subscriptions;
+  hc.subscribe_heartbeat
+    = std::chrono::milliseconds(cfg.subscribe_heartbeat_ms);
+
+  engine_config ec;
+  ec.store.dsn = dsn;
+  ec.store.schema = env_or("DCB_SCHEMA", "dcb");
+  ec.store.connect_timeout = std::chrono::milliseconds(cfg.connect_timeout_ms);
+  ec.readers = cfg.readers;
+  ec.reader_connections = cfg.reader_connections;
+  ec.appenders = cfg.appenders;
+  ec.group.max_requests = cfg.group_max_requests;
+  ec.group.max_events = cfg.group_max_events;
+  ec.group.max_bytes = cfg.group_max_bytes;
+  ec.group.max_queue = cfg.max_queue;
+  ec.reader.max_read_events = cfg.max_read_events;
+  ec.max_attempts = static_cast<std::uint32_t>(cfg.max_attempts);
+  ec.timeout = std::chrono::milliseconds(cfg.timeout_ms);
+  auto metrics = std::make_shared<node_metrics>();
+  ec.metrics = metrics->store_hooks();
+  ec.bus.metrics = metrics->bus_hooks();
+  ec.bus.poll
+    = std::chrono::milliseconds(std::max<std::size_t>(cfg.bus_poll_ms, 10));
+  ec.bus.queue_events = cfg.bus_queue_events;
+
+  std::cout << "dcbd: node " << name << ", schema " << ec.store.schema
+            << ", readers " << ec.readers << " x " << ec.reader_connections
+            << " connections, appenders " << ec.appenders
+            << ", groups of <= " << ec.group.max_requests << " requests / "
+            << ec.group.max_events << " events, queue " << ec.group.max_queue
+            << ", http threads " << hc.threads << ", max body " << hc.max_body
+            << " bytes" << std::endl;
+
+  caf::actor_system sys{cfg};
+  std::optional<engine> eng;
+  try {
+    eng.emplace(sys, ec);
+  } catch (const std::exception& e) {
+    return fail(std::string{"cannot open the store: "} + e.what());
+  }
+
+  node::impl state{
+    cfg, sys, *eng,          metrics, std::move(name), ec.store.schema,
+    dsn, hc,  pthread_self()};
+  node self{state};
+  // What setup spawned stops before the engine, whichever way this ends.
+  auto give_up = [&](const std::string& message) {
+    state.run_stop_hooks();
+    return fail(message);
+  };
+  if (options.setup) {
+    try {
+      options.setup(self);
+    } catch (...) {
+      return give_up("setup failed: " + what_of(std::current_exception()));
+    }
+  }
+  state.setting_up = false;
+
+  std::optional<prometheus::Exposer> exposer;
+  std::optional<http_server> server;
+  try {
+    exposer.emplace(metrics_addr, 1);
+    exposer->RegisterCollectable(metrics->registry());
+    server.emplace(*eng, metrics, hc, http_extensions{std::move(state.routes)});
+  } catch (const std::invalid_argument& e) {
+    return give_up(std::string{"bad routes: "} + e.what());
+  } catch (const std::exception& e) {
+    return give_up(std::string{"cannot listen: "} + e.what());
+  }
+  std::cout << "dcbd: API on http://" << http_addr << " (port "
+            << server->port() << "), metrics on http://" << metrics_addr
+            << "/metrics" << std::endl;
+
+  // The store actor's counters, for the gauges and the reconnect counter.
+  std::atomic<bool> running{true};
+  std::thread poller([&] {
+    while (running) {
+      if (auto st = eng->stats())
+        metrics->store_state(*st, eng->gate()->depth());
+      for (int i = 0; i < 10 && running; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds{100});
+    }
+  });
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  if (state.stop_requested)
+    std::cout << "dcbd: stop requested";
+  else
+    std::cout << "dcbd: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  std::cout << ": stopping (answering requests in flight)" << std::endl;
+  running = false;
+  poller.join();
+  server->stop(std::chrono::milliseconds(cfg.shutdown_grace_ms));
+  server.reset();
+  // What setup started (projectors, workers) stops while the engine works.
+  state.run_stop_hooks();
+  // The engine answers what its actors took and commits or fails the open
+  // group before it returns.
+  eng.reset();
+  exposer.reset();
+  std::cout << "dcbd: stopped" << std::endl;
+  return state.exit_code;
+}
+
+int run_node(int argc, char** argv, std::function<void(node&)> setup) {
+  node_options options;
+  options.setup = std::move(setup);
+  return run_node(argc, argv, std::move(options));
+}
+
+} // namespace dcbd
