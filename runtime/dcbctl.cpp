@@ -10,6 +10,10 @@
 //                                    [--backwards]
 //   dcbctl [--url URL] [--json] subscribe [--query QUERY_JSON | --type T
 //                                    --tag K:V...] [--after N] [--limit N]
+//   dcbctl [--url URL] [--json] projectors [list]
+//   dcbctl [--url URL] [--json] projectors show|pause|resume|rebuild NAME
+//   dcbctl [--url URL] [--json] projectors dead-letters NAME
+//                                     [retry|skip POSITION]
 //
 // `subscribe` follows the log like `tail -f` (GET /v1/subscribe, NDJSON):
 // the matching events after N, then new ones as they are committed. When
@@ -25,7 +29,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -368,6 +374,98 @@ int cmd_subscribe(const options& o, node& n) {
   }
 }
 
+// The percent-encoded path segment of `s`.
+std::string segment(const std::string& s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+void print_projector_header() {
+  std::printf("%-24s %-10s %12s %12s %10s %6s %-20s %s\n", "NAME", "STATE",
+              "POSITION", "HEAD", "LAG", "DEAD", "OWNER", "EPOCH");
+}
+
+void print_projector(const json& p) {
+  std::printf("%-24s %-10s %12llu %12llu %10llu %6llu %-20s %llu\n",
+              p.value("name", std::string{}).c_str(),
+              p.value("state", std::string{}).c_str(),
+              p.value("position", 0ull), p.value("head", 0ull),
+              p.value("lag", 0ull), p.value("dead_letters", 0ull),
+              p.value("owner", std::string{}).c_str(), p.value("epoch", 0ull));
+  if (p.contains("error"))
+    std::printf("  error: %s\n", p["error"].get<std::string>().c_str());
+}
+
+// projectors [list] | show|pause|resume|rebuild NAME | dead-letters NAME
+// [retry|skip POSITION]
+int cmd_projectors(const options& o, node& n) {
+  auto& a = o.args;
+  auto verb = a.empty() ? std::string{"list"} : a[0];
+  auto need = [&](std::size_t k, const char* what) {
+    if (a.size() != k)
+      throw usage_error(std::string{"projectors "} + verb + ": " + what);
+  };
+  response r;
+  if (verb == "list") {
+    need(a.empty() ? 0 : 1, "takes no arguments");
+    r = n.get("/v1/projectors");
+  } else if (verb == "show") {
+    need(2, "needs NAME");
+    r = n.get("/v1/projectors/" + segment(a[1]));
+  } else if (verb == "pause" || verb == "resume" || verb == "rebuild") {
+    need(2, "needs NAME");
+    r = n.post("/v1/projectors/" + segment(a[1]) + "/" + verb, "");
+  } else if (verb == "dead-letters") {
+    if (a.size() == 2) {
+      r = n.get("/v1/projectors/" + segment(a[1]) + "/dead-letters");
+    } else {
+      need(4, "needs NAME, or NAME retry|skip POSITION");
+      if (a[2] != "retry" && a[2] != "skip")
+        throw usage_error("projectors dead-letters: expected retry or skip, "
+                          "got "
+                          + a[2]);
+      number_arg("POSITION", a[3]);
+      r = n.post("/v1/projectors/" + segment(a[1]) + "/dead-letters/" + a[3]
+                   + "/" + a[2],
+                 "");
+    }
+  } else {
+    throw usage_error("projectors: unknown action " + verb);
+  }
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  auto j = json::parse(r.body);
+  if (verb == "dead-letters" && a.size() == 2) {
+    std::printf("%12s %8s %s\n", "POSITION", "ATTEMPTS", "ERROR");
+    for (auto& d : j)
+      std::printf("%12llu %8llu %s\n", d.value("position", 0ull),
+                  d.value("attempts", 0ull),
+                  d.value("error", std::string{}).c_str());
+    return 0;
+  }
+  print_projector_header();
+  if (j.is_array())
+    for (auto& p : j)
+      print_projector(p);
+  else
+    print_projector(j);
+  return 0;
+}
+
 void usage(std::ostream& os) {
   os << "usage: dcbctl [--url URL] [--json] <command> [args]\n"
         "commands:\n"
@@ -383,6 +481,10 @@ void usage(std::ostream& os) {
         "  subscribe [--query QUERY | --type T --tag K:V...] [--after N] "
         "[--limit N]\n"
         "                                           follow like tail -f\n"
+        "  projectors [list]                        projectors and their "
+        "state\n"
+        "  projectors show|pause|resume|rebuild NAME\n"
+        "  projectors dead-letters NAME [retry|skip POSITION]\n"
         "QUERY is JSON: {\"items\":[{\"types\":[..],\"tags\":[..]}]}\n"
         "URL defaults to $DCB_URL, else http://127.0.0.1:8080\n";
 }
@@ -430,6 +532,8 @@ int main(int argc, char** argv) {
       return cmd_read(o, *n);
     if (o.command == "subscribe")
       return cmd_subscribe(o, *n);
+    if (o.command == "projectors")
+      return cmd_projectors(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";

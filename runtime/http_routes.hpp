@@ -9,6 +9,7 @@
 //   runtime/routes_health.cpp   GET /healthz, GET /readyz
 //   runtime/routes_subscribe.cpp  GET /v1/subscribe (SSE, NDJSON)
 //   runtime/routes_ws.cpp       GET /v1/ws (subscriptions over WebSocket)
+//   runtime/routes_projectors.cpp  /v1/projectors... (API.md §6)
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
@@ -284,6 +285,8 @@ struct route_env {
   http_config cfg;
   stream_slots& streams;
   subscription_hub& subscriptions;
+  /// The node's projectors (null: no projector routes).
+  projector_host* projectors = nullptr;
 };
 
 // -- API areas: one file each -------------------------------------------------
@@ -293,6 +296,7 @@ route_table v1_routes(route_env& env);        // runtime/routes_v1.cpp
 route_table health_routes(route_env& env);    // runtime/routes_health.cpp
 route_table subscribe_routes(route_env& env); // runtime/routes_subscribe.cpp
 route_table ws_routes(route_env& env);        // runtime/routes_ws.cpp
+route_table projector_routes(route_env& env); // runtime/routes_projectors.cpp
 
 /// Every area's routes, as the server serves them (runtime/http_server.cpp).
 route_table all_routes(route_env& env);

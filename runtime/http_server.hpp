@@ -53,6 +53,7 @@
 namespace dcbd {
 
 class engine;
+class projector_host;
 class node_metrics;
 
 namespace http {
@@ -105,6 +106,8 @@ struct http_extensions {
   /// More route tables, made when the server starts, after the built-in
   /// areas (and listed after them in 404 answers).
   std::vector<http::route_source> routes;
+  /// The node's projectors, for /v1/projectors (null: no such routes).
+  projector_host* projectors = nullptr;
 };
 
 class http_server {

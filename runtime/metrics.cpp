@@ -166,6 +166,37 @@ node_metrics::node_metrics()
               .Help("Appends admitted and not yet answered")
               .Register(r)
               .Add({});
+  projector_position_
+    = &BuildGauge()
+         .Name("dcb_projector_position")
+         .Help("Every matching event at or below it is applied (checkpoint)")
+         .Register(r);
+  projector_lag_
+    = &BuildGauge()
+         .Name("dcb_projector_lag_events")
+         .Help("Events between a projector's position and the head")
+         .Register(r);
+  projector_heartbeat_age_
+    = &BuildGauge()
+         .Name("dcb_projector_heartbeat_age_seconds")
+         .Help("Time since a projector last showed progress or health; grows "
+               "when it is stuck, even at zero lag")
+         .Register(r);
+  projector_dead_letters_ = &BuildGauge()
+                               .Name("dcb_projector_dead_letters")
+                               .Help("Events a projector parked")
+                               .Register(r);
+  projector_state_
+    = &BuildGauge()
+         .Name("dcb_projector_state")
+         .Help("1 for a projector's current state on this node (running, "
+               "paused, standby, failed, rebuilding)")
+         .Register(r);
+  projector_restarts_
+    = &BuildCounter()
+         .Name("dcb_projector_restarts_total")
+         .Help("Projector instances started again after one died")
+         .Register(r);
   open_streams_ = &BuildGauge()
                      .Name("dcb_http_open_streams")
                      .Help("Streaming reads in flight")
@@ -237,6 +268,35 @@ void node_metrics::store_state(const store_stats& stats,
   }
   mailbox_->Set(static_cast<double>(stats.mailbox));
   queue_->Set(static_cast<double>(gate_depth));
+}
+
+void node_metrics::projectors(const std::vector<projector_status>& statuses) {
+  static constexpr projector_state states[] = {
+    projector_state::running, projector_state::paused, projector_state::standby,
+    projector_state::failed, projector_state::rebuilding};
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& s : statuses) {
+    prometheus::Labels l{{"projector", s.name}};
+    projector_position_->Add(l).Set(static_cast<double>(s.position));
+    projector_lag_->Add(l).Set(static_cast<double>(s.lag));
+    projector_dead_letters_->Add(l).Set(static_cast<double>(s.dead_letters));
+    // A standby node runs no instance: its age is not the projector's.
+    double age = 0;
+    if (s.state != projector_state::standby
+        && s.heartbeat != std::chrono::steady_clock::time_point{})
+      age = std::chrono::duration<double>(now - s.heartbeat).count();
+    projector_heartbeat_age_->Add(l).Set(age);
+    for (auto st : states)
+      projector_state_->Add({{"projector", s.name}, {"state", to_string(st)}})
+        .Set(st == s.state ? 1 : 0);
+    auto& seen = restarts_seen_[s.name];
+    auto& c = projector_restarts_->Add(l);
+    if (static_cast<double>(s.restarts) > seen) {
+      c.Increment(static_cast<double>(s.restarts) - seen);
+      seen = static_cast<double>(s.restarts);
+    }
+  }
 }
 
 } // namespace dcbd

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "actors/bus_protocol.hpp"
+#include "actors/projector.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/error.hpp"
 
@@ -14,9 +15,11 @@
 
 #include <array>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace dcbd {
 
@@ -48,6 +51,10 @@ public:
   /// Copies the store actor's counters and the queue depth.
   void store_state(const store_stats& stats, std::size_t gate_depth);
 
+  /// Copies the local projectors' statuses (API.md §6 names): position,
+  /// lag, heartbeat age, dead letters, restarts, state.
+  void projectors(const std::vector<projector_status>& statuses);
+
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
     return *open_streams_;
@@ -76,8 +83,15 @@ private:
   prometheus::Counter* delivered_;
   prometheus::Counter* fell_behind_;
   prometheus::Histogram* commit_to_delivery_;
+  prometheus::Family<prometheus::Gauge>* projector_position_;
+  prometheus::Family<prometheus::Gauge>* projector_lag_;
+  prometheus::Family<prometheus::Gauge>* projector_heartbeat_age_;
+  prometheus::Family<prometheus::Gauge>* projector_dead_letters_;
+  prometheus::Family<prometheus::Gauge>* projector_state_;
+  prometheus::Family<prometheus::Counter>* projector_restarts_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;
+  std::map<std::string, double> restarts_seen_;
 };
 
 /// The `result` label of an outcome: ok, conflict, invalid, overloaded,

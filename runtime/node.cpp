@@ -5,6 +5,7 @@
 #include "runtime/node.hpp"
 
 #include "actors/engine.hpp"
+#include "actors/projector.hpp"
 #include "actors/types.hpp"
 #include "runtime/metrics.hpp"
 #include "store/error.hpp"
@@ -155,6 +156,7 @@ struct node::impl {
   node_config& cfg;
   caf::actor_system& sys;
   dcbd::engine& eng;
+  projector_host& projectors;
   std::shared_ptr<node_metrics> metrics;
   std::string name;
   std::string schema;
@@ -199,6 +201,10 @@ caf::actor_system& node::system() {
 
 engine& node::engine() {
   return impl_.eng;
+}
+
+projector_host& node::projectors() {
+  return impl_.projectors;
 }
 
 std::shared_ptr<node_metrics> node::metrics() const {
@@ -333,12 +339,31 @@ int run_node(int argc, char** argv, node_options options) {
     return fail(std::string{"cannot open the store: "} + e.what());
   }
 
-  node::impl state{
-    cfg, sys, *eng,          metrics, std::move(name), ec.store.schema,
-    dsn, hc,  pthread_self()};
+  // The projector host exists in every node: without projectors it opens
+  // no lock session and serves the projectors of other nodes as standby.
+  // It stops before the stop hooks and the engine.
+  std::optional<projector_host> projectors;
+  try {
+    projector_host_config pc;
+    pc.node = name;
+    projectors.emplace(sys, *eng, pc);
+  } catch (const std::exception& e) {
+    return fail(std::string{"cannot start the projector host: "} + e.what());
+  }
+  node::impl state{cfg,
+                   sys,
+                   *eng,
+                   *projectors,
+                   metrics,
+                   std::move(name),
+                   ec.store.schema,
+                   dsn,
+                   hc,
+                   pthread_self()};
   node self{state};
   // What setup spawned stops before the engine, whichever way this ends.
   auto give_up = [&](const std::string& message) {
+    projectors->stop();
     state.run_stop_hooks();
     return fail(message);
   };
@@ -356,7 +381,8 @@ int run_node(int argc, char** argv, node_options options) {
   try {
     exposer.emplace(metrics_addr, 1);
     exposer->RegisterCollectable(metrics->registry());
-    server.emplace(*eng, metrics, hc, http_extensions{std::move(state.routes)});
+    server.emplace(*eng, metrics, hc,
+                   http_extensions{std::move(state.routes), &*projectors});
   } catch (const std::invalid_argument& e) {
     return give_up(std::string{"bad routes: "} + e.what());
   } catch (const std::exception& e) {
@@ -372,6 +398,7 @@ int run_node(int argc, char** argv, node_options options) {
     while (running) {
       if (auto st = eng->stats())
         metrics->store_state(*st, eng->gate()->depth());
+      metrics->projectors(projectors->snapshot());
       for (int i = 0; i < 10 && running; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds{100});
     }
@@ -388,7 +415,9 @@ int run_node(int argc, char** argv, node_options options) {
   poller.join();
   server->stop(std::chrono::milliseconds(cfg.shutdown_grace_ms));
   server.reset();
-  // What setup started (projectors, workers) stops while the engine works.
+  // The projectors, then what setup started (workers), stop while the
+  // engine works.
+  projectors->stop();
   state.run_stop_hooks();
   // The engine answers what its actors took and commits or fails the open
   // group before it returns.

@@ -37,6 +37,7 @@ namespace dcbd {
 
 class engine;
 class node;
+class projector_host;
 class node_metrics;
 
 /// What `run_node` runs besides the node itself; every member may be empty.
@@ -77,6 +78,11 @@ public:
   /// The event store (store actor, readers, appenders, bus). Alive until
   /// after the stop hooks have run.
   dcbd::engine& engine();
+
+  /// The node's projectors: `projectors().add(spec)` registers one (see
+  /// actors/projector.hpp); it runs here while this node owns it. They stop
+  /// before the stop hooks run.
+  projector_host& projectors();
 
   /// The node's metrics. Register your own families on
   /// `metrics()->registry()`: they are exported with the node's on

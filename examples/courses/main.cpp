@@ -1,0 +1,112 @@
+// dcbd-courses: a full dcbd node plus one projector, `course_seats` (API.md
+// §6). It is the template for embedding dcbd: copy it, change the query and
+// the handler.
+//
+// For each StudentSubscribed event whose data is a JSON object with a
+// string "course", the projector adds 1 to
+// <schema>.course_seats(course text primary key, subscribed bigint), in the
+// transaction that also moves its checkpoint (exactly_once): a crash at any
+// point neither loses nor repeats a subscription. Data that is not such an
+// object makes the handler throw: the batch is rolled back and retried,
+// then the event is isolated and parked in the dead letters, and the
+// projector goes on with the next one.
+//
+// The node also serves the read model: GET /v1/course-seats ->
+// {"position": P, "seats": {"course": n, ...}}, where every subscription at
+// or below P is counted.
+//
+// Same environment and options as dcbd (`dcbd-courses --help`).
+#include "actors/projector.hpp"
+#include "runtime/http_routes.hpp"
+#include "runtime/node.hpp"
+
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include <map>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+using json = nlohmann::json;
+
+// The course a StudentSubscribed event names; throws when it names none.
+std::string course_of(const dcbd::sequenced_event& e) {
+  auto data = json::parse(e.event.data, nullptr, false);
+  if (!data.is_object() || !data.contains("course")
+      || !data["course"].is_string()
+      || data["course"].get_ref<const std::string&>().empty())
+    throw std::invalid_argument("event " + std::to_string(e.position)
+                                + ": data is not an object with a string "
+                                  "\"course\"");
+  return data["course"].get<std::string>();
+}
+
+dcbd::projector_spec course_seats(const std::string& schema) {
+  auto table = schema + ".course_seats";
+  dcbd::projector_spec spec;
+  spec.name = "course_seats";
+  spec.query = dcbd::query{{dcbd::query_item{{"StudentSubscribed"}, {}}}};
+  spec.mode = dcbd::projector_delivery::exactly_once;
+  // Runs once per instance start, on the owner only.
+  spec.on_start = [table](pqxx::work& tx) {
+    tx.exec("CREATE TABLE IF NOT EXISTS " + table
+            + " (course text PRIMARY KEY, subscribed bigint NOT NULL)");
+  };
+  spec.handle = [table](pqxx::work& tx, const dcbd::event_batch& events,
+                        const dcbd::projector_context&) {
+    // One statement per batch: the counts of the batch, added up.
+    std::map<std::string, long> added;
+    for (auto& e : events)
+      ++added[course_of(e)];
+    std::string courses, counts;
+    for (auto& [course, n] : added) {
+      courses += (courses.empty() ? "" : ",") + tx.quote(course);
+      counts += (counts.empty() ? "" : ",") + std::to_string(n);
+    }
+    tx.exec("INSERT INTO " + table
+            + " (course, subscribed) SELECT * FROM unnest(ARRAY[" + courses
+            + "]::text[], ARRAY[" + counts
+            + "]::bigint[]) ON CONFLICT (course) DO UPDATE SET subscribed = "
+            + table + ".subscribed + excluded.subscribed");
+  };
+  spec.on_reset = [table](pqxx::work& tx) {
+    tx.exec("CREATE TABLE IF NOT EXISTS " + table
+            + " (course text PRIMARY KEY, subscribed bigint NOT NULL)");
+    tx.exec("TRUNCATE " + table);
+  };
+  return spec;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  return dcbd::run_node(argc, argv, [](dcbd::node& n) {
+    n.projectors().add(course_seats(n.schema()));
+    // GET /v1/course-seats: the read model with the checkpoint it is at.
+    n.add_routes([&n](dcbd::http::route_env&) {
+      return dcbd::http::route_table{
+        {"/v1/course-seats", dcbd::http::bhttp::verb::get,
+         [&n](const std::shared_ptr<dcbd::http::exchange>& x) {
+           // A connection per request keeps the example short; a real read
+           // model would use a pool (and not block an HTTP thread).
+           pqxx::connection conn{n.dsn()};
+           // One snapshot: the counts are exactly those at `position`.
+           pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx{conn};
+           auto pos = tx.exec1("SELECT position FROM " + n.schema()
+                               + ".projectors WHERE name = 'course_seats'")[0]
+                        .as<long>();
+           json seats = json::object();
+           if (tx.exec1("SELECT to_regclass('" + n.schema()
+                        + ".course_seats') IS NOT NULL")[0]
+                 .as<bool>())
+             for (auto row :
+                  tx.exec("SELECT course, subscribed FROM " + n.schema()
+                          + ".course_seats ORDER BY course"))
+               seats[row[0].as<std::string>()] = row[1].as<long>();
+           x->reply(200, {{"position", pos}, {"seats", seats}});
+         }}};
+    });
+  });
+}

@@ -1,0 +1,159 @@
+// Projector management (API.md §6):
+//
+//   GET  /v1/projectors                       every projector on the database
+//   GET  /v1/projectors/{name}                one; 404 unknown
+//   POST /v1/projectors/{name}/pause          200 with the new status; 409
+//   POST /v1/projectors/{name}/resume         when the action does not fit
+//   POST /v1/projectors/{name}/rebuild        the state (with the reason)
+//   GET  /v1/projectors/{name}/dead-letters   [{"position","error","attempts"}]
+//   POST /v1/projectors/{name}/dead-letters/{position}/retry|skip
+//
+// A status is {"name","state","position","head","lag","owner","epoch",
+// "dead_letters"} plus "version", and "error" when there is one. `state` is
+// this node's view: standby when no instance runs here (`owner` names the
+// node that runs it, "" when none does). Pause, resume and rebuild work from
+// any node (they go through the projector's row; the owner applies them
+// within its poll interval); retrying a dead letter needs the handler, so it
+// runs on the owner only (409 elsewhere, naming the owner).
+#include "actors/projector.hpp"
+#include "runtime/http_routes.hpp"
+#include "runtime/routes_common.hpp"
+
+#include <charconv>
+
+namespace dcbd::http {
+
+namespace {
+
+json status_json(const projector_status& s) {
+  json j{{"name", s.name},         {"state", to_string(s.state)},
+         {"position", s.position}, {"head", s.head},
+         {"lag", s.lag},           {"owner", s.owner},
+         {"epoch", s.epoch},       {"dead_letters", s.dead_letters},
+         {"version", s.version}};
+  if (!s.error.empty())
+    j["error"] = s.error;
+  return j;
+}
+
+unsigned status_of(projector_reply::code c) {
+  switch (c) {
+    case projector_reply::code::ok:
+      return 200;
+    case projector_reply::code::not_found:
+      return 404;
+    case projector_reply::code::conflict:
+      return 409;
+    case projector_reply::code::invalid_argument:
+      return 400;
+    case projector_reply::code::unavailable:
+      return 503;
+  }
+  return 500;
+}
+
+const char* code_of(projector_reply::code c) {
+  switch (c) {
+    case projector_reply::code::ok:
+      return "ok";
+    case projector_reply::code::not_found:
+      return "not_found";
+    case projector_reply::code::conflict:
+      return "conflict";
+    case projector_reply::code::invalid_argument:
+      return "invalid_argument";
+    case projector_reply::code::unavailable:
+      return "unavailable";
+  }
+  return "internal";
+}
+
+// A dead letter's position: a decimal number from 1.
+std::uint64_t position_of(const std::string& text) {
+  std::uint64_t p = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), p);
+  if (ec != std::errc{} || ptr != text.data() + text.size() || p == 0)
+    throw store_error{errc::invalid_argument,
+                      "position: expected a positive integer, got \"" + text
+                        + "\""};
+  return p;
+}
+
+handler act(route_env& env, projector_action action) {
+  return [&env, action](const std::shared_ptr<exchange>& x) {
+    auto name = x->path_param("name");
+    std::uint64_t position = 0;
+    if (action == projector_action::retry_dead_letter
+        || action == projector_action::skip_dead_letter)
+      position = position_of(x->path_param("position"));
+    env.projectors->control(name, action, position, [x](projector_reply r) {
+      if (r.what == projector_reply::code::ok)
+        return x->reply(200, status_json(r.status));
+      x->error(status_of(r.what), code_of(r.what), r.message);
+    });
+  };
+}
+
+} // namespace
+
+route_table projector_routes(route_env& env) {
+  if (!env.projectors)
+    return {};
+  using bhttp::verb;
+  auto& host = *env.projectors;
+  return {
+    {"/v1/projectors", verb::get,
+     [&host](const std::shared_ptr<exchange>& x) {
+       host.list([x](caf::expected<std::vector<projector_status>> r) {
+         if (!r)
+           return x->error(503, "unavailable", to_string(r.error()));
+         auto out = json::array();
+         for (auto& s : *r)
+           out.push_back(status_json(s));
+         x->reply(200, out);
+       });
+     }},
+    {"/v1/projectors/{name}", verb::get,
+     [&host](const std::shared_ptr<exchange>& x) {
+       auto name = x->path_param("name");
+       host.list([x, name](caf::expected<std::vector<projector_status>> r) {
+         if (!r)
+           return x->error(503, "unavailable", to_string(r.error()));
+         for (auto& s : *r)
+           if (s.name == name)
+             return x->reply(200, status_json(s));
+         x->error(404, "not_found", "no projector named " + name);
+       });
+     }},
+    {"/v1/projectors/{name}/pause", verb::post,
+     act(env, projector_action::pause)},
+    {"/v1/projectors/{name}/resume", verb::post,
+     act(env, projector_action::resume)},
+    {"/v1/projectors/{name}/rebuild", verb::post,
+     act(env, projector_action::rebuild)},
+    {"/v1/projectors/{name}/dead-letters", verb::get,
+     [&host](const std::shared_ptr<exchange>& x) {
+       auto name = x->path_param("name");
+       host.dead_letters(
+         name,
+         [x, name](caf::expected<std::optional<std::vector<dead_letter>>> r) {
+           if (!r)
+             return x->error(503, "unavailable", to_string(r.error()));
+           if (!*r)
+             return x->error(404, "not_found", "no projector named " + name);
+           auto out = json::array();
+           for (auto& d : **r)
+             out.push_back({{"position", d.position},
+                            {"error", d.error},
+                            {"attempts", d.attempts}});
+           x->reply(200, out);
+         });
+     }},
+    {"/v1/projectors/{name}/dead-letters/{position}/retry", verb::post,
+     act(env, projector_action::retry_dead_letter)},
+    {"/v1/projectors/{name}/dead-letters/{position}/skip", verb::post,
+     act(env, projector_action::skip_dead_letter)},
+  };
+}
+
+} // namespace dcbd::http

@@ -1,0 +1,304 @@
+// Projectors in real `dcbd-courses` processes (API.md §6): exactly-once
+// across SIGKILL while writers append (the read model equals a recount),
+// one owner among two processes with takeover after SIGKILL, the HTTP
+// management routes (list, status, pause, resume, rebuild, dead letters
+// with retry and skip, bad input), dcbctl projectors, and the metrics.
+#include "store/pg_projector.hpp"
+#include "tests/runtime/http_test_client.hpp"
+#include "tests/runtime/node_process.hpp"
+
+#include <pqxx/connection>
+#include <pqxx/nontransaction>
+#include <sys/wait.h>
+
+#include <csignal>
+
+#ifndef DCBD_COURSES_BINARY
+#  error "DCBD_COURSES_BINARY must name the dcbd-courses executable"
+#endif
+#ifndef DCBCTL_BINARY
+#  error "DCBCTL_BINARY must name the dcbctl executable"
+#endif
+
+namespace dcbd::test {
+namespace {
+
+using namespace http_support;
+
+class NodeProjector : public PgSchemaTest {
+protected:
+  std::unique_ptr<node_process> courses(const std::string& name,
+                                        std::uint16_t port = 0) {
+    return std::make_unique<node_process>(
+      schema_, std::vector<std::string>{}, port,
+      std::vector<std::pair<std::string, std::string>>{{"DCB_NODE_NAME", name}},
+      DCBD_COURSES_BINARY);
+  }
+
+  static json subscribe_event(const std::string& student,
+                              const std::string& course) {
+    return ev("StudentSubscribed", {"student:" + student, "course:" + course},
+              json{{"student", student}, {"course", course}}.dump());
+  }
+
+  // The projector's status on a node, or null.
+  static json status(std::uint16_t port) {
+    client c{port};
+    auto r = c.get("/v1/projectors/course_seats");
+    return r.status == 200 ? json::parse(r.body) : json{};
+  }
+
+  // Waits until the node's projector runs and has applied the head.
+  static bool caught_up(std::uint16_t port, std::chrono::seconds d = 30s) {
+    auto until = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < until) {
+      try {
+        client c{port};
+        auto head
+          = json::parse(c.get("/v1/head").body)["head"].get<std::uint64_t>();
+        auto s = status(port);
+        if (s.is_object() && s["state"] == "running"
+            && s["position"].get<std::uint64_t>() >= head)
+          return true;
+      } catch (const std::exception&) {
+        // not up yet
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  std::string seats() {
+    return exec_sql("SELECT coalesce(string_agg(course || '=' || subscribed, "
+                    "',' ORDER BY course), '') FROM "
+                    + schema_ + ".course_seats");
+  }
+
+  // Subscriptions per course counted from the events themselves (data that
+  // is not a JSON object with a string "course" counts for none; CASE keeps
+  // the cast away from data that is no JSON at all).
+  std::string recount() {
+    return exec_sql(
+      "SELECT coalesce(string_agg(course || '=' || n, ',' ORDER BY course), "
+      "'') FROM (SELECT course, count(*) AS n FROM (SELECT CASE WHEN "
+      "convert_from(data, 'UTF8') LIKE '{%' THEN "
+      "convert_from(data, 'UTF8')::jsonb ->> 'course' END AS course FROM "
+      + schema_
+      + ".events WHERE type = 'StudentSubscribed') e WHERE course IS NOT "
+        "NULL GROUP BY course) c");
+  }
+};
+
+TEST_F(NodeProjector, ExactlyOnceAcrossSigkillWhileWritersAppend) {
+  auto port = free_tcp_port();
+  auto node = courses("a", port);
+  ASSERT_TRUE(node->up()) << node->log();
+  std::atomic<bool> writing{true};
+  std::atomic<int> acknowledged{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 3; ++w)
+    writers.emplace_back([&, w] {
+      int i = 0;
+      while (writing) {
+        try {
+          client c{port};
+          while (writing) {
+            auto r
+              = c.post("/v1/append",
+                       json{{"events",
+                             {subscribe_event("s" + std::to_string(w) + "-"
+                                                + std::to_string(i),
+                                              "c" + std::to_string(i % 4))}}});
+            if (r.closed)
+              break;
+            if (r.status == 200)
+              ++acknowledged;
+            ++i;
+          }
+        } catch (const std::exception&) {
+          // the node is down: try again
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(700ms);
+    node->process().signal(SIGKILL);
+    node->process().wait();
+    node = courses("a", port);
+    ASSERT_TRUE(node->up()) << node->log();
+  }
+  std::this_thread::sleep_for(500ms);
+  writing = false;
+  for (auto& t : writers)
+    t.join();
+  ASSERT_GT(acknowledged.load(), 50);
+  ASSERT_TRUE(caught_up(port)) << status(port).dump();
+  EXPECT_EQ(seats(), recount());
+  EXPECT_NE(seats(), "");
+}
+
+TEST_F(NodeProjector, OneOwnerAmongTwoProcessesAndTakeoverAfterSigkill) {
+  auto a = courses("a");
+  ASSERT_TRUE(a->up()) << a->log();
+  ASSERT_TRUE(caught_up(a->port()));
+  auto b = courses("b");
+  ASSERT_TRUE(b->up()) << b->log();
+  std::this_thread::sleep_for(1s);
+  auto sa = status(a->port());
+  auto sb = status(b->port());
+  EXPECT_EQ(sa["state"], "running") << sa.dump();
+  EXPECT_EQ(sb["state"], "standby") << sb.dump();
+  EXPECT_EQ(sb["owner"], "a") << sb.dump();
+  // Exactly one process holds the projector's lock (other tests may hold
+  // locks of their own schemas meanwhile).
+  auto key = projector_lock_key(schema_, "course_seats");
+  auto holders = exec_sql(
+    "SELECT string_agg(a.application_name, ',') FROM pg_locks l JOIN "
+    "pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND "
+    "l.granted AND l.objsubid = 1 AND ((l.classid::bigint << 32) | "
+    "l.objid::bigint) = "
+    + std::to_string(key));
+  EXPECT_EQ(holders, "dcbd:a");
+  auto epoch = sa["epoch"].get<std::uint64_t>();
+
+  client c{b->port()};
+  ASSERT_EQ(
+    c.post("/v1/append", json{{"events", {subscribe_event("x", "c1")}}}).status,
+    200u);
+  auto t0 = std::chrono::steady_clock::now();
+  a->process().signal(SIGKILL);
+  a->process().wait();
+  ASSERT_TRUE(caught_up(b->port(), 20s)) << status(b->port()).dump();
+  auto took = std::chrono::steady_clock::now() - t0;
+  std::cout
+    << "[          ] takeover after SIGKILL: "
+    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+    << " ms\n";
+  sb = status(b->port());
+  EXPECT_EQ(sb["owner"], "b");
+  EXPECT_GT(sb["epoch"].get<std::uint64_t>(), epoch);
+  EXPECT_EQ(seats(), recount());
+}
+
+TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
+  auto node = courses("a");
+  ASSERT_TRUE(node->up()) << node->log();
+  client c{node->port()};
+  ASSERT_EQ(c.post("/v1/append", json{{"events",
+                                       {subscribe_event("s1", "c1"),
+                                        ev("StudentSubscribed", {}, "not json"),
+                                        subscribe_event("s2", "c1")}}})
+              .status,
+            200u);
+  auto bad = 2u;
+  ASSERT_TRUE(caught_up(node->port()));
+  EXPECT_EQ(seats(), "c1=2");
+
+  // List and status.
+  auto list = c.get("/v1/projectors");
+  ASSERT_EQ(list.status, 200u) << list.body;
+  auto all = json::parse(list.body);
+  ASSERT_EQ(all.size(), 1u) << list.body;
+  for (auto key : {"name", "state", "position", "head", "lag", "owner", "epoch",
+                   "dead_letters"})
+    EXPECT_TRUE(all[0].contains(key)) << key << " " << list.body;
+  EXPECT_EQ(all[0]["dead_letters"], 1);
+  EXPECT_EQ(all[0]["owner"], "a");
+  EXPECT_EQ(c.get("/v1/projectors/nope").status, 404u);
+  EXPECT_EQ(c.post("/v1/projectors/nope/pause", json::object()).status, 404u);
+
+  // Dead letters: list, bad positions, retry (fails again: 409), skip.
+  auto dl = c.get("/v1/projectors/course_seats/dead-letters");
+  ASSERT_EQ(dl.status, 200u);
+  auto letters = json::parse(dl.body);
+  ASSERT_EQ(letters.size(), 1u) << dl.body;
+  EXPECT_EQ(letters[0]["position"], bad);
+  EXPECT_GE(letters[0]["attempts"].get<int>(), 1);
+  EXPECT_NE(letters[0]["error"].get<std::string>().find("course"),
+            std::string::npos);
+  for (auto p : {"abc", "0", "-1", "1x", "99999999999999999999999"}) {
+    auto r = c.post("/v1/projectors/course_seats/dead-letters/" + std::string{p}
+                      + "/retry",
+                    json::object());
+    EXPECT_EQ(r.status, 400u) << p << " " << r.body;
+  }
+  EXPECT_EQ(c.post("/v1/projectors/course_seats/dead-letters/1/skip",
+                   json::object())
+              .status,
+            404u);
+  auto retry = c.post("/v1/projectors/course_seats/dead-letters/"
+                        + std::to_string(bad) + "/retry",
+                      json::object());
+  EXPECT_EQ(retry.status, 409u) << retry.body;
+  auto skip = c.post("/v1/projectors/course_seats/dead-letters/"
+                       + std::to_string(bad) + "/skip",
+                     json::object());
+  ASSERT_EQ(skip.status, 200u) << skip.body;
+  EXPECT_EQ(json::parse(skip.body)["dead_letters"], 0);
+
+  // Pause, resume and the 409s.
+  auto p = c.post("/v1/projectors/course_seats/pause", json::object());
+  ASSERT_EQ(p.status, 200u) << p.body;
+  EXPECT_EQ(json::parse(p.body)["state"], "paused");
+  p = c.post("/v1/projectors/course_seats/pause", json::object());
+  EXPECT_EQ(p.status, 409u);
+  EXPECT_NE(p.body.find("already paused"), std::string::npos) << p.body;
+  ASSERT_EQ(c.post("/v1/append",
+                   json{{"events", {subscribe_event("s3", "c2")}}})
+              .status,
+            200u);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(seats(), "c1=2");
+  EXPECT_EQ(c.get("/v1/projectors/course_seats/pause").status, 405u);
+  p = c.post("/v1/projectors/course_seats/resume", json::object());
+  ASSERT_EQ(p.status, 200u) << p.body;
+  ASSERT_TRUE(caught_up(node->port()));
+  EXPECT_EQ(seats(), "c1=2,c2=1");
+  EXPECT_EQ(c.post("/v1/projectors/course_seats/resume", json::object()).status,
+            409u);
+
+  // Rebuild: the table is recounted from the events.
+  exec_sql("UPDATE " + schema_ + ".course_seats SET subscribed = 1000");
+  p = c.post("/v1/projectors/course_seats/rebuild", json::object());
+  ASSERT_EQ(p.status, 200u) << p.body;
+  ASSERT_TRUE(caught_up(node->port()));
+  EXPECT_EQ(seats(), recount());
+
+  // dcbctl.
+  auto url = "http://127.0.0.1:" + std::to_string(node->port());
+  child_process ls{{DCBCTL_BINARY, "--url", url, "projectors"}, {}};
+  EXPECT_EQ(WEXITSTATUS(ls.wait()), 0);
+  EXPECT_NE(ls.output().find("course_seats"), std::string::npos) << ls.output();
+  EXPECT_NE(ls.output().find("running"), std::string::npos) << ls.output();
+  child_process pause{{DCBCTL_BINARY, "--url", url, "--json", "projectors",
+                       "pause", "course_seats"},
+                      {}};
+  EXPECT_EQ(WEXITSTATUS(pause.wait()), 0);
+  EXPECT_EQ(json::parse(pause.output())["state"], "paused") << pause.output();
+  child_process again{
+    {DCBCTL_BINARY, "--url", url, "projectors", "pause", "course_seats"}, {}};
+  EXPECT_EQ(WEXITSTATUS(again.wait()), 1);
+  child_process unknown{
+    {DCBCTL_BINARY, "--url", url, "projectors", "show", "nope"}, {}};
+  EXPECT_EQ(WEXITSTATUS(unknown.wait()), 1);
+
+  // Metrics.
+  client m{node->metrics_port()};
+  auto text = m.get("/metrics").body;
+  for (auto name : {"dcb_projector_position{projector=\"course_seats\"}",
+                    "dcb_projector_lag_events{projector=\"course_seats\"}",
+                    "dcb_projector_heartbeat_age_seconds{projector="
+                    "\"course_seats\"}",
+                    "dcb_projector_dead_letters{projector=\"course_seats\"}",
+                    "dcb_projector_restarts_total{projector=\"course_seats\"}"})
+    EXPECT_NE(text.find(name), std::string::npos) << name;
+
+  // The example's read model route.
+  auto rm = c.get("/v1/course-seats");
+  ASSERT_EQ(rm.status, 200u) << rm.body;
+  EXPECT_EQ(json::parse(rm.body)["seats"]["c1"], 2);
+}
+
+} // namespace
+} // namespace dcbd::test
