@@ -278,15 +278,23 @@ void node_metrics::projectors(const std::vector<projector_status>& statuses) {
   std::lock_guard<std::mutex> guard{mtx_};
   for (auto& s : statuses) {
     prometheus::Labels l{{"projector", s.name}};
-    projector_position_->Add(l).Set(static_cast<double>(s.position));
-    projector_lag_->Add(l).Set(static_cast<double>(s.lag));
-    projector_dead_letters_->Add(l).Set(static_cast<double>(s.dead_letters));
-    // A standby node runs no instance: its age is not the projector's.
-    double age = 0;
-    if (s.state != projector_state::standby
-        && s.heartbeat != std::chrono::steady_clock::time_point{})
-      age = std::chrono::duration<double>(now - s.heartbeat).count();
-    projector_heartbeat_age_->Add(l).Set(age);
+    // Position, lag, dead letters and heartbeat are the running instance's:
+    // a node that stands by exports none (the owner does), so a sum or max
+    // over the cluster's nodes is the projector's.
+    if (s.state == projector_state::standby) {
+      for (auto* f : {projector_position_, projector_lag_,
+                      projector_dead_letters_, projector_heartbeat_age_})
+        if (f->Has(l))
+          f->Remove(&f->Add(l));
+    } else {
+      projector_position_->Add(l).Set(static_cast<double>(s.position));
+      projector_lag_->Add(l).Set(static_cast<double>(s.lag));
+      projector_dead_letters_->Add(l).Set(static_cast<double>(s.dead_letters));
+      double age = 0;
+      if (s.heartbeat != std::chrono::steady_clock::time_point{})
+        age = std::chrono::duration<double>(now - s.heartbeat).count();
+      projector_heartbeat_age_->Add(l).Set(age);
+    }
     for (auto st : states)
       projector_state_->Add({{"projector", s.name}, {"state", to_string(st)}})
         .Set(st == s.state ? 1 : 0);
