@@ -679,21 +679,28 @@ void takeover(const std::string& courses_bin) {
   };
   try {
     for (std::size_t round = 0; round < rounds; ++round) {
-      // A live owner, and the other node connected (standing by).
+      // A live owner.
       std::optional<owner_row> row;
       int owner = -1;
       auto until = steady::now() + 60s;
       while (steady::now() < until) {
         row = watch.row();
         owner = row ? index_of(row->owner) : -1;
-        if (owner >= 0 && alive(pids[static_cast<std::size_t>(owner)])
-            && watch.session_of(nodes[static_cast<std::size_t>(1 - owner)]))
+        if (owner >= 0 && alive(pids[static_cast<std::size_t>(owner)]))
           break;
         owner = -1;
         std::this_thread::sleep_for(10ms);
       }
       if (owner < 0)
-        throw std::runtime_error(label + ": no live owner with a standby");
+        throw std::runtime_error(label + ": no live owner");
+      // The other node standing by: its lock session is connected (named
+      // "dcbd:<node>"). A node that names its session otherwise gets 5 s.
+      auto standby = nodes[static_cast<std::size_t>(1 - owner)];
+      until = steady::now() + (courses ? 5s : 60s);
+      while (!watch.session_of(standby) && steady::now() < until)
+        std::this_thread::sleep_for(10ms);
+      if (!watch.session_of(standby) && !courses)
+        throw std::runtime_error(label + ": " + standby + " did not connect");
       // Let the standby settle into its polling.
       std::this_thread::sleep_for(500ms);
       auto victim = static_cast<std::size_t>(owner);
@@ -725,6 +732,7 @@ void takeover(const std::string& courses_bin) {
   } catch (...) {
     for (auto& p : pids)
       stop_process(p);
+    drop_schema(schema);
     throw;
   }
   for (auto& p : pids)
