@@ -181,6 +181,11 @@ seats_spec(std::string name, const std::string& table, variant v,
   spec.query = dcbd::query{{dcbd::query_item{{"StudentSubscribed"}, {}}}};
   spec.mode = dcbd::projector_delivery::exactly_once;
   spec.batch_max = 500;
+  // PROJECTOR_LINGER_MS: how long a short batch waits for more (the spec's
+  // default unless set).
+  if (std::getenv("PROJECTOR_LINGER_MS"))
+    spec.linger = std::chrono::milliseconds{
+      static_cast<long>(number_env("PROJECTOR_LINGER_MS", 20))};
   spec.on_start = [table](pqxx::work& tx) {
     tx.exec(create_table(table));
   };
