@@ -374,22 +374,6 @@ int cmd_subscribe(const options& o, node& n) {
   }
 }
 
-// The percent-encoded path segment of `s`.
-std::string segment(const std::string& s) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 void print_projector_header() {
   std::printf("%-24s %-10s %12s %12s %10s %6s %-20s %s\n", "NAME", "STATE",
               "POSITION", "HEAD", "LAG", "DEAD", "OWNER", "EPOCH");
@@ -421,13 +405,15 @@ int cmd_projectors(const options& o, node& n) {
     r = n.get("/v1/projectors");
   } else if (verb == "show") {
     need(2, "needs NAME");
-    r = n.get("/v1/projectors/" + segment(a[1]));
+    r = n.get("/v1/projectors/" + dcbd::client::url_encode(a[1]));
   } else if (verb == "pause" || verb == "resume" || verb == "rebuild") {
     need(2, "needs NAME");
-    r = n.post("/v1/projectors/" + segment(a[1]) + "/" + verb, "");
+    r = n.post("/v1/projectors/" + dcbd::client::url_encode(a[1]) + "/" + verb,
+               "");
   } else if (verb == "dead-letters") {
     if (a.size() == 2) {
-      r = n.get("/v1/projectors/" + segment(a[1]) + "/dead-letters");
+      r = n.get("/v1/projectors/" + dcbd::client::url_encode(a[1])
+                + "/dead-letters");
     } else {
       need(4, "needs NAME, or NAME retry|skip POSITION");
       if (a[2] != "retry" && a[2] != "skip")
@@ -435,8 +421,8 @@ int cmd_projectors(const options& o, node& n) {
                           "got "
                           + a[2]);
       number_arg("POSITION", a[3]);
-      r = n.post("/v1/projectors/" + segment(a[1]) + "/dead-letters/" + a[3]
-                   + "/" + a[2],
+      r = n.post("/v1/projectors/" + dcbd::client::url_encode(a[1])
+                   + "/dead-letters/" + a[3] + "/" + a[2],
                  "");
     }
   } else {

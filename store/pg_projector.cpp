@@ -212,36 +212,37 @@ pg_projector_admin::rows(const std::vector<std::string>& names) {
   });
 }
 
+namespace {
+
+// Runs `UPDATE projectors SET <set>, updated_at = now() WHERE name = $1`
+// with `args` from $2 on; whether the row exists.
+template <class... Ts>
+bool update_row(pqxx::work& tx, const std::string& schema,
+                const std::string& set, const std::string& name, Ts&&... args) {
+  return tx.exec_params("UPDATE " + schema + ".projectors SET " + set
+                          + ", updated_at = now() WHERE name = $1",
+                        name, std::forward<Ts>(args)...)
+           .affected_rows()
+         > 0;
+}
+
+} // namespace
+
 bool pg_projector_admin::set_paused(const std::string& name, bool paused) {
   return impl_->with([&](pqxx::work& tx) {
-    return tx.exec_params("UPDATE " + impl_->schema
-                            + ".projectors SET paused = $2, updated_at = "
-                              "now() WHERE name = $1",
-                          name, paused)
-             .affected_rows()
-           > 0;
+    return update_row(tx, impl_->schema, "paused = $2", name, paused);
   });
 }
 
 bool pg_projector_admin::request_rebuild(const std::string& name) {
   return impl_->with([&](pqxx::work& tx) {
-    return tx.exec_params("UPDATE " + impl_->schema
-                            + ".projectors SET rebuild = true, updated_at = "
-                              "now() WHERE name = $1",
-                          name)
-             .affected_rows()
-           > 0;
+    return update_row(tx, impl_->schema, "rebuild = true", name);
   });
 }
 
 bool pg_projector_admin::clear_failed(const std::string& name) {
   return impl_->with([&](pqxx::work& tx) {
-    return tx.exec_params("UPDATE " + impl_->schema
-                            + ".projectors SET failed = '', updated_at = "
-                              "now() WHERE name = $1",
-                          name)
-             .affected_rows()
-           > 0;
+    return update_row(tx, impl_->schema, "failed = ''", name);
   });
 }
 
@@ -433,7 +434,10 @@ pg_projector_session::~pg_projector_session() = default;
 pqxx::connection& pg_projector_session::conn() {
   if (!conn_ || !conn_->is_open()) {
     conn_.reset();
-    auto c = std::make_unique<pqxx::connection>(cfg_.dsn);
+    // A server that does not answer must not hold the instance for the
+    // minutes of a TCP connect timeout.
+    auto c = std::make_unique<pqxx::connection>(
+      with_params(cfg_.dsn, {{"connect_timeout", "5"}}));
     set_up(*c);
     pqxx::nontransaction{*c}.exec("SET jit = off");
     conn_ = std::move(c);
