@@ -182,6 +182,8 @@ struct instance_state {
   bool stopping = false;
   // An outage may have hidden a commit: check the row before going on.
   bool unsettled = false;
+  // The row's version is newer than the spec's: this instance never runs.
+  bool outdated = false;
   std::size_t since_checkpoint = 0;
   clock::time_point last_checkpoint = clock::now();
   std::uint64_t dead_letters = 0;
@@ -254,6 +256,7 @@ void fence(instance_actor* self, const std::string& why) {
   auto& st = self->state;
   std::cerr << "dcbd: projector " << st.spec->name << " (epoch " << st.epoch
             << ") fenced: " << why << std::endl;
+  st.stopping = true;
   unsubscribe(self);
   self->send(st.host, prj_fenced_atom::value, st.spec->name, st.epoch);
   self->quit();
@@ -521,7 +524,8 @@ void schedule_flush(instance_actor* self) {
 // Runs `on_reset` and goes back to 0.
 projector_reply rebuild(instance_actor* self) {
   auto& st = self->state;
-  unsubscribe(self);
+  // The subscription stays until the reset has committed: a reset that
+  // fails leaves the projector as it was (and still consuming).
   auto r = st.db->reset(st.spec->on_reset, st.spec->version);
   projector_reply out;
   switch (r.outcome) {
@@ -541,6 +545,7 @@ projector_reply rebuild(instance_actor* self) {
       out.message = "on_reset failed: " + r.error;
       return out;
   }
+  unsubscribe(self);
   st.committed = st.applied = st.covered = 0;
   st.dead_letters = 0;
   st.failed = false;
@@ -557,6 +562,8 @@ projector_reply rebuild(instance_actor* self) {
 
 void resume(instance_actor* self) {
   auto& st = self->state;
+  if (st.outdated)
+    return;
   if (st.failed) {
     auto r = st.db->clear_failed();
     if (r.outcome == projector_outcome::fenced)
@@ -614,13 +621,35 @@ void start(instance_actor* self) {
   st.failed = !row.failed.empty();
   st.last_error = row.failed;
   st.head = row.position;
+  if (row.version > st.spec->version) {
+    // A newer node rebuilt it: an old binary (a rolling upgrade) must not
+    // rebuild it back. It holds the projector, failed, until it stops.
+    st.failed = true;
+    st.outdated = true;
+    st.last_error = "the read model has version " + std::to_string(row.version)
+                    + ", newer than this node's "
+                    + std::to_string(st.spec->version);
+    std::cerr << "dcbd: projector " << st.spec->name << ": " << st.last_error
+              << std::endl;
+    publish(self);
+    return;
+  }
   if (row.version != st.spec->version || row.rebuild) {
     std::cerr << "dcbd: projector " << st.spec->name << ": rebuilding ("
               << (row.rebuild ? "asked for"
                               : "version " + std::to_string(row.version)
                                   + " -> " + std::to_string(st.spec->version))
               << ")" << std::endl;
-    rebuild(self);
+    auto r = rebuild(self);
+    if (r.what != projector_reply::code::ok && !st.stopping) {
+      // Not reset yet: start again later (the row still says so).
+      st.started = false;
+      st.last_error = r.message;
+      ++st.outages;
+      publish(self, false);
+      self->delayed_send(self, backoff(st.spec->retry, st.outages),
+                         prj_start_atom::value);
+    }
     return;
   }
   if (!st.paused && !st.failed)
@@ -740,15 +769,30 @@ caf::behavior instance_impl(instance_actor* self, spec_ptr spec,
         return;
       if (row.epoch != st.epoch)
         return fence(self, "the row names epoch " + std::to_string(row.epoch));
-      if (row.rebuild) {
+      auto changes = [&st](const projector_row& r) {
+        return r.rebuild || r.paused != st.paused
+               || (r.failed.empty() && st.failed);
+      };
+      if (!changes(row))
+        return;
+      // The host read the row before this instance's own latest writes
+      // (a failure it recorded, a rebuild it did): act on the row as it is
+      // now, read through this instance's own connection.
+      auto fresh = st.db->load();
+      if (fresh.result.outcome == projector_outcome::fenced)
+        return fence(self, "the row names another epoch");
+      if (!fresh.result.ok() || !changes(fresh.row))
+        return;
+      auto& now = fresh.row;
+      if (now.rebuild) {
         rebuild(self);
         return;
       }
-      if (row.paused && !st.paused)
+      if (now.paused && !st.paused)
         pause(self);
-      else if (!row.paused && st.paused && row.failed.empty())
+      else if (!now.paused && st.paused && now.failed.empty())
         resume(self);
-      else if (row.failed.empty() && st.failed && !row.paused)
+      else if (now.failed.empty() && st.failed && !now.paused)
         resume(self);
     },
     [self](prj_control_atom, projector_action a,
@@ -852,6 +896,8 @@ struct host_state {
 
 using host_actor = caf::stateful_actor<host_state>;
 
+void finish_stop(host_actor* self);
+
 void lose_all(host_actor* self, const std::string& why) {
   auto& st = self->state;
   if (!st.owned.empty())
@@ -869,22 +915,42 @@ void lose_all(host_actor* self, const std::string& why) {
     st.lock->close();
   st.env->lock_pid = 0;
   st.env->last_ok = 0;
+  finish_stop(self);
+}
+
+// Once stopping and no instance is left: closes the lock session (its
+// locks go), answers stop() and quits.
+void finish_stop(host_actor* self) {
+  auto& st = self->state;
+  if (!st.stopping || !st.owned.empty())
+    return;
+  st.lock->close();
+  st.env->lock_pid = 0;
+  for (auto& rp : st.stop_waiters)
+    rp.deliver(true);
+  st.stop_waiters.clear();
+  self->quit();
 }
 
 void start_instance(host_actor* self, const std::string& name) {
   auto& st = self->state;
   auto spec = st.specs.at(name);
   std::uint64_t epoch = 0;
+  auto sent = clock::now();
   try {
     epoch = st.lock->take_over(name);
+    // The lock session answered: the lease runs from here.
+    st.env->last_ok = sent.time_since_epoch().count();
   } catch (const store_error& e) {
     std::cerr << "dcbd: projector " << name
               << ": cannot take over: " << e.what() << std::endl;
     try {
       st.lock->unlock(name);
     } catch (const store_error&) {
-      lose_all(self, "lock session lost");
+      // handled below
     }
+    if (!st.lock->is_open())
+      lose_all(self, "lock session lost");
     return;
   }
   auto a = self->system().spawn<caf::detached>(
@@ -905,6 +971,10 @@ void host_tick(host_actor* self) {
     return;
   if (st.specs.empty())
     return; // no lock session for a node without projectors
+  if (!st.lock->is_open() && !st.owned.empty()) {
+    // The session broke under a take-over or an unlock: its locks are gone.
+    lose_all(self, "lock session lost");
+  }
   auto now = clock::now();
   if (!st.lock->is_open()) {
     if (now - st.last_open_failure < std::chrono::milliseconds{500})
@@ -1163,13 +1233,7 @@ caf::behavior host_impl(host_actor* self, std::shared_ptr<shared_env> env,
                          prj_respawn_atom::value, name);
       break;
     }
-    if (st.stopping && st.owned.empty()) {
-      st.lock->close();
-      for (auto& rp : st.stop_waiters)
-        rp.deliver(true);
-      st.stop_waiters.clear();
-      self->quit();
-    }
+    finish_stop(self);
   });
   return {
     [self](prj_tick_atom) {
@@ -1208,6 +1272,7 @@ caf::behavior host_impl(host_actor* self, std::shared_ptr<shared_env> env,
       } catch (const store_error& e) {
         lose_all(self, std::string{"lock session lost: "} + e.what());
       }
+      finish_stop(self);
     },
     [self](prj_control_atom, control_request& req) {
       try {
@@ -1215,7 +1280,9 @@ caf::behavior host_impl(host_actor* self, std::shared_ptr<shared_env> env,
       } catch (const store_error& e) {
         req.done(error_reply(e.code() == errc::unavailable
                                ? projector_reply::code::unavailable
-                               : projector_reply::code::invalid_argument,
+                             : e.code() == errc::invalid_argument
+                               ? projector_reply::code::invalid_argument
+                               : projector_reply::code::internal,
                              e.what()));
       }
     },
@@ -1395,9 +1462,17 @@ std::vector<projector_status> projector_host::snapshot() const {
   return impl_->env->board.all();
 }
 
+bool projector_host::stopped() const {
+  std::lock_guard guard{impl_->mtx};
+  return impl_->stopped;
+}
+
 void projector_host::list(
   std::function<void(caf::expected<std::vector<projector_status>>)> done)
   const {
+  if (stopped())
+    return done(caf::make_error(caf::sec::runtime_error,
+                                "the projector host has stopped"));
   caf::anon_send(impl_->host, prj_list_atom::value,
                  list_request{std::move(done)});
 }
@@ -1405,6 +1480,9 @@ void projector_host::list(
 void projector_host::control(std::string name, projector_action action,
                              std::uint64_t position,
                              std::function<void(projector_reply)> done) {
+  if (stopped())
+    return done(error_reply(projector_reply::code::unavailable,
+                            "the projector host has stopped"));
   caf::anon_send(impl_->host, prj_control_atom::value,
                  control_request{std::move(name), action, position,
                                  std::move(done)});
@@ -1414,6 +1492,9 @@ void projector_host::dead_letters(
   std::string name,
   std::function<void(caf::expected<std::optional<std::vector<dead_letter>>>)>
     done) const {
+  if (stopped())
+    return done(caf::make_error(caf::sec::runtime_error,
+                                "the projector host has stopped"));
   caf::anon_send(impl_->host, prj_letters_atom::value,
                  dead_letters_request{std::move(name), std::move(done)});
 }

@@ -170,7 +170,8 @@ struct projector_reply {
     not_found,
     conflict,
     invalid_argument,
-    unavailable
+    unavailable,
+    internal,
   };
   code what = code::ok;
   std::string message;
@@ -243,6 +244,9 @@ public:
 
   /// This node's name.
   const std::string& node() const;
+
+  /// Whether `stop` was called (calls then answer at once, unavailable).
+  bool stopped() const;
 
   /// The lock session's server process id (0 while it is down).
   int lock_pid() const;

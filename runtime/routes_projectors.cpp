@@ -19,7 +19,9 @@
 #include "runtime/http_routes.hpp"
 #include "runtime/routes_common.hpp"
 
+#include <cctype>
 #include <charconv>
+#include <optional>
 
 namespace dcbd::http {
 
@@ -48,6 +50,8 @@ unsigned status_of(projector_reply::code c) {
       return 400;
     case projector_reply::code::unavailable:
       return 503;
+    case projector_reply::code::internal:
+      return 500;
   }
   return 500;
 }
@@ -64,6 +68,8 @@ const char* code_of(projector_reply::code c) {
       return "invalid_argument";
     case projector_reply::code::unavailable:
       return "unavailable";
+    case projector_reply::code::internal:
+      return "internal";
   }
   return "internal";
 }
@@ -79,9 +85,28 @@ std::uint64_t position_of(const std::string& text) {
   return p;
 }
 
+// The {name} of the path, when it can name a projector (else 404: it
+// cannot be one, and the database need not be asked).
+std::optional<std::string> name_of(const exchange& x) {
+  auto& name = x.path_param("name");
+  if (name.empty() || name.size() > 100)
+    return std::nullopt;
+  for (unsigned char c : name)
+    if (!(std::isalnum(c) || c == '_' || c == '-' || c == '.'))
+      return std::nullopt;
+  return name;
+}
+
+void unknown(exchange& x) {
+  x.error(404, "not_found", "no projector named " + x.path_param("name"));
+}
+
 handler act(route_env& env, projector_action action) {
   return [&env, action](const std::shared_ptr<exchange>& x) {
-    auto name = x->path_param("name");
+    auto known = name_of(*x);
+    if (!known)
+      return unknown(*x);
+    auto name = *known;
     std::uint64_t position = 0;
     if (action == projector_action::retry_dead_letter
         || action == projector_action::skip_dead_letter)
@@ -115,7 +140,10 @@ route_table projector_routes(route_env& env) {
      }},
     {"/v1/projectors/{name}", verb::get,
      [&host](const std::shared_ptr<exchange>& x) {
-       auto name = x->path_param("name");
+       auto known = name_of(*x);
+       if (!known)
+         return unknown(*x);
+       auto name = *known;
        host.list([x, name](caf::expected<std::vector<projector_status>> r) {
          if (!r)
            return x->error(503, "unavailable", to_string(r.error()));
@@ -133,7 +161,10 @@ route_table projector_routes(route_env& env) {
      act(env, projector_action::rebuild)},
     {"/v1/projectors/{name}/dead-letters", verb::get,
      [&host](const std::shared_ptr<exchange>& x) {
-       auto name = x->path_param("name");
+       auto known = name_of(*x);
+       if (!known)
+         return unknown(*x);
+       auto name = *known;
        host.dead_letters(
          name,
          [x, name](caf::expected<std::optional<std::vector<dead_letter>>> r) {

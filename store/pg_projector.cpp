@@ -4,6 +4,7 @@
 #include "store/pg_internal.hpp"
 #include "store/pg_pool.hpp"
 #include "store/pg_read.hpp"
+#include "store/validation.hpp"
 
 #include <pqxx/nontransaction>
 #include <pqxx/pqxx>
@@ -21,6 +22,17 @@ namespace {
 constexpr const char* lock_session_options
   = "-c idle_session_timeout=3000 -c idle_in_transaction_session_timeout=3000 "
     "-c client_connection_check_interval=1000 -c statement_timeout=2000 "
+    "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 "
+    "-c tcp_keepalives_count=2";
+
+// An instance's connection: a frozen or cut-off owner's open batch must
+// not hold the projector's row (and with it every takeover) for longer than
+// a few seconds, so the server ends a transaction idle for 5 s and notices
+// a dead client within about 3 s. Handlers must not pause for 5 s inside
+// their transaction.
+constexpr const char* instance_options
+  = "-c idle_in_transaction_session_timeout=5000 "
+    "-c client_connection_check_interval=1000 "
     "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 "
     "-c tcp_keepalives_count=2";
 
@@ -99,8 +111,35 @@ projector_row row_of(const pqxx::row& r) {
 constexpr const char* row_columns
   = "name, version, position, epoch, owner, paused, rebuild, failed";
 
+// `s` as storable text: valid UTF-8 (other bytes become '?'), no NUL, at
+// most 2000 bytes. Handlers' messages may quote raw input.
+std::string storable(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && out.size() < 2000;) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80         ? 1
+                    : (c >> 5) == 6  ? 2
+                    : (c >> 4) == 14 ? 3
+                    : (c >> 3) == 30 ? 4
+                                     : 0;
+    bool ok = n > 0 && i + n <= s.size() && c != 0;
+    for (std::size_t k = 1; ok && k < n; ++k)
+      ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    if (ok && n > 1)
+      ok = is_utf8(s.substr(i, n));
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += '?';
+      ++i;
+    }
+  }
+  return out;
+}
+
 std::string error_text(const std::exception& e) {
-  std::string s = e.what();
+  std::string s = storable(e.what());
   // libpq messages end with a newline (and may carry a second line).
   while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
     s.pop_back();
@@ -143,6 +182,11 @@ struct pg_projector_admin::impl {
   auto with(F&& f) {
     return pool.with_connection([&](pg_pool::lease& l) {
       pqxx::work tx{l.conn()};
+      // Management runs on the projector host's thread, which also keeps
+      // the lock session alive: never wait long for a row an instance
+      // holds (its batch) or for a slow server.
+      tx.exec("SET LOCAL lock_timeout = '500ms'");
+      tx.exec("SET LOCAL statement_timeout = '2s'");
       auto r = f(tx);
       tx.commit();
       return r;
@@ -396,6 +440,10 @@ std::uint64_t pg_lock_session::take_over(const std::string& name) {
   return pg::guarded([&] {
     try {
       pqxx::work tx{*conn_};
+      // The row is locked while an old owner's batch is open (until the
+      // server ends that transaction, see `instance_options`); retried at
+      // the next poll rather than holding the lock session.
+      tx.exec("SET LOCAL lock_timeout = '500ms'");
       auto r = tx.exec_params("UPDATE " + pg::quoted(cfg_.schema)
                                 + ".projectors SET epoch = epoch + 1, owner "
                                   "= $2, updated_at = now() WHERE name = $1 "
@@ -437,7 +485,13 @@ pqxx::connection& pg_projector_session::conn() {
     // A server that does not answer must not hold the instance for the
     // minutes of a TCP connect timeout.
     auto c = std::make_unique<pqxx::connection>(
-      with_params(cfg_.dsn, {{"connect_timeout", "5"}}));
+      with_params(cfg_.dsn, {{"connect_timeout", "5"},
+                             {"keepalives", "1"},
+                             {"keepalives_idle", "1"},
+                             {"keepalives_interval", "1"},
+                             {"keepalives_count", "2"},
+                             {"tcp_user_timeout", "3000"},
+                             {"options", instance_options}}));
     set_up(*c);
     pqxx::nontransaction{*c}.exec("SET jit = off");
     conn_ = std::move(c);
@@ -565,7 +619,7 @@ pg_projector_session::park(std::uint64_t position, const std::string& error,
                        "excluded.error, attempts = "
                        "projector_dead_letters.attempts + excluded.attempts, "
                        "at = now()",
-                   name_, static_cast<std::int64_t>(position), error,
+                   name_, static_cast<std::int64_t>(position), storable(error),
                    static_cast<std::int64_t>(attempts));
     return projector_outcome::ok;
   });
@@ -587,7 +641,8 @@ projector_result pg_projector_session::fail(const std::string& error) {
                               + ".projectors SET failed = $3, updated_at = "
                                 "now() WHERE name = $1 AND epoch = $2",
                             name_, static_cast<std::int64_t>(epoch_),
-                            error.empty() ? std::string{"failed"} : error);
+                            error.empty() ? std::string{"failed"}
+                                          : storable(error));
     return r.affected_rows() == 1 ? projector_outcome::ok
                                   : projector_outcome::fenced;
   });

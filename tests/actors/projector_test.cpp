@@ -13,6 +13,7 @@
 #include <pqxx/transaction>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 namespace dcbd::test {
@@ -464,6 +465,82 @@ TEST_F(ProjectorTest, OneOwnerAmongTwoHostsTakeoverAndFencing) {
   EXPECT_EQ(
     exec_sql("SELECT count(*) FROM " + schema_ + ".seats WHERE course = 'zzz'"),
     "0");
+}
+
+TEST_F(ProjectorTest, AnErrorThatIsNoValidUtf8IsParkedAndTheProjectorGoesOn) {
+  go();
+  append_courses(5);
+  ASSERT_TRUE(engine_->append({subscribed("raw")}));
+  auto raw = head();
+  append_courses(5, 5);
+  auto& h = host();
+  auto spec = seats();
+  auto inner = spec.handle;
+  spec.handle = [inner](pqxx::work& tx, const event_batch& events,
+                        const projector_context& ctx) {
+    for (auto& e : events)
+      if (e.event.data == "raw")
+        throw std::runtime_error(std::string{"bad byte \xff\xfe and NUL "}
+                                 + '\0' + " here");
+    inner(tx, events, ctx);
+  };
+  h.add(std::move(spec));
+  ASSERT_TRUE(caught_up(h, "course_seats"));
+  EXPECT_EQ(seats_table(), recount("raw"));
+  EXPECT_EQ(exec_sql("SELECT position || ':' || error FROM " + schema_
+                     + ".projector_dead_letters"),
+            std::to_string(raw) + ":bad byte ?? and NUL");
+}
+
+TEST_F(ProjectorTest, AStalledOwnersOpenBatchDoesNotBlockTheTakeoverForLong) {
+  go();
+  other_ = std::make_unique<engine>(*sys_, config());
+  // The handler stalls inside its transaction on "stall" (as a SIGSTOPped
+  // owner would) until the test releases it.
+  auto release = std::make_shared<std::promise<void>>();
+  auto released = release->get_future().share();
+  auto stalling = [&, released] {
+    auto spec = seats();
+    auto inner = spec.handle;
+    spec.handle = [inner, released](pqxx::work& tx, const event_batch& events,
+                                    const projector_context& ctx) {
+      for (auto& e : events)
+        if (e.event.data == "stall")
+          released.wait_for(60s);
+      inner(tx, events, ctx);
+    };
+    return spec;
+  };
+  auto& a = host("a");
+  a.add(stalling());
+  append_courses(5);
+  ASSERT_TRUE(caught_up(a, "course_seats"));
+  auto& b = host("b", other_.get());
+  auto spec_b = seats();
+  b.add(std::move(spec_b));
+  ASSERT_TRUE(engine_->append({subscribed("stall")}));
+  std::this_thread::sleep_for(300ms);
+  // a's node loses its lock session while its batch is open; the server
+  // ends that idle transaction (idle_in_transaction_session_timeout), so
+  // the row it locks does not hold the takeover until the handler wakes.
+  auto t0 = std::chrono::steady_clock::now();
+  exec_sql("SELECT pg_terminate_backend(" + std::to_string(a.lock_pid()) + ")");
+  append_courses(5, 5);
+  ASSERT_TRUE(eventually(
+    [&] {
+      auto s = local(b, "course_seats");
+      return s && s->state == projector_state::running && s->position >= head();
+    },
+    30s));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 15s);
+  std::cout
+    << "[          ] takeover past a stalled batch: "
+    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+    << " ms\n";
+  release->set_value();
+  // The stalled batch never committed: every event counted once, by b.
+  EXPECT_EQ(seats_table(), recount("-"));
 }
 
 TEST_F(ProjectorTest, BadSpecsAreRefused) {
