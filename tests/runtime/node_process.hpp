@@ -118,6 +118,8 @@ public:
   }
 
   /// Waits for the exit; returns the wait status (-1 if not started).
+  /// Captured output is complete afterwards (the reader has drained the
+  /// pipe).
   int wait() {
     if (pid_ <= 0)
       return -1;
@@ -125,6 +127,8 @@ public:
       ::waitpid(pid_, &status_, 0);
       reaped_ = true;
     }
+    if (reader_.joinable())
+      reader_.join();
     return status_;
   }
 
