@@ -43,6 +43,8 @@ struct control_request {
 };
 
 struct list_request {
+  /// Empty: every projector.
+  std::string name;
   std::function<void(caf::expected<std::vector<projector_status>>)> done;
 };
 
@@ -1289,7 +1291,8 @@ caf::behavior host_impl(host_actor* self, std::shared_ptr<shared_env> env,
     [self](prj_list_atom, list_request& req) {
       auto& st = self->state;
       try {
-        auto rows = st.admin->rows();
+        auto rows = req.name.empty() ? st.admin->rows()
+                                     : st.admin->rows({req.name});
         std::vector<projector_status> out;
         for (auto& row : rows)
           out.push_back(
@@ -1470,11 +1473,18 @@ bool projector_host::stopped() const {
 void projector_host::list(
   std::function<void(caf::expected<std::vector<projector_status>>)> done)
   const {
+  list(std::string{}, std::move(done));
+}
+
+void projector_host::list(
+  std::string name,
+  std::function<void(caf::expected<std::vector<projector_status>>)> done)
+  const {
   if (stopped())
     return done(caf::make_error(caf::sec::runtime_error,
                                 "the projector host has stopped"));
   caf::anon_send(impl_->host, prj_list_atom::value,
-                 list_request{std::move(done)});
+                 list_request{std::move(name), std::move(done)});
 }
 
 void projector_host::control(std::string name, projector_action action,
@@ -1524,10 +1534,17 @@ projector_reply projector_host::control_blocking(std::string name,
 
 std::optional<projector_status>
 projector_host::status_blocking(const std::string& name) {
-  for (auto& s : list_blocking())
-    if (s.name == name)
-      return s;
-  return std::nullopt;
+  std::promise<caf::expected<std::vector<projector_status>>> p;
+  auto f = p.get_future();
+  list(name, [&p](caf::expected<std::vector<projector_status>> r) {
+    p.set_value(std::move(r));
+  });
+  auto r = f.get();
+  if (!r)
+    throw store_error{errc::unavailable, to_string(r.error())};
+  if (r->empty())
+    return std::nullopt;
+  return std::move(r->front());
 }
 
 const std::string& projector_host::node() const {

@@ -216,10 +216,16 @@ public:
   /// metrics and health checks.
   std::vector<projector_status> snapshot() const;
 
-  /// Every projector known to the database plus the local ones (`name`
-  /// empty), or one. Runs `done` once, on another thread.
+  /// Every projector known to the database (each has a row; local ones
+  /// are registered with one). Runs `done` once, on another thread.
   void
   list(std::function<void(caf::expected<std::vector<projector_status>>)> done)
+    const;
+
+  /// The projector `name` alone (an empty list when there is none).
+  void
+  list(std::string name,
+       std::function<void(caf::expected<std::vector<projector_status>>)> done)
     const;
 
   /// Runs `action` on `name` (`position` for dead-letter actions) and

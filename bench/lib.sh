@@ -37,3 +37,29 @@ bench_header() {
 baseline_value() {
   sed -nE "s/^baseline $2 .*\\b$3=([0-9.]+).*/\\1/p" "$1" | head -n1
 }
+
+# bench_value FILE NAME KEY: KEY of the `summary` or `baseline` line NAME in
+# a bench program's output (empty when absent).
+bench_value() {
+  awk -v name="$2" -v key="$3" '
+    ($1 == "summary" || $1 == "baseline") && $2 == name {
+      for (i = 3; i <= NF; i++) {
+        split($i, kv, "=")
+        if (kv[1] == key) { print kv[2]; exit }
+      }
+    }' "$1"
+}
+
+# bench_target LABEL VALUE OP LIMIT: one targets-table line, "ok" or
+# "MISSED" ("n/a" without a value).
+bench_target() {
+  local label="$1" v="$2" op="$3" limit="$4"
+  if [[ -z "$v" ]]; then
+    printf '  %-66s n/a\n' "$label"
+    return 0
+  fi
+  awk -v l="$label" -v v="$v" -v op="$op" -v lim="$limit" 'BEGIN {
+    ok = (op == ">=") ? (v >= lim) : (v <= lim)
+    printf "  %-66s %12.3f %s %-10s %s\n", l, v, op, lim, ok ? "ok" : "MISSED"
+  }'
+}

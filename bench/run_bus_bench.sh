@@ -21,29 +21,9 @@ bench_require bus "$BIN"
 TMP="$(mktemp -d -t run_bus_bench.XXXXXX)"
 trap 'rm -rf "$TMP"' EXIT
 
-# value NAME KEY: from the `summary` lines
-value() {
-  awk -v name="$1" -v key="$2" '
-    $1 == "summary" && $2 == name {
-      for (i = 3; i <= NF; i++) {
-        split($i, kv, "=")
-        if (kv[1] == key) { print kv[2]; exit }
-      }
-    }' "$TMP/bus.txt"
-}
-
-# target LABEL VALUE OP LIMIT
-target() {
-  local label="$1" v="$2" op="$3" limit="$4"
-  if [[ -z "$v" ]]; then
-    printf '  %-66s n/a\n' "$label"
-    return 0
-  fi
-  awk -v l="$label" -v v="$v" -v op="$op" -v lim="$limit" 'BEGIN {
-    ok = (op == ">=") ? (v >= lim) : (v <= lim)
-    printf "  %-66s %12.3f %s %-10s %s\n", l, v, op, lim, ok ? "ok" : "MISSED"
-  }'
-}
+# value NAME KEY, target LABEL VALUE OP LIMIT: see bench/lib.sh
+value() { bench_value "$TMP/bus.txt" "$1" "$2"; }
+target() { bench_target "$@"; }
 
 {
   bench_header "bus benchmarks"

@@ -41,29 +41,9 @@ trap cleanup EXIT
 WORKLOADS=("$@")
 ((${#WORKLOADS[@]} > 0)) || WORKLOADS=(catchup lag takeover)
 
-# value NAME KEY: from the `summary` and `baseline` lines
-value() {
-  awk -v name="$1" -v key="$2" '
-    ($1 == "summary" || $1 == "baseline") && $2 == name {
-      for (i = 3; i <= NF; i++) {
-        split($i, kv, "=")
-        if (kv[1] == key) { print kv[2]; exit }
-      }
-    }' "$TMP/out.txt"
-}
-
-# target LABEL VALUE OP LIMIT
-target() {
-  local label="$1" v="$2" op="$3" limit="$4"
-  if [[ -z "$v" ]]; then
-    printf '  %-66s n/a\n' "$label"
-    return 0
-  fi
-  awk -v l="$label" -v v="$v" -v op="$op" -v lim="$limit" 'BEGIN {
-    ok = (op == ">=") ? (v >= lim) : (v <= lim)
-    printf "  %-66s %12.3f %s %-10s %s\n", l, v, op, lim, ok ? "ok" : "MISSED"
-  }'
-}
+# value NAME KEY, target LABEL VALUE OP LIMIT: see bench/lib.sh
+value() { bench_value "$TMP/out.txt" "$1" "$2"; }
+target() { bench_target "$@"; }
 
 # ratio A B: A / B with 3 decimals, empty when either is missing
 ratio() {

@@ -144,13 +144,13 @@ route_table projector_routes(route_env& env) {
        if (!known)
          return unknown(*x);
        auto name = *known;
-       host.list([x, name](caf::expected<std::vector<projector_status>> r) {
+       host.list(name, [x,
+                        name](caf::expected<std::vector<projector_status>> r) {
          if (!r)
            return x->error(503, "unavailable", to_string(r.error()));
-         for (auto& s : *r)
-           if (s.name == name)
-             return x->reply(200, status_json(s));
-         x->error(404, "not_found", "no projector named " + name);
+         if (r->empty())
+           return x->error(404, "not_found", "no projector named " + name);
+         x->reply(200, status_json(r->front()));
        });
      }},
     {"/v1/projectors/{name}/pause", verb::post,

@@ -557,6 +557,15 @@ bool fence(pqxx::work& tx, const std::string& schema, const std::string& name,
   return r.affected_rows() == 1;
 }
 
+// `fence`, moving the checkpoint forward to `checkpoint` when set.
+bool fence_at(pqxx::work& tx, const std::string& schema,
+              const std::string& name, std::uint64_t epoch,
+              std::optional<std::uint64_t> checkpoint) {
+  return checkpoint ? fence(tx, schema, name, epoch,
+                            ", position = greatest(position, $3)", checkpoint)
+                    : fence(tx, schema, name, epoch);
+}
+
 } // namespace
 
 pg_projector_session::loaded pg_projector_session::load() {
@@ -581,11 +590,7 @@ pg_projector_session::apply(const projector_handler& fn,
                             const projector_context& ctx,
                             std::optional<std::uint64_t> checkpoint) {
   return run([&](pqxx::work& tx) {
-    bool ok = checkpoint
-                ? fence(tx, schema_, name_, epoch_,
-                        ", position = greatest(position, $3)", checkpoint)
-                : fence(tx, schema_, name_, epoch_);
-    if (!ok)
+    if (!fence_at(tx, schema_, name_, epoch_, checkpoint))
       return projector_outcome::fenced;
     fn(tx, events, ctx);
     return projector_outcome::ok;
@@ -594,8 +599,7 @@ pg_projector_session::apply(const projector_handler& fn,
 
 projector_result pg_projector_session::checkpoint(std::uint64_t position) {
   return run([&](pqxx::work& tx) {
-    return fence(tx, schema_, name_, epoch_,
-                 ", position = greatest(position, $3)", position)
+    return fence_at(tx, schema_, name_, epoch_, position)
              ? projector_outcome::ok
              : projector_outcome::fenced;
   });
@@ -606,11 +610,7 @@ pg_projector_session::park(std::uint64_t position, const std::string& error,
                            std::uint32_t attempts,
                            std::optional<std::uint64_t> checkpoint) {
   return run([&](pqxx::work& tx) {
-    bool ok = checkpoint
-                ? fence(tx, schema_, name_, epoch_,
-                        ", position = greatest(position, $3)", checkpoint)
-                : fence(tx, schema_, name_, epoch_);
-    if (!ok)
+    if (!fence_at(tx, schema_, name_, epoch_, checkpoint))
       return projector_outcome::fenced;
     tx.exec_params("INSERT INTO " + schema_
                      + ".projector_dead_letters (projector, position, error, "
