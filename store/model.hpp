@@ -80,10 +80,35 @@ struct append_condition {
   std::optional<std::uint64_t> after;
 };
 
-/// One conditional append: the unit of a group.
+/// A background job to enqueue (API.md §7). Only `kind` is required;
+/// validation (store/job_model.hpp) bounds every field.
+struct job_request {
+  /// 1-128 characters: letters, digits, '_', '-', '.'.
+  std::string queue = "default";
+  /// What runs it: 1-255 bytes of UTF-8.
+  std::string kind;
+  /// A JSON value, as text (at most 1 MiB).
+  std::string args = "{}";
+  /// 1 (the default, the most urgent) to 100.
+  int priority = 1;
+  /// When it may run first, in microseconds since the Unix epoch; absent
+  /// means now plus `delay_ms`.
+  std::optional<std::int64_t> run_at_us;
+  /// 0 to 10 years.
+  std::int64_t delay_ms = 0;
+  /// 1 to 1000 attempts before it is discarded.
+  int max_attempts = 20;
+  /// At most one live (not completed, cancelled or discarded) job has it;
+  /// empty means none.
+  std::string unique_key;
+};
+
+/// One conditional append: the unit of a group. Its jobs are inserted in
+/// the same transaction as its events, so they exist iff it is accepted.
 struct append_request {
   std::vector<event> events;
   std::optional<append_condition> condition;
+  std::vector<job_request> jobs;
 };
 
 /// The events of a read plus the store head of the same snapshot.

@@ -181,6 +181,67 @@ CREATE TABLE @S.projector_dead_letters (
   PRIMARY KEY (projector, position)
 );
 )sql"},
+  {4, "durable jobs and triggers", R"sql(
+-- Jobs (API.md §7). Future runs are rows with a future scheduled_at, taken
+-- by the fetch when due. A final state sets finalized_at (River's CHECK).
+CREATE SEQUENCE @S.job_leases;
+CREATE TABLE @S.jobs (
+  id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  lease            bigint,
+  trigger_position bigint,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  scheduled_at     timestamptz NOT NULL DEFAULT now(),
+  attempted_at     timestamptz,
+  finalized_at     timestamptz,
+  lease_expires_at timestamptz,
+  priority         smallint    NOT NULL DEFAULT 1,
+  attempt          smallint    NOT NULL DEFAULT 0,
+  max_attempts     smallint    NOT NULL DEFAULT 20,
+  state            text        NOT NULL DEFAULT 'available',
+  queue            text        NOT NULL,
+  kind             text        NOT NULL,
+  args             jsonb       NOT NULL DEFAULT '{}',
+  errors           jsonb       NOT NULL DEFAULT '[]',
+  worker           text        NOT NULL DEFAULT '',
+  unique_key       text,
+  trigger_name     text,
+  CONSTRAINT jobs_state CHECK (state IN ('available', 'scheduled', 'running',
+    'retryable', 'completed', 'cancelled', 'discarded')),
+  CONSTRAINT jobs_finalized CHECK ((finalized_at IS NOT NULL)
+    = (state IN ('completed', 'cancelled', 'discarded'))),
+  CONSTRAINT jobs_lease CHECK ((lease IS NOT NULL) = (state = 'running'))
+) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.02);
+-- The fetch: due jobs of a queue in priority order.
+CREATE INDEX jobs_fetch ON @S.jobs (queue, priority, scheduled_at, id)
+  WHERE state IN ('available', 'scheduled', 'retryable');
+-- The rescuer: running jobs by lease expiry.
+CREATE INDEX jobs_running ON @S.jobs (lease_expires_at)
+  WHERE state = 'running';
+-- The pruner.
+CREATE INDEX jobs_finalized_at ON @S.jobs (finalized_at)
+  WHERE finalized_at IS NOT NULL;
+CREATE INDEX jobs_state_queue ON @S.jobs (state, queue);
+-- One live job per unique key.
+CREATE UNIQUE INDEX jobs_unique_key ON @S.jobs (unique_key)
+  WHERE unique_key IS NOT NULL
+    AND state NOT IN ('completed', 'cancelled', 'discarded');
+-- One job per (trigger, event), ever: replays insert nothing twice.
+CREATE UNIQUE INDEX jobs_trigger_event ON @S.jobs (trigger_name,
+  trigger_position) WHERE trigger_name IS NOT NULL;
+-- Triggers: a checkpointed producer of one job per matching event.
+CREATE TABLE @S.job_triggers (
+  name         text        PRIMARY KEY,
+  query        jsonb       NOT NULL,
+  queue        text        NOT NULL,
+  kind         text        NOT NULL,
+  priority     smallint    NOT NULL DEFAULT 1,
+  max_attempts smallint    NOT NULL DEFAULT 20,
+  position     bigint      NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 std::string expand(std::string sql, const std::string& schema,
