@@ -108,7 +108,7 @@ struct job_request {
 struct append_request {
   std::vector<event> events;
   std::optional<append_condition> condition;
-  std::vector<job_request> jobs;
+  std::vector<job_request> jobs{};
 };
 
 /// The events of a read plus the store head of the same snapshot.
