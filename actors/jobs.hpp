@@ -51,10 +51,6 @@
 #include <string>
 #include <vector>
 
-namespace pqxx {
-class connection;
-} // namespace pqxx
-
 namespace dcbd {
 
 class engine;
@@ -239,8 +235,10 @@ public:
 
   std::vector<enqueued_job> enqueue_blocking(std::vector<job_request> jobs);
 
-private:
+  /// Internal: what the service's actors share.
   struct impl;
+
+private:
   std::shared_ptr<impl> impl_;
 };
 

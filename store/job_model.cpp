@@ -82,7 +82,8 @@ std::int64_t retry_delay_ms(int attempt, double jitter) noexcept {
 }
 
 bool valid_queue_name(std::string_view s) noexcept {
-  return !s.empty() && s.size() <= 128 && std::all_of(s.begin(), s.end(), name_char);
+  return !s.empty() && s.size() <= 128
+         && std::all_of(s.begin(), s.end(), name_char);
 }
 
 void validate_job_name(std::string_view name, std::string_view field) {
@@ -92,28 +93,30 @@ void validate_job_name(std::string_view name, std::string_view field) {
 }
 
 void validate(job_request& j, std::string_view field, const job_limits& lim) {
-  auto f = [&](const char* name) { return std::string{field} + "." + name; };
+  auto f = [&](const char* name) {
+    return std::string{field} + "." + name;
+  };
   if (j.queue.empty() || j.queue.size() > lim.max_queue_chars
       || !std::all_of(j.queue.begin(), j.queue.end(), name_char))
     invalid(f("queue"), "must be 1-" + std::to_string(lim.max_queue_chars)
                           + " characters: letters, digits, '_', '-', '.'");
   if (j.kind.empty() || j.kind.size() > lim.max_kind_bytes)
-    invalid(f("kind"), "must be 1-" + std::to_string(lim.max_kind_bytes)
-                         + " bytes");
+    invalid(f("kind"),
+            "must be 1-" + std::to_string(lim.max_kind_bytes) + " bytes");
   if (!is_utf8(j.kind) || j.kind.find('\0') != std::string::npos)
     invalid(f("kind"), "must be UTF-8 without NUL");
   if (j.args.empty())
     j.args = "{}";
   if (j.args.size() > lim.max_args_bytes)
-    invalid(f("args"), "must be at most " + std::to_string(lim.max_args_bytes)
-                         + " bytes");
+    invalid(f("args"),
+            "must be at most " + std::to_string(lim.max_args_bytes) + " bytes");
   // PostgreSQL's jsonb refuses NUL in strings (\u0000) and invalid UTF-8.
   if (!is_utf8(j.args) || !nlohmann::json::accept(j.args)
       || j.args.find("\\u0000") != std::string::npos)
     invalid(f("args"), "must be a JSON value in UTF-8 (no \\u0000)");
   if (j.priority < 1 || j.priority > lim.max_priority)
-    invalid(f("priority"),
-            "must be 1-" + std::to_string(lim.max_priority) + " (1 runs first)");
+    invalid(f("priority"), "must be 1-" + std::to_string(lim.max_priority)
+                             + " (1 runs first)");
   if (j.max_attempts < 1 || j.max_attempts > lim.max_max_attempts)
     invalid(f("max_attempts"),
             "must be 1-" + std::to_string(lim.max_max_attempts));
@@ -121,7 +124,8 @@ void validate(job_request& j, std::string_view field, const job_limits& lim) {
     invalid(f("delay_ms"), "must be 0-" + std::to_string(lim.max_delay_ms));
   if (j.run_at_us) {
     // Years 1970-9999: what PostgreSQL and RFC 3339 agree on.
-    if (*j.run_at_us < 0 || *j.run_at_us > std::int64_t{253402300799} * 1'000'000)
+    if (*j.run_at_us < 0
+        || *j.run_at_us > std::int64_t{253402300799} * 1'000'000)
       invalid(f("run_at"), "must be between 1970 and 9999");
   }
   if (j.unique_key.size() > lim.max_unique_key_bytes)
@@ -202,8 +206,7 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view s) noexcept {
     return std::nullopt;
   auto days = days_from_civil(y, static_cast<unsigned>(mo),
                               static_cast<unsigned>(d));
-  auto secs = days * 86'400 + h * 3600 + mi * 60 + std::min(sec, 59)
-              - offset_s;
+  auto secs = days * 86'400 + h * 3600 + mi * 60 + std::min(sec, 59) - offset_s;
   return secs * 1'000'000 + frac_us;
 }
 

@@ -38,10 +38,10 @@ enum class job_state : std::uint8_t {
 };
 
 /// Every state, in the order above.
-inline constexpr job_state all_job_states[] = {
-  job_state::available, job_state::scheduled, job_state::running,
-  job_state::retryable, job_state::completed, job_state::cancelled,
-  job_state::discarded};
+inline constexpr job_state all_job_states[]
+  = {job_state::available, job_state::scheduled, job_state::running,
+     job_state::retryable, job_state::completed, job_state::cancelled,
+     job_state::discarded};
 
 /// Returns "available", "scheduled", ... (the names stored and served).
 const char* to_string(job_state s) noexcept;

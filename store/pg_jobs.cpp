@@ -430,8 +430,8 @@ std::size_t pg_jobs::prune(const job_retention& r) {
   auto& m = *impl_;
   auto sql = "DELETE FROM " + m.s + ".jobs WHERE id IN (SELECT id FROM " + m.s
              + ".jobs WHERE finalized_at IS NOT NULL AND finalized_at < now() "
-               "- CASE WHEN state = 'discarded' THEN $2 ELSE $1 END * "
-               "interval '1 second' LIMIT $3)";
+               "- CASE WHEN state = 'discarded' THEN $2::bigint ELSE "
+               "$1::bigint END * interval '1 second' LIMIT $3)";
   return m.plain([&](pqxx::nontransaction& tx, pg_pool::lease&) {
     return static_cast<std::size_t>(
       tx.exec_params(sql, static_cast<std::int64_t>(r.completed.count()),
@@ -592,10 +592,8 @@ std::vector<job_trigger> pg_jobs::triggers() {
 bool pg_jobs::delete_trigger(const std::string& name) {
   auto& m = *impl_;
   return m.plain([&](pqxx::nontransaction& tx, pg_pool::lease&) {
-    return tx
-             .exec_params("DELETE FROM " + m.s
-                            + ".job_triggers WHERE name = $1",
-                          name)
+    return tx.exec_params(
+               "DELETE FROM " + m.s + ".job_triggers WHERE name = $1", name)
              .affected_rows()
            == 1;
   });
@@ -605,8 +603,8 @@ std::optional<std::uint64_t>
 pg_jobs::fire(const std::string& trigger,
               const std::vector<sequenced_event>& events, std::uint64_t upto) {
   auto& m = *impl_;
-  return m.in_tx([&](pqxx::work& tx, pg_pool::lease&)
-                   -> std::optional<std::uint64_t> {
+  return m.in_tx([&](pqxx::work& tx,
+                     pg_pool::lease&) -> std::optional<std::uint64_t> {
     auto row = tx.exec_params("SELECT position, queue, kind, priority, "
                               "max_attempts FROM "
                                 + m.s

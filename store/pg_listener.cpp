@@ -13,35 +13,47 @@ namespace dcbd {
 
 namespace {
 
-// Hands each notification's payload (the head, as text) to the handler.
+// Hands each notification's payload to the handler.
 class receiver final : public pqxx::notification_receiver {
 public:
   receiver(pqxx::connection_base& conn, const std::string& channel,
-           std::function<void(std::uint64_t)> on_head)
+           std::function<void(const std::string&)> on_payload)
     : pqxx::notification_receiver(conn, channel)
-    , on_head_(std::move(on_head)) {
+    , on_payload_(std::move(on_payload)) {
     // nop
   }
 
   void operator()(const std::string& payload, int) override {
-    std::uint64_t head = 0;
-    auto [ptr, ec] = std::from_chars(payload.data(),
-                                     payload.data() + payload.size(), head);
-    // A payload that is no head still means "something was committed".
-    if (ec != std::errc{} || ptr != payload.data() + payload.size())
-      head = 0;
-    on_head_(head);
+    on_payload_(payload);
   }
 
 private:
-  std::function<void(std::uint64_t)> on_head_;
+  std::function<void(const std::string&)> on_payload_;
 };
 
 } // namespace
 
 pg_listener::pg_listener(pg_config cfg, wake_handler on_wake)
+  : pg_listener(
+    cfg, notify_channel(cfg.schema),
+    [on_wake = std::move(on_wake)](const std::string& payload) {
+      std::uint64_t head = 0;
+      auto [ptr, ec] = std::from_chars(payload.data(),
+                                       payload.data() + payload.size(), head);
+      // A payload that is no head still means "something was
+      // committed" (and "" means "reconnected").
+      if (ec != std::errc{} || ptr != payload.data() + payload.size())
+        head = 0;
+      on_wake(head);
+    }) {
+  // nop
+}
+
+pg_listener::pg_listener(pg_config cfg, std::string channel,
+                         payload_handler on_payload)
   : cfg_(std::move(cfg))
-  , on_wake_(std::move(on_wake)) {
+  , channel_(std::move(channel))
+  , on_payload_(std::move(on_payload)) {
   pg::check_schema_name(cfg_.schema);
   thread_ = std::thread{[this] {
     run();
@@ -71,19 +83,18 @@ void pg_listener::run() {
     std::lock_guard guard{mtx_};
     return stop_;
   };
-  auto channel = notify_channel(cfg_.schema);
   while (!stopping()) {
     try {
       pqxx::connection conn{cfg_.dsn};
-      receiver r{conn, channel, [this](std::uint64_t head) {
+      receiver r{conn, channel_, [this](const std::string& payload) {
                    ++received_;
-                   on_wake_(head);
+                   on_payload_(payload);
                  }};
       // LISTEN is in place: wake the caller for whatever came before.
       ++opened_;
       pid_ = conn.backendpid();
       backoff = 100ms;
-      on_wake_(0);
+      on_payload_(std::string{});
       auto slice
         = std::chrono::duration_cast<std::chrono::microseconds>(wait_slice);
       while (!stopping()) {

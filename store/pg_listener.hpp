@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace dcbd {
@@ -33,6 +34,13 @@ public:
   /// Starts listening at once (in the background; a database that is down
   /// is retried, not reported).
   pg_listener(pg_config cfg, wake_handler on_wake);
+
+  /// Called on the listener's thread with a notification's payload ("" after
+  /// a (re)connect). Keep it short; it must not throw.
+  using payload_handler = std::function<void(const std::string& payload)>;
+
+  /// Listens on `channel` instead (e.g. the job queues' channel).
+  pg_listener(pg_config cfg, std::string channel, payload_handler on_payload);
 
   /// Stops and joins (within about `wait_slice`).
   ~pg_listener();
@@ -71,7 +79,8 @@ private:
   void sleep_for(std::chrono::milliseconds d);
 
   pg_config cfg_;
-  wake_handler on_wake_;
+  std::string channel_;
+  payload_handler on_payload_;
   std::atomic<int> pid_{0};
   std::atomic<std::uint64_t> opened_{0};
   std::atomic<std::uint64_t> received_{0};
