@@ -113,13 +113,26 @@ struct waiter {
   job_service::callback<std::vector<job>> done;
 };
 
+/// Items of a trigger's subscription waiting to be written.
+struct trigger_batch {
+  std::vector<sequenced_event> events;
+  std::uint64_t upto = 0;
+  std::function<void(bool)> ack;
+};
+
 /// A trigger this node follows.
 struct trigger_run {
+  /// Batches not yet written, in order, and whether an executor drains them.
+  std::deque<trigger_batch> queue;
+  bool busy = false;
   subscription sub;
   /// The checkpoint as last written (or read).
   std::uint64_t position = 0;
   /// The subscription ended (or failed): the next sync follows it again.
   bool ended = false;
+  /// Tells this subscription's batches from those of an earlier one that
+  /// may still arrive (and must not be written: they may follow a gap).
+  std::uint64_t gen = 0;
 };
 
 } // namespace
@@ -144,6 +157,7 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
   std::vector<waiter> waiters;
   std::set<std::string> kinds;
   std::map<std::string, trigger_run> triggers;
+  std::uint64_t trigger_gen = 0;
 
   // Counters (jobs_stats).
   std::atomic<std::uint64_t> fetched{0}, completed{0}, failed{0}, lease_lost{0},
@@ -295,11 +309,14 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
   }
 
   void follow(const job_trigger& t) {
+    std::uint64_t gen = 0;
     {
       std::lock_guard guard{mtx};
       if (stopped.load() || triggers.count(t.name) != 0)
         return;
-      triggers[t.name].position = t.position;
+      auto& run = triggers[t.name];
+      run.position = t.position;
+      run.gen = gen = ++trigger_gen;
     }
     std::weak_ptr<impl> weak = shared_from_this();
     auto name = t.name;
@@ -307,14 +324,14 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
     opts.credit = cfg.trigger_credit;
     auto sub = eng.subscribe_paced(
       t.query, t.position,
-      [weak, name](std::vector<bus_item>& items,
-                   std::function<void(bool)> ack) {
+      [weak, name, gen](std::vector<bus_item>& items,
+                        std::function<void(bool)> ack) {
         auto self = weak.lock();
         if (!self)
           return ack(false);
-        self->on_trigger_items(name, std::move(items), std::move(ack));
+        self->on_trigger_items(name, gen, std::move(items), std::move(ack));
       },
-      [weak, name](const bus_end& end) {
+      [weak, name, gen](const bus_end& end) {
         auto self = weak.lock();
         if (!self)
           return;
@@ -324,74 +341,123 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
                     << " (following it again)" << std::endl;
         std::lock_guard guard{self->mtx};
         auto i = self->triggers.find(name);
-        if (i != self->triggers.end())
+        if (i != self->triggers.end() && i->second.gen == gen)
           i->second.ended = true;
       },
       opts);
     std::lock_guard guard{mtx};
     auto i = triggers.find(name);
-    if (i != triggers.end())
+    if (i != triggers.end() && i->second.gen == gen)
       i->second.sub = sub;
     else
       sub.cancel();
   }
 
-  void on_trigger_items(const std::string& name, std::vector<bus_item> items,
+  /// Batches of a subscription arrive while earlier ones are written (the
+  /// bus sends as long as credit lasts), so each trigger has a queue that
+  /// one executor drains at a time, in order, many batches per write.
+  void on_trigger_items(const std::string& name, std::uint64_t gen,
+                        std::vector<bus_item> items,
                         std::function<void(bool)> ack) {
-    std::vector<sequenced_event> events;
-    std::uint64_t upto = 0;
+    trigger_batch b;
+    b.ack = std::move(ack);
     for (const auto& it : items) {
       if (it.kind == bus_item_kind::event && it.event) {
-        events.push_back(*it.event);
-        upto = std::max(upto, it.position);
+        b.events.push_back(*it.event);
+        b.upto = std::max(b.upto, it.position);
       } else if (it.kind == bus_item_kind::checkpoint
                  || it.kind == bus_item_kind::caught_up) {
-        upto = std::max(upto, it.position);
+        b.upto = std::max(b.upto, it.position);
       }
     }
-    std::uint64_t known = 0;
-    {
-      std::lock_guard guard{mtx};
-      auto i = triggers.find(name);
-      if (i == triggers.end())
-        return ack(false);
-      known = i->second.position;
+    std::unique_lock guard{mtx};
+    auto i = triggers.find(name);
+    if (i == triggers.end() || i->second.gen != gen || i->second.ended) {
+      guard.unlock();
+      return b.ack(false);
     }
+    auto& run = i->second;
     // Nothing to insert and a checkpoint not worth a write.
-    if (events.empty() && upto <= known)
-      return ack(true);
+    if (b.events.empty() && b.upto <= run.position && run.queue.empty()
+        && !run.busy) {
+      guard.unlock();
+      return b.ack(true);
+    }
+    run.queue.push_back(std::move(b));
+    if (run.busy)
+      return;
+    run.busy = true;
+    guard.unlock();
     auto self = shared_from_this();
-    submit([self, name, events = std::move(events), upto,
-            ack = std::move(ack)]() mutable {
-      try {
-        auto after = self->store->fire(name, events, upto);
-        {
-          std::lock_guard guard{self->mtx};
-          auto i = self->triggers.find(name);
-          if (!after) {
-            // Deleted: the next sync forgets it.
-            if (i != self->triggers.end())
-              i->second.ended = true;
-          } else if (i != self->triggers.end()) {
-            i->second.position = *after;
-          }
+    submit([self, name, gen] {
+      self->drain_trigger(name, gen);
+    });
+  }
+
+  void drain_trigger(const std::string& name, std::uint64_t gen) {
+    for (;;) {
+      std::deque<trigger_batch> batches;
+      {
+        std::lock_guard guard{mtx};
+        auto i = triggers.find(name);
+        if (i == triggers.end() || i->second.gen != gen)
+          return;
+        if (i->second.queue.empty()) {
+          i->second.busy = false;
+          return;
         }
-        self->trigger_jobs += events.size();
-        ack(static_cast<bool>(after));
+        batches.swap(i->second.queue);
+      }
+      std::vector<sequenced_event> events;
+      std::uint64_t upto = 0;
+      for (auto& b : batches) {
+        for (auto& e : b.events)
+          events.push_back(std::move(e));
+        upto = std::max(upto, b.upto);
+      }
+      bool ok = false;
+      try {
+        auto after = store->fire(name, events, upto);
+        std::lock_guard guard{mtx};
+        auto i = triggers.find(name);
+        bool mine = i != triggers.end() && i->second.gen == gen;
+        if (!after) {
+          // Deleted: the next sync forgets it.
+          if (mine)
+            i->second.ended = true;
+        } else {
+          ok = true;
+          trigger_jobs += events.size();
+          if (mine)
+            i->second.position = *after;
+        }
       } catch (const std::exception& e) {
         // Let go; the next sync follows it again from its checkpoint.
-        if (!self->stopped.load())
+        if (!stopped.load())
           std::cerr << "dcbd jobs: trigger " << name << ": " << e.what()
                     << " (following it again from its checkpoint)" << std::endl;
-        {
-          std::lock_guard guard{self->mtx};
-          auto i = self->triggers.find(name);
-          if (i != self->triggers.end())
-            i->second.ended = true;
-        }
-        ack(false);
+        std::lock_guard guard{mtx};
+        auto i = triggers.find(name);
+        if (i != triggers.end() && i->second.gen == gen)
+          i->second.ended = true;
       }
-    });
+      for (auto& b : batches)
+        b.ack(ok);
+      if (!ok) {
+        std::deque<trigger_batch> rest;
+        {
+          std::lock_guard guard{mtx};
+          auto i = triggers.find(name);
+          if (i != triggers.end() && i->second.gen == gen) {
+            rest.swap(i->second.queue);
+            i->second.busy = false;
+          }
+        }
+        for (auto& b : rest)
+          b.ack(false);
+        return;
+      }
+    }
   }
 
   void stop_triggers() {
