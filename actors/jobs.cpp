@@ -647,16 +647,17 @@ void flush(dispatcher_actor* self) {
     for (auto& p : st.pending)
       outs.push_back(p.o);
     std::vector<std::optional<job_state>> states;
+    // The outcomes stay worth writing while the leases last; past them the
+    // jobs are rescued and the outcomes would be refused anyway.
+    auto give_up = clock_type::now() + st.svc->cfg.lease;
     for (auto backoff = std::chrono::milliseconds{50};;
-         backoff = std::min(backoff * 2, std::chrono::milliseconds{2000})) {
+         backoff = std::min(backoff * 2, std::chrono::milliseconds{1000})) {
       try {
         states = st.svc->store->finish(outs);
         break;
       } catch (const std::exception& e) {
-        // The outcomes stay valid while the leases do: keep trying; past
-        // them the jobs are rescued and the outcomes refused.
         log_error(self, std::string{"applying outcomes: "} + e.what());
-        if (st.stopping && backoff >= std::chrono::milliseconds{2000})
+        if (clock_type::now() + backoff > give_up)
           break;
         std::this_thread::sleep_for(backoff);
       }
