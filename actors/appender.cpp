@@ -113,18 +113,21 @@ void attempt(appender_pointer self, command_ptr cmd,
           rp.deliver(std::move(o));
           return;
         }
-        if (v.events.empty()) {
+        if (v.events.empty() && v.jobs.empty()) {
           rp.deliver(accepted(n));
           return;
         }
+        // Jobs without events are refused by validation, as an append
+        // without events is: they would have no transaction to ride in.
         std::optional<validated_append> req;
         try {
-          req = validate_append(
-            append_request{std::move(v.events), d.condition}, cfg.limits);
+          req = validate_append(append_request{std::move(v.events), d.condition,
+                                               std::move(v.jobs)},
+                                cfg.limits);
         } catch (const store_error& e) {
           rp.deliver(caf::make_error(
             errc::invalid_argument,
-            prefix + "decide() returned invalid events: " + e.what()));
+            prefix + "decide() returned invalid events or jobs: " + e.what()));
           return;
         }
         auto gate = cfg.gate;

@@ -111,10 +111,21 @@ typename Inspector::result_type inspect(Inspector& f, append_condition& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job_request& x) {
+  detail::optional_parts<std::int64_t> run_at{x.run_at_us};
+  return f(caf::meta::type_name("dcbd::job_request"), x.queue, x.kind, x.args,
+           x.priority, run_at.present, run_at.value, x.delay_ms, x.max_attempts,
+           x.unique_key, caf::meta::load_callback([&]() -> caf::error {
+             run_at.store(x.run_at_us);
+             return caf::none;
+           }));
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, append_request& x) {
   detail::optional_parts<append_condition> cond{x.condition};
   return f(caf::meta::type_name("dcbd::append_request"), x.events, cond.present,
-           cond.value, caf::meta::load_callback([&]() -> caf::error {
+           cond.value, x.jobs, caf::meta::load_callback([&]() -> caf::error {
              cond.store(x.condition);
              return caf::none;
            }));

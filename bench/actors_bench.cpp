@@ -31,6 +31,13 @@
 //                                    condition {StudentSubscribedToCourse on
 //                                    the student's own fresh tag, after = 0}:
 //                                    never conflicts, but the check runs
+//   ConditionalAppendJobs/callers:N/jobs:J
+//                                    ConditionalAppend, each call carrying
+//                                    J jobs (queue "bench", small args)
+//                                    inserted in the same statement: jobs:0
+//                                    against jobs:1 is the cost of enqueueing
+//                                    with appends (the jobs are never run;
+//                                    the table grows)
 //   ConflictingAppend/callers:N      real conflicts: callers:1 appends to a
 //                                    boundary that already has an event past
 //                                    its stale `after`, so every call fails;
@@ -171,6 +178,39 @@ void BM_ConditionalAppend(benchmark::State& state) {
           subscription(course_tag((*rng)() % n_courses), std::move(student))};
         send_append(self, appenders,
                     dcbd::append_request{std::move(events), std::move(cond)},
+                    done);
+      },
+      all_ok, true);
+  }
+}
+
+// ConditionalAppend with `jobs` jobs per call, enqueued in the statement
+// of its events; jobs:0 is the same workload without them, measured by the
+// same function so that the two differ in nothing else.
+void BM_ConditionalAppendJobs(benchmark::State& state) {
+  auto callers = static_cast<std::size_t>(state.range(0));
+  auto n_jobs = static_cast<std::size_t>(state.range(1));
+  if (auto* env = get_env(state); env != nullptr) {
+    auto appenders = env->eng->appenders();
+    auto rng = std::make_shared<std::mt19937_64>(7);
+    run_rounds(
+      state, callers,
+      [appenders, rng, n_jobs](caf::event_based_actor* self, std::uint64_t,
+                               std::size_t, const call_done& done) {
+        auto student = student_tag(fresh_id());
+        dcbd::append_condition cond{
+          dcbd::query{{item({subscribed}, {student})}}, 0};
+        std::vector<dcbd::job_request> jobs(n_jobs);
+        for (auto& j : jobs) {
+          j.queue = "bench";
+          j.kind = "welcome";
+          j.args = R"({"student":")" + student + R"("})";
+        }
+        std::vector<dcbd::event> events{
+          subscription(course_tag((*rng)() % n_courses), std::move(student))};
+        send_append(self, appenders,
+                    dcbd::append_request{std::move(events), std::move(cond),
+                                         std::move(jobs)},
                     done);
       },
       all_ok, true);
@@ -419,6 +459,14 @@ BENCHMARK(BM_ConditionalAppend)
   ->ArgName("callers")
   ->Arg(1)
   ->Arg(100)
+  ->UseRealTime()
+  ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ConditionalAppendJobs)
+  ->ArgNames({"callers", "jobs"})
+  ->Args({1, 0})
+  ->Args({1, 1})
+  ->Args({100, 0})
+  ->Args({100, 1})
   ->UseRealTime()
   ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DirectAppend)

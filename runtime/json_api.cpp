@@ -1,6 +1,7 @@
 #include "runtime/json_api.hpp"
 
 #include "store/error.hpp"
+#include "store/job_model.hpp"
 
 #include <cstdint>
 #include <limits>
@@ -79,6 +80,24 @@ std::uint64_t position_of(const json& j, std::string_view field) {
   return static_cast<std::uint64_t>(v);
 }
 
+// An integer that fits `T`.
+template <class T>
+T integer_of(const json& j, std::string_view field) {
+  if (!j.is_number_integer())
+    bad(field, "must be an integer");
+  if (j.is_number_unsigned()) {
+    auto v = j.get<std::uint64_t>();
+    if (v > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+      bad(field, "is out of range");
+    return static_cast<T>(v);
+  }
+  auto v = j.get<std::int64_t>();
+  if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min())
+      || v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+    bad(field, "is out of range");
+  return static_cast<T>(v);
+}
+
 } // namespace
 
 json parse_json(std::string_view text, std::string_view field) {
@@ -142,6 +161,35 @@ event parse_event(const json& j, std::string_view field) {
   return e;
 }
 
+job_request parse_job(const json& j, std::string_view field) {
+  object(j, field);
+  job_request job;
+  auto kind = member(j, "kind");
+  if (!kind)
+    bad(at(field, "kind"), "is required");
+  job.kind = string_of(*kind, at(field, "kind"));
+  if (auto queue = member(j, "queue"))
+    job.queue = string_of(*queue, at(field, "queue"));
+  // Any JSON value; stored as jsonb.
+  if (auto args = member(j, "args"))
+    job.args = dump(*args);
+  if (auto priority = member(j, "priority"))
+    job.priority = integer_of<int>(*priority, at(field, "priority"));
+  if (auto run_at = member(j, "run_at")) {
+    auto f = at(field, "run_at");
+    job.run_at_us = parse_rfc3339(string_of(*run_at, f));
+    if (!job.run_at_us)
+      bad(f, "must be an RFC 3339 date-time, e.g. \"2026-12-01T12:00:00Z\"");
+  }
+  if (auto delay = member(j, "delay_ms"))
+    job.delay_ms = integer_of<std::int64_t>(*delay, at(field, "delay_ms"));
+  if (auto attempts = member(j, "max_attempts"))
+    job.max_attempts = integer_of<int>(*attempts, at(field, "max_attempts"));
+  if (auto key = member(j, "unique_key"))
+    job.unique_key = string_of(*key, at(field, "unique_key"));
+  return job;
+}
+
 append_request parse_append(const json& j) {
   object(j, "body");
   append_request req;
@@ -163,6 +211,13 @@ append_request parse_append(const json& j) {
     if (auto after = member(*c, "after"))
       cond.after = position_of(*after, "condition.after");
     req.condition = std::move(cond);
+  }
+  if (auto jobs = member(j, "jobs")) {
+    if (!jobs->is_array())
+      bad("jobs", "must be an array");
+    req.jobs.reserve(jobs->size());
+    for (std::size_t i = 0; i < jobs->size(); ++i)
+      req.jobs.push_back(parse_job((*jobs)[i], at("jobs", i)));
   }
   return req;
 }

@@ -8,7 +8,12 @@
 //   event          {"type": str, "tags": [str...], "data": str,
 //                   "metadata": str}           (tags, data, metadata optional)
 //   append         {"events": [event...],
-//                   "condition": {"failIfEventsMatch": query, "after": uint}}
+//                   "condition": {"failIfEventsMatch": query, "after": uint},
+//                   "jobs": [job...]}              (condition, jobs optional)
+//   job            {"queue": str, "kind": str, "args": any JSON value,
+//                   "priority": int, "run_at": RFC 3339 str,
+//                   "delay_ms": int, "max_attempts": int,
+//                   "unique_key": str}             (only kind required)
 //   sequenced      {"type", "tags", "data", "position"}
 #pragma once
 
@@ -32,6 +37,9 @@ json parse_json(std::string_view text, std::string_view field);
 query parse_query(const json& j, std::string_view field);
 read_options parse_read_options(const json& j, std::string_view field);
 event parse_event(const json& j, std::string_view field);
+/// A job's fields (args serialized to JSON text, run_at parsed); bounds
+/// are checked by the store's validation (store/job_model.hpp).
+job_request parse_job(const json& j, std::string_view field);
 append_request parse_append(const json& j);
 
 /// `{type, tags, data, position}`; with `metadata` when `with_metadata` and

@@ -6,7 +6,9 @@
 //                                            {durationInMicroseconds,
 //                                             appendConditionFailed}
 //
-// A failed append condition is a 200 with appendConditionFailed: true.
+// A failed append condition is a 200 with appendConditionFailed: true. An
+// extension of the contract: the body may carry "jobs" (as /v1/append,
+// runtime/json_api), enqueued iff the events are appended.
 //
 // /read answers results of any size with bounded memory: like /v1/read it
 // runs `engine::stream_paced` into the session's chunk writer, a chunk

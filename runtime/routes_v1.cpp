@@ -1,7 +1,10 @@
 // The /v1 API:
 //
 //   POST /v1/append                 -> {first_position, last_position};
-//                                      409 on a failed condition
+//                                      409 on a failed condition. The body
+//                                      may carry "jobs" (runtime/json_api),
+//                                      enqueued in the transaction of the
+//                                      events: they exist iff it is accepted
 //   GET  /v1/read?query=..&options=..  stream of events (NDJSON, or msgpack
 //                                      documents back to back), then
 //                                      {"head": n}, or {"error": {code,

@@ -109,15 +109,25 @@ struct verdict {
   std::vector<event> events;
   /// Set when the command is rejected; nothing is appended.
   std::optional<std::string> rejection;
+  /// Enqueued in the same transaction as `events` (PostgreSQL store only):
+  /// they exist iff the events were appended. Jobs need events: a verdict
+  /// with jobs and no events fails the command with `invalid_argument`.
+  std::vector<job_request> jobs;
 
   /// Accepts the command: append `events` (none is a valid no-op).
   static verdict accept(std::vector<event> events) {
-    return verdict{std::move(events), std::nullopt};
+    return verdict{std::move(events), std::nullopt, {}};
+  }
+
+  /// Accepts the command: append `events` and enqueue `jobs` with them.
+  static verdict accept(std::vector<event> events,
+                        std::vector<job_request> jobs) {
+    return verdict{std::move(events), std::nullopt, std::move(jobs)};
   }
 
   /// Rejects the command with a business reason.
   static verdict reject(std::string reason) {
-    return verdict{{}, std::move(reason)};
+    return verdict{{}, std::move(reason), {}};
   }
 };
 

@@ -78,6 +78,13 @@ std::vector<append_result> memory_event_store::append_validated(
   for (std::size_t i = 0; i < group.size(); ++i) {
     const auto& req = group[i];
     auto& res = results[i];
+    // Jobs are rows of the PostgreSQL store, inserted in the statement of
+    // their events; this model has no queue to put them in.
+    if (!req.jobs().empty()) {
+      res.code = errc::invalid_argument;
+      res.message = "jobs need the PostgreSQL store";
+      continue;
+    }
     if (const auto& cond = req.condition()) {
       auto after = cond->after.value_or(0);
       const auto& q = cond->fail_if_events_match;

@@ -19,6 +19,11 @@ void array_builder::add(std::string_view s) {
   append_array_element(out_, s);
 }
 
+void array_builder::add_null() {
+  sep();
+  out_ += "NULL";
+}
+
 condition_kind kind_of(const validated_append& req) noexcept {
   if (!req.condition())
     return unconditional;
@@ -146,6 +151,24 @@ group_arrays flatten(const std::vector<validated_append>& group,
       }
     }
     earlier.add(r, events);
+    for (const auto& j : req.jobs()) {
+      a.has_jobs = true;
+      a.job_req.add(req_no);
+      a.job_queue.add(j.queue);
+      a.job_kind.add(j.kind);
+      a.job_args.add(j.args);
+      a.job_priority.add(static_cast<std::int64_t>(j.priority));
+      if (j.run_at_us)
+        a.job_run_at.add(*j.run_at_us);
+      else
+        a.job_run_at.add_null();
+      a.job_delay.add(j.delay_ms);
+      a.job_max_attempts.add(static_cast<std::int64_t>(j.max_attempts));
+      if (j.unique_key.empty())
+        a.job_unique_key.add_null();
+      else
+        a.job_unique_key.add(j.unique_key);
+    }
   }
   return a;
 }

@@ -6,7 +6,8 @@
 // literals); `dep_*` lists, for each conditional request, the last event of
 // every earlier request of the group that its condition matches, so the
 // server can decide in-group conflicts knowing which earlier requests were
-// accepted.
+// accepted. `job_*` lists the jobs with their request, so the server
+// inserts those of the accepted requests.
 #pragma once
 
 #include "store/model.hpp"
@@ -30,6 +31,9 @@ public:
 
   /// Adds a string element, quoted and escaped.
   void add(std::string_view s);
+
+  /// Adds a NULL element.
+  void add_null();
 
   /// The literal so far.
   std::string str() const {
@@ -64,8 +68,17 @@ struct group_arrays {
   array_builder dep_req, dep_on, dep_off;
   /// Per request: 1-based index of its last event among all events.
   array_builder req_last_event;
+  /// Per job, in request order: its request (1-based), queue, kind, args
+  /// (JSON text), priority, run_at (microseconds since the epoch, NULL
+  /// when unset), delay (milliseconds, used when run_at is NULL),
+  /// max_attempts and unique key (NULL when empty).
+  array_builder job_req, job_queue, job_kind, job_args, job_priority;
+  array_builder job_run_at, job_delay, job_max_attempts, job_unique_key;
   /// Whether any request has a condition.
   bool conditional = false;
+  /// Whether any request has jobs (the statements that insert them are
+  /// used only then).
+  bool has_jobs = false;
 };
 
 /// The events of the requests of a group seen so far, indexed by tag and by

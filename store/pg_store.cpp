@@ -6,6 +6,7 @@
 
 #include "store/pg_group.hpp"
 #include "store/pg_internal.hpp"
+#include "store/pg_jobs.hpp"
 #include "store/pg_pool.hpp"
 #include "store/pg_read.hpp"
 #include "store/read_cursor.hpp"
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <limits>
 #include <random>
+#include <string_view>
 #include <thread>
 
 namespace dcbd {
@@ -59,6 +61,78 @@ std::string unconditional_sql(const std::string& schema) {
            "$1::bigint - (600000000::bigint << 12)) "
            "SELECT res.results, pg_notify($13::text, (h.base + "
            "cardinality($3::text[]))::text) FROM res, h";
+}
+
+// The jobs of a group, as CTEs to add to its statement: `jobs` inserts
+// those of the accepted requests (`accepted`, a condition on j.req, read
+// from `from`), in group order; a job whose unique key a live job holds
+// (already, or an earlier job of the same statement) is skipped.
+// `job_notify` wakes the workers of each queue that got a job; a SELECT
+// CTE runs only when the statement reads it, so the caller must. The
+// parameters are the job arrays of `group_arrays` from $`p` on: queue,
+// kind, args, priority, run_at, delay, max_attempts, unique_key, then the
+// request (only if `accepted` reads it) and the channel.
+std::string jobs_ctes(const std::string& s, int p, const std::string& from,
+                      const std::string& accepted, bool with_req) {
+  std::string arrays;
+  for (const char* type : {"text", "text", "text", "smallint", "bigint",
+                           "bigint", "smallint", "text", "int"}) {
+    if (std::string_view{type} == "int" && !with_req)
+      break;
+    if (!arrays.empty())
+      arrays += ", ";
+    arrays += "$" + std::to_string(p++) + "::" + type + "[]";
+  }
+  auto channel = "$" + std::to_string(p);
+  return "jobs AS (INSERT INTO " + s
+         + ".jobs (queue, kind, args, priority, scheduled_at, max_attempts, "
+           "unique_key, state) "
+           "SELECT j.queue, j.kind, j.args::jsonb, j.priority, t.at, "
+           "j.max_attempts, j.unique_key, "
+           "CASE WHEN t.at > now() THEN 'scheduled' ELSE 'available' END "
+           "FROM "
+         + from + ", unnest(" + arrays
+         + ") WITH ORDINALITY AS j(queue, kind, args, priority, run_at, "
+           "delay, max_attempts, unique_key, "
+         + (with_req ? "req, " : "")
+         + "ord), "
+           "LATERAL (SELECT coalesce(timestamptz 'epoch' + j.run_at * "
+           "interval '1 microsecond', now() + j.delay * interval "
+           "'1 millisecond') AS at) t "
+           "WHERE "
+         + accepted
+         + " ORDER BY j.ord "
+           "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
+           "AND state NOT IN ('completed', 'cancelled', 'discarded') "
+           "DO NOTHING RETURNING queue), "
+           "job_notify AS (SELECT count(pg_notify("
+         + channel
+         + "::text, q.queue)) AS n FROM (SELECT DISTINCT queue FROM jobs) q) ";
+}
+
+// `unconditional_sql` that also inserts the group's jobs (every request of
+// an unconditional group is accepted). They come after the head lock (the
+// INSERT reads `h`), as in every append, so two groups never wait on each
+// other's unique keys in opposite orders.
+std::string unconditional_jobs_sql(const std::string& schema) {
+  auto sql = unconditional_sql(schema);
+  auto final_select = sql.rfind("SELECT res.results");
+  return sql.substr(0, final_select) + ", "
+         + jobs_ctes(pg::quoted(schema), 14, "h", "true", false)
+         + sql.substr(final_select) + ", job_notify";
+}
+
+// The `append_group` call that also inserts the jobs of the requests it
+// accepted (result > 0). MATERIALIZED runs the function once, before the
+// INSERT reads its results.
+std::string group_jobs_sql(const std::string& schema) {
+  auto s = pg::quoted(schema);
+  return "WITH r AS MATERIALIZED (SELECT " + s
+         + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+           "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
+           "$26) AS res), "
+         + jobs_ctes(s, 27, "r", "r.res[j.req] > 0", true)
+         + "SELECT r.res FROM r, job_notify";
 }
 
 // A group's outcome token: microseconds since 2024 in the high bits (so
@@ -154,8 +228,11 @@ pg_event_store::pg_event_store(pg_config cfg)
                       + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
                         "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
                         "$20, $21, $22, $23, $24, $25, $26)";
+  sql_.append_unconditional_jobs = unconditional_jobs_sql(cfg_.schema);
+  sql_.append_group_jobs = group_jobs_sql(cfg_.schema);
   sql_.head = "SELECT position FROM " + s + ".head";
   sql_.channel = notify_channel(cfg_.schema);
+  sql_.job_channel = job_channel(cfg_.schema);
   pool_ = std::make_unique<pg_pool>(cfg_);
 }
 
@@ -193,8 +270,45 @@ namespace {
 struct group_statements {
   const std::string& unconditional;
   const std::string& conditional;
+  const std::string& unconditional_jobs;
+  const std::string& conditional_jobs;
   const std::string& channel;
+  const std::string& job_channel;
 };
+
+// `run_group` for a group with jobs: the statements that also insert them.
+// Kept apart so that groups without jobs run the statements they always
+// ran.
+std::vector<std::int64_t>
+run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
+                    const group_statements& sql, const pg::group_arrays& a,
+                    std::int64_t token, const pqxx::binarystring& data,
+                    const pqxx::binarystring& meta) {
+  if (!a.conditional) {
+    auto row = tx.exec_prepared1(
+      l.statement("append_unconditional_jobs", sql.unconditional_jobs), token,
+      a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
+      a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
+      a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta,
+      sql.channel, a.job_queue.str(), a.job_kind.str(), a.job_args.str(),
+      a.job_priority.str(), a.job_run_at.str(), a.job_delay.str(),
+      a.job_max_attempts.str(), a.job_unique_key.str(), sql.job_channel);
+    return pg::parse_int_array(row[0].c_str());
+  }
+  const auto& stmt = l.statement("append_group_jobs", sql.conditional_jobs);
+  auto row = tx.exec_prepared1(
+    stmt, token, a.req_kind.str(), a.req_after.str(), a.req_nev.str(),
+    a.ev_req.str(), a.ev_idx.str(), a.ev_type.str(), a.ev_tag_off.str(),
+    a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(), a.ev_data_len.str(),
+    data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta, a.it_req.str(),
+    a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
+    a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(), a.dep_req.str(),
+    a.dep_on.str(), a.dep_off.str(), a.job_queue.str(), a.job_kind.str(),
+    a.job_args.str(), a.job_priority.str(), a.job_run_at.str(),
+    a.job_delay.str(), a.job_max_attempts.str(), a.job_unique_key.str(),
+    a.job_req.str(), sql.job_channel);
+  return pg::parse_int_array(row[0].c_str());
+}
 
 std::vector<std::int64_t>
 run_group(pg_pool::lease& l, const group_statements& sql,
@@ -205,6 +319,8 @@ run_group(pg_pool::lease& l, const group_statements& sql,
   pqxx::binarystring data{a.data.data(), a.data.size()};
   pqxx::binarystring meta{a.meta.data(), a.meta.size()};
   sent = true;
+  if (a.has_jobs)
+    return run_group_with_jobs(l, tx, sql, a, token, data, meta);
   if (!a.conditional) {
     auto row = tx.exec_prepared1(
       l.statement("append_unconditional", sql.unconditional), token,
@@ -232,8 +348,12 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
                                  const std::vector<std::size_t>& part,
                                  std::vector<append_result>& results) {
   auto a = pg::flatten(group, part);
-  group_statements sql{sql_.append_unconditional, sql_.append_group,
-                       sql_.channel};
+  group_statements sql{sql_.append_unconditional,
+                       sql_.append_group,
+                       sql_.append_unconditional_jobs,
+                       sql_.append_group_jobs,
+                       sql_.channel,
+                       sql_.job_channel};
   std::int64_t token = 0;
   int backend = 0;
   bool sent = false;

@@ -65,8 +65,12 @@ private:
   struct statements {
     std::string append_unconditional;
     std::string append_group;
+    // The same, also inserting the jobs of the accepted requests.
+    std::string append_unconditional_jobs;
+    std::string append_group_jobs;
     std::string head;
     std::string channel;
+    std::string job_channel;
   };
 
   pg_config cfg_;

@@ -1,6 +1,7 @@
 #include "store/validation.hpp"
 
 #include "store/error.hpp"
+#include "store/job_model.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -166,6 +167,13 @@ void validate(append_request& req, const limits& lim) {
       reject("condition.after",
              "exceeds the largest position " + std::to_string(max_position));
   }
+  const job_limits job_lim{};
+  if (req.jobs.size() > job_lim.max_jobs_per_request)
+    reject("jobs", "has " + std::to_string(req.jobs.size()) + " jobs, at most "
+                     + std::to_string(job_lim.max_jobs_per_request)
+                     + " allowed");
+  for (std::size_t i = 0; i < req.jobs.size(); ++i)
+    validate(req.jobs[i], indexed("", "jobs", i), job_lim);
 }
 
 validated_append::validated_append(append_request req) : req_(std::move(req)) {
@@ -174,6 +182,9 @@ validated_append::validated_append(append_request req) : req_(std::move(req)) {
     for (const auto& t : e.tags)
       bytes_ += t.size();
   }
+  for (const auto& j : req_.jobs)
+    bytes_ += j.queue.size() + j.kind.size() + j.args.size()
+              + j.unique_key.size();
 }
 
 validated_append validate_append(append_request req, const limits& lim) {

@@ -21,7 +21,8 @@ void validate(event& e, const limits& lim, std::string_view field);
 /// Validates and normalizes `q`. Throws like `validate(event&, ...)`.
 void validate(query& q, const limits& lim, std::string_view field);
 
-/// Validates and normalizes a whole append request in place.
+/// Validates and normalizes a whole append request in place, its jobs
+/// included (fields "jobs[i]...").
 void validate(append_request& req, const limits& lim);
 
 /// An append request that passed validation: limits checked, tags sorted
@@ -40,7 +41,15 @@ public:
     return req_.condition;
   }
 
-  /// Type, tag, data and metadata bytes of all events.
+  /// The jobs to enqueue with the events, in order (validated: empty
+  /// args are "{}").
+  const std::vector<job_request>& jobs() const noexcept {
+    return req_.jobs;
+  }
+
+  /// Type, tag, data and metadata bytes of all events, plus the queue,
+  /// kind, args and unique key bytes of all jobs: what the statement
+  /// carries.
   std::size_t payload_bytes() const noexcept {
     return bytes_;
   }

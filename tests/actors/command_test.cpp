@@ -402,6 +402,57 @@ TEST_F(Commands, AcceptingWithoutEventsAppendsNothing) {
   EXPECT_EQ(count_events(), "1");
 }
 
+TEST_F(Commands, VerdictJobsAreEnqueuedOnceWithTheAcceptedEvents) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  // The first attempt conflicts (an intruder subscribes meanwhile): its
+  // jobs must not exist; the second attempt's must, once.
+  auto intruder = open_store(1);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto sub = courses::subscribe("s1", "c1", 2);
+  auto decide = sub.decide;
+  sub.decide = [=, &intruder](const decision_states& s) {
+    auto n = calls->fetch_add(1);
+    if (n == 0)
+      intruder->append(
+        {make_event("StudentSubscribed",
+                    {courses::course_tag("c1"), courses::student_tag("s2")},
+                    courses::student_subscribed{"s2", "c1"})});
+    auto v = decide(s);
+    job_request welcome;
+    welcome.queue = "mail";
+    welcome.kind = "welcome";
+    welcome.args = "{\"attempt\": " + std::to_string(n + 1) + "}";
+    return verdict::accept(std::move(v.events), {welcome});
+  };
+  auto r = eng.execute(std::move(sub));
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_TRUE(r->accepted) << r->rejection;
+  EXPECT_EQ(r->attempts, 2u);
+  EXPECT_EQ(sql("SELECT string_agg(queue || ' ' || kind || ' ' || args::text, "
+                "',' ORDER BY id) FROM "
+                + schema_ + ".jobs"),
+            "mail welcome {\"attempt\": 2}");
+}
+
+TEST_F(Commands, VerdictWithJobsButNoEventsIsInvalidArgument) {
+  auto& eng = start();
+  define(eng, "c1", 10);
+  command jobs_only{
+    "jobs_only", {courses::course_projector("c1")}, [](const decision_states&) {
+      job_request j;
+      j.kind = "k";
+      return verdict::accept({}, {j});
+    }};
+  auto r = eng.execute(std::move(jobs_only));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
+  EXPECT_TRUE(contains(message_of(r.error()), "command 'jobs_only'"))
+    << message_of(r.error());
+  EXPECT_EQ(count_events(), "1");
+  EXPECT_EQ(sql("SELECT count(*) FROM " + schema_ + ".jobs"), "0");
+}
+
 TEST_F(Commands, CommandWithoutProjectorsAppendsUnconditionally) {
   auto& eng = start();
   command plain{"plain", {}, [](const decision_states& s) {

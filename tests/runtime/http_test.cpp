@@ -3,6 +3,11 @@
 // dcbd process under SIGTERM: node_test.cpp.
 #include "tests/runtime/http_test_client.hpp"
 
+#include <chrono>
+#include <ctime>
+#include <string>
+#include <vector>
+
 namespace dcbd::test {
 namespace {
 
@@ -354,6 +359,133 @@ TEST_F(Http, GarbageIsA400AndTheServerCarriesOn) {
   EXPECT_EQ(r.status, 400u);
   client ok{port()};
   EXPECT_EQ(ok.get("/healthz").status, 200u);
+}
+
+// -- jobs enqueued with appends -----------------------------------------------
+
+class HttpJobs : public Http {
+protected:
+  // RFC 3339, a day from now.
+  static std::string in_a_day() {
+    auto t = std::chrono::system_clock::to_time_t(
+      std::chrono::system_clock::now() + std::chrono::hours{24});
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+  }
+
+  // queue kind args priority max_attempts state unique_key, one per job.
+  std::string jobs() {
+    return exec_sql("SELECT string_agg(concat_ws(' ', queue, kind, args::text, "
+                    "priority, max_attempts, state, unique_key), ',' ORDER BY "
+                    "id) FROM "
+                    + schema_ + ".jobs");
+  }
+};
+
+TEST_F(HttpJobs, V1AppendEnqueuesItsJobsIffAccepted) {
+  serve();
+  client c{port()};
+  json full{{"queue", "mail"},    {"kind", "welcome"}, {"args", {{"to", "a"}}},
+            {"priority", 2},      {"delay_ms", 0},     {"max_attempts", 3},
+            {"unique_key", "u:a"}};
+  json later{{"kind", "remind"},
+             {"args", json::array({1, "x"})},
+             {"run_at", in_a_day()}};
+  json cond{{"failIfEventsMatch", items({}, {"user:a"})}};
+  auto r = c.post("/v1/append", json{{"events", {ev("Registered", {"user:a"})}},
+                                     {"condition", cond},
+                                     {"jobs", {full, later}}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(), (json{{"first_position", 1}, {"last_position", 1}}));
+  EXPECT_EQ(jobs(), "mail welcome {\"to\": \"a\"} 2 3 available u:a,"
+                    "default remind [1, \"x\"] 1 20 scheduled");
+  // A failed condition (409) enqueues nothing.
+  r = c.post("/v1/append", json{{"events", {ev("Registered", {"user:a"})}},
+                                {"condition", cond},
+                                {"jobs", {json{{"kind", "never"}}}}});
+  EXPECT_EQ(r.status, 409u) << r.body;
+  EXPECT_EQ(head(), 1u);
+  EXPECT_EQ(exec_sql("SELECT count(*) FROM " + schema_ + ".jobs"), "2");
+  // msgpack bodies carry jobs too.
+  auto packed = json::to_msgpack(json{{"events", {ev("Other", {"user:b"})}},
+                                      {"jobs", {json{{"kind", "packed"}}}}});
+  r = c.send(bhttp::verb::post, "/v1/append",
+             std::string(packed.begin(), packed.end()), "application/msgpack");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(exec_sql("SELECT kind FROM " + schema_ + ".jobs ORDER BY id DESC"),
+            "packed");
+}
+
+TEST_F(HttpJobs, DcbAppendEnqueuesItsJobsIffAccepted) {
+  serve();
+  client c{port()};
+  json cond{{"failIfEventsMatch", items({"A"}, {"k:1"})}};
+  auto body = json{{"events", {ev("A", {"k:1"})}},
+                   {"condition", cond},
+                   {"jobs", {json{{"kind", "k"}, {"unique_key", "once"}}}}};
+  auto r = c.post("/append", body);
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["appendConditionFailed"], false);
+  r = c.post("/append", body);
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["appendConditionFailed"], true);
+  // Accepted again after the head; the live job keeps its key.
+  cond["after"] = 1;
+  body["condition"] = cond;
+  r = c.post("/append", body);
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["appendConditionFailed"], false);
+  EXPECT_EQ(head(), 2u);
+  EXPECT_EQ(jobs(), "default k {} 1 20 available once");
+}
+
+TEST_F(HttpJobs, BadJobsAre400NamingTheFieldAndWriteNothing) {
+  serve();
+  struct bad_case {
+    std::string route;
+    std::string jobs;
+    std::string mentions;
+  };
+  std::vector<bad_case> cases{
+    {"/v1/append", R"({})", "jobs"},
+    {"/v1/append", R"([5])", "jobs[0]"},
+    {"/append", R"([{"queue": "q"}])", "jobs[0].kind"},
+    {"/append", R"([{"kind": 1}])", "jobs[0].kind"},
+    {"/v1/append", R"([{"kind": "k"}, {"kind": "k", "run_at": "soon"}])",
+     "jobs[1].run_at"},
+    {"/v1/append", R"([{"kind": "k", "priority": "high"}])",
+     "jobs[0].priority"},
+    {"/v1/append", R"([{"kind": "k", "priority": 0}])", "jobs[0].priority"},
+    {"/append", R"([{"kind": "k", "delay_ms": 1.5}])", "jobs[0].delay_ms"},
+    {"/append", R"([{"kind": "k", "max_attempts": 1e10}])",
+     "jobs[0].max_attempts"},
+    {"/append", R"([{"kind": "k", "max_attempts": 99999999999}])",
+     "jobs[0].max_attempts"},
+    {"/append", R"([{"kind": "k", "queue": "a b"}])", "jobs[0].queue"},
+    {"/append", R"([{"kind": "k", "unique_key": []}])", "jobs[0].unique_key"},
+  };
+  client c{port()};
+  for (auto& bc : cases) {
+    auto body = R"({"events": [{"type": "A"}], "jobs": )" + bc.jobs + "}";
+    SCOPED_TRACE(bc.route + " " + body);
+    auto r = c.send(bhttp::verb::post, bc.route, body);
+    EXPECT_EQ(r.status, 400u) << r.body;
+    auto j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_EQ(j["code"], "invalid_argument") << r.body;
+    EXPECT_NE(j["message"].get<std::string>().find(bc.mentions),
+              std::string::npos)
+      << r.body;
+  }
+  // Jobs without events are as invalid as no events.
+  auto r = c.post("/v1/append", json{{"events", json::array()},
+                                     {"jobs", {json{{"kind", "k"}}}}});
+  EXPECT_EQ(r.status, 400u) << r.body;
+  EXPECT_EQ(head(), 0u);
+  EXPECT_EQ(exec_sql("SELECT count(*) FROM " + schema_ + ".jobs"), "0");
 }
 
 // -- metrics ------------------------------------------------------------------

@@ -102,6 +102,53 @@ TEST(GroupFlatten, PartNumbersRequestsInPartOrder) {
   EXPECT_EQ(a.dep_on.str(), "{1}");
 }
 
+TEST(ArrayBuilder, AddsNullsUnquoted) {
+  array_builder xs;
+  xs.add_null();
+  xs.add(std::string_view{"NULL"});
+  xs.add_null();
+  EXPECT_EQ(xs.str(), R"({NULL,"NULL",NULL})");
+}
+
+TEST(GroupFlatten, JobsListTheirRequestsAndFields) {
+  std::vector<validated_append> g;
+  g.push_back(req({event{"A", {"k"}}}));
+  EXPECT_FALSE(flatten(g, all_of(g)).has_jobs);
+  job_request plain;
+  plain.kind = "k1";
+  job_request full;
+  full.queue = "mail";
+  full.kind = "k\"2";
+  full.args = R"({"a":1})";
+  full.priority = 7;
+  full.run_at_us = 1'800'000'000'000'000;
+  full.max_attempts = 3;
+  full.unique_key = "u";
+  job_request delayed;
+  delayed.kind = "k3";
+  delayed.delay_ms = 250;
+  g.push_back(validate_append(append_request{{event{"B", {}}},
+                                             append_condition{tags({"k"}), 0},
+                                             {plain, full}},
+                              limits{}));
+  g.push_back(validate_append(
+    append_request{{event{"C", {}}}, std::nullopt, {delayed}}, limits{}));
+  auto a = flatten(g, all_of(g));
+  EXPECT_TRUE(a.has_jobs);
+  EXPECT_EQ(a.job_req.str(), "{2,2,3}");
+  EXPECT_EQ(a.job_queue.str(), R"({"default","mail","default"})");
+  EXPECT_EQ(a.job_kind.str(), R"({"k1","k\"2","k3"})");
+  // Validation makes empty args "{}".
+  EXPECT_EQ(a.job_args.str(), R"({"{}","{\"a\":1}","{}"})");
+  EXPECT_EQ(a.job_priority.str(), "{1,7,1}");
+  EXPECT_EQ(a.job_run_at.str(), "{NULL,1800000000000000,NULL}");
+  EXPECT_EQ(a.job_delay.str(), "{0,0,250}");
+  EXPECT_EQ(a.job_max_attempts.str(), "{20,3,20}");
+  EXPECT_EQ(a.job_unique_key.str(), R"({NULL,"u",NULL})");
+  // A part numbers the jobs' requests in part order.
+  EXPECT_EQ(flatten(g, {2}).job_req.str(), "{1}");
+}
+
 TEST(GroupIndex, FindsTheLastMatchPerEarlierRequestOnly) {
   std::vector<event> r0{event{"A", {"x", "y"}}, event{"B", {"x"}}};
   std::vector<event> r1{event{"A", {"y"}}};

@@ -4,6 +4,7 @@
 
 #include "store/error.hpp"
 #include "store/event_store.hpp"
+#include "store/job_model.hpp"
 #include "store/model.hpp"
 #include "tests/store/input_cases.hpp"
 #include "tests/support/pg_fixture.hpp"
@@ -22,6 +23,7 @@ namespace {
 using dcbd::append_condition;
 using dcbd::append_request;
 using dcbd::event;
+using dcbd::job_request;
 using dcbd::query;
 using dcbd::query_item;
 using dcbd::read_options;
@@ -186,6 +188,38 @@ TEST(Validation, AppendRequestNamesFields) {
       dcbd::validate(bad_item, dcbd::limits{});
     },
     "condition.fail_if_events_match.items[0].tags[1]");
+}
+
+TEST(Validation, AppendRequestValidatesItsJobs) {
+  job_request ok;
+  ok.kind = "k";
+  ok.args = "";
+  append_request req{{event{"A", {}, {}, {}}}, std::nullopt, {ok, ok}};
+  req.jobs[1].kind.clear();
+  expect_invalid(
+    [&] {
+      dcbd::validate(req, dcbd::limits{});
+    },
+    "jobs[1].kind");
+  req.jobs[1].kind = "k";
+  auto v = dcbd::validate_append(req, dcbd::limits{});
+  ASSERT_EQ(v.jobs().size(), 2u);
+  EXPECT_EQ(v.jobs()[0].args, "{}");
+  // Jobs count toward the bytes the statement carries: queue, kind, args.
+  EXPECT_EQ(v.payload_bytes(), 1u + 2 * (7 + 1 + 2));
+  req.jobs.assign(dcbd::job_limits{}.max_jobs_per_request + 1, ok);
+  expect_invalid(
+    [&] {
+      dcbd::validate(req, dcbd::limits{});
+    },
+    "jobs");
+  // Jobs need events, as every append does.
+  append_request no_events{{}, std::nullopt, {ok}};
+  expect_invalid(
+    [&] {
+      dcbd::validate(no_events, dcbd::limits{});
+    },
+    "events");
 }
 
 TEST(Validation, ReadOptionsFromMustFitInt64) {
