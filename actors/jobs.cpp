@@ -17,8 +17,13 @@
 #include "store/pg_listener.hpp"
 #include "store/validation.hpp"
 
-#include <caf/all.hpp>
-#include <pqxx/pqxx>
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
 
 #include <algorithm>
 #include <deque>
@@ -481,7 +486,7 @@ struct worker_state {
   impl_ptr svc;
   spec_ptr spec;
   caf::actor dispatcher;
-  std::unique_ptr<pqxx::connection> conn;
+  std::unique_ptr<pg_job_connection> conn;
 };
 
 using worker_actor = caf::stateful_actor<worker_state>;
@@ -510,22 +515,15 @@ caf::behavior worker_impl(worker_actor* self, impl_ptr svc, spec_ptr spec,
         rep.result = run_plain(*st.spec, j);
       } else {
         try {
-          if (!st.conn || !st.conn->is_open())
-            st.conn = std::make_unique<pqxx::connection>(
-              st.svc->eng.config().store.dsn);
-          pqxx::work tx{*st.conn};
-          rep.result = st.spec->handle_tx(tx, j);
-          if (rep.result.what == job_outcome::kind::complete) {
-            if (st.svc->store->complete(tx, j.id, j.lease)) {
-              tx.commit();
-              rep.final = true;
-            } else {
-              rep.lost = true;
-            }
-          }
-        } catch (const pqxx::broken_connection& e) {
-          st.conn.reset();
-          rep.result = job_result::retry(std::string{"database: "} + e.what());
+          if (!st.conn)
+            st.conn
+              = std::make_unique<pg_job_connection>(st.svc->eng.config().store);
+          auto done = st.conn->run(j.id, j.lease, [&](pqxx::work& tx) {
+            rep.result = st.spec->handle_tx(tx, j);
+            return rep.result.what == job_outcome::kind::complete;
+          });
+          rep.final = done == pg_job_connection::outcome::committed;
+          rep.lost = done == pg_job_connection::outcome::lease_lost;
         } catch (const std::exception& e) {
           rep.result = job_result::retry(e.what());
         } catch (...) {

@@ -645,6 +645,48 @@ pg_jobs::fire(const std::string& trigger,
   });
 }
 
+// -- pg_job_connection
+// ----------------------------------------------------------
+
+struct pg_job_connection::impl {
+  pg_config cfg;
+  std::string complete_sql;
+  std::unique_ptr<pqxx::connection> conn;
+};
+
+pg_job_connection::pg_job_connection(pg_config cfg) : impl_(new impl) {
+  impl_->complete_sql = "UPDATE " + pg::quoted(cfg.schema)
+                        + ".jobs SET state = 'completed', finalized_at = "
+                          "now(), lease = NULL, lease_expires_at = NULL "
+                          "WHERE id = $1 AND state = 'running' AND lease = $2";
+  impl_->cfg = std::move(cfg);
+}
+
+pg_job_connection::~pg_job_connection() = default;
+
+pg_job_connection::outcome
+pg_job_connection::run(std::int64_t id, std::int64_t lease,
+                       const std::function<bool(pqxx::work&)>& work) {
+  auto& m = *impl_;
+  try {
+    return pg::guarded([&] {
+      if (!m.conn || !m.conn->is_open())
+        m.conn = std::make_unique<pqxx::connection>(m.cfg.dsn);
+      pqxx::work tx{*m.conn};
+      if (!work(tx))
+        return outcome::rolled_back;
+      if (tx.exec_params(m.complete_sql, id, lease).affected_rows() != 1)
+        return outcome::lease_lost;
+      tx.commit();
+      return outcome::committed;
+    });
+  } catch (const store_error& e) {
+    if (e.code() == errc::unavailable)
+      m.conn.reset();
+    throw;
+  }
+}
+
 std::uint64_t pg_jobs::reconnects() const noexcept {
   return impl_->pool->reconnects();
 }

@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -107,6 +108,38 @@ struct job_retention {
   std::chrono::seconds discarded{7 * 24 * 3600};
   /// Rows per pruning statement.
   std::size_t batch = 10'000;
+};
+
+/// A worker's own connection for jobs whose work runs in the database
+/// (exactly-once effect). Not thread-safe: one per worker.
+class pg_job_connection {
+public:
+  explicit pg_job_connection(pg_config cfg);
+  ~pg_job_connection();
+
+  pg_job_connection(const pg_job_connection&) = delete;
+  pg_job_connection& operator=(const pg_job_connection&) = delete;
+
+  enum class outcome : std::uint8_t {
+    /// `work` returned true and the job completed in its transaction.
+    committed,
+    /// `work` returned false: everything was rolled back.
+    rolled_back,
+    /// The lease was not current: everything was rolled back.
+    lease_lost,
+  };
+
+  /// Runs `work(tx)` in a transaction (opening the connection if needed);
+  /// when it returns true, completes job `id` in the same transaction,
+  /// fenced by `lease`, and commits. What `work` throws rolls back and
+  /// propagates; database failures are `store_error`s (a broken connection
+  /// is reopened next time).
+  outcome run(std::int64_t id, std::int64_t lease,
+              const std::function<bool(pqxx::work&)>& work);
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 /// The jobs of one schema.

@@ -224,7 +224,6 @@ CREATE INDEX jobs_running ON @S.jobs (lease_expires_at)
 -- The pruner.
 CREATE INDEX jobs_finalized_at ON @S.jobs (finalized_at)
   WHERE finalized_at IS NOT NULL;
-CREATE INDEX jobs_state_queue ON @S.jobs (state, queue);
 -- One live job per unique key.
 CREATE UNIQUE INDEX jobs_unique_key ON @S.jobs (unique_key)
   WHERE unique_key IS NOT NULL
