@@ -39,6 +39,7 @@
 #include "store/job_model.hpp"
 #include "store/validation.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <limits>
@@ -84,20 +85,25 @@ std::string string_field(const json& v, const std::string& field) {
   return v.get<std::string>();
 }
 
+constexpr auto max_int64 = std::numeric_limits<std::int64_t>::max();
+
+// An integer, clamped to the range of int64.
+std::int64_t any_integer(const json& v, const std::string& field) {
+  if (!v.is_number_integer())
+    bad(field, "must be an integer");
+  if (v.is_number_unsigned()
+      && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max_int64))
+    return max_int64;
+  return v.get<std::int64_t>();
+}
+
 // An integer in [lo, hi].
 std::int64_t integer_field(const json& v, const std::string& field,
                            std::int64_t lo, std::int64_t hi) {
-  auto range = "must be an integer from " + std::to_string(lo) + " to "
-               + std::to_string(hi);
-  if (!v.is_number_integer())
-    bad(field, range);
-  if (v.is_number_unsigned()
-      && v.get<std::uint64_t>() > static_cast<std::uint64_t>(
-           std::numeric_limits<std::int64_t>::max()))
-    bad(field, range);
-  auto n = v.get<std::int64_t>();
+  auto n = any_integer(v, field);
   if (n < lo || n > hi)
-    bad(field, range);
+    bad(field, "must be an integer from " + std::to_string(lo) + " to "
+                 + std::to_string(hi));
   return n;
 }
 
@@ -118,8 +124,6 @@ std::int64_t integer_text(const std::string& text, const std::string& field,
   return n;
 }
 
-constexpr auto max_int64 = std::numeric_limits<std::int64_t>::max();
-
 // The job id of the path.
 std::int64_t id_of(const exchange& x) {
   return integer_text(x.path_param("id"), "id", 1, max_int64);
@@ -138,12 +142,12 @@ void check(job_request& j, const job_limits& lim) {
   }
 }
 
-// An int field of a job (priority, max_attempts): any integer that fits,
-// so that validation names the range.
+// An int field of a job (priority, max_attempts): any integer, clamped to
+// int, so that validation names the range.
 int small_integer(const json& v, const std::string& field) {
-  return static_cast<int>(integer_field(v, field,
-                                        std::numeric_limits<int>::min(),
-                                        std::numeric_limits<int>::max()));
+  return static_cast<int>(std::clamp<std::int64_t>(
+    any_integer(v, field), std::numeric_limits<int>::min(),
+    std::numeric_limits<int>::max()));
 }
 
 // The body of POST /v1/jobs.
