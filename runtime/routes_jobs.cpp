@@ -32,6 +32,7 @@
 // Every call of the job service answers asynchronously (from one of its
 // threads), so no HTTP thread waits, not even for a long-poll. Bad input is
 // 400 naming the field, before anything changes.
+#include "actors/engine.hpp"
 #include "actors/inspect.hpp"
 #include "actors/jobs.hpp"
 #include "runtime/http_routes.hpp"
@@ -482,7 +483,8 @@ void heartbeat(job_service& jobs, const std::shared_ptr<exchange>& x) {
 
 // The body of POST /v1/triggers, and its start (nullopt: now).
 std::pair<job_trigger, std::optional<std::uint64_t>>
-trigger_of_body(const json& body, const job_limits& lim) {
+trigger_of_body(const json& body, const job_limits& lim,
+                const limits& store_limits) {
   object(body);
   job_trigger t;
   auto name = member(body, "name");
@@ -492,7 +494,7 @@ trigger_of_body(const json& body, const job_limits& lim) {
   validate_job_name(t.name, "name");
   if (auto q = member(body, "query")) {
     t.query = parse_query(*q, "query");
-    validate(t.query, limits{}, "query");
+    validate(t.query, store_limits, "query");
   }
   // Kind, queue, priority and attempts as a job's.
   job_request probe;
@@ -524,8 +526,10 @@ trigger_of_body(const json& body, const job_limits& lim) {
   return {std::move(t), from};
 }
 
-void create_trigger(job_service& jobs, const std::shared_ptr<exchange>& x) {
-  auto [t, from] = trigger_of_body(body_of(*x), jobs.config().limits);
+void create_trigger(job_service& jobs, const limits& store_limits,
+                    const std::shared_ptr<exchange>& x) {
+  auto [t, from] = trigger_of_body(body_of(*x), jobs.config().limits,
+                                   store_limits);
   auto asked = t;
   jobs.create_trigger(
     std::move(t), from, [x, &jobs, asked](caf::expected<bool> r) {
@@ -563,6 +567,8 @@ route_table job_routes(route_env& env) {
     return {};
   using bhttp::verb;
   auto& jobs = *env.jobs;
+  // The store's bounds of a query, as /v1/read applies them.
+  auto store_limits = env.eng.config().store.limits;
   return {
     {"/v1/jobs", verb::post,
      [&jobs](const std::shared_ptr<exchange>& x) {
@@ -603,8 +609,8 @@ route_table job_routes(route_env& env) {
        heartbeat(jobs, x);
      }},
     {"/v1/triggers", verb::post,
-     [&jobs](const std::shared_ptr<exchange>& x) {
-       create_trigger(jobs, x);
+     [&jobs, store_limits](const std::shared_ptr<exchange>& x) {
+       create_trigger(jobs, store_limits, x);
      }},
     {"/v1/triggers", verb::get,
      [&jobs](const std::shared_ptr<exchange>& x) {

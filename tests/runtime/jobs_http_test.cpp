@@ -850,9 +850,10 @@ TEST_F(NodeJobs, DcbctlJobsAndTheGaugesOfANode) {
   EXPECT_EQ(code, 2) << out;
 
   // dcb_jobs{queue,state}, from the node's poller within about a second.
-  client m{node.metrics_port()};
   std::string text;
   for (int i = 0; i < 50; ++i) {
+    // The exporter closes the connection after each answer.
+    client m{node.metrics_port()};
     text = m.get("/metrics").body;
     if (sample(text, R"(dcb_jobs{queue="reports",state="available"})") == 1)
       break;
