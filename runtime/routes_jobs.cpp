@@ -224,14 +224,25 @@ fetch_of_body(const json& body, const exchange& x) {
   if (auto v = member(body, "worker")) {
     f.worker = string_field(*v, "worker");
     if (f.worker.empty() || f.worker.size() > max_worker_bytes
-        || f.worker.find('\0') != std::string::npos)
+        || f.worker.find('\0') != std::string::npos || !is_utf8(f.worker))
       bad("worker", "must be 1-" + std::to_string(max_worker_bytes)
-                      + " bytes without NUL");
+                      + " bytes of UTF-8 without NUL");
   } else {
     // Who fetched it, for `GET /v1/jobs/{id}`: the client's address.
     f.worker = x.remote().empty() ? std::string{"http"} : "http " + x.remote();
   }
   return {std::move(f), wait};
+}
+
+// At most `n` bytes of the UTF-8 text `s`, cut between characters.
+std::string utf8_prefix(std::string s, std::size_t n) {
+  if (s.size() <= n)
+    return s;
+  auto cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
+    --cut;
+  s.resize(cut);
+  return s;
 }
 
 std::int64_t lease_of_body(const json& body) {
@@ -442,8 +453,15 @@ void finish(job_service& jobs, const std::shared_ptr<exchange>& x,
   o.lease = lease_of_body(body);
   o.what = what;
   if (what == job_outcome::kind::fail) {
-    if (auto v = member(body, "error"))
+    if (auto v = member(body, "error")) {
+      // Too long an error is kept in part rather than refused: the worker
+      // failed and should not fail at reporting it.
       o.error = string_field(*v, "error");
+      if (!is_utf8(o.error) || o.error.find('\0') != std::string::npos)
+        bad("error", "must be UTF-8 without NUL");
+      o.error = utf8_prefix(std::move(o.error),
+                            jobs.config().limits.max_error_bytes);
+    }
     auto discard = member(body, "discard");
     if (discard && bool_field(*discard, "discard"))
       o.what = job_outcome::kind::discard;

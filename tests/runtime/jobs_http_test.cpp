@@ -420,6 +420,23 @@ TEST_F(JobsHttp, AFailedAttemptIsRetryableWithItsErrorThenDiscarded) {
                       {"discard", true}},
                  200)["state"],
             "discarded");
+  // A long error is kept in part, cut between characters.
+  auto wordy = enqueue(c, json{{"kind", "flaky"}});
+  f = post(c, "/v1/jobs/fetch", json{{"kinds", {"flaky"}}}, 200);
+  ASSERT_EQ(f["jobs"].size(), 1u);
+  std::string long_error = "x";
+  for (int i = 0; i < 3000; ++i)
+    long_error += "\xc3\xa9"; // é
+  EXPECT_EQ(post(c, job_path(wordy, "/fail"),
+                 json{{"lease", f["jobs"][0]["lease"]},
+                      {"error", long_error},
+                      {"retry_in_ms", 3'600'000}},
+                 200)["state"],
+            "retryable");
+  auto kept = get(c, job_path(wordy))["errors"][0]["error"].get<std::string>();
+  EXPECT_EQ(kept.size(), 4095u);
+  EXPECT_EQ(kept, long_error.substr(0, 4095));
+
   // A retry_in_ms keeps it away for that long.
   auto later = enqueue(c, json{{"kind", "flaky"}});
   f = post(c, "/v1/jobs/fetch", json{{"kinds", {"flaky"}}}, 200);
