@@ -779,7 +779,7 @@ TEST_F(JobsHttp, MetricsCountEnqueuesRunsAndQueueStates) {
 
 // -- a dcbd process -----------------------------------------------------------
 
-class NodeJobs : public PgSchemaTest {};
+class JobsNode : public PgSchemaTest {};
 
 std::string run(std::vector<std::string> argv, int* code = nullptr) {
   argv.insert(argv.begin(), DCBCTL_BINARY);
@@ -790,7 +790,7 @@ std::string run(std::vector<std::string> argv, int* code = nullptr) {
   return p.output();
 }
 
-TEST_F(NodeJobs, DcbctlJobsAndTheGaugesOfANode) {
+TEST_F(JobsNode, DcbctlJobsAndTheGaugesOfANode) {
   node_process node{schema_,
                     {"--dcbd.jobs-poll-ms=200", "--dcbd.jobs-lease-ms=3000",
                      "--dcbd.jobs-retention-completed-s=60",
@@ -886,7 +886,7 @@ TEST_F(NodeJobs, DcbctlJobsAndTheGaugesOfANode) {
   EXPECT_EQ(WEXITSTATUS(node.process().wait()), 0);
 }
 
-TEST_F(NodeJobs, ABadJobFlagStopsTheNodeAtStart) {
+TEST_F(JobsNode, ABadJobFlagStopsTheNodeAtStart) {
   child_process p{{DCBD_BINARY, "--dcbd.jobs-poll-ms=soon"},
                   {{"DCB_POSTGRES_DSN", test_dsn()}}};
   auto status = p.wait();
