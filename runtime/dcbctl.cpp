@@ -14,6 +14,20 @@
 //   dcbctl [--url URL] [--json] projectors show|pause|resume|rebuild NAME
 //   dcbctl [--url URL] [--json] projectors dead-letters NAME
 //                                     [retry|skip POSITION]
+//   dcbctl [--url URL] [--json] jobs enqueue KIND [--queue Q] [--args JSON]
+//                                     [--priority N] [--delay-ms N]
+//                                     [--run-at RFC3339] [--max-attempts N]
+//                                     [--unique-key K]
+//   dcbctl [--url URL] [--json] jobs [list] [--queue Q] [--state S]
+//                                     [--kind K] [--limit N] [--before ID]
+//   dcbctl [--url URL] [--json] jobs show|cancel|retry ID
+//   dcbctl [--url URL] [--json] jobs queues
+//   dcbctl [--url URL] [--json] jobs triggers [list]
+//   dcbctl [--url URL] [--json] jobs triggers create NAME --kind K
+//                                     [--query QUERY_JSON | --types T1,T2
+//                                     --tags K:V,K:V] [--queue Q]
+//                                     [--from now|P]
+//   dcbctl [--url URL] [--json] jobs triggers delete NAME
 //
 // `subscribe` follows the log like `tail -f` (GET /v1/subscribe, NDJSON):
 // the matching events after N, then new ones as they are committed. When
@@ -61,6 +75,10 @@ struct node {
 
   response post(const std::string& path, const std::string& body) {
     return conn.call("POST", path, body);
+  }
+
+  response del(const std::string& path) {
+    return conn.call("DELETE", path);
   }
 
   dcbd::client::endpoint ep;
@@ -452,6 +470,289 @@ int cmd_projectors(const options& o, node& n) {
   return 0;
 }
 
+// -- jobs ---------------------------------------------------------------------
+
+// A string member, "" when absent or null.
+std::string text(const json& j, const char* key) {
+  auto i = j.find(key);
+  if (i == j.end() || i->is_null())
+    return {};
+  return i->is_string() ? i->get<std::string>() : i->dump();
+}
+
+long long integer(const json& j, const char* key) {
+  auto i = j.find(key);
+  return i != j.end() && i->is_number_integer() ? i->get<long long>() : 0;
+}
+
+// A positive integer argument (a job id).
+std::string id_arg(const std::string& text) {
+  if (number_arg("ID", text) == 0)
+    throw usage_error("ID must be a positive integer, got " + text);
+  return text;
+}
+
+// "a,b,c" as a JSON array of strings (empty parts dropped).
+json list_arg(const std::string& text) {
+  auto out = json::array();
+  std::size_t at = 0;
+  while (at <= text.size()) {
+    auto comma = text.find(',', at);
+    if (comma == std::string::npos)
+      comma = text.size();
+    if (comma > at)
+      out.push_back(text.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+void print_job_header() {
+  std::printf("%10s  %-10s  %-16s  %-24s  %8s  %4s  %s\n", "ID", "STATE",
+              "QUEUE", "KIND", "ATTEMPT", "PRIO", "SCHEDULED_AT");
+}
+
+void print_job_row(const json& j) {
+  auto attempts = std::to_string(integer(j, "attempt")) + "/"
+                  + std::to_string(integer(j, "max_attempts"));
+  std::printf("%10lld  %-10s  %-16s  %-24s  %8s  %4lld  %s\n", integer(j, "id"),
+              text(j, "state").c_str(), text(j, "queue").c_str(),
+              text(j, "kind").c_str(), attempts.c_str(), integer(j, "priority"),
+              text(j, "scheduled_at").c_str());
+}
+
+void print_job(const json& j) {
+  auto line = [&](const char* label, const std::string& v) {
+    if (!v.empty())
+      std::printf("%-17s %s\n", label, v.c_str());
+  };
+  line("id", std::to_string(integer(j, "id")));
+  line("queue", text(j, "queue"));
+  line("kind", text(j, "kind"));
+  line("state", text(j, "state"));
+  line("attempt", std::to_string(integer(j, "attempt")) + " of "
+                    + std::to_string(integer(j, "max_attempts")));
+  line("priority", std::to_string(integer(j, "priority")));
+  line("args", j.contains("args") ? j["args"].dump() : "");
+  line("created_at", text(j, "created_at"));
+  line("scheduled_at", text(j, "scheduled_at"));
+  line("attempted_at", text(j, "attempted_at"));
+  line("finalized_at", text(j, "finalized_at"));
+  line("lease_expires_at", text(j, "lease_expires_at"));
+  line("worker", text(j, "worker"));
+  line("unique_key", text(j, "unique_key"));
+  if (!text(j, "trigger").empty())
+    line("trigger", text(j, "trigger") + " (event "
+                      + std::to_string(integer(j, "trigger_position")) + ")");
+  if (j.contains("errors") && j["errors"].is_array())
+    for (auto& e : j["errors"])
+      std::printf("error             attempt %lld at %s: %s\n",
+                  integer(e, "attempt"), text(e, "at").c_str(),
+                  text(e, "error").c_str());
+}
+
+void print_trigger_header() {
+  std::printf("%-24s  %-16s  %-24s  %10s  %-27s  %s\n", "NAME", "QUEUE", "KIND",
+              "POSITION", "CREATED_AT", "QUERY");
+}
+
+void print_trigger(const json& t) {
+  std::printf("%-24s  %-16s  %-24s  %10lld  %-27s  %s\n",
+              text(t, "name").c_str(), text(t, "queue").c_str(),
+              text(t, "kind").c_str(), integer(t, "position"),
+              text(t, "created_at").c_str(),
+              t.contains("query") ? t["query"].dump().c_str() : "");
+}
+
+int cmd_jobs_enqueue(const options& o, node& n) {
+  auto& a = o.args;
+  if (a.size() < 2 || a[1].rfind("--", 0) == 0)
+    throw usage_error("jobs enqueue: needs KIND");
+  json body{{"kind", a[1]}};
+  for (std::size_t i = 2; i < a.size(); ++i) {
+    auto& f = a[i];
+    if (f == "--queue")
+      body["queue"] = value(a, i);
+    else if (f == "--args")
+      body["args"] = parse_json_arg(f, value(a, i));
+    else if (f == "--priority")
+      body["priority"] = number_arg(f, value(a, i));
+    else if (f == "--delay-ms")
+      body["delay_ms"] = number_arg(f, value(a, i));
+    else if (f == "--run-at")
+      body["run_at"] = value(a, i);
+    else if (f == "--max-attempts")
+      body["max_attempts"] = number_arg(f, value(a, i));
+    else if (f == "--unique-key")
+      body["unique_key"] = value(a, i);
+    else
+      throw usage_error("jobs enqueue: unknown argument " + f);
+  }
+  auto r = n.post("/v1/jobs", body.dump());
+  if (r.status != 201 && r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  auto j = json::parse(r.body);
+  if (j.value("duplicate", false))
+    std::cout << "job " << integer(j, "id") << " (" << text(j, "state")
+              << ") already has unique key " << text(j, "unique_key")
+              << "; nothing enqueued" << std::endl;
+  else
+    std::cout << "enqueued job " << integer(j, "id") << " (" << text(j, "state")
+              << ")" << std::endl;
+  return 0;
+}
+
+int cmd_jobs_list(const options& o, node& n, std::size_t first) {
+  auto& a = o.args;
+  std::string query;
+  auto add = [&](const char* key, const std::string& v) {
+    query += (query.empty() ? "?" : "&") + std::string{key} + "="
+             + dcbd::client::url_encode(v);
+  };
+  for (std::size_t i = first; i < a.size(); ++i) {
+    auto& f = a[i];
+    if (f == "--queue")
+      add("queue", value(a, i));
+    else if (f == "--state")
+      add("state", value(a, i));
+    else if (f == "--kind")
+      add("kind", value(a, i));
+    else if (f == "--limit")
+      add("limit", std::to_string(number_arg(f, value(a, i))));
+    else if (f == "--before")
+      add("before", id_arg(value(a, i)));
+    else
+      throw usage_error("jobs list: unknown argument " + f);
+  }
+  auto r = n.get("/v1/jobs" + query);
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  print_job_header();
+  for (auto& j : json::parse(r.body))
+    print_job_row(j);
+  return 0;
+}
+
+int cmd_jobs_triggers(const options& o, node& n) {
+  auto& a = o.args;
+  auto verb = a.size() < 2 ? std::string{"list"} : a[1];
+  response r;
+  if (verb == "list") {
+    if (a.size() > 2)
+      throw usage_error("jobs triggers list: takes no arguments");
+    r = n.get("/v1/triggers");
+  } else if (verb == "create") {
+    if (a.size() < 3 || a[2].rfind("--", 0) == 0)
+      throw usage_error("jobs triggers create: needs NAME");
+    json body{{"name", a[2]}};
+    json q;
+    json item = json::object();
+    for (std::size_t i = 3; i < a.size(); ++i) {
+      auto& f = a[i];
+      if (f == "--kind")
+        body["kind"] = value(a, i);
+      else if (f == "--queue")
+        body["queue"] = value(a, i);
+      else if (f == "--query")
+        q = parse_json_arg(f, value(a, i));
+      else if (f == "--types")
+        item["types"] = list_arg(value(a, i));
+      else if (f == "--tags")
+        item["tags"] = list_arg(value(a, i));
+      else if (f == "--from") {
+        auto from = value(a, i);
+        body["from"] = from == "now" ? json(from) : json(number_arg(f, from));
+      } else
+        throw usage_error("jobs triggers create: unknown argument " + f);
+    }
+    if (!body.contains("kind"))
+      throw usage_error("jobs triggers create: needs --kind");
+    body["query"] = query_of(q, item);
+    r = n.post("/v1/triggers", body.dump());
+  } else if (verb == "delete") {
+    if (a.size() != 3)
+      throw usage_error("jobs triggers delete: needs NAME");
+    r = n.del("/v1/triggers/" + dcbd::client::url_encode(a[2]));
+  } else {
+    throw usage_error("jobs triggers: unknown action " + verb);
+  }
+  if (r.status != 200 && r.status != 201)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  if (verb == "delete") {
+    std::cout << "deleted trigger " << a[2] << std::endl;
+    return 0;
+  }
+  auto j = json::parse(r.body);
+  print_trigger_header();
+  if (j.is_array())
+    for (auto& t : j)
+      print_trigger(t);
+  else
+    print_trigger(j);
+  return 0;
+}
+
+// jobs [list ...] | enqueue KIND ... | show|cancel|retry ID | queues |
+// triggers ...
+int cmd_jobs(const options& o, node& n) {
+  auto& a = o.args;
+  if (a.empty() || a[0].rfind("--", 0) == 0)
+    return cmd_jobs_list(o, n, 0);
+  auto& verb = a[0];
+  if (verb == "list")
+    return cmd_jobs_list(o, n, 1);
+  if (verb == "enqueue")
+    return cmd_jobs_enqueue(o, n);
+  if (verb == "triggers")
+    return cmd_jobs_triggers(o, n);
+  response r;
+  if (verb == "show" || verb == "cancel" || verb == "retry") {
+    if (a.size() != 2)
+      throw usage_error("jobs " + verb + ": needs ID");
+    auto path = "/v1/jobs/" + id_arg(a[1]);
+    r = verb == "show" ? n.get(path) : n.post(path + "/" + verb, "");
+  } else if (verb == "queues") {
+    if (a.size() != 1)
+      throw usage_error("jobs queues: takes no arguments");
+    r = n.get("/v1/queues");
+  } else {
+    throw usage_error("jobs: unknown action " + verb);
+  }
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  auto j = json::parse(r.body);
+  if (verb == "queues") {
+    std::printf("%-16s %10s %10s %10s %10s %10s %10s %10s\n", "QUEUE",
+                "AVAILABLE", "SCHEDULED", "RUNNING", "RETRYABLE", "COMPLETED",
+                "DISCARDED", "CANCELLED");
+    for (auto& q : j)
+      std::printf("%-16s %10lld %10lld %10lld %10lld %10lld %10lld %10lld\n",
+                  text(q, "queue").c_str(), integer(q, "available"),
+                  integer(q, "scheduled"), integer(q, "running"),
+                  integer(q, "retryable"), integer(q, "completed"),
+                  integer(q, "discarded"), integer(q, "cancelled"));
+    return 0;
+  }
+  print_job(j);
+  return 0;
+}
+
 void usage(std::ostream& os) {
   os << "usage: dcbctl [--url URL] [--json] <command> [args]\n"
         "commands:\n"
@@ -471,6 +772,20 @@ void usage(std::ostream& os) {
         "state\n"
         "  projectors show|pause|resume|rebuild NAME\n"
         "  projectors dead-letters NAME [retry|skip POSITION]\n"
+        "  jobs enqueue KIND [--queue Q] [--args JSON] [--priority N] "
+        "[--delay-ms N]\n"
+        "               [--run-at RFC3339] [--max-attempts N] "
+        "[--unique-key K]\n"
+        "  jobs [list] [--queue Q] [--state S] [--kind K] [--limit N] "
+        "[--before ID]\n"
+        "  jobs show|cancel|retry ID\n"
+        "  jobs queues                              jobs per queue and "
+        "state\n"
+        "  jobs triggers [list]\n"
+        "  jobs triggers create NAME --kind K [--query QUERY | --types "
+        "T1,T2\n"
+        "               --tags K:V,K:V] [--queue Q] [--from now|P]\n"
+        "  jobs triggers delete NAME\n"
         "QUERY is JSON: {\"items\":[{\"types\":[..],\"tags\":[..]}]}\n"
         "URL defaults to $DCB_URL, else http://127.0.0.1:8080\n";
 }
@@ -520,6 +835,8 @@ int main(int argc, char** argv) {
       return cmd_subscribe(o, *n);
     if (o.command == "projectors")
       return cmd_projectors(o, *n);
+    if (o.command == "jobs")
+      return cmd_jobs(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";

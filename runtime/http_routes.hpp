@@ -10,6 +10,8 @@
 //   runtime/routes_subscribe.cpp  GET /v1/subscribe (SSE, NDJSON)
 //   runtime/routes_ws.cpp       GET /v1/ws (subscriptions over WebSocket)
 //   runtime/routes_projectors.cpp  /v1/projectors... (API.md §6)
+//   runtime/routes_jobs.cpp     /v1/jobs..., /v1/triggers..., /v1/queues
+//                               (API.md §7)
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
@@ -83,6 +85,11 @@ public:
   /// When the request was read.
   clock::time_point started() const {
     return r_.started();
+  }
+
+  /// The client's address, "host:port" ("" when unknown).
+  const std::string& remote() const {
+    return r_.remote();
   }
 
   /// The URL query parameter `key`, decoded. Throws
@@ -287,6 +294,8 @@ struct route_env {
   subscription_hub& subscriptions;
   /// The node's projectors (null: no projector routes).
   projector_host* projectors = nullptr;
+  /// The node's jobs (null: no job routes).
+  job_service* jobs = nullptr;
 };
 
 // -- API areas: one file each -------------------------------------------------
@@ -297,6 +306,7 @@ route_table health_routes(route_env& env);    // runtime/routes_health.cpp
 route_table subscribe_routes(route_env& env); // runtime/routes_subscribe.cpp
 route_table ws_routes(route_env& env);        // runtime/routes_ws.cpp
 route_table projector_routes(route_env& env); // runtime/routes_projectors.cpp
+route_table job_routes(route_env& env);       // runtime/routes_jobs.cpp
 
 /// Every area's routes, as the server serves them (runtime/http_server.cpp).
 route_table all_routes(route_env& env);

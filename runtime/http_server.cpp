@@ -20,7 +20,7 @@ namespace http {
 route_table all_routes(route_env& env) {
   route_table all;
   for (auto area : {dcb_routes, v1_routes, subscribe_routes, ws_routes,
-                    projector_routes, health_routes})
+                    projector_routes, job_routes, health_routes})
     for (auto& r : area(env))
       all.push_back(std::move(r));
   return all;
@@ -61,7 +61,7 @@ struct http_server::impl {
        const http_extensions& ext)
     : streams(cfg.max_streams, metrics)
     , subscriptions(cfg.max_subscriptions)
-    , env{eng, metrics, cfg, streams, subscriptions, ext.projectors}
+    , env{eng, metrics, cfg, streams, subscriptions, ext.projectors, ext.jobs}
     , routes(http::assemble(env, ext), metrics, cfg.max_body)
     , transport(cfg, handlers()) {
     // nop

@@ -16,6 +16,8 @@
 //                                            or NDJSON (API.md §5)
 //   GET  /v1/ws                              WebSocket: subscriptions with
 //                                            credits (API.md §5)
+//   /v1/projectors...                        projectors (API.md §6)
+//   /v1/jobs..., /v1/triggers..., /v1/queues jobs (API.md §7)
 //   GET  /healthz, /readyz
 //
 // Bodies are JSON, or msgpack with `Content-Type: application/msgpack` (the
@@ -53,6 +55,7 @@
 namespace dcbd {
 
 class engine;
+class job_service;
 class projector_host;
 class node_metrics;
 
@@ -108,6 +111,9 @@ struct http_extensions {
   std::vector<http::route_source> routes;
   /// The node's projectors, for /v1/projectors (null: no such routes).
   projector_host* projectors = nullptr;
+  /// The node's jobs, for /v1/jobs, /v1/triggers and /v1/queues (null: no
+  /// such routes).
+  job_service* jobs = nullptr;
 };
 
 class http_server {

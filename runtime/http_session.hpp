@@ -26,6 +26,7 @@
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -112,6 +113,7 @@ class session : public std::enable_shared_from_this<session> {
 public:
   session(core& srv, tcp::socket socket)
     : srv_(srv)
+    , remote_(address_of(socket))
     , stream_(std::move(socket))
     , executor_(stream_.get_executor()) {
     std::lock_guard<std::mutex> guard{srv_.mtx};
@@ -156,6 +158,10 @@ public:
     return started_;
   }
 
+  const std::string& remote() const {
+    return remote_;
+  }
+
   bool stopping() const {
     return srv_.stopping;
   }
@@ -189,6 +195,18 @@ public:
 private:
   friend class session_writer;
   friend class session_websocket;
+
+  // "host:port" of the peer, "" when the socket has none (any more).
+  static std::string address_of(const tcp::socket& socket) {
+    beast::error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    if (ec)
+      return {};
+    auto host = ep.address().to_string();
+    if (ep.address().is_v6())
+      host = "[" + host + "]";
+    return host + ":" + std::to_string(ep.port());
+  }
 
   // -- reading ----------------------------------------------------------------
 
@@ -308,6 +326,8 @@ private:
   }
 
   core& srv_;
+  // Set once, before the socket moves into `stream_`.
+  std::string remote_;
   beast::tcp_stream stream_;
   // The strand (kept apart: an upgrade moves the socket out of `stream_`).
   net::any_io_executor executor_;

@@ -23,6 +23,10 @@ clock::time_point responder::started() const {
   return s_->started();
 }
 
+const std::string& responder::remote() const {
+  return s_->remote();
+}
+
 bool responder::stopping() const {
   return s_->stopping();
 }

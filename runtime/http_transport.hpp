@@ -162,6 +162,9 @@ public:
   /// When the request was read.
   clock::time_point started() const;
 
+  /// The client's address, "host:port" ("" when unknown).
+  const std::string& remote() const;
+
   /// Whether the server is stopping (answers then close the connection).
   bool stopping() const;
 

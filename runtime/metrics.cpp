@@ -27,6 +27,12 @@ double seconds(std::chrono::nanoseconds d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// Job waits and runs: milliseconds to an hour.
+const Histogram::BucketBoundaries job_buckets{0.001, 0.005, 0.01, 0.025, 0.05,
+                                              0.1,   0.25,  0.5,  1,     2.5,
+                                              5,     10,    30,   60,    300,
+                                              900,   3600};
+
 const Histogram::BucketBoundaries latency_buckets{
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
@@ -96,6 +102,36 @@ public:
 
   void commit_to_delivery(std::chrono::nanoseconds latency) override {
     m_.commit_to_delivery_->Observe(seconds(latency));
+  }
+
+private:
+  node_metrics& m_;
+};
+
+class job_hooks_impl : public job_metrics {
+public:
+  explicit job_hooks_impl(node_metrics& m) : m_(m) {
+    // nop
+  }
+
+  void enqueued(std::size_t n) override {
+    m_.jobs_enqueued_->Increment(static_cast<double>(n));
+  }
+
+  void ran(const std::string& queue, const std::string& kind,
+           const char* result, double duration_seconds) override {
+    m_.job_runs_->Add({{"queue", queue}, {"kind", kind}, {"result", result}})
+      .Increment();
+    if (duration_seconds >= 0)
+      m_.job_duration_->Observe(duration_seconds);
+  }
+
+  void waited(double seconds) override {
+    m_.job_wait_->Observe(seconds > 0 ? seconds : 0);
+  }
+
+  void rescued(std::size_t n) override {
+    m_.jobs_rescued_->Increment(static_cast<double>(n));
   }
 
 private:
@@ -229,6 +265,39 @@ node_metrics::node_metrics()
                                  "delivery (written to the client)")
                            .Register(r)
                            .Add({}, latency_buckets);
+  jobs_ = &BuildGauge()
+             .Name("dcb_jobs")
+             .Help("Jobs by queue and state (all nodes' jobs, read from the "
+                   "database at most once a second)")
+             .Register(r);
+  jobs_enqueued_ = &BuildCounter()
+                      .Name("dcb_jobs_enqueued_total")
+                      .Help("Jobs enqueued through this node (duplicates of "
+                            "a live unique_key not counted)")
+                      .Register(r)
+                      .Add({});
+  job_runs_ = &BuildCounter()
+                 .Name("dcb_job_runs_total")
+                 .Help("Attempts that ended on this node, by queue, kind "
+                       "and result (completed, retryable, snoozed, "
+                       "discarded, lease_lost)")
+                 .Register(r);
+  job_wait_ = &BuildHistogram()
+                 .Name("dcb_job_wait_seconds")
+                 .Help("From when a job was due to when its attempt started")
+                 .Register(r)
+                 .Add({}, job_buckets);
+  job_duration_ = &BuildHistogram()
+                     .Name("dcb_job_duration_seconds")
+                     .Help("How long an attempt ran")
+                     .Register(r)
+                     .Add({}, job_buckets);
+  jobs_rescued_ = &BuildCounter()
+                     .Name("dcb_job_rescued_total")
+                     .Help("Running jobs taken back from expired leases by "
+                           "this node's maintenance")
+                     .Register(r)
+                     .Add({});
 }
 
 std::shared_ptr<store_metrics> node_metrics::store_hooks() {
@@ -237,6 +306,10 @@ std::shared_ptr<store_metrics> node_metrics::store_hooks() {
 
 std::shared_ptr<bus_metrics> node_metrics::bus_hooks() {
   return std::make_shared<bus_hooks_impl>(*this);
+}
+
+std::shared_ptr<job_metrics> node_metrics::job_hooks() {
+  return std::make_shared<job_hooks_impl>(*this);
 }
 
 void node_metrics::append_finished(errc code,
@@ -305,6 +378,21 @@ void node_metrics::projectors(const std::vector<projector_status>& statuses) {
       seen = static_cast<double>(s.restarts);
     }
   }
+}
+
+void node_metrics::jobs(const std::vector<queue_counts>& counts) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto gone = job_queues_;
+  for (auto& c : counts) {
+    gone.erase(c.queue);
+    job_queues_.insert(c.queue);
+    for (std::size_t i = 0; i < std::size(all_job_states); ++i)
+      jobs_->Add({{"queue", c.queue}, {"state", to_string(all_job_states[i])}})
+        .Set(static_cast<double>(c.by_state[i]));
+  }
+  for (auto& q : gone)
+    for (auto st : all_job_states)
+      jobs_->Add({{"queue", q}, {"state", to_string(st)}}).Set(0);
 }
 
 } // namespace dcbd

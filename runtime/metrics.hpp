@@ -3,6 +3,7 @@
 #pragma once
 
 #include "actors/bus_protocol.hpp"
+#include "actors/jobs.hpp"
 #include "actors/projector.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/error.hpp"
@@ -18,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,14 @@ public:
   /// lag, heartbeat age, dead letters, restarts, state.
   void projectors(const std::vector<projector_status>& statuses);
 
+  /// Hooks for the job service (API.md §7 names): enqueued, runs by
+  /// result, wait and run time, rescues.
+  std::shared_ptr<job_metrics> job_hooks();
+
+  /// Copies the jobs per queue and state (`dcb_jobs{queue,state}`); queues
+  /// that are gone drop to 0.
+  void jobs(const std::vector<queue_counts>& counts);
+
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
     return *open_streams_;
@@ -63,6 +73,7 @@ public:
 private:
   friend class store_hooks_impl;
   friend class bus_hooks_impl;
+  friend class job_hooks_impl;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::array<prometheus::Counter*, 6> appends_by_code_{};
@@ -89,9 +100,17 @@ private:
   prometheus::Family<prometheus::Gauge>* projector_dead_letters_;
   prometheus::Family<prometheus::Gauge>* projector_state_;
   prometheus::Family<prometheus::Counter>* projector_restarts_;
+  prometheus::Family<prometheus::Gauge>* jobs_;
+  prometheus::Counter* jobs_enqueued_;
+  prometheus::Family<prometheus::Counter>* job_runs_;
+  prometheus::Histogram* job_wait_;
+  prometheus::Histogram* job_duration_;
+  prometheus::Counter* jobs_rescued_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;
   std::map<std::string, double> restarts_seen_;
+  // Queues `jobs` has exported, so that a queue that empties reads 0.
+  std::set<std::string> job_queues_;
 };
 
 /// The `result` label of an outcome: ok, conflict, invalid, overloaded,

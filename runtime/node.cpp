@@ -5,6 +5,7 @@
 #include "runtime/node.hpp"
 
 #include "actors/engine.hpp"
+#include "actors/jobs.hpp"
 #include "actors/projector.hpp"
 #include "actors/types.hpp"
 #include "runtime/metrics.hpp"
@@ -55,6 +56,11 @@ struct node_config : caf::actor_system_config {
   std::size_t subscribe_heartbeat_ms = 15'000;
   std::size_t bus_poll_ms = 500;
   std::size_t bus_queue_events = 2048;
+  std::size_t jobs_poll_ms = 1000;
+  std::size_t jobs_lease_ms = 5000;
+  std::size_t jobs_shutdown_grace_ms = 10'000;
+  std::size_t jobs_retention_completed_s = 24 * 3600;
+  std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
 
   node_config() {
     opt_group{custom_options_, "dcbd"}
@@ -89,7 +95,18 @@ struct node_config : caf::actor_system_config {
            "how often the bus looks for commits of other processes besides "
            "NOTIFY")
       .add(bus_queue_events, "bus-queue-events",
-           "events queued per subscriber before it falls back to reads");
+           "events queued per subscriber before it falls back to reads")
+      .add(jobs_poll_ms, "jobs-poll-ms",
+           "how often the job dispatcher looks for due jobs besides NOTIFY")
+      .add(jobs_lease_ms, "jobs-lease-ms",
+           "lease of an in-process job attempt (extended while it runs); a "
+           "dead node's jobs run again after it")
+      .add(jobs_shutdown_grace_ms, "jobs-shutdown-grace-ms",
+           "how long a stop waits for running in-process job attempts")
+      .add(jobs_retention_completed_s, "jobs-retention-completed-s",
+           "completed and cancelled jobs are deleted after this long")
+      .add(jobs_retention_discarded_s, "jobs-retention-discarded-s",
+           "discarded jobs are deleted after this long");
   }
 
   // For `node_options::configure`.
@@ -157,6 +174,7 @@ struct node::impl {
   caf::actor_system& sys;
   dcbd::engine& eng;
   projector_host& projectors;
+  job_service& jobs;
   std::shared_ptr<node_metrics> metrics;
   std::string name;
   std::string schema;
@@ -205,6 +223,10 @@ engine& node::engine() {
 
 projector_host& node::projectors() {
   return impl_.projectors;
+}
+
+job_service& node::jobs() {
+  return impl_.jobs;
 }
 
 std::shared_ptr<node_metrics> node::metrics() const {
@@ -350,10 +372,33 @@ int run_node(int argc, char** argv, node_options options) {
   } catch (const std::exception& e) {
     return fail(std::string{"cannot start the projector host: "} + e.what());
   }
+  // The job service exists in every node too: without workers it runs no
+  // attempts but serves enqueues, external workers, management and
+  // triggers. It stops with the projectors.
+  std::optional<job_service> jobs;
+  try {
+    jobs_config jc;
+    jc.node = name;
+    jc.poll
+      = std::chrono::milliseconds(std::max<std::size_t>(cfg.jobs_poll_ms, 10));
+    jc.lease = std::chrono::milliseconds(
+      std::max<std::size_t>(cfg.jobs_lease_ms, 1000));
+    jc.heartbeat = std::max(jc.lease / 5, std::chrono::milliseconds{100});
+    jc.shutdown_grace = std::chrono::milliseconds(cfg.jobs_shutdown_grace_ms);
+    jc.retention.completed
+      = std::chrono::seconds(cfg.jobs_retention_completed_s);
+    jc.retention.discarded
+      = std::chrono::seconds(cfg.jobs_retention_discarded_s);
+    jobs.emplace(sys, *eng, jc, metrics->job_hooks());
+  } catch (const std::exception& e) {
+    projectors->stop();
+    return fail(std::string{"cannot start the job service: "} + e.what());
+  }
   node::impl state{cfg,
                    sys,
                    *eng,
                    *projectors,
+                   *jobs,
                    metrics,
                    std::move(name),
                    ec.store.schema,
@@ -363,6 +408,7 @@ int run_node(int argc, char** argv, node_options options) {
   node self{state};
   // What setup spawned stops before the engine, whichever way this ends.
   auto give_up = [&](const std::string& message) {
+    jobs->stop();
     projectors->stop();
     state.run_stop_hooks();
     return fail(message);
@@ -382,7 +428,8 @@ int run_node(int argc, char** argv, node_options options) {
     exposer.emplace(metrics_addr, 1);
     exposer->RegisterCollectable(metrics->registry());
     server.emplace(*eng, metrics, hc,
-                   http_extensions{std::move(state.routes), &*projectors});
+                   http_extensions{std::move(state.routes), &*projectors,
+                                   &*jobs});
   } catch (const std::invalid_argument& e) {
     return give_up(std::string{"bad routes: "} + e.what());
   } catch (const std::exception& e) {
@@ -394,11 +441,21 @@ int run_node(int argc, char** argv, node_options options) {
 
   // The store actor's counters, for the gauges and the reconnect counter.
   std::atomic<bool> running{true};
+  // One count of the jobs at a time (a slow database must not pile them
+  // up); the answer may come after the poller has ended.
+  auto counting = std::make_shared<std::atomic<bool>>(false);
   std::thread poller([&] {
     while (running) {
       if (auto st = eng->stats())
         metrics->store_state(*st, eng->gate()->depth());
       metrics->projectors(projectors->snapshot());
+      if (!counting->exchange(true))
+        jobs->counts(
+          [metrics, counting](caf::expected<std::vector<queue_counts>> r) {
+            if (r)
+              metrics->jobs(*r);
+            *counting = false;
+          });
       for (int i = 0; i < 10 && running; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds{100});
     }
@@ -415,8 +472,9 @@ int run_node(int argc, char** argv, node_options options) {
   poller.join();
   server->stop(std::chrono::milliseconds(cfg.shutdown_grace_ms));
   server.reset();
-  // The projectors, then what setup started (workers), stop while the
-  // engine works.
+  // The jobs (running attempts end or are given up), the projectors, then
+  // what setup started, stop while the engine works.
+  jobs->stop();
   projectors->stop();
   state.run_stop_hooks();
   // The engine answers what its actors took and commits or fails the open

@@ -36,6 +36,7 @@
 namespace dcbd {
 
 class engine;
+class job_service;
 class node;
 class projector_host;
 class node_metrics;
@@ -83,6 +84,12 @@ public:
   /// actors/projector.hpp); it runs here while this node owns it. They stop
   /// before the stop hooks run.
   projector_host& projectors();
+
+  /// The node's jobs (actors/jobs.hpp): `jobs().add_worker(spec)` runs a
+  /// kind's jobs here; `jobs().enqueue(...)`, `jobs().store()` to enqueue in
+  /// a transaction of your own. Workers stop (running attempts finish
+  /// within `--dcbd.jobs-shutdown-grace-ms`) before the stop hooks run.
+  job_service& jobs();
 
   /// The node's metrics. Register your own families on
   /// `metrics()->registry()`: they are exported with the node's on

@@ -1,8 +1,10 @@
 // A program that embeds a node (runtime/node.hpp) the way a user would: an
 // option group of its own, an actor of its own, a patterned route, a metric,
-// and stop hooks. tests/runtime/node_embedding_test.cpp runs it as a child
-// process; its "embedded: ..." lines on stdout tell the test what ran when.
+// a job worker, and stop hooks. tests/runtime/node_embedding_test.cpp runs it
+// as a child process; its "embedded: ..." lines on stdout tell the test what
+// ran when.
 #include "actors/engine.hpp"
+#include "actors/jobs.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
@@ -48,6 +50,14 @@ void setup(dcbd::node& n) {
                    .Register(*n.metrics()->registry())
                    .Add({});
   auto worker = n.system().spawn(idler);
+  // Jobs of kind "embedded_echo" run here.
+  dcbd::job_worker_spec echo;
+  echo.kind = "embedded_echo";
+  echo.handle = [](const dcbd::job& j) {
+    std::cout << "embedded: job " << j.id << " ran" << std::endl;
+    return dcbd::job_result::ok();
+  };
+  n.jobs().add_worker(std::move(echo));
   n.add_routes([&n, &hellos, greeting](dcbd::http::route_env&) {
     return dcbd::http::route_table{
       {"/v1/hello/{name}", verb::get,

@@ -85,11 +85,21 @@ TEST_F(NodeEmbedding, ServesItsRoutesAndMetricsAndStopsItsActorsFirst) {
   EXPECT_EQ(r.status, 404u);
   // The added routes come after the built-in ones (the last built-in
   // path, then the added ones).
-  EXPECT_NE(r.body.find("/dead-letters/{position}/skip, /v1/hello/{name}, "
-                        "/v1/stop/{code}\""),
+  EXPECT_NE(r.body.find("/v1/queues, /v1/hello/{name}, /v1/stop/{code}\""),
             std::string::npos)
     << r.body;
   EXPECT_EQ(c.get("/v1/hello/x/y").status, 404u);
+  // The worker setup added runs the node's jobs of its kind.
+  auto job = c.post("/v1/jobs", json{{"kind", "embedded_echo"}});
+  ASSERT_EQ(job.status, 201u) << job.body;
+  auto job_path = "/v1/jobs/" + std::to_string(job.j()["id"].get<long>());
+  std::string state;
+  for (int i = 0; i < 100 && state != "completed"; ++i) {
+    state = c.get(job_path).j()["state"].get<std::string>();
+    if (state != "completed")
+      std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(state, "completed");
   client scraper{n->metrics_port()};
   auto m = scraper.get("/metrics");
   ASSERT_EQ(m.status, 200u);
