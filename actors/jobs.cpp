@@ -583,9 +583,10 @@ void log_error(dispatcher_actor* self, const std::string& what) {
   std::cerr << "dcbd jobs: " << what << std::endl;
 }
 
-std::size_t free_slots(const kind_slots& k) {
+std::size_t free_slots(const kind_slots& k, std::size_t prefetch) {
   auto busy = k.all.size() - k.idle.size() + k.backlog.size();
-  return busy >= k.all.size() ? 0 : k.all.size() - busy;
+  auto room = k.all.size() * (1 + prefetch);
+  return busy >= room ? 0 : room - busy;
 }
 
 void start_attempt(dispatcher_actor* self, kind_slots& k, job j) {
@@ -608,7 +609,7 @@ void fetch_for(dispatcher_actor* self, const std::string& queue) {
   f.lease_ms = st.svc->cfg.lease.count();
   std::size_t free = 0;
   for (const auto& kind : q->second) {
-    auto n = free_slots(st.kinds[kind]);
+    auto n = free_slots(st.kinds[kind], st.svc->cfg.prefetch);
     if (n > 0) {
       f.kinds.push_back(kind);
       free += n;
@@ -817,9 +818,8 @@ caf::behavior dispatcher_impl(dispatcher_actor* self, impl_ptr svc) {
         auto next = std::move(k.backlog.front());
         k.backlog.pop_front();
         start_attempt(self, k, std::move(next));
-      } else {
-        st.refill.insert(rep.j.queue);
       }
+      st.refill.insert(rep.j.queue);
       if (rep.final || rep.lost) {
         const char* name = rep.final ? "completed" : "lease_lost";
         if (rep.final)

@@ -143,6 +143,11 @@ struct jobs_config {
   job_retention retention;
   /// Most jobs per fetch.
   std::size_t max_fetch = 500;
+  /// Jobs a kind holds beyond its running ones, per worker (0: none): a
+  /// worker that finishes takes the next at once instead of waiting for a
+  /// fetch. Held jobs are leased and heartbeated like running ones, and
+  /// handed back when the node stops.
+  std::size_t prefetch = 1;
   /// Outcomes wait at most this long, or until there are `flush_max`, to
   /// go to the database in one statement.
   std::chrono::milliseconds flush{2};

@@ -7,6 +7,7 @@
 #include "store/pg_internal.hpp"
 #include "store/pg_pool.hpp"
 #include "store/pg_store.hpp"
+#include "store/validation.hpp"
 
 #include <pqxx/pqxx>
 
@@ -330,8 +331,9 @@ pg_jobs::finish(const std::vector<job_outcome>& outcomes) {
     id.add(o.id);
     lease.add(o.lease);
     what.add(static_cast<std::int64_t>(o.what));
-    error.add(std::string_view{o.error}.substr(
-      0, std::min<std::size_t>(o.error.size(), job_limits{}.max_error_bytes)));
+    // Workers' messages may quote raw input: whatever they are, the batch
+    // must not fail on them.
+    error.add(storable_text(o.error, job_limits{}.max_error_bytes));
     delay.add(o.delay_ms ? std::max<std::int64_t>(*o.delay_ms, 0)
                          : std::int64_t{-1});
   }

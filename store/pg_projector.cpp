@@ -111,31 +111,9 @@ projector_row row_of(const pqxx::row& r) {
 constexpr const char* row_columns
   = "name, version, position, epoch, owner, paused, rebuild, failed";
 
-// `s` as storable text: valid UTF-8 (other bytes become '?'), no NUL, at
-// most 2000 bytes. Handlers' messages may quote raw input.
+// `s` as storable text (handlers' messages may quote raw input).
 std::string storable(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size() && out.size() < 2000;) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80         ? 1
-                    : (c >> 5) == 6  ? 2
-                    : (c >> 4) == 14 ? 3
-                    : (c >> 3) == 30 ? 4
-                                     : 0;
-    bool ok = n > 0 && i + n <= s.size() && c != 0;
-    for (std::size_t k = 1; ok && k < n; ++k)
-      ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-    if (ok && n > 1)
-      ok = is_utf8(s.substr(i, n));
-    if (ok) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out += '?';
-      ++i;
-    }
-  }
-  return out;
+  return storable_text(s, 2000);
 }
 
 std::string error_text(const std::exception& e) {

@@ -198,4 +198,31 @@ void validate(const read_options& options, std::string_view field) {
            "exceeds the largest position " + std::to_string(max_position));
 }
 
+std::string storable_text(std::string_view s, std::size_t max_bytes) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && out.size() < max_bytes;) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80         ? 1
+                    : (c >> 5) == 6  ? 2
+                    : (c >> 4) == 14 ? 3
+                    : (c >> 3) == 30 ? 4
+                                     : 0;
+    bool ok = n > 0 && i + n <= s.size() && c != 0;
+    for (std::size_t k = 1; ok && k < n; ++k)
+      ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    if (ok && n > 1)
+      ok = is_utf8(s.substr(i, n));
+    if (ok && out.size() + n > max_bytes)
+      break;
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += '?';
+      ++i;
+    }
+  }
+  return out;
+}
+
 } // namespace dcbd

@@ -3,6 +3,7 @@
 
 #include "store/model.hpp"
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -83,5 +84,9 @@ query validate_read(const query& q, const read_options& options,
 
 /// Returns whether `s` is well-formed UTF-8.
 bool is_utf8(std::string_view s) noexcept;
+
+/// `s` as text PostgreSQL stores: valid UTF-8 (other bytes become '?'), no
+/// NUL, at most `max_bytes` bytes, cut between characters.
+std::string storable_text(std::string_view s, std::size_t max_bytes);
 
 } // namespace dcbd

@@ -11,11 +11,16 @@
 // then the event is isolated and parked in the dead letters, and the
 // projector goes on with the next one.
 //
+// A trigger makes one `send_confirmation` job per subscription, and four
+// in-process workers "send" each by recording it in
+// <schema>.confirmations(job, position) in the job's own transaction.
+//
 // The node also serves the read model: GET /v1/course-seats ->
 // {"position": P, "seats": {"course": n, ...}}, where every subscription at
 // or below P is counted.
 //
 // Same environment and options as dcbd (`dcbd-courses --help`).
+#include "actors/jobs.hpp"
 #include "actors/projector.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/node.hpp"
@@ -24,6 +29,7 @@
 #include <pqxx/pqxx>
 
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -79,11 +85,59 @@ dcbd::projector_spec course_seats(const std::string& schema) {
   return spec;
 }
 
+// A confirmation per subscription: the trigger `confirm_subscription` makes
+// one `send_confirmation` job (queue "confirmations") per StudentSubscribed
+// event, also across crashes; the worker "sends" it by recording it in
+// <schema>.confirmations(job, position) in the job's own transaction, so the
+// record and the job's completion commit together (exactly-once effect).
+dcbd::job_worker_spec confirmations(const std::string& table) {
+  dcbd::job_worker_spec w;
+  w.kind = "send_confirmation";
+  w.queue = "confirmations";
+  w.concurrency = 4;
+  w.handle_tx = [table](pqxx::work& tx, const dcbd::job& j) {
+    auto args = json::parse(j.args, nullptr, false);
+    std::optional<long> position;
+    if (args.is_object() && args.contains("event")
+        && args["event"].contains("position"))
+      position = args["event"]["position"].get<long>();
+    if (position)
+      tx.exec_params("INSERT INTO " + table
+                       + " (job, position) VALUES ($1, $2)",
+                     j.id, *position);
+    else
+      tx.exec_params("INSERT INTO " + table + " (job) VALUES ($1)", j.id);
+    return dcbd::job_result::ok();
+  };
+  return w;
+}
+
+dcbd::job_trigger confirm_subscription() {
+  dcbd::job_trigger t;
+  t.name = "confirm_subscription";
+  t.query = dcbd::query{{dcbd::query_item{{"StudentSubscribed"}, {}}}};
+  t.queue = "confirmations";
+  t.kind = "send_confirmation";
+  return t;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   return dcbd::run_node(argc, argv, [](dcbd::node& n) {
     n.projectors().add(course_seats(n.schema()));
+    {
+      pqxx::connection conn{n.dsn()};
+      pqxx::work tx{conn};
+      tx.exec("CREATE TABLE IF NOT EXISTS " + n.schema()
+              + ".confirmations (job bigint PRIMARY KEY, position bigint "
+                "UNIQUE, at timestamptz NOT NULL DEFAULT now())");
+      tx.commit();
+    }
+    n.jobs().add_worker(confirmations(n.schema() + ".confirmations"));
+    // From position 0: every subscription ever gets its confirmation. A
+    // trigger that exists already (another node made it) stays as it is.
+    n.jobs().store().create_trigger(confirm_subscription(), 0);
     // GET /v1/course-seats: the read model with the checkpoint it is at.
     n.add_routes([&n](dcbd::http::route_env&) {
       return dcbd::http::route_table{

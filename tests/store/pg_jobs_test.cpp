@@ -336,6 +336,23 @@ TEST_F(PgJobsTest, RetryInMsSnoozeAndDiscardOutcomes) {
   EXPECT_EQ(again[0].attempt, 2);
 }
 
+TEST_F(PgJobsTest, AnyErrorTextIsStoredWithoutFailingTheBatch) {
+  jobs_->enqueue({make("k"), make("k")});
+  auto got = jobs_->fetch(take(2));
+  ASSERT_EQ(got.size(), 2u);
+  auto long_one = outcome(got[0], job_outcome::kind::fail);
+  long_one.error.clear();
+  for (int i = 0; i < 3000; ++i)
+    long_one.error += "\u00e9"; // 2 bytes each, 6000 bytes in all
+  auto raw = outcome(got[1], job_outcome::kind::fail);
+  static constexpr char bytes[] = "bad \xff\xfe bytes and a \0 NUL";
+  raw.error = std::string{bytes, sizeof bytes - 1};
+  auto states = jobs_->finish({long_one, raw});
+  EXPECT_EQ(states[0], job_state::retryable);
+  EXPECT_EQ(states[1], job_state::retryable);
+  EXPECT_NE(jobs_->get(got[1].id)->errors.find("bad ??"), std::string::npos);
+}
+
 TEST_F(PgJobsTest, CancelAndManualRetry) {
   auto ids = jobs_->enqueue({make("k"), make("k")});
   auto c = jobs_->cancel(ids[0].id);
