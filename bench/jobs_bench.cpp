@@ -2,7 +2,7 @@
 //
 //   noop         NOOP_JOBS (100,000) no-op jobs enqueued through pg_jobs in
 //                batches of ENQUEUE_BATCH (1,000), then in-process workers
-//                of one kind (NOOP_CONCURRENCY, 64; a comma list runs each)
+//                of one kind (NOOP_CONCURRENCY, 500; a comma list runs each)
 //                burn them down. jobs/s = jobs / (add_worker -> the
 //                service's stats().completed reaches them, polled every
 //                millisecond); the enqueue is not timed in it.
@@ -639,7 +639,7 @@ int main(int argc, char** argv) {
               "trigger", "latency", "append-jobs"};
     for (const auto& w : args) {
       if (w == "noop") {
-        for (auto c : list_env("NOOP_CONCURRENCY", "64"))
+        for (auto c : list_env("NOOP_CONCURRENCY", "500"))
           noop(c);
       } else if (w == "enqueue") {
         enqueue();

@@ -8,7 +8,7 @@
 #          scaling trigger append-jobs; default: all; trigger includes the
 #          enqueue->start latency)
 # env:   DCBD_TEST_PG_DSN (set by ./dev), BASELINE_SECONDS (10), NOOP_JOBS
-#        (100000), NOOP_CONCURRENCY (64; a comma list runs each, the first
+#        (100000), NOOP_CONCURRENCY (500; a comma list runs each, the first
 #        is checked), ENQUEUE_JOBS (200000), ENQUEUE_BATCH (1000),
 #        ENQUEUE_THREADS (16), ENQUEUE_SECONDS (5), SCALING_WORKERS
 #        (1,2,4,8,32), SCALING_SECONDS (3), TRIGGER_EVENTS (20000),
@@ -32,7 +32,11 @@ cd "$ROOT"
 
 BIN="${DCBD_JOBS_BENCH:-build/release/bench/dcbd_jobs_bench}"
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
-NOOP_CONCURRENCY="${NOOP_CONCURRENCY:-64}"
+# 500 workers: one fetch (jobs_config::max_fetch, 500) fills every slot and
+# one flush (flush_max, 500) applies their outcomes. 16, 64, 256 and 1,000
+# were slower (README, "Jobs"): the dispatcher fetches and flushes in turn,
+# so fewer slots mean more round trips per job.
+NOOP_CONCURRENCY="${NOOP_CONCURRENCY:-500}"
 export NOOP_CONCURRENCY
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
