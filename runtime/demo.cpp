@@ -226,6 +226,83 @@ bool check_projection(const settings& s,
   }
 }
 
+// The confirmations of dcbd-courses (its trigger makes one
+// send_confirmation job per StudentSubscribed event): waits until the
+// queue has nothing left to do, then checks that each of this run's
+// `stored` subscriptions has exactly one completed job. A node without the
+// trigger skips this.
+bool check_confirmations(const settings& s, const std::string& run,
+                         long stored) {
+  try {
+    connection conn{s.node};
+    auto until = clock_type::now() + std::chrono::seconds{30};
+    for (;;) {
+      auto [st, text] = conn.call("GET", "/v1/triggers");
+      if (st == 404 || text.find("confirm_subscription") == std::string::npos) {
+        std::cout << "(no confirm_subscription trigger on this node: run "
+                     "dcbd-courses to check the confirmation jobs)\n";
+        return true;
+      }
+      auto [qs, qtext] = conn.call("GET", "/v1/queues");
+      if (qs != 200)
+        throw std::runtime_error("GET /v1/queues: HTTP " + std::to_string(qs));
+      long pending = 0;
+      for (auto& q : json::parse(qtext))
+        if (q["queue"] == "confirmations")
+          for (const char* state :
+               {"available", "scheduled", "running", "retryable"})
+            pending += q[state].get<long>();
+      if (pending == 0)
+        break;
+      if (clock_type::now() > until) {
+        std::cout << "confirmations: " << pending
+                  << " jobs still to do after 30 s\n";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{100});
+    }
+    // This run's jobs, newest first, a page at a time.
+    std::map<std::uint64_t, int> per_event;
+    long completed = 0, other = 0;
+    std::string before;
+    for (;;) {
+      auto [st, text] = conn.call("GET", "/v1/jobs?queue=confirmations&limit="
+                                         "1000"
+                                           + before);
+      if (st != 200)
+        throw std::runtime_error("GET /v1/jobs: HTTP " + std::to_string(st));
+      auto page = json::parse(text);
+      if (page.empty())
+        break;
+      for (auto& j : page) {
+        before = "&before=" + std::to_string(j["id"].get<long>());
+        auto& args = j["args"];
+        if (!args.is_object() || !args.contains("event"))
+          continue;
+        auto data = json::parse(args["event"]["data"].get<std::string>(),
+                                nullptr, false);
+        if (!data.is_object() || !data.contains("course")
+            || data["course"].get<std::string>().rfind("r" + run + "-", 0) != 0)
+          continue;
+        ++per_event[args["event"]["position"].get<std::uint64_t>()];
+        (j["state"] == "completed" ? completed : other) += 1;
+      }
+    }
+    long doubles = 0;
+    for (auto& [pos, n] : per_event)
+      doubles += n > 1 ? 1 : 0;
+    bool ok = static_cast<long>(per_event.size()) == stored && doubles == 0
+              && other == 0 && completed == stored;
+    std::printf("confirmation jobs: %ld completed for %ld subscriptions, %ld "
+                "not completed, %ld events with more than one  %s\n",
+                completed, stored, other, doubles, ok ? "ok" : "MISMATCH");
+    return ok;
+  } catch (const std::exception& e) {
+    std::cerr << "demo: cannot check the confirmations: " << e.what() << "\n";
+    return false;
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -327,12 +404,36 @@ int main(int argc, char** argv) {
   std::thread progress([&] {
     long last_accepted = 0;
     auto last_t = clock_type::now();
+    // Confirmation jobs done (dcbd-courses), from GET /v1/queues.
+    std::optional<connection> queues;
+    try {
+      queues.emplace(s.node);
+    } catch (const std::exception&) {
+      // shown without jobs
+    }
+    auto jobs_done = [&]() -> long {
+      try {
+        if (!queues)
+          return -1;
+        auto [st, text] = queues->call("GET", "/v1/queues");
+        if (st != 200)
+          return -1;
+        for (auto& q : json::parse(text))
+          if (q["queue"] == "confirmations")
+            return q["completed"].get<long>();
+      } catch (const std::exception&) {
+        queues.reset();
+      }
+      return -1;
+    };
+    long last_jobs = jobs_done();
     while (!finished) {
       std::this_thread::sleep_for(std::chrono::milliseconds{500});
       auto now = clock_type::now();
       auto secs = std::chrono::duration<double>(now - last_t).count();
       auto acc = n.accepted.load();
-      char line[256];
+      auto jobs = jobs_done();
+      char line[320];
       std::snprintf(line, sizeof line,
                     "\r  %5.1f s  %5ld/%zu done  %6.0f events/s  subscribed "
                     "%ld  conflicts (retried) %ld  rejected %ld  ",
@@ -340,7 +441,11 @@ int main(int argc, char** argv) {
                     n.done.load(), work.size(), (acc - last_accepted) / secs,
                     acc, n.conflicts.load(),
                     n.full.load() + n.too_many.load() + n.already.load());
-      std::cout << line << std::flush;
+      std::cout << line;
+      if (jobs >= 0 && last_jobs >= 0)
+        std::printf("%6.0f confirmations/s  ", (jobs - last_jobs) / secs);
+      std::cout << std::flush;
+      last_jobs = jobs;
       last_accepted = acc;
       last_t = now;
     }
@@ -414,6 +519,7 @@ int main(int argc, char** argv) {
               n.accepted.load(), stored == n.accepted ? "ok" : "MISMATCH");
   ok = ok && worst <= s.max_courses && doubles == 0 && stored == n.accepted;
   ok = check_projection(s, courses, per_course) && ok;
+  ok = check_confirmations(s, run, stored) && ok;
   std::cout << (ok ? "demo: every rule holds\n" : "demo: A RULE IS BROKEN\n");
   return ok ? 0 : 1;
 }
