@@ -1080,23 +1080,22 @@ void job_service::finish(job_outcome o,
                          callback<std::optional<job_state>> done) {
   auto self = impl_;
   self->async<std::optional<job_state>>(std::move(done), [self, o] {
-    auto attempted = self->store->get(o.id);
-    auto r = self->store->finish({o});
-    auto state = r.empty() ? std::nullopt : r.front();
+    auto r = self->store->finish_detailed({o});
+    auto f = r.empty() ? finished_job{} : std::move(r.front());
+    auto state = f.state;
     if (!state)
       ++self->lease_lost;
     else if (*state == job_state::completed)
       ++self->completed;
     else if (o.what != job_outcome::kind::snooze)
       ++self->failed;
-    if (self->metrics && attempted) {
+    // A stale lease names no job worth a label (any client may send one).
+    if (self->metrics && state) {
       double secs = -1;
-      if (attempted->attempted_at_us > 0)
+      if (f.attempted_at_us > 0)
         secs = std::max(0.0, now_unix_seconds()
-                               - static_cast<double>(attempted->attempted_at_us)
-                                   / 1e6);
-      self->metrics->ran(attempted->queue, attempted->kind,
-                         result_name(o.what, state), secs);
+                               - static_cast<double>(f.attempted_at_us) / 1e6);
+      self->metrics->ran(f.queue, f.kind, result_name(o.what, state), secs);
     }
     return state;
   });

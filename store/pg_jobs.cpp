@@ -262,8 +262,11 @@ pg_jobs::pg_jobs(pg_config cfg, std::size_t pool) : impl_(new impl) {
         "now(), 'error', u.error)) ELSE d.errors END, "
         "lease = NULL, lease_expires_at = NULL "
         "FROM u WHERE d.id = u.id AND d.state = 'running' AND d.lease = "
-        "u.lease RETURNING d.id, d.state) "
-        "SELECT coalesce(upd.state, '') FROM u LEFT JOIN upd ON upd.id = u.id "
+        "u.lease RETURNING d.id, d.state, d.queue, d.kind, d.attempted_at) "
+        "SELECT coalesce(upd.state, ''), coalesce(upd.queue, ''), "
+        "coalesce(upd.kind, ''), coalesce(floor(extract(epoch FROM "
+        "upd.attempted_at) * 1000000)::bigint, 0) FROM u LEFT JOIN upd ON "
+        "upd.id = u.id "
         "ORDER BY u.ord";
   m.heartbeat_sql
     = "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) WITH "
@@ -322,8 +325,8 @@ std::vector<job> pg_jobs::fetch(const job_fetch& f) {
   return out;
 }
 
-std::vector<std::optional<job_state>>
-pg_jobs::finish(const std::vector<job_outcome>& outcomes) {
+std::vector<finished_job>
+pg_jobs::finish_detailed(const std::vector<job_outcome>& outcomes) {
   if (outcomes.empty())
     return {};
   pg::array_builder id, lease, what, error, delay;
@@ -342,14 +345,24 @@ pg_jobs::finish(const std::vector<job_outcome>& outcomes) {
     return tx.exec_prepared(l.statement("jobs_finish", m.finish_sql), id.str(),
                             lease.str(), what.str(), error.str(), delay.str());
   });
-  std::vector<std::optional<job_state>> out;
-  out.reserve(rows.size());
-  for (const auto& r : rows) {
+  std::vector<finished_job> out(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
     if (r[0].c_str()[0] == '\0')
-      out.emplace_back();
-    else
-      out.emplace_back(state_of(r[0]));
+      continue;
+    out[i].state = state_of(r[0]);
+    out[i].queue = r[1].as<std::string>();
+    out[i].kind = r[2].as<std::string>();
+    out[i].attempted_at_us = r[3].as<std::int64_t>();
   }
+  return out;
+}
+
+std::vector<std::optional<job_state>>
+pg_jobs::finish(const std::vector<job_outcome>& outcomes) {
+  std::vector<std::optional<job_state>> out;
+  for (auto& f : finish_detailed(outcomes))
+    out.push_back(f.state);
   return out;
 }
 

@@ -55,6 +55,17 @@ struct job_fetch {
   std::string worker;
 };
 
+/// What `finish_detailed` did with one outcome.
+struct finished_job {
+  /// The state it left the job in; nullopt when the lease was not current
+  /// (and then the rest is empty).
+  std::optional<job_state> state;
+  std::string queue;
+  std::string kind;
+  /// When the attempt started.
+  std::int64_t attempted_at_us = 0;
+};
+
 /// A filter for `list`.
 struct job_filter {
   std::string queue;
@@ -174,6 +185,11 @@ public:
   /// job in, or nullopt when its lease was not current (lease lost).
   std::vector<std::optional<job_state>>
   finish(const std::vector<job_outcome>& outcomes);
+
+  /// The same, with each finished job's queue, kind and attempt start (for
+  /// metrics), from the same statement.
+  std::vector<finished_job>
+  finish_detailed(const std::vector<job_outcome>& outcomes);
 
   /// Completes `id` inside the caller's transaction `tx`, fenced by
   /// `lease`: false (and nothing changes) when the lease is not current.

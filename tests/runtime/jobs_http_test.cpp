@@ -872,7 +872,8 @@ TEST_F(JobsNode, DcbctlJobsAndTheGaugesOfANode) {
     // The exporter closes the connection after each answer.
     client m{node.metrics_port()};
     text = m.get("/metrics").body;
-    if (sample(text, R"(dcb_jobs{queue="reports",state="available"})") == 1)
+    if (sample(text, R"(dcb_jobs{queue="reports",state="available"})") == 1
+        && sample(text, R"(dcb_jobs{queue="default",state="scheduled"})") == 1)
       break;
     std::this_thread::sleep_for(100ms);
   }

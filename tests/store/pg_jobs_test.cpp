@@ -219,6 +219,25 @@ TEST_F(PgJobsTest, FetchTakesDueJobsInPriorityOrderAndCompletes) {
             std::nullopt);
 }
 
+TEST_F(PgJobsTest, DetailedOutcomesNameTheJobsTheyFinished) {
+  jobs_->enqueue({make("k", "q1")});
+  auto got = jobs_->fetch(take(1, "q1"));
+  ASSERT_EQ(got.size(), 1u);
+  auto stale = outcome(got[0], job_outcome::kind::complete);
+  stale.lease += 1;
+  auto lost = jobs_->finish_detailed({stale});
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].state, std::nullopt);
+  EXPECT_EQ(lost[0].queue, "");
+  auto r
+    = jobs_->finish_detailed({outcome(got[0], job_outcome::kind::complete)});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].state, job_state::completed);
+  EXPECT_EQ(r[0].queue, "q1");
+  EXPECT_EQ(r[0].kind, "k");
+  EXPECT_EQ(r[0].attempted_at_us, got[0].attempted_at_us);
+}
+
 TEST_F(PgJobsTest, KindsFilterTheFetch) {
   jobs_->enqueue({make("a"), make("b"), make("c")});
   auto f = take(10);
