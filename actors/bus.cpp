@@ -143,6 +143,10 @@ struct bus_state {
   std::map<std::uint64_t, std::vector<sequenced_event>> pending;
   bool feeding = false;
   bool feed_again = false;
+  // Warming the cache: a read in flight, and the low end where a page
+  // brought nothing new.
+  bool warming = false;
+  std::uint64_t warm_stuck_at = max_position;
   steady::time_point last_poll{};
   // Subscribers.
   std::unordered_map<std::uint64_t, std::unique_ptr<subscriber>> subs;
@@ -370,7 +374,7 @@ void read_prev(bus_pointer self, subscriber& s) {
   auto id = s.id;
   self
     ->request(self->state.readers, self->state.cfg.read_timeout,
-              read_atom::value, s.q, o)
+              read_atom::value, s.q, o, snapshot_atom::value)
     .then(
       [self, id](read_result& r) {
         auto& st = self->state;
@@ -412,7 +416,9 @@ void read_page(bus_pointer self, subscriber& s) {
   o.limit = limit;
   auto id = s.id;
   ++st.stats.catch_up_reads;
-  self->request(st.readers, st.cfg.read_timeout, read_atom::value, s.q, o)
+  self
+    ->request(st.readers, st.cfg.read_timeout, read_atom::value, s.q, o,
+              snapshot_atom::value)
     .then(
       [self, id, limit](read_result& r) {
         auto& st = self->state;
@@ -515,6 +521,10 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
 void apply(bus_pointer self, std::vector<sequenced_event>&& events) {
   auto& st = self->state;
   auto old_head = st.head;
+  // What the cache lacks of what gets applied (the node's own commits are
+  // in it already).
+  std::vector<sequenced_event> for_cache;
+  auto cache_hi = st.cfg.cache ? st.cfg.cache->hi() : max_position;
   auto run = [&](std::vector<sequenced_event>& evs) {
     for (std::size_t i = 0; i < evs.size(); ++i) {
       auto pos = evs[i].position;
@@ -528,6 +538,8 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events) {
         st.pending.emplace(pos, std::move(rest));
         return;
       }
+      if (pos > cache_hi)
+        for_cache.push_back(evs[i]);
       fan_out(self, std::move(evs[i]));
       st.head = pos;
     }
@@ -539,6 +551,8 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events) {
     st.pending.erase(st.pending.begin());
     run(evs);
   }
+  if (!for_cache.empty())
+    st.cfg.cache->extend(for_cache, true);
   if (!st.pending.empty())
     request_feed(self);
   if (st.head != old_head) {
@@ -566,7 +580,7 @@ void request_feed(bus_pointer self) {
   auto page = st.cfg.feed_page;
   self
     ->request(st.readers, st.cfg.read_timeout, read_atom::value, query::all(),
-              o)
+              o, direct_atom::value)
     .then(
       [self, page](read_result& r) {
         auto& st = self->state;
@@ -584,6 +598,39 @@ void request_feed(bus_pointer self) {
         st.feeding = false;
         // The next poll tries again.
         std::cerr << "dcbd bus: reading past the head failed: "
+                  << message_of(err) << std::endl;
+      });
+}
+
+// Fills the cache below its low end from the database after a start, a
+// page at a time, until it is full or holds the whole log.
+void warm(bus_pointer self) {
+  auto& st = self->state;
+  auto& cache = st.cfg.cache;
+  if (!cache || st.warming || !cache->wants_older())
+    return;
+  auto lo = cache->lo();
+  if (lo == st.warm_stuck_at)
+    return;
+  st.warming = true;
+  read_options o;
+  o.from = lo;
+  o.backwards = true;
+  o.limit = st.cfg.feed_page;
+  self
+    ->request(st.readers, st.cfg.read_timeout, read_atom::value, query::all(),
+              o, direct_atom::value)
+    .then(
+      [self, lo](read_result& r) {
+        auto& st = self->state;
+        st.warming = false;
+        if (st.cfg.cache->prepend(r.events) == 0)
+          st.warm_stuck_at = lo; // full, or the cache moved: see the tick
+        warm(self);
+      },
+      [self](caf::error& err) {
+        self->state.warming = false;
+        std::cerr << "dcbd bus: warming the event cache failed (retrying): "
                   << message_of(err) << std::endl;
       });
 }
@@ -625,6 +672,8 @@ void on_tick(bus_pointer self) {
   auto& st = self->state;
   auto now = steady::now();
   ask_head(self);
+  if (st.ready)
+    warm(self);
   if (st.ready && now - st.last_poll >= st.cfg.poll) {
     st.last_poll = now;
     request_feed(self);

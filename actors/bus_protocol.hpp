@@ -36,6 +36,7 @@
 
 #include "actors/reader_protocol.hpp"
 #include "actors/store_protocol.hpp"
+#include "store/event_cache.hpp"
 #include "store/model.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -230,6 +231,10 @@ struct bus_config {
   dcbd::limits limits;
   /// Hooks; may be null.
   std::shared_ptr<bus_metrics> metrics;
+  /// The node's event cache, or null: the bus feeds it every event it
+  /// applies, in order (commits of other processes reach it this way), and
+  /// warms it from the database after a start.
+  std::shared_ptr<event_cache> cache;
 };
 
 /// Spawns the bus: it listens on `store`'s commits and reads through

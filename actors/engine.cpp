@@ -3,6 +3,7 @@
 #include "actors/engine.hpp"
 
 #include "actors/pool.hpp"
+#include "store/cached_store.hpp"
 #include "store/pg_listener.hpp"
 #include "store/pg_store.hpp"
 
@@ -81,6 +82,14 @@ struct engine::impl {
   caf::actor appender_pool;
   bus_actor bus;
   std::unique_ptr<pg_listener> listener;
+  // The event cache and the read index its linearizable reads share; null
+  // when the cache is off.
+  std::shared_ptr<event_cache> cache;
+  std::shared_ptr<read_index> index;
+  // The bus, once spawned, for the cache's readers to wake (they start
+  // before it).
+  std::shared_ptr<std::atomic<bool>> bus_ready
+    = std::make_shared<std::atomic<bool>>(false);
 
   impl(caf::actor_system& s, engine_config c) : sys(s), cfg(std::move(c)) {
     // nop
@@ -94,6 +103,23 @@ struct engine::impl {
     auto pc = cfg.store;
     pc.pool_size = n;
     return std::make_shared<pg_event_store>(std::move(pc));
+  }
+
+  // A store with `connections` connections, behind the cache when it is on.
+  std::shared_ptr<event_store> open_cached(std::size_t connections) {
+    auto backend = open(connections);
+    if (!cache)
+      return backend;
+    cached_store_config cc;
+    cc.wait = cfg.cache_wait;
+    // Wakes the bus when a read finds the cache behind the database (it
+    // then reads past its head at once instead of at its next poll).
+    cc.on_behind = [ready = bus_ready, this](std::uint64_t head) {
+      if (ready->load(std::memory_order_acquire))
+        caf::anon_send(bus, wake_atom::value, head);
+    };
+    return std::make_shared<cached_event_store>(std::move(backend), cache,
+                                                index, std::move(cc));
   }
 
   reader_actor readers() const {
@@ -110,16 +136,22 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   auto& d = *impl_;
   d.cfg.reader.limits = d.cfg.store.limits;
   d.gate = std::make_shared<store_gate>(d.cfg.group.max_queue);
+  if (d.cfg.cache_bytes > 0) {
+    d.cache = std::make_shared<event_cache>(d.cfg.cache_bytes);
+    // One connection of its own: the read index is one query at a time.
+    d.index = make_read_index(d.open(1));
+  }
   // The store actor writes with one connection; a second one lets it settle
-  // an in-doubt group while the first reconnects.
-  d.store = spawn_store(sys, d.open(2), d.cfg.group, d.cfg.metrics);
+  // an in-doubt group while the first reconnects. Behind the cache, it adds
+  // each group's events to it before it answers.
+  d.store = spawn_store(sys, d.open_cached(2), d.cfg.group, d.cfg.metrics);
   auto reader_cfg = d.cfg.reader;
   auto connections = d.cfg.reader_connections;
   d.reader_pool = spawn_pool(
     sys, "reader",
     [&sys, &d, connections, reader_cfg] {
       return caf::actor_cast<caf::actor>(
-        spawn_reader(sys, d.open(connections), reader_cfg));
+        spawn_reader(sys, d.open_cached(connections), reader_cfg));
     },
     d.cfg.readers);
   appender_config acfg;
@@ -141,7 +173,9 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   // The bus reads through the bounded `read`: its pages must fit.
   bcfg.feed_page = std::clamp<std::size_t>(bcfg.feed_page, 1,
                                            d.cfg.reader.max_read_events);
+  bcfg.cache = d.cache;
   d.bus = spawn_bus(sys, d.store, d.readers(), std::move(bcfg));
+  d.bus_ready->store(true, std::memory_order_release);
   if (d.cfg.listen && !d.cfg.store_factory) {
     auto bus = d.bus;
     d.listener
@@ -192,6 +226,14 @@ const engine_config& engine::config() const {
 
 bus_actor engine::bus() const {
   return impl_->bus;
+}
+
+std::shared_ptr<event_cache> engine::cache() const {
+  return impl_->cache;
+}
+
+read_index_stats engine::index_stats() const {
+  return impl_->index ? impl_->index->stats() : read_index_stats{};
 }
 
 int engine::listener_pid() const {

@@ -18,7 +18,9 @@
 #include "actors/reader_protocol.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/decision.hpp"
+#include "store/event_cache.hpp"
 #include "store/pg_store.hpp"
+#include "store/read_index.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
@@ -65,6 +67,13 @@ struct engine_config {
   /// Follow commits of other processes through LISTEN (PostgreSQL only; the
   /// bus polls besides).
   bool listen = true;
+  /// The event cache (store/event_cache.hpp): at most about this many bytes
+  /// of the most recent events in memory, serving reads, streams and
+  /// decision models; 0 turns it off.
+  std::size_t cache_bytes = std::size_t{256} << 20;
+  /// How long a read waits for the cache to reach its read index before it
+  /// reads from the database instead.
+  std::chrono::milliseconds cache_wait{50};
 };
 
 /// How a subscription is delivered.
@@ -150,6 +159,12 @@ public:
   /// The server process id of the bus's LISTEN connection (0 when there is
   /// none or it is down).
   int listener_pid() const;
+
+  /// The event cache, or null when it is off.
+  std::shared_ptr<event_cache> cache() const;
+
+  /// The read index's counters (all zero when the cache is off).
+  read_index_stats index_stats() const;
 
   // -- blocking calls --------------------------------------------------------
 

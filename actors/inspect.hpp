@@ -90,11 +90,13 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, read_options& x) {
   detail::optional_parts<std::uint64_t> from{x.from};
   detail::optional_parts<std::uint64_t> limit{x.limit};
+  detail::optional_parts<std::uint64_t> until{x.until};
   return f(caf::meta::type_name("dcbd::read_options"), from.present, from.value,
-           limit.present, limit.value, x.backwards,
+           limit.present, limit.value, x.backwards, until.present, until.value,
            caf::meta::load_callback([&]() -> caf::error {
              from.store(x.from);
              limit.store(x.limit);
+             until.store(x.until);
              return caf::none;
            }));
 }

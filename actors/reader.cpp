@@ -2,6 +2,7 @@
 // sinks that consume their streams under credit flow control.
 #include "actors/errors.hpp"
 #include "actors/reader_protocol.hpp"
+#include "store/cached_store.hpp"
 #include "store/validation.hpp"
 
 #include <caf/actor_system.hpp>
@@ -103,6 +104,30 @@ void pump(reader_pointer self, std::uint64_t serial) {
     self->send(self, pump_atom::value, serial);
 }
 
+// A read of at most `max_read_events` events, served as `consistency`
+// asks when the backend has an event cache (store/cached_store.hpp).
+caf::result<read_result> bounded_read(reader_state& st, const query& q,
+                                      const read_options& options,
+                                      read_consistency consistency) {
+  auto max = st.cfg.max_read_events;
+  auto bounded = options;
+  bool capped = !options.limit || *options.limit > max;
+  if (capped)
+    bounded.limit = max + 1;
+  try {
+    read_scope scope{cache_route::read, consistency};
+    auto result = st.backend->read(q, bounded);
+    if (capped && result.events.size() > max)
+      return caf::make_error(errc::invalid_argument,
+                             "the result has more than " + std::to_string(max)
+                               + " events; read with options.limit <= "
+                               + std::to_string(max) + " or stream it");
+    return result;
+  } catch (...) {
+    return error_from_current_exception();
+  }
+}
+
 reader_actor::behavior_type reader_impl(reader_pointer self,
                                         std::shared_ptr<event_store> backend,
                                         reader_config cfg) {
@@ -132,24 +157,16 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
   return {
     [self](read_atom, const query& q,
            const read_options& options) -> caf::result<read_result> {
-      auto& st = self->state;
-      auto max = st.cfg.max_read_events;
-      auto bounded = options;
-      bool capped = !options.limit || *options.limit > max;
-      if (capped)
-        bounded.limit = max + 1;
-      try {
-        auto result = st.backend->read(q, bounded);
-        if (capped && result.events.size() > max)
-          return caf::make_error(errc::invalid_argument,
-                                 "the result has more than "
-                                   + std::to_string(max)
-                                   + " events; read with options.limit <= "
-                                   + std::to_string(max) + " or stream it");
-        return result;
-      } catch (...) {
-        return error_from_current_exception();
-      }
+      return bounded_read(self->state, q, options,
+                          read_consistency::linearizable);
+    },
+    [self](read_atom, const query& q, const read_options& options,
+           snapshot_atom) -> caf::result<read_result> {
+      return bounded_read(self->state, q, options, read_consistency::snapshot);
+    },
+    [self](read_atom, const query& q, const read_options& options,
+           direct_atom) -> caf::result<read_result> {
+      return bounded_read(self->state, q, options, read_consistency::database);
     },
     [self](stream_atom, stream_request& req, const caf::actor& sink) {
       if (!sink)
@@ -176,6 +193,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       if (st.monitored.insert(sink.address()).second)
         self->monitor(sink);
       try {
+        read_scope scope{cache_route::stream};
         slot.stream = st.backend->stream(req.q, req.options, req.chunking);
       } catch (...) {
         auto err = error_from_current_exception();
@@ -217,6 +235,7 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       try {
         auto projectors = *model.projectors;
         validate(projectors, st.cfg.limits);
+        read_scope scope{cache_route::project};
         return project(*st.backend, projectors, st.cfg.project_chunking);
       } catch (...) {
         return error_from_current_exception();

@@ -12,6 +12,12 @@
 //       chunks. (cancel_atom, stream id) from the sink ends a stream early:
 //       no chunk follows, and its stream_end says "cancelled by the sink"
 //       (code none; `events` counts the chunks sent before).
+//   (read_atom, query, read_options, snapshot_atom) -> read_result | ...
+//       a consistent prefix of the log that may be behind the database
+//       (served from the event cache at its own head without a read index;
+//       for subscription catch-up)
+//   (read_atom, query, read_options, direct_atom)   -> read_result | ...
+//       from the database only (the bus reading past the cache it feeds)
 //   (project_atom, decision_model)       -> projection | error(errc)
 //   (head_atom)                          -> uint64_t
 #pragma once
@@ -57,6 +63,8 @@ using credit_atom = caf::atom_constant<caf::atom("dcbCredit")>;
 using cancel_atom = caf::atom_constant<caf::atom("dcbCancel")>;
 using project_atom = caf::atom_constant<caf::atom("dcbProject")>;
 using pump_atom = caf::atom_constant<caf::atom("dcbPump")>;
+using snapshot_atom = caf::atom_constant<caf::atom("dcbSnap")>;
+using direct_atom = caf::atom_constant<caf::atom("dcbDirect")>;
 
 /// Opens a stream of the events matching `q`.
 struct stream_request {
@@ -142,6 +150,10 @@ using stream_sink_actor
 
 using reader_actor = caf::typed_actor<
   caf::replies_to<read_atom, query, read_options>::with<read_result>,
+  caf::replies_to<read_atom, query, read_options,
+                  snapshot_atom>::with<read_result>,
+  caf::replies_to<read_atom, query, read_options,
+                  direct_atom>::with<read_result>,
   caf::reacts_to<stream_atom, stream_request, caf::actor>,
   caf::reacts_to<credit_atom, std::uint64_t, std::uint32_t>,
   caf::reacts_to<cancel_atom, std::uint64_t>,

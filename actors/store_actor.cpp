@@ -132,9 +132,14 @@ void commit(store_pointer self) {
       if (!st.listeners.empty()) {
         auto pos = ack.first_position;
         // Validation made the events their stored form already.
+        // The database's commit time when the store reports it (reads
+        // return that one), else the actor's clock.
+        auto at = r.recorded_at != std::chrono::system_clock::time_point{}
+                    ? r.recorded_at
+                    : committed_at;
         for (auto& e : std::move(group[i]).take_events()) {
           announcement.events.push_back(
-            sequenced_event{pos++, committed_at, std::move(e)});
+            sequenced_event{pos++, at, std::move(e)});
         }
       }
       p.promise.deliver(ack);

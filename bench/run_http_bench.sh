@@ -8,7 +8,8 @@
 #
 # env: DCBD_TEST_PG_DSN (set by ./dev), SECONDS_PER_RUN (default 10),
 #      CONNECTIONS (default 100), WRK_THREADS (default 2),
-#      BASELINE_SECONDS (default 10), DCBD_NODE (the dcbd binary; default:
+#      BASELINE_SECONDS (default 10), READ_CONNECTIONS (default "16 100"),
+#      DCBD_NODE (the dcbd binary; default:
 #      this build's, set it to another build's to compare before and after)
 set -euo pipefail
 
@@ -21,6 +22,7 @@ DURATION="${SECONDS_PER_RUN:-10}"
 CONNECTIONS="${CONNECTIONS:-100}"
 WRK_THREADS="${WRK_THREADS:-2}"
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
+READ_CONNECTIONS="${READ_CONNECTIONS:-16 100}"
 SCHEMA=bench_http
 
 # shellcheck source=bench/lib.sh
@@ -106,11 +108,29 @@ run() {
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
     -s bench/http_append.lua "$url" | tee "$TMP/append.txt"
   echo
-  echo "## GET /read, 34 events"
   local q
   q="$(python3 -c 'import json, urllib.parse; print(urllib.parse.quote(json.dumps({"items":[{"types":["Read"],"tags":["read:34"]}]})))')"
-  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-    -s bench/http_read.lua "$url/read?query=$q" | tee "$TMP/read.txt"
+  local c
+  for c in $READ_CONNECTIONS; do
+    echo "## GET /read, 34 events, $c connections"
+    wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency \
+      -s bench/http_read.lua "$url/read?query=$q" | tee "$TMP/read-$c.txt"
+    echo
+  done
+  cp "$TMP/read-${READ_CONNECTIONS##* }.txt" "$TMP/read.txt"
+  # The very SELECT the node's store sends for that read (store/pg_read),
+  # through pgbench with 16 clients: what PostgreSQL itself does.
+  echo "## pgbench: the same SELECT, 16 clients, ${DURATION} s"
+  cat >"$TMP/read.sql" <<SQL
+SELECT h.position, e.position, e.type, e.tags, e.data, e.metadata, e.us FROM $SCHEMA.head h LEFT JOIN LATERAL (SELECT x.position, x.type, x.tags, x.data, x.metadata, (extract(epoch FROM x.recorded_at) * 1000000)::bigint AS us FROM $SCHEMA.events x WHERE x.position >= 1::bigint AND x.position <= 9223372036854775807::bigint AND ((x.type = ANY ('{Read}'::text[]) AND x.tags @> '{read:34}'::text[])) ORDER BY x.position LIMIT 10001::bigint) e ON true ORDER BY e.position;
+SQL
+  pgbench -n -M prepared -c 16 -j 2 -T "$DURATION" -f "$TMP/read.sql" \
+    "$DCBD_TEST_PG_DSN" 2>&1 | grep -E '^(tps|latency average|number of failed)' \
+    | tee "$TMP/read-pgbench.txt"
+  echo
+  echo "## event cache after the reads"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" \
+    | grep -E '^dcb_(cache_reads_total|cache_bytes|cache_events|cache_waits_total|read_index_(rounds|reads)_total|read_index_max_batch)' || true
   local returned
   returned="$(curl -s "$url/read?query=$q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
   echo "# one GET /read returns $returned events"
@@ -129,7 +149,15 @@ run() {
   echo
   echo "## summary"
   echo "append $(wrk_summary "$TMP/append.txt") $(grep -o 'errors=[0-9]* conflicts=[0-9]*' "$TMP/append.txt")"
-  echo "read   $(wrk_summary "$TMP/read.txt") $(grep -o 'errors=[0-9]*' "$TMP/read.txt") events_per_read=$returned"
+  local sel
+  sel="$(awk '/^tps/ {print $3}' "$TMP/read-pgbench.txt")"
+  for c in $READ_CONNECTIONS; do
+    echo "read c$c $(wrk_summary "$TMP/read-$c.txt") $(grep -o 'errors=[0-9]*' "$TMP/read-$c.txt") events_per_read=$returned"
+    awk -v c="$c" -v r="$(awk '/^Requests\/sec:/ {print $2}' "$TMP/read-$c.txt")" -v b="$sel" 'BEGIN {
+      printf "target: read c%s %.0f/s >= 2 x pgbench SELECT c16 %.0f tps = %.0f: %s (ratio %.2f)\n",
+        c, r, b, 2 * b, (r >= 2 * b) ? "ok" : "MISSED", r / b
+    }'
+  done
   local rps c16 phase
   rps="$(awk '/^Requests\/sec:/ {print $2}' "$TMP/append.txt")"
   for phase in before after; do

@@ -187,6 +187,58 @@ node_metrics::node_metrics()
                      .Name("dcb_http_request_duration_seconds")
                      .Help("HTTP request latency by route")
                      .Register(r);
+  cache_bytes_ = &BuildGauge()
+                    .Name("dcb_cache_bytes")
+                    .Help("Estimated memory of the event cache")
+                    .Register(r)
+                    .Add({});
+  cache_events_ = &BuildGauge()
+                     .Name("dcb_cache_events")
+                     .Help("Events in the event cache")
+                     .Register(r)
+                     .Add({});
+  cache_lo_ = &BuildGauge()
+                 .Name("dcb_cache_lo")
+                 .Help("The cache holds the events after this position")
+                 .Register(r)
+                 .Add({});
+  cache_hi_ = &BuildGauge()
+                 .Name("dcb_cache_hi")
+                 .Help("The cache holds the events up to this position")
+                 .Register(r)
+                 .Add({});
+  cache_reads_ = &BuildCounter()
+                    .Name("dcb_cache_reads_total")
+                    .Help("Reads by route (read, stream, project) and result "
+                          "(hit: from memory, partial: the part below the "
+                          "cache from the database, miss: from the database)")
+                    .Register(r);
+  cache_evicted_ = &BuildCounter()
+                      .Name("dcb_cache_evicted_total")
+                      .Help("Events dropped from the cache's low end")
+                      .Register(r)
+                      .Add({});
+  cache_waits_ = &BuildCounter()
+                    .Name("dcb_cache_waits_total")
+                    .Help("Reads that waited for the cache to reach their read "
+                          "index, by result (reached, timeout)")
+                    .Register(r);
+  index_rounds_ = &BuildCounter()
+                     .Name("dcb_read_index_rounds_total")
+                     .Help("Head queries of the read index")
+                     .Register(r)
+                     .Add({});
+  index_reads_ = &BuildCounter()
+                    .Name("dcb_read_index_reads_total")
+                    .Help("Reads the read index served (divided by rounds: the "
+                          "batch size)")
+                    .Register(r)
+                    .Add({});
+  index_max_batch_ = &BuildGauge()
+                        .Name("dcb_read_index_max_batch")
+                        .Help("The most reads one head query served")
+                        .Register(r)
+                        .Add({});
   reconnects_ = &BuildCounter()
                    .Name("dcb_store_reconnects_total")
                    .Help("Store connections reopened")
@@ -341,6 +393,37 @@ void node_metrics::store_state(const store_stats& stats,
   }
   mailbox_->Set(static_cast<double>(stats.mailbox));
   queue_->Set(static_cast<double>(gate_depth));
+}
+
+void node_metrics::cache_state(const cache_snapshot& cache,
+                               const read_index_stats& index) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  // Counters only grow: add what is new since the last copy.
+  auto raise = [this](prometheus::Counter& c, std::uint64_t total) {
+    auto& seen = cache_seen_[&c];
+    auto now = static_cast<double>(total);
+    if (now > seen) {
+      c.Increment(now - seen);
+      seen = now;
+    }
+  };
+  cache_bytes_->Set(static_cast<double>(cache.bytes));
+  cache_events_->Set(static_cast<double>(cache.events));
+  cache_lo_->Set(static_cast<double>(cache.lo));
+  cache_hi_->Set(static_cast<double>(cache.hi));
+  for (auto r : {cache_route::read, cache_route::stream, cache_route::project})
+    for (auto o :
+         {cache_outcome::hit, cache_outcome::partial, cache_outcome::miss})
+      raise(
+        cache_reads_->Add({{"route", to_string(r)}, {"result", to_string(o)}}),
+        cache.served[static_cast<int>(r)][static_cast<int>(o)]);
+  raise(*cache_evicted_, cache.evicted);
+  raise(cache_waits_->Add({{"result", "reached"}}),
+        cache.waits - cache.wait_timeouts);
+  raise(cache_waits_->Add({{"result", "timeout"}}), cache.wait_timeouts);
+  raise(*index_rounds_, index.rounds);
+  raise(*index_reads_, index.reads);
+  index_max_batch_->Set(static_cast<double>(index.max_batch));
 }
 
 void node_metrics::projectors(const std::vector<projector_status>& statuses) {

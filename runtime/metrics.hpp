@@ -7,6 +7,8 @@
 #include "actors/projector.hpp"
 #include "actors/store_protocol.hpp"
 #include "store/error.hpp"
+#include "store/event_cache.hpp"
+#include "store/read_index.hpp"
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -65,6 +67,10 @@ public:
   /// that are gone drop to 0.
   void jobs(const std::vector<queue_counts>& counts);
 
+  /// Copies the event cache's state and counters and the read index's
+  /// (`dcb_cache_*`, `dcb_read_index_*`).
+  void cache_state(const cache_snapshot& cache, const read_index_stats& index);
+
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
     return *open_streams_;
@@ -106,8 +112,20 @@ private:
   prometheus::Histogram* job_wait_;
   prometheus::Histogram* job_duration_;
   prometheus::Counter* jobs_rescued_;
+  prometheus::Gauge* cache_bytes_;
+  prometheus::Gauge* cache_events_;
+  prometheus::Gauge* cache_lo_;
+  prometheus::Gauge* cache_hi_;
+  prometheus::Family<prometheus::Counter>* cache_reads_;
+  prometheus::Counter* cache_evicted_;
+  prometheus::Family<prometheus::Counter>* cache_waits_;
+  prometheus::Counter* index_rounds_;
+  prometheus::Counter* index_reads_;
+  prometheus::Gauge* index_max_batch_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;
+  // What `cache_state` has added to each counter so far.
+  std::map<prometheus::Counter*, double> cache_seen_;
   std::map<std::string, double> restarts_seen_;
   // Queues `jobs` has exported, so that a queue that empties reads 0.
   std::set<std::string> job_queues_;

@@ -56,6 +56,9 @@ struct node_config : caf::actor_system_config {
   std::size_t subscribe_heartbeat_ms = 15'000;
   std::size_t bus_poll_ms = 500;
   std::size_t bus_queue_events = 2048;
+  std::size_t bus_recent_bytes = std::size_t{64} << 20;
+  std::size_t cache_bytes = std::size_t{256} << 20;
+  std::size_t cache_wait_ms = 50;
   std::size_t jobs_poll_ms = 1000;
   std::size_t jobs_lease_ms = 5000;
   std::size_t jobs_shutdown_grace_ms = 10'000;
@@ -96,6 +99,14 @@ struct node_config : caf::actor_system_config {
            "NOTIFY")
       .add(bus_queue_events, "bus-queue-events",
            "events queued per subscriber before it falls back to reads")
+      .add(bus_recent_bytes, "bus-recent-bytes",
+           "payload bytes of recent events the bus keeps for subscribers "
+           "that catch up")
+      .add(cache_bytes, "cache-bytes",
+           "memory for the most recent events, which serve reads (0: off)")
+      .add(cache_wait_ms, "cache-wait-ms",
+           "how long a read waits for the cache to catch up with the "
+           "database before it reads the database")
       .add(jobs_poll_ms, "jobs-poll-ms",
            "how often the job dispatcher looks for due jobs besides NOTIFY")
       .add(jobs_lease_ms, "jobs-lease-ms",
@@ -344,6 +355,9 @@ int run_node(int argc, char** argv, node_options options) {
   ec.bus.poll
     = std::chrono::milliseconds(std::max<std::size_t>(cfg.bus_poll_ms, 10));
   ec.bus.queue_events = cfg.bus_queue_events;
+  ec.bus.recent_bytes = cfg.bus_recent_bytes;
+  ec.cache_bytes = cfg.cache_bytes;
+  ec.cache_wait = std::chrono::milliseconds(cfg.cache_wait_ms);
 
   std::cout << "dcbd: node " << name << ", schema " << ec.store.schema
             << ", readers " << ec.readers << " x " << ec.reader_connections
@@ -448,6 +462,8 @@ int run_node(int argc, char** argv, node_options options) {
     while (running) {
       if (auto st = eng->stats())
         metrics->store_state(*st, eng->gate()->depth());
+      if (auto cache = eng->cache())
+        metrics->cache_state(cache->snapshot(), eng->index_stats());
       metrics->projectors(projectors->snapshot());
       if (!counting->exchange(true))
         jobs->counts(

@@ -8,8 +8,10 @@ position_range range_of(const read_options& options) noexcept {
   position_range r;
   if (options.backwards)
     r.hi = options.from.value_or(r.hi);
-  else
+  else {
     r.lo = std::max<std::uint64_t>(options.from.value_or(1), 1);
+    r.hi = options.until.value_or(r.hi);
+  }
   return r;
 }
 

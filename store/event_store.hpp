@@ -5,6 +5,7 @@
 #include "store/model.hpp"
 #include "store/validation.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -22,6 +23,10 @@ struct append_result {
   std::uint64_t last_position = 0;
   /// Human-readable reason when the append failed.
   std::string message;
+  /// The events' `recorded_at` when the append succeeded, as reads return
+  /// it; the epoch when the store could not tell (a group whose commit was
+  /// confirmed only after its connection broke).
+  std::chrono::system_clock::time_point recorded_at{};
 
   bool ok() const noexcept {
     return code == errc::none;
@@ -53,8 +58,9 @@ struct stream_options {
 };
 
 /// The inclusive range of positions [lo, hi] a read covers, before the
-/// store caps it at its snapshot head: forward from `from` (at least 1), or
-/// backwards from `from` (or from the head) down to 1.
+/// store caps it at its snapshot head: forward from `from` (at least 1) up
+/// to `until` (or the head), or backwards from `from` (or from the head)
+/// down to 1.
 struct position_range {
   std::uint64_t lo = 1;
   std::uint64_t hi = std::numeric_limits<std::uint64_t>::max();

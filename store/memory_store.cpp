@@ -106,6 +106,7 @@ std::vector<append_result> memory_event_store::append_validated(
     for (const auto& e : req.events())
       log_.push_back(sequenced_event{log_.size() + 1, now, e});
     res.last_position = log_.size();
+    res.recorded_at = now;
   }
   return results;
 }

@@ -71,6 +71,10 @@ struct read_options {
   std::optional<std::uint64_t> limit;
   /// Newest first.
   bool backwards = false;
+  /// Forward reads: the inclusive maximum position (absent: the snapshot
+  /// head). Ignored when backwards. The cache reads the part of a range
+  /// below its low end with it.
+  std::optional<std::uint64_t> until{};
 };
 
 /// The append fails iff some event with position > `after` matches the

@@ -27,6 +27,11 @@ namespace {
 // PostgreSQL's 1 GB value limit by splitting very large groups.
 constexpr std::size_t max_group_payload = std::size_t{256} << 20;
 
+// The events' recorded_at (the transaction's start, the column's default)
+// in microseconds, as reads return it: every statement of a group returns
+// it last, so the cache holds exactly what a read would.
+const std::string commit_time = "(extract(epoch FROM now()) * 1000000)::bigint";
+
 // A group without conditions needs no check, so it is one plain statement
 // instead of a function call: the UPDATE takes the head lock (waiting for
 // the current holder and then reading its committed head) and reserves the
@@ -60,7 +65,8 @@ std::string unconditional_sql(const std::string& schema) {
          + ".append_outcomes WHERE $1::bigint % 1024 = 0 AND token < "
            "$1::bigint - (600000000::bigint << 12)) "
            "SELECT res.results, pg_notify($13::text, (h.base + "
-           "cardinality($3::text[]))::text) FROM res, h";
+           "cardinality($3::text[]))::text), "
+         + commit_time + " FROM res, h";
 }
 
 // The jobs of a group, as CTEs to add to its statement: `jobs` inserts
@@ -131,8 +137,8 @@ std::string group_jobs_sql(const std::string& schema) {
          + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
            "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
            "$26) AS res), "
-         + jobs_ctes(s, 27, "r", "r.res[j.req] > 0", true)
-         + "SELECT r.res FROM r, job_notify";
+         + jobs_ctes(s, 27, "r", "r.res[j.req] > 0", true) + "SELECT r.res, "
+         + commit_time + " FROM r, job_notify";
 }
 
 // A group's outcome token: microseconds since 2024 in the high bits (so
@@ -227,7 +233,8 @@ pg_event_store::pg_event_store(pg_config cfg)
   sql_.append_group = "SELECT " + s
                       + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
                         "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-                        "$20, $21, $22, $23, $24, $25, $26)";
+                        "$20, $21, $22, $23, $24, $25, $26), "
+                      + commit_time;
   sql_.append_unconditional_jobs = unconditional_jobs_sql(cfg_.schema);
   sql_.append_group_jobs = group_jobs_sql(cfg_.schema);
   sql_.head = "SELECT position FROM " + s + ".head";
@@ -279,11 +286,23 @@ struct group_statements {
 // `run_group` for a group with jobs: the statements that also insert them.
 // Kept apart so that groups without jobs run the statements they always
 // ran.
-std::vector<std::int64_t>
-run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
-                    const group_statements& sql, const pg::group_arrays& a,
-                    std::int64_t token, const pqxx::binarystring& data,
-                    const pqxx::binarystring& meta) {
+// What a group's statement returns: the last position per request (0: the
+// condition failed) and the commit time in microseconds.
+struct group_reply {
+  std::vector<std::int64_t> last;
+  std::int64_t at_us = 0;
+};
+
+group_reply reply_of(const pqxx::row& row) {
+  return {pg::parse_int_array(row[0].c_str()),
+          row[row.size() - 1].as<std::int64_t>()};
+}
+
+group_reply run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
+                                const group_statements& sql,
+                                const pg::group_arrays& a, std::int64_t token,
+                                const pqxx::binarystring& data,
+                                const pqxx::binarystring& meta) {
   if (!a.conditional) {
     auto row = tx.exec_prepared1(
       l.statement("append_unconditional_jobs", sql.unconditional_jobs), token,
@@ -293,7 +312,7 @@ run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
       sql.channel, a.job_queue.str(), a.job_kind.str(), a.job_args.str(),
       a.job_priority.str(), a.job_run_at.str(), a.job_delay.str(),
       a.job_max_attempts.str(), a.job_unique_key.str(), sql.job_channel);
-    return pg::parse_int_array(row[0].c_str());
+    return reply_of(row);
   }
   const auto& stmt = l.statement("append_group_jobs", sql.conditional_jobs);
   auto row = tx.exec_prepared1(
@@ -307,13 +326,12 @@ run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
     a.job_args.str(), a.job_priority.str(), a.job_run_at.str(),
     a.job_delay.str(), a.job_max_attempts.str(), a.job_unique_key.str(),
     a.job_req.str(), sql.job_channel);
-  return pg::parse_int_array(row[0].c_str());
+  return reply_of(row);
 }
 
-std::vector<std::int64_t>
-run_group(pg_pool::lease& l, const group_statements& sql,
-          const pg::group_arrays& a, std::int64_t token, int& backend,
-          bool& sent) {
+group_reply run_group(pg_pool::lease& l, const group_statements& sql,
+                      const pg::group_arrays& a, std::int64_t token,
+                      int& backend, bool& sent) {
   backend = l.conn().backendpid();
   pqxx::nontransaction tx{l.conn()};
   pqxx::binarystring data{a.data.data(), a.data.size()};
@@ -328,7 +346,7 @@ run_group(pg_pool::lease& l, const group_statements& sql,
       a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
       a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta,
       sql.channel);
-    return pg::parse_int_array(row[0].c_str());
+    return reply_of(row);
   }
   const auto& stmt = l.statement("append_group", sql.conditional);
   auto row = tx.exec_prepared1(
@@ -339,7 +357,7 @@ run_group(pg_pool::lease& l, const group_statements& sql,
     a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
     a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(), a.dep_req.str(),
     a.dep_on.str(), a.dep_off.str());
-  return pg::parse_int_array(row[0].c_str());
+  return reply_of(row);
 }
 
 } // namespace
@@ -357,9 +375,10 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
   std::int64_t token = 0;
   int backend = 0;
   bool sent = false;
-  std::vector<std::int64_t> last;
+  group_reply reply;
+  auto& last = reply.last;
   try {
-    last = pool_->with_connection([&](pg_pool::lease& l) {
+    reply = pool_->with_connection([&](pg_pool::lease& l) {
       for (int attempt = 1;; ++attempt) {
         token = group_token();
         try {
@@ -395,6 +414,9 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
     auto& res = results[part[k]];
     if (last[k] > 0) {
       res.last_position = static_cast<std::uint64_t>(last[k]);
+      if (reply.at_us != 0)
+        res.recorded_at = std::chrono::system_clock::time_point{
+          std::chrono::microseconds{reply.at_us}};
     } else {
       const auto& cond = group[part[k]].condition();
       res.code = errc::append_condition_failed;

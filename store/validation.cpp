@@ -196,6 +196,9 @@ void validate(const read_options& options, std::string_view field) {
   if (options.from && *options.from > max_position)
     reject(std::string{field} + ".from",
            "exceeds the largest position " + std::to_string(max_position));
+  if (options.until && *options.until > max_position)
+    reject(std::string{field} + ".until",
+           "exceeds the largest position " + std::to_string(max_position));
 }
 
 std::string storable_text(std::string_view s, std::size_t max_bytes) {

@@ -263,8 +263,9 @@ TEST_F(Node, ReadOf200000EventsStaysWithinAMemoryBound) {
     }
   }
   auto http_port = free_port();
+  auto metrics_port = free_port();
   auto log = "/tmp/dcbd-rss-" + std::to_string(::getpid()) + ".log";
-  pid_t pid = spawn_node(schema_, http_port, free_port(), log);
+  pid_t pid = spawn_node(schema_, http_port, metrics_port, log);
   ASSERT_GE(pid, 0);
   struct reaper {
     pid_t pid;
@@ -282,6 +283,20 @@ TEST_F(Node, ReadOf200000EventsStaysWithinAMemoryBound) {
   auto warm = c.get(read_target("/read", json{{"items", json::array()}},
                                 json{{"limit", 5000}}));
   ASSERT_EQ(warm.status, 200u) << warm.body.substr(0, 200);
+  // The event cache loads the log after the start (about 70 MiB here):
+  // measure the read once it holds all of it (dcb_cache_lo 0, copied to
+  // the metrics once a second), so the growth is the read's.
+  auto cache_lo = [&] {
+    client m{metrics_port};
+    auto body = m.get("/metrics").body;
+    auto at = body.find("\ndcb_cache_lo ");
+    return at == std::string::npos ? -1.0 : std::stod(body.substr(at + 14));
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (cache_lo() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(cache_lo(), 0) << "the cache did not load the log";
+  std::this_thread::sleep_for(1s);
   auto before = rss_of(pid);
   ASSERT_GT(before, 0u);
   std::atomic<bool> reading{true};

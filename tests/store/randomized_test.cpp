@@ -4,6 +4,7 @@
 //
 // Replay a failure with DCBD_SEED=<seed printed in the failure>; change the
 // number of operations with DCBD_OPS.
+#include "store/cached_store.hpp"
 #include "store/error.hpp"
 #include "store/event_store.hpp"
 #include "store/memory_store.hpp"
@@ -363,13 +364,22 @@ enum class pg_path {
 
 class RandomizedTest : public dcbd::test::PgSchemaTest {
 protected:
-  void run(pg_path path) {
+  // `cache_bytes`: read the PostgreSQL store through an event cache of
+  // that size (store/cached_store.hpp); 0: directly.
+  void run(pg_path path, std::size_t cache_bytes = 0) {
     auto seed = pick_seed();
     auto ops = env_or("DCBD_OPS", 1500);
     SCOPED_TRACE("DCBD_SEED=" + std::to_string(seed));
     std::cout << "[ SEED     ] DCBD_SEED=" << seed << std::endl;
     RecordProperty("seed", std::to_string(seed));
-    pg_ = open_store(2);
+    if (cache_bytes == 0) {
+      pg_ = open_store(2);
+    } else {
+      std::shared_ptr<dcbd::event_store> backend = open_store(2);
+      cache_ = std::make_shared<dcbd::event_cache>(cache_bytes);
+      pg_ = std::make_unique<dcbd::cached_event_store>(
+        backend, cache_, dcbd::make_read_index(backend));
+    }
     path_ = path;
     generator gen{seed};
     for (std::uint64_t i = 0; i < ops && !HasFailure(); ++i)
@@ -385,6 +395,15 @@ protected:
     EXPECT_GT(stats_.invalid, 5u);
     EXPECT_GT(stats_.nonempty_reads, 50u);
     EXPECT_GT(mem_.head(), 500u);
+    if (cache_) {
+      // The cache served reads, and a tiny one also had to evict.
+      auto snap = cache_->snapshot();
+      auto hits = snap.served[0][0] + snap.served[1][0];
+      EXPECT_GT(hits, 50u);
+      if (snap.max_bytes < 100'000) {
+        EXPECT_GT(snap.evicted, 100u);
+      }
+    }
   }
 
 private:
@@ -545,7 +564,8 @@ private:
   }
 
   dcbd::memory_event_store mem_;
-  std::unique_ptr<dcbd::pg_event_store> pg_;
+  std::unique_ptr<dcbd::event_store> pg_;
+  std::shared_ptr<dcbd::event_cache> cache_;
   pg_path path_ = pg_path::as_called;
   counters stats_;
 };
@@ -556,6 +576,16 @@ TEST_F(RandomizedTest, BothStoresGiveIdenticalResults) {
 
 TEST_F(RandomizedTest, SingleRequestGroupsAgreeWithAppendAndGroups) {
   run(pg_path::single_groups);
+}
+
+TEST_F(RandomizedTest, ThroughTheEventCacheResultsAreIdentical) {
+  run(pg_path::as_called, std::size_t{256} << 20);
+}
+
+// A cache of a few events: most reads straddle its low end, and streams see
+// it evict under them.
+TEST_F(RandomizedTest, ThroughATinyEventCacheResultsAreIdentical) {
+  run(pg_path::single_groups, 2048);
 }
 
 } // namespace

@@ -1,6 +1,7 @@
 // Test support: a real PostgreSQL schema per test.
 #pragma once
 
+#include "store/cached_store.hpp"
 #include "store/memory_store.hpp"
 #include "store/pg_store.hpp"
 
@@ -65,6 +66,26 @@ struct pg_store_factory {
   }
 };
 
+/// The PostgreSQL store behind a node's event cache (store/cached_store):
+/// `Bytes` large enough for every test's log, or tiny, so reads straddle
+/// the cache's low end and streams outlive evictions.
+template <std::size_t Bytes>
+struct pg_cached_factory {
+  static constexpr const char* name = Bytes >= 1'000'000 ? "pg_cached"
+                                                         : "pg_tiny_cache";
+  std::string schema;
+  std::unique_ptr<event_store> make() {
+    schema = unique_schema();
+    auto backend = std::make_shared<pg_event_store>(test_config(schema));
+    return std::make_unique<cached_event_store>(
+      backend, std::make_shared<event_cache>(Bytes), make_read_index(backend));
+  }
+  void cleanup() {
+    if (!schema.empty())
+      drop_schema(schema);
+  }
+};
+
 /// Typed-test fixture: `store_` is a fresh, empty store of the parameter's
 /// kind for every test.
 template <class Factory>
@@ -82,9 +103,12 @@ protected:
   std::unique_ptr<event_store> store_;
 };
 
-using store_kinds = ::testing::Types<memory_store_factory, pg_store_factory>;
+using store_kinds = ::testing::Types<memory_store_factory, pg_store_factory,
+                                     pg_cached_factory<std::size_t{256} << 20>,
+                                     pg_cached_factory<2048>>;
 
-/// Names typed-test instances "memory" and "pg".
+/// Names typed-test instances "memory", "pg", "pg_cached" and
+/// "pg_tiny_cache".
 struct store_kind_names {
   template <class T>
   static std::string GetName(int) {

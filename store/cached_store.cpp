@@ -1,0 +1,310 @@
+#include "store/cached_store.hpp"
+
+#include "store/read_cursor.hpp"
+#include "store/validation.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+namespace dcbd {
+
+namespace {
+
+thread_local const read_scope* current_scope = nullptr;
+
+constexpr auto no_limit = std::numeric_limits<std::uint64_t>::max();
+
+} // namespace
+
+// -- read_scope ---------------------------------------------------------------
+
+read_scope::read_scope(cache_route r, read_consistency c) noexcept
+  : saved_(current_scope)
+  , route_(r)
+  , consistency_(c) {
+  current_scope = this;
+}
+
+read_scope::~read_scope() {
+  current_scope = saved_;
+}
+
+const read_scope* read_scope::current() noexcept {
+  return current_scope;
+}
+
+// -- the stream ---------------------------------------------------------------
+
+// Walks the read's range in its direction: the part in the cache from
+// memory, the part below the cache's low end through a backend stream. The
+// cursor is capped at the cache's head when the stream opened, so every
+// chunk comes from that one snapshot.
+class cached_event_store::stream_impl final : public event_stream {
+public:
+  stream_impl(cached_event_store& store, query original, query normalized,
+              const read_options& options, const stream_options& chunking,
+              std::uint64_t head, cache_route route)
+    : store_(store)
+    , original_(std::move(original))
+    , query_(std::move(normalized))
+    , cursor_(options)
+    , chunking_(chunking)
+    , head_(head)
+    , route_(route) {
+    chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
+    cursor_.cap(head_);
+  }
+
+  ~stream_impl() override {
+    auto outcome = !used_backend_ ? cache_outcome::hit
+                   : used_cache_  ? cache_outcome::partial
+                                  : cache_outcome::miss;
+    store_.cache_->record(route_, outcome);
+  }
+
+  // Fills a chunk as the stores do (up to `chunk_events` events and about
+  // `chunk_bytes` bytes), from memory and from the backend as the range
+  // requires, so chunks do not depend on where the cache begins.
+  bool next(std::vector<sequenced_event>& chunk) override {
+    chunk.clear();
+    std::size_t bytes = 0;
+    std::vector<sequenced_event> piece;
+    while (!cursor_.done() && chunk.size() < chunking_.chunk_events
+           && (chunk.empty() || bytes < chunking_.chunk_bytes)) {
+      piece.clear();
+      auto room = std::min<std::uint64_t>(
+        cursor_.remaining(), chunking_.chunk_events - chunk.size());
+      auto room_bytes = chunk.empty() ? chunking_.chunk_bytes
+                                      : chunking_.chunk_bytes - bytes;
+      std::uint64_t next = 0, snapshot = 0;
+      if (store_.cache_->collect(query_, cursor_.lo(), cursor_.hi(),
+                                 cursor_.backwards(), room, room_bytes, piece,
+                                 next, snapshot)) {
+        if (!fits(chunk, piece, room_bytes))
+          break;
+        used_cache_ = true;
+        // Past everything scanned: `next` is the next position to look at.
+        if (cursor_.backwards())
+          cursor_.passed(next + 1, piece.size());
+        else
+          cursor_.passed(next - 1, piece.size());
+      } else if (!backend_piece(piece, room, room_bytes)) {
+        continue;
+      } else if (!fits(chunk, piece, room_bytes)) {
+        break;
+      } else {
+        cursor_.passed(piece.back().position, piece.size());
+      }
+      for (auto& e : piece)
+        bytes += e.event.data.size() + e.event.metadata.size();
+      if (chunk.empty())
+        chunk.swap(piece);
+      else
+        chunk.insert(chunk.end(), std::make_move_iterator(piece.begin()),
+                     std::make_move_iterator(piece.end()));
+      if (!chunk.empty() && bytes >= chunking_.chunk_bytes)
+        break;
+    }
+    return !chunk.empty();
+  }
+
+  std::uint64_t head() const noexcept override {
+    return head_;
+  }
+
+private:
+  // Reads the next piece of the range that lies below the cache (it may
+  // have evicted since the stream opened) from the backend. Returns false
+  // when that part turned out empty (the cursor has moved past it); the
+  // caller moves the cursor past a piece it takes.
+  bool backend_piece(std::vector<sequenced_event>& piece, std::uint64_t room,
+                     std::size_t room_bytes) {
+    read_options o;
+    o.limit = room;
+    o.backwards = cursor_.backwards();
+    std::uint64_t until = 0;
+    if (o.backwards) {
+      o.from = cursor_.hi();
+    } else {
+      o.from = cursor_.lo();
+      until = std::min(store_.cache_->lo(), cursor_.hi());
+      o.until = until;
+    }
+    stream_options c;
+    c.chunk_events = static_cast<std::size_t>(room);
+    c.chunk_bytes = room_bytes;
+    auto s = store_.backend_->stream(original_, o, c);
+    s->next(piece);
+    used_backend_ = true;
+    if (piece.empty()) {
+      // Nothing more below the cache: forward, go on from its low end;
+      // backwards, the range is exhausted.
+      if (o.backwards)
+        cursor_.close();
+      else
+        cursor_.passed(until);
+      return false;
+    }
+    return true;
+  }
+
+  // Whether a piece may join a chunk: each piece holds at least one event,
+  // but a chunk that has some takes no event past its byte bound (that one
+  // starts the next chunk, as in the stores).
+  static bool fits(const std::vector<sequenced_event>& chunk,
+                   const std::vector<sequenced_event>& piece,
+                   std::size_t room_bytes) {
+    if (chunk.empty() || piece.empty())
+      return true;
+    auto& e = piece.front().event;
+    return e.data.size() + e.metadata.size() <= room_bytes;
+  }
+
+  cached_event_store& store_;
+  query original_;
+  query query_;
+  read_cursor cursor_;
+  stream_options chunking_;
+  std::uint64_t head_;
+  cache_route route_;
+  bool used_cache_ = false;
+  bool used_backend_ = false;
+};
+
+// -- cached_event_store -------------------------------------------------------
+
+cached_event_store::cached_event_store(std::shared_ptr<event_store> backend,
+                                       std::shared_ptr<event_cache> cache,
+                                       std::shared_ptr<read_index> index,
+                                       cached_store_config cfg)
+  : event_store(backend->input_limits())
+  , backend_(std::move(backend))
+  , cache_(std::move(cache))
+  , index_(std::move(index))
+  , cfg_(std::move(cfg)) {
+  if (!cache_->started())
+    cache_->start(backend_->head());
+}
+
+std::vector<append_result> cached_event_store::append_validated(
+  const std::vector<validated_append>& group) {
+  auto results = backend_->append_validated(group);
+  // The accepted events, as the backend stored them, in position order.
+  std::vector<sequenced_event> accepted;
+  for (std::size_t i = 0; i < group.size() && i < results.size(); ++i) {
+    auto& r = results[i];
+    if (!r.ok())
+      continue;
+    if (r.recorded_at == std::chrono::system_clock::time_point{})
+      return results; // unknown commit time: the bus feeds these
+    auto& events = group[i].events();
+    auto pos = r.last_position - events.size() + 1;
+    for (auto& e : events)
+      accepted.push_back(sequenced_event{pos++, r.recorded_at, e});
+  }
+  if (accepted.empty())
+    return results;
+  std::sort(accepted.begin(), accepted.end(), [](auto& a, auto& b) {
+    return a.position < b.position;
+  });
+  cache_->extend(accepted);
+  return results;
+}
+
+std::unique_ptr<event_stream>
+cached_event_store::open(const query& q, const read_options& options,
+                         const stream_options& chunking, cache_route route) {
+  auto normalized = validate_read(q, options, input_limits());
+  auto scope = read_scope::current();
+  auto consistency = scope ? scope->consistency()
+                           : read_consistency::linearizable;
+  if (consistency == read_consistency::database || !cache_->started())
+    return nullptr;
+  // Worth it when the cache holds where the scan starts (backwards), or
+  // the end of the range (forward: the part below the cache's low end is
+  // read from the backend first). A forward read past the cache's head
+  // wants what the cache does not have yet.
+  auto range = range_of(options);
+  auto lo = cache_->lo();
+  auto hi = cache_->hi();
+  auto useful = options.backwards
+                  ? std::min(range.hi, hi) > lo
+                  : range.lo <= hi && std::min(range.hi, hi) > lo;
+  if (!useful)
+    return nullptr;
+  if (consistency == read_consistency::linearizable) {
+    auto index = index_->get();
+    if (!index)
+      return nullptr;
+    if (cache_->hi() < *index) {
+      if (cfg_.on_behind)
+        cfg_.on_behind(*index);
+      auto reached = cache_->wait_for(*index, std::chrono::steady_clock::now()
+                                                + cfg_.wait);
+      cache_->record_wait(!reached);
+      if (!reached)
+        return nullptr;
+    }
+  }
+  return std::make_unique<stream_impl>(*this, q, std::move(normalized), options,
+                                       chunking, cache_->hi(), route);
+}
+
+read_result cached_event_store::read(const query& q,
+                                     const read_options& options) {
+  auto scope = read_scope::current();
+  if (scope && scope->consistency() == read_consistency::database)
+    return backend_->read(q, options);
+  auto route = scope ? scope->route() : cache_route::read;
+  stream_options whole;
+  whole.chunk_events = std::numeric_limits<std::size_t>::max();
+  whole.chunk_bytes = std::numeric_limits<std::size_t>::max();
+  auto s = open(q, options, whole, route);
+  if (!s) {
+    cache_->record(route, cache_outcome::miss);
+    return backend_->read(q, options);
+  }
+  read_result out;
+  std::vector<sequenced_event> chunk;
+  while (s->next(chunk)) {
+    if (out.events.empty())
+      out.events.swap(chunk);
+    else
+      out.events.insert(out.events.end(),
+                        std::make_move_iterator(chunk.begin()),
+                        std::make_move_iterator(chunk.end()));
+  }
+  out.head = s->head();
+  return out;
+}
+
+std::unique_ptr<event_stream>
+cached_event_store::stream(const query& q, const read_options& options,
+                           const stream_options& chunking) {
+  auto scope = read_scope::current();
+  if (scope && scope->consistency() == read_consistency::database)
+    return backend_->stream(q, options, chunking);
+  auto route = scope ? scope->route() : cache_route::stream;
+  if (auto s = open(q, options, chunking, route))
+    return s;
+  cache_->record(route, cache_outcome::miss);
+  return backend_->stream(q, options, chunking);
+}
+
+std::uint64_t cached_event_store::head() {
+  return backend_->head();
+}
+
+std::uint64_t cached_event_store::reconnects() const noexcept {
+  return backend_->reconnects();
+}
+
+std::shared_ptr<read_index>
+make_read_index(std::shared_ptr<event_store> store) {
+  return std::make_shared<read_index>([store] {
+    return store->head();
+  });
+}
+
+} // namespace dcbd

@@ -1,0 +1,129 @@
+// An event store that serves reads from the node's event cache when it can
+// and from its backend otherwise, with the same results.
+//
+// A read or stream whose scan starts inside the cache takes a read index
+// (store/read_index.hpp), waits (bounded) until the cache holds the log up
+// to it, and is then served at the cache's head: from memory for the part in
+// the cache, from the backend for the part below the cache's low end
+// (positions there never change, so the two parts form one snapshot). A read
+// that starts below the cache, or when the index or the wait fails, goes to
+// the backend whole. Appends go to the backend; the accepted ones are added
+// to the cache before `append_validated` returns, so the caller acknowledges
+// them only once the cache holds them.
+#pragma once
+
+#include "store/event_cache.hpp"
+#include "store/event_store.hpp"
+#include "store/read_index.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace dcbd {
+
+/// Settings of a cached store.
+struct cached_store_config {
+  /// How long a read waits for the cache to reach its read index before it
+  /// reads from the backend instead.
+  std::chrono::milliseconds wait{50};
+  /// Called (on the reading thread) with the read index when the cache is
+  /// behind it, to hurry whoever feeds the cache (e.g. wake the bus).
+  std::function<void(std::uint64_t)> on_behind;
+};
+
+/// How fresh a read must be.
+enum class read_consistency : std::uint8_t {
+  /// Sees every append acknowledged before it began (the default): the
+  /// cache serves it only after a read index.
+  linearizable,
+  /// A consistent prefix of the log, possibly behind the database: the
+  /// cache serves it at its own head (subscription catch-up, which only
+  /// needs gap-free prefixes).
+  snapshot,
+  /// From the database only (the bus reading past the cache, which it
+  /// feeds).
+  database,
+};
+
+/// Sets how the current thread's reads are served while it lives: which
+/// route they count as (the decision model's stream counts as `project`)
+/// and how fresh they must be.
+class read_scope {
+public:
+  explicit read_scope(cache_route r, read_consistency c
+                                     = read_consistency::linearizable) noexcept;
+  ~read_scope();
+
+  read_scope(const read_scope&) = delete;
+  read_scope& operator=(const read_scope&) = delete;
+
+  /// The current thread's scope, if any.
+  static const read_scope* current() noexcept;
+
+  cache_route route() const noexcept {
+    return route_;
+  }
+
+  read_consistency consistency() const noexcept {
+    return consistency_;
+  }
+
+private:
+  const read_scope* saved_;
+  cache_route route_;
+  read_consistency consistency_;
+};
+
+class cached_event_store final : public event_store {
+public:
+  /// Reads through `backend`, `cache` and `index` (shared with other cached
+  /// stores of the node). Starts the cache at the backend's head unless it
+  /// has started.
+  cached_event_store(std::shared_ptr<event_store> backend,
+                     std::shared_ptr<event_cache> cache,
+                     std::shared_ptr<read_index> index,
+                     cached_store_config cfg = {});
+
+  std::vector<append_result>
+  append_validated(const std::vector<validated_append>& group) override;
+
+  read_result read(const query& q, const read_options& options = {}) override;
+
+  std::unique_ptr<event_stream>
+  stream(const query& q, const read_options& options = {},
+         const stream_options& chunking = {}) override;
+
+  std::uint64_t head() override;
+
+  std::uint64_t reconnects() const noexcept override;
+
+  const std::shared_ptr<event_cache>& cache() const noexcept {
+    return cache_;
+  }
+
+  /// The store behind the cache.
+  const std::shared_ptr<event_store>& backend() const noexcept {
+    return backend_;
+  }
+
+private:
+  class stream_impl;
+
+  // A stream served at least partly from the cache, or null when the
+  // backend must serve it whole.
+  std::unique_ptr<event_stream> open(const query& q, const read_options& o,
+                                     const stream_options& chunking,
+                                     cache_route route);
+
+  std::shared_ptr<event_store> backend_;
+  std::shared_ptr<event_cache> cache_;
+  std::shared_ptr<read_index> index_;
+  cached_store_config cfg_;
+};
+
+/// Makes a read index over `store`'s `head()`.
+std::shared_ptr<read_index> make_read_index(std::shared_ptr<event_store> store);
+
+} // namespace dcbd

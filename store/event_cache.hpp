@@ -1,0 +1,197 @@
+// The event cache: the most recent contiguous range of the log, (lo, hi],
+// in memory, with indexes by type and by tag, bounded in bytes.
+//
+// It is fed at the high end in position order (`extend`): the node's own
+// commits before their appends are acknowledged, other processes' commits
+// through the bus. It is warmed at the low end (`prepend`) after a start,
+// and evicts from the low end only, so what it holds is always one
+// contiguous range and a read either lies in it whole or is told it does
+// not (`collect` returns false). It knows nothing of freshness: whoever
+// serves a read from it first makes sure `hi` is recent enough (see
+// store/read_index.hpp and store/cached_store.hpp).
+//
+// Thread-safe: many readers at once, one writer at a time.
+#pragma once
+
+#include "store/model.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace dcbd {
+
+/// Which call a read served: a bounded read, a stream, or the stream behind
+/// a decision model.
+enum class cache_route : std::uint8_t { read, stream, project };
+
+/// How it was served: all from memory, partly (the part below the cache's
+/// low end from the database), or all from the database.
+enum class cache_outcome : std::uint8_t { hit, partial, miss };
+
+/// "read", "stream", "project"; "hit", "partial", "miss".
+const char* to_string(cache_route r) noexcept;
+const char* to_string(cache_outcome o) noexcept;
+
+/// What the cache holds, for metrics and tests.
+struct cache_snapshot {
+  /// Whether it has started (before: it holds nothing and serves nothing).
+  bool started = false;
+  /// It holds every event in (lo, hi].
+  std::uint64_t lo = 0;
+  std::uint64_t hi = 0;
+  /// Estimated memory of the events and their index entries.
+  std::size_t bytes = 0;
+  std::size_t events = 0;
+  /// The bound on `bytes`.
+  std::size_t max_bytes = 0;
+  /// Times the cache restarted past a gap.
+  std::uint64_t restarts = 0;
+  /// Events dropped from the low end to stay within the bound.
+  std::uint64_t evicted = 0; /// Reads served, by route and outcome.
+  std::uint64_t served[3][3] = {};
+  /// Reads that waited for the cache to reach their read index, and those
+  /// of them that gave up and read from the database.
+  std::uint64_t waits = 0;
+  std::uint64_t wait_timeouts = 0;
+};
+
+class event_cache {
+public:
+  /// Holds at most about `max_bytes` (see `footprint`).
+  explicit event_cache(std::size_t max_bytes);
+
+  event_cache(const event_cache&) = delete;
+  event_cache& operator=(const event_cache&) = delete;
+
+  // -- feeding ---------------------------------------------------------------
+
+  /// Starts the cache empty at `head` (lo = hi = head) unless it has
+  /// started already. Returns whether it started now.
+  bool start(std::uint64_t head);
+
+  /// Adds `events` (in position order) at the high end: those at or below
+  /// `hi` are skipped, the rest must continue at hi + 1. Past a gap it takes
+  /// nothing and returns false, unless `restart_on_gap`: then it drops
+  /// everything and starts again just below the first new event (for the
+  /// one feed that sees every commit in order, the bus). Evicts from the
+  /// low end to stay within the bound. Ignored before `start`.
+  bool extend(const std::vector<sequenced_event>& events,
+              bool restart_on_gap = false);
+
+  /// Adds `events`, newest first, just below `lo` while the bound leaves
+  /// room (never evicting for them); the first must be at `lo`. Returns how
+  /// many it took: fewer than given when full or when they do not continue
+  /// at `lo` (the cache moved meanwhile).
+  std::size_t prepend(const std::vector<sequenced_event>& events);
+
+  /// Whether `prepend` would take more: started, lo > 0, room left and
+  /// nothing evicted yet.
+  bool wants_older() const;
+
+  // -- reading ---------------------------------------------------------------
+
+  /// Appends to `out` the events matching `q` (normalized) with positions in
+  /// [first, last] ∩ (lo, hi], in the read's direction (`backwards`: newest
+  /// first), at most `limit` and, once it holds one event, at most about
+  /// `max_bytes` of payload. `next` is set past the last position scanned
+  /// (so a caller can continue: forward, the first position not looked at;
+  /// backwards, the last one). `snapshot_hi` receives `hi` as it was.
+  /// Returns false, adding nothing, when the cache has not started or
+  /// `first` <= lo (the range does not lie whole in the cache).
+  bool collect(const query& q, std::uint64_t first, std::uint64_t last,
+               bool backwards, std::uint64_t limit, std::size_t max_bytes,
+               std::vector<sequenced_event>& out, std::uint64_t& next,
+               std::uint64_t& snapshot_hi) const;
+
+  /// The low and high ends. `hi` is also readable without the lock.
+  std::uint64_t lo() const;
+  std::uint64_t hi() const noexcept {
+    return hi_.load(std::memory_order_acquire);
+  }
+  bool started() const noexcept {
+    return started_.load(std::memory_order_acquire);
+  }
+
+  /// Waits until `hi` >= `position` or `deadline`; returns whether it got
+  /// there.
+  bool wait_for(std::uint64_t position,
+                std::chrono::steady_clock::time_point deadline) const;
+
+  cache_snapshot snapshot() const;
+
+  /// Counts a read served by route and outcome.
+  void record(cache_route r, cache_outcome o) noexcept {
+    served_[static_cast<int>(r)][static_cast<int>(o)].fetch_add(
+      1, std::memory_order_relaxed);
+  }
+
+  /// Counts a wait for the read index and whether it timed out.
+  void record_wait(bool timed_out) noexcept {
+    waits_.fetch_add(1, std::memory_order_relaxed);
+    if (timed_out)
+      wait_timeouts_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// About the memory one event takes in the cache, indexes included.
+  static std::size_t footprint(const sequenced_event& e) noexcept;
+
+private:
+  // Positions of one type or tag, ascending; room at the front makes
+  // prepends cheap and eviction only moves `begin`.
+  struct positions {
+    std::vector<std::uint64_t> v;
+    std::size_t begin = 0;
+
+    std::size_t size() const noexcept {
+      return v.size() - begin;
+    }
+    std::vector<std::uint64_t>::const_iterator first() const noexcept {
+      return v.begin() + static_cast<std::ptrdiff_t>(begin);
+    }
+    void push_front(std::uint64_t p);
+    void pop_front();
+  };
+  using index = std::unordered_map<std::string, positions>;
+
+  void index_back(index& idx, const std::string& key, std::uint64_t p);
+  void index_front(index& idx, const std::string& key, std::uint64_t p);
+  void unindex_front(index& idx, const std::string& key);
+
+  void push_back(const sequenced_event& e);
+  void push_front(const sequenced_event& e);
+  void pop_front();
+  void clear_at(std::uint64_t head);
+  void publish();
+  const sequenced_event& at(std::uint64_t position) const {
+    return events_[position - lo_ - 1];
+  }
+
+  mutable std::shared_mutex mutex_;
+  std::size_t max_bytes_;
+  std::uint64_t lo_ = 0;
+  std::deque<sequenced_event> events_;
+  index by_type_;
+  index by_tag_;
+  std::size_t bytes_ = 0;
+  std::uint64_t restarts_ = 0;
+  std::uint64_t evicted_ = 0;
+  std::atomic<std::uint64_t> served_[3][3] = {};
+  std::atomic<std::uint64_t> waits_{0};
+  std::atomic<std::uint64_t> wait_timeouts_{0};
+  std::atomic<bool> started_{false};
+  std::atomic<std::uint64_t> hi_{0};
+  // For `wait_for`: notified whenever `hi` moves.
+  mutable std::mutex wait_mutex_;
+  mutable std::condition_variable moved_;
+};
+
+} // namespace dcbd

@@ -1,0 +1,67 @@
+// The read index: what makes reads from the cache linearizable.
+//
+// A read must see every append acknowledged (by any node) before it began.
+// Before serving from memory, a read takes a read index: the head of the
+// log in the database, read by a query that started after the read did.
+// Once the cache holds the log up to that head, an answer from the cache
+// at its own (later or equal) head is as fresh as a read from the database
+// would have been. As Raft's ReadIndex does with heartbeats, reads share the
+// query: every read that arrives while one is in flight waits for the next
+// one, which then serves all of them (one that started before they arrived
+// could miss an append acknowledged just before they began).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+
+namespace dcbd {
+
+/// Counters of a read index since it was made.
+struct read_index_stats {
+  /// Queries sent (rounds) and reads they served.
+  std::uint64_t rounds = 0;
+  std::uint64_t reads = 0;
+  /// Rounds that failed (their reads go to the database instead).
+  std::uint64_t failures = 0;
+  /// The largest round so far, in reads.
+  std::uint64_t max_batch = 0;
+};
+
+class read_index {
+public:
+  /// `fetch_head` reads the head from the database (thread-safe; called by
+  /// one thread at a time).
+  explicit read_index(std::function<std::uint64_t()> fetch_head);
+
+  read_index(const read_index&) = delete;
+  read_index& operator=(const read_index&) = delete;
+
+  /// Returns a head at least as recent as a query started after this call
+  /// began, or nothing when that query failed. Blocks; the calling thread
+  /// runs the query itself unless another one is in flight.
+  std::optional<std::uint64_t> get();
+
+  read_index_stats stats() const;
+
+private:
+  std::function<std::uint64_t()> fetch_;
+  mutable std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool in_flight_ = false;
+  // Rounds started and finished; the head of the last finished round (heads
+  // only grow, so any finished round at or after the one a read needs will
+  // do) and the last round that failed.
+  std::uint64_t started_ = 0;
+  std::uint64_t finished_ = 0;
+  std::uint64_t head_ = 0;
+  std::uint64_t failed_round_ = 0;
+  // Reads that arrived since the last round started (the next one serves
+  // them).
+  std::uint64_t unassigned_ = 0;
+  read_index_stats stats_;
+};
+
+} // namespace dcbd
