@@ -83,8 +83,9 @@ targets() {
       "$([[ -n "$c1lat" ]] && awk -v l="$c1lat" 'BEGIN { print 1.3 * l * 1000 }')"
   done
   for name in BM_Project/callers:1/real_time BM_BlockingProject/real_time; do
-    target "${name%%/real_time} calls/s >= 3570" \
-      "$(summary_value "$name" calls/s)" ">=" 3570
+    # issue 13: 5x go-crablet's 1,785 projections/s on this machine
+    target "${name%%/real_time} calls/s >= 9000" \
+      "$(summary_value "$name" calls/s)" ">=" 9000
   done
   for name in BM_Query/callers:1/real_time BM_BlockingQuery/real_time; do
     target "${name%%/real_time} calls/s >= 6300" \
