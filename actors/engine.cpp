@@ -6,6 +6,7 @@
 #include "store/cached_store.hpp"
 #include "store/pg_listener.hpp"
 #include "store/pg_store.hpp"
+#include "store/validation.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
@@ -16,6 +17,8 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <optional>
+#include <string>
 #include <utility>
 
 namespace dcbd {
@@ -254,8 +257,18 @@ void subscription::grant(std::uint32_t n) const {
 
 caf::expected<append_ack> engine::append(append_request req) {
   auto& d = *impl_;
-  return blocking_request<append_ack>(d.sys, d.cfg.timeout, d.appenders(),
-                                      append_atom::value, std::move(req));
+  // Shared: the store may answer after this call gave up.
+  auto p = std::make_shared<std::promise<caf::expected<append_ack>>>();
+  auto f = p->get_future();
+  append_unbounded(std::move(req), [p](caf::expected<append_ack> r) {
+    p->set_value(std::move(r));
+  });
+  if (f.wait_for(d.cfg.timeout) != std::future_status::ready)
+    return caf::make_error(errc::unavailable,
+                           "the store did not answer within "
+                             + std::to_string(d.cfg.timeout.count())
+                             + " ms; the append may still be committed");
+  return f.get();
 }
 
 caf::expected<read_result> engine::read(query q, read_options options) {
@@ -348,6 +361,32 @@ void engine::append(append_request req,
   async_request<append_ack>(d.sys, d.cfg.timeout, d.appenders(),
                             std::move(done), append_atom::value,
                             std::move(req));
+}
+
+void engine::append_unbounded(
+  append_request req, std::function<void(caf::expected<append_ack>)> done) {
+  auto& d = *impl_;
+  std::optional<validated_append> valid;
+  try {
+    valid = validate_append(std::move(req), d.cfg.store.limits);
+  } catch (const store_error& e) {
+    return done(to_error(e));
+  }
+  auto gate = d.gate;
+  if (!gate->try_enter())
+    return done(
+      caf::make_error(errc::overloaded, "the store queue is full ("
+                                          + std::to_string(gate->capacity())
+                                          + " requests); retry later"));
+  // The gate is left with the answer, whichever way it comes (see
+  // `append_callback`: also when the store never takes the message).
+  auto callback = std::make_shared<append_callback>(
+    [gate, done = std::move(done)](caf::expected<append_ack> r) {
+      gate->leave();
+      done(std::move(r));
+    });
+  caf::anon_send(d.store, append_atom::value, std::move(*valid),
+                 std::move(callback));
 }
 
 void engine::head(std::function<void(caf::expected<std::uint64_t>)> done) {

@@ -168,8 +168,10 @@ public:
 
   // -- blocking calls --------------------------------------------------------
 
-  /// Appends the request's events if its condition holds. The appenders
-  /// validate it; nothing is written when it is invalid.
+  /// Appends the request's events if its condition holds; nothing is
+  /// written when it is invalid. Takes the path of `append_unbounded` and
+  /// waits at most `engine_config::timeout` (then `unavailable`: the append
+  /// may still be committed later).
   caf::expected<append_ack> append(append_request req);
 
   /// Appends `events` if `condition` holds.
@@ -214,6 +216,18 @@ public:
     append(append_request{std::move(events), std::move(condition)},
            std::move(done));
   }
+
+  /// Appends on the shortest path: validates on the calling thread, admits
+  /// through `gate()` and hands the append straight to the store actor with
+  /// `done` (no appender, no CAF request, no CAF timer). `done` runs once:
+  /// at once on the calling thread when the request is invalid
+  /// (invalid_argument) or the queue is full (overloaded); otherwise on the
+  /// store actor's thread after the group commit, so keep it short. There is
+  /// no timeout: bound the wait yourself (the HTTP routes run a timer on the
+  /// connection, the blocking `append` a bounded wait), and let `done` cope
+  /// with an answer that comes after you gave up.
+  void append_unbounded(append_request req,
+                        std::function<void(caf::expected<append_ack>)> done);
 
   void read(query q, read_options options,
             std::function<void(caf::expected<read_result>)> done);

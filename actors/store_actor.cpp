@@ -26,7 +26,19 @@ struct parked {
   validated_append request;
   caf::typed_response_promise<append_ack> promise;
   std::size_t events = 0;
+  // Set for an append that came without a CAF request: answered here
+  // instead of `promise`.
+  append_callback_ptr callback = nullptr;
 };
+
+// Answers a parked request through its callback or its response promise.
+template <class T>
+void answer(parked& p, T&& x) {
+  if (p.callback)
+    (*p.callback)(std::forward<T>(x));
+  else
+    p.promise.deliver(std::forward<T>(x));
+}
 
 struct store_state {
   // A declared constructor keeps this from being an aggregate: CAF 0.17
@@ -142,9 +154,9 @@ void commit(store_pointer self) {
             sequenced_event{pos++, at, std::move(e)});
         }
       }
-      p.promise.deliver(ack);
+      answer(p, ack);
     } else {
-      p.promise.deliver(caf::make_error(r.code, std::move(r.message)));
+      answer(p, caf::make_error(r.code, std::move(r.message)));
     }
   }
   if (!announcement.events.empty()) {
@@ -155,6 +167,41 @@ void commit(store_pointer self) {
     for (auto& l : st.listeners)
       self->send(caf::actor_cast<listener_actor>(l), committed_atom::value,
                  announcement);
+  }
+}
+
+// Refuses an append when the queue is full. The mailbox holds what the gate
+// cannot see: requests from senders that bypass it, and a backlog built up
+// during a stall.
+caf::error queue_full(store_pointer self) {
+  auto& st = self->state;
+  if (st.queue.size() + self->mailbox().size() < st.limits.max_queue)
+    return {};
+  count(st, errc::overloaded, 0);
+  return caf::make_error(errc::overloaded,
+                         "the store queue is full ("
+                           + std::to_string(st.limits.max_queue)
+                           + " requests); retry later");
+}
+
+// Parks an append for the next group, committing the current one first when
+// the append would overflow it.
+void park(store_pointer self, parked p) {
+  auto& st = self->state;
+  auto events = p.request.events().size();
+  auto bytes = p.request.payload_bytes();
+  p.events = events;
+  if (!st.queue.empty()
+      && (st.queue.size() >= st.limits.max_requests
+          || st.queued_events + events > st.limits.max_events
+          || st.queued_bytes + bytes > st.limits.max_bytes))
+    commit(self);
+  st.queue.push_back(std::move(p));
+  st.queued_events += events;
+  st.queued_bytes += bytes;
+  if (!st.group_scheduled) {
+    st.group_scheduled = true;
+    self->send(self, group_atom::value);
   }
 }
 
@@ -183,32 +230,18 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
   detail::install_exception_handler(self);
   return {
     [self](append_atom, validated_append& req) -> caf::result<append_ack> {
-      auto& st = self->state;
-      // The mailbox holds what the gate cannot see: requests from senders
-      // that bypass the appenders, and a backlog built up during a stall.
-      if (st.queue.size() + self->mailbox().size() >= st.limits.max_queue) {
-        count(st, errc::overloaded, 0);
-        return caf::make_error(errc::overloaded,
-                               "the store queue is full ("
-                                 + std::to_string(st.limits.max_queue)
-                                 + " requests); retry later");
-      }
-      auto events = req.events().size();
-      auto bytes = req.payload_bytes();
-      if (!st.queue.empty()
-          && (st.queue.size() >= st.limits.max_requests
-              || st.queued_events + events > st.limits.max_events
-              || st.queued_bytes + bytes > st.limits.max_bytes))
-        commit(self);
+      if (auto err = queue_full(self))
+        return err;
       auto promise = self->make_response_promise<append_ack>();
-      st.queue.push_back(parked{std::move(req), promise, events});
-      st.queued_events += events;
-      st.queued_bytes += bytes;
-      if (!st.group_scheduled) {
-        st.group_scheduled = true;
-        self->send(self, group_atom::value);
-      }
+      park(self, parked{std::move(req), promise});
       return promise;
+    },
+    [self](append_atom, validated_append& req, append_callback_ptr& callback) {
+      if (!callback)
+        return;
+      if (auto err = queue_full(self))
+        return (*callback)(std::move(err));
+      park(self, parked{std::move(req), {}, 0, std::move(callback)});
     },
     [self](group_atom) {
       self->state.group_scheduled = false;

@@ -5,6 +5,11 @@
 //   (append_atom, validated_append) -> append_ack | error(errc)
 //       only validation makes a validated_append (store/validation.hpp):
 //       the store actor never sees unchecked input. It is node-local.
+//   (append_atom, validated_append, append_callback_ptr)
+//       the same append without a CAF request: the answer goes to the
+//       callback, on the store actor's thread, after the commit (or at once
+//       when the queue is full). Node-local; no timeout: the caller bounds
+//       its own wait (see `engine::append_unbounded`).
 //   (head_atom)                    -> uint64_t position of the last event
 //   (listen_atom, actor)           -> listener gets (committed_atom,
 //                                     committed_events) after every commit
@@ -21,6 +26,7 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/expected.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -28,7 +34,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 // Node-local: a validated append never crosses a node boundary (a remote
@@ -55,6 +63,48 @@ typename Inspector::result_type inspect(Inspector& f, append_ack& x) {
   return f(caf::meta::type_name("dcbd::append_ack"), x.first_position,
            x.last_position);
 }
+
+/// Where the store actor answers an append that came without a CAF request
+/// (node-local). It answers once; a callback the store actor never answers
+/// (the message was dropped because the actor had stopped) answers
+/// `unavailable` when its last copy goes, so no caller waits on an actor
+/// that is gone.
+class append_callback {
+public:
+  using function = std::function<void(caf::expected<append_ack>)>;
+
+  explicit append_callback(function f) : f_(std::move(f)) {
+    // nop
+  }
+
+  ~append_callback() {
+    (*this)(caf::make_error(errc::unavailable,
+                            "the store stopped before taking the append"));
+  }
+
+  append_callback(const append_callback&) = delete;
+  append_callback& operator=(const append_callback&) = delete;
+
+  /// Delivers `r` unless an answer went out before. What the function
+  /// throws is dropped: it runs inside the store actor's commit.
+  void operator()(caf::expected<append_ack> r) noexcept {
+    auto f = std::move(f_);
+    f_ = nullptr;
+    if (!f)
+      return;
+    try {
+      f(std::move(r));
+    } catch (...) {
+      // nop: the answer has no one else to go to
+    }
+  }
+
+private:
+  function f_;
+};
+
+/// A callback travels in a message as a shared pointer (node-local).
+using append_callback_ptr = std::shared_ptr<append_callback>;
 
 /// The events one group committed, in position order. `recorded_at` is the
 /// store actor's clock when the commit returned, within the commit's
@@ -97,12 +147,20 @@ typename Inspector::result_type inspect(Inspector& f, store_stats& x) {
            x.events, x.max_group, x.reconnects, x.mailbox);
 }
 
+} // namespace dcbd
+
+// Node-local, like the validated append it answers.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::append_callback_ptr)
+
+namespace dcbd {
+
 /// What a listener must accept.
 using listener_actor
   = caf::typed_actor<caf::reacts_to<committed_atom, committed_events>>;
 
 using store_actor = caf::typed_actor<
   caf::replies_to<append_atom, validated_append>::with<append_ack>,
+  caf::reacts_to<append_atom, validated_append, append_callback_ptr>,
   caf::replies_to<head_atom>::with<std::uint64_t>,
   caf::reacts_to<listen_atom, caf::actor>,
   caf::replies_to<stats_atom>::with<store_stats>, caf::reacts_to<group_atom>>;

@@ -11,6 +11,10 @@ function setup(thread)
 end
 
 function init(args)
+  -- Tags differ between runs on one node too (the 1-connection run follows
+  -- the 100-connection one): the run's start second goes into each tag.
+  run = os.time()
+  math.randomseed(run * 1000 + tid)
   errors = 0
   conflicts = 0
   wrk.method = "POST"
@@ -19,7 +23,8 @@ end
 
 function request()
   counter = counter + 1
-  local tag = string.format("b:%d-%d-%d", tid, counter, math.random(1e9))
+  local tag = string.format("b:%d-%d-%d-%d", run, tid, counter,
+                            math.random(1e9))
   local body = string.format(
     '{"events":[{"type":"Bench","tags":["%s"],"data":"x"}],' ..
     '"condition":{"failIfEventsMatch":{"items":[{"types":["Bench"],"tags":["%s"]}]}}}',

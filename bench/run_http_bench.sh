@@ -3,14 +3,19 @@
 # through POST /append with 100 keep-alive connections (wrk, each request on
 # its own boundary), and GET /read of a 34-event result, against a dcbd
 # node started here; the raw PostgreSQL baseline (pgbench single-row
-# inserts, 16 clients) runs before and after. Output goes to
-# .bench/http-<timestamp>.txt.
+# inserts, 16 clients) runs before and after. Then the one-caller latency:
+# the same appends over 1 connection, against the same conditional append
+# on the bare store from one thread (BM_DirectConditionalAppend of
+# dcbd_actors_bench, the `Direct*` floor of `./dev bench actors`). Output
+# goes to .bench/http-<timestamp>.txt.
 #
 # env: DCBD_TEST_PG_DSN (set by ./dev), SECONDS_PER_RUN (default 10),
 #      CONNECTIONS (default 100), WRK_THREADS (default 2),
 #      BASELINE_SECONDS (default 10), READ_CONNECTIONS (default "16 100"),
 #      DCBD_NODE (the dcbd binary; default:
-#      this build's, set it to another build's to compare before and after)
+#      this build's, set it to another build's to compare before and after),
+#      DCBD_ACTORS_BENCH (default: this build's; the store-alone figure is
+#      skipped when it is missing), STORE_REPS (its repetitions, default 3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -23,6 +28,8 @@ CONNECTIONS="${CONNECTIONS:-100}"
 WRK_THREADS="${WRK_THREADS:-2}"
 BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
 READ_CONNECTIONS="${READ_CONNECTIONS:-16 100}"
+ACTORS_BENCH="${DCBD_ACTORS_BENCH:-build/release/bench/dcbd_actors_bench}"
+STORE_REPS="${STORE_REPS:-3}"
 SCHEMA=bench_http
 
 # shellcheck source=bench/lib.sh
@@ -86,7 +93,7 @@ run() {
   metrics_port="$(free_port)"
   DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
     DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
-    "$NODE" >"$TMP/node.log" 2>&1 &
+    "$NODE" --dcbd.max-streams=256 >"$TMP/node.log" 2>&1 &
   NODE_PID=$!
   local url="http://127.0.0.1:$http_port" i
   for ((i = 0; i < 300; i++)); do
@@ -135,12 +142,26 @@ SQL
   returned="$(curl -s "$url/read?query=$q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
   echo "# one GET /read returns $returned events"
   echo
+  echo "## POST /append, conditional, 1 event, 1 connection (one caller)"
+  wrk -t1 -c1 -d"${DURATION}s" --latency \
+    -s bench/http_append.lua "$url" | tee "$TMP/append1.txt"
+  echo
   echo "## node metrics after the runs"
   curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^dcb_(append_requests_total|events_appended_total|group_size_requests_(sum|count)|store_reconnects_total)' || true
   kill -TERM "$NODE_PID"
   wait "$NODE_PID" || true
   NODE_PID=""
   psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
+
+  echo
+  echo "## the store alone, one caller (BM_DirectConditionalAppend)"
+  if [[ -x "$ACTORS_BENCH" ]]; then
+    "$ACTORS_BENCH" --benchmark_filter='^BM_DirectConditionalAppend(/|$)' \
+      --benchmark_repetitions="$STORE_REPS" \
+      --benchmark_report_aggregates_only=true | tee "$TMP/store.txt"
+  else
+    echo "# $ACTORS_BENCH not built; skipped" | tee "$TMP/store.txt"
+  fi
 
   echo
   echo "## baseline (after)"
@@ -158,6 +179,17 @@ SQL
         c, r, b, 2 * b, (r >= 2 * b) ? "ok" : "MISSED", r / b
     }'
   done
+  echo "append1 $(wrk_summary "$TMP/append1.txt") $(grep -o 'errors=[0-9]* conflicts=[0-9]*' "$TMP/append1.txt")"
+  local store_p50 http_p50
+  store_p50="$(bench_value "$TMP/store.txt" BM_DirectConditionalAppend/real_time p50_us)"
+  http_p50="$(to_us "$(awk '$1 == "50%" {print $2}' "$TMP/append1.txt")")"
+  echo "store  p50_us=${store_p50:-?} (BM_DirectConditionalAppend, median of $STORE_REPS)"
+  if [[ -n "$store_p50" ]]; then
+    awk -v h="$http_p50" -v s="$store_p50" 'BEGIN {
+      printf "target: one-caller append p50 over HTTP %.0f us <= 1.3 x store alone %.0f us = %.0f: %s (ratio %.2f)\n",
+        h, s, 1.3 * s, (h <= 1.3 * s) ? "ok" : "MISSED", h / s
+    }'
+  fi
   local rps c16 phase
   rps="$(awk '/^Requests\/sec:/ {print $2}' "$TMP/append.txt")"
   for phase in before after; do

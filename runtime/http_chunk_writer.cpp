@@ -41,6 +41,7 @@ public:
     started_ = true;
     s_->post([self = shared_from_this()] {
       auto& s = *self->s_;
+      s.clear_deadline();
       if (s.srv_.stopping)
         s.keep_alive_ = false;
       self->head_.version(11);

@@ -248,6 +248,19 @@ void exchange::on_strand(std::function<void()> f) {
   });
 }
 
+void exchange::set_deadline(std::chrono::milliseconds after,
+                            std::function<void()> on_expiry) {
+  r_.set_deadline(after, [self = shared_from_this(), f = std::move(on_expiry)] {
+    try {
+      f();
+    } catch (const store_error& e) {
+      self->fail(e.code(), e.what());
+    } catch (const std::exception& e) {
+      self->fail(errc::internal, e.what());
+    }
+  });
+}
+
 std::shared_ptr<chunk_writer> exchange::open_stream(
   std::string_view content_type,
   const std::vector<std::pair<std::string, std::string>>& headers) {

@@ -137,6 +137,19 @@ public:
   /// `fail` (if nothing was answered yet).
   void on_strand(std::function<void()> f);
 
+  /// Runs `on_expiry` on the strand once `after` has passed, unless the
+  /// request was answered by then (see `responder::set_deadline`); what it
+  /// throws is answered as `fail`. Call it on the strand (in the handler or
+  /// in `on_strand`).
+  void set_deadline(std::chrono::milliseconds after,
+                    std::function<void()> on_expiry);
+
+  /// Whether an answer was given (on the strand, a later answer would be
+  /// dropped).
+  bool answered() const {
+    return answered_.load();
+  }
+
   /// Answers 200 with a chunked body of `content_type` (and `headers`).
   std::shared_ptr<chunk_writer>
   open_stream(std::string_view content_type,

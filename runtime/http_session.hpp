@@ -23,6 +23,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -115,7 +116,8 @@ public:
     : srv_(srv)
     , remote_(address_of(socket))
     , stream_(std::move(socket))
-    , executor_(stream_.get_executor()) {
+    , executor_(stream_.get_executor())
+    , deadline_(executor_) {
     std::lock_guard<std::mutex> guard{srv_.mtx};
     ++srv_.live_sessions;
   }
@@ -186,6 +188,30 @@ public:
 
   std::shared_ptr<chunk_writer> respond_chunked(std::uint64_t serial,
                                                 response_head head);
+
+  // Runs `on_expiry` on the strand after `after` if request `serial` has no
+  // answer by then; an answer cancels it. On the strand.
+  void set_deadline(std::uint64_t serial, std::chrono::milliseconds after,
+                    std::function<void()> on_expiry) {
+    deadline_armed_ = true;
+    deadline_.expires_after(after);
+    deadline_.async_wait([self = shared_from_this(), serial,
+                          f = std::move(on_expiry)](beast::error_code ec) {
+      if (ec || serial != self->serial_.load() || self->answered_.load())
+        return;
+      self->deadline_armed_ = false;
+      guarded("deadline", f);
+    });
+  }
+
+  // The request has its answer: drop the deadline (and what its handler
+  // holds) now rather than when it would expire. On the strand.
+  void clear_deadline() {
+    if (!deadline_armed_)
+      return;
+    deadline_armed_ = false;
+    deadline_.cancel();
+  }
 
   bool is_websocket_upgrade() const;
 
@@ -295,6 +321,7 @@ private:
   // -- writing ----------------------------------------------------------------
 
   void write_response(const std::shared_ptr<response>& res) {
+    clear_deadline();
     res->version(11);
     res->set(bhttp::field::server, "dcbd");
     if (srv_.stopping)
@@ -331,6 +358,10 @@ private:
   beast::tcp_stream stream_;
   // The strand (kept apart: an upgrade moves the socket out of `stream_`).
   net::any_io_executor executor_;
+  // A request's deadline (`set_deadline`); armed until it fires or the
+  // request is answered.
+  net::steady_timer deadline_;
+  bool deadline_armed_ = false;
   // The WebSocket this connection was upgraded to, if any.
   std::weak_ptr<session_websocket> ws_;
   beast::flat_buffer buffer_;

@@ -53,6 +53,11 @@ void responder::post(std::function<void()> f) const {
   s_->post(std::move(f));
 }
 
+void responder::set_deadline(std::chrono::milliseconds after,
+                             std::function<void()> on_expiry) const {
+  s_->set_deadline(serial_, after, std::move(on_expiry));
+}
+
 // -- transport ----------------------------------------------------------------
 
 void core::accept() {

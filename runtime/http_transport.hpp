@@ -189,6 +189,15 @@ public:
   /// an exception from `f` is logged.
   void post(std::function<void()> f) const;
 
+  /// Runs `on_expiry` on the connection's strand once `after` has passed,
+  /// unless the request was answered by then (the answer cancels it): a
+  /// timeout without a thread or an actor per request. One per request (a
+  /// second call replaces the first). Call it on the strand (in the
+  /// handler, or in a function given to `post`). The connection stays
+  /// alive until it expires or the request is answered.
+  void set_deadline(std::chrono::milliseconds after,
+                    std::function<void()> on_expiry) const;
+
 private:
   friend class session;
   explicit responder(std::shared_ptr<session> s);

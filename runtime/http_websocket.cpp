@@ -295,7 +295,8 @@ std::shared_ptr<websocket> session::accept_websocket(std::uint64_t serial,
     return nullptr;
   auto ws = std::make_shared<session_websocket>(shared_from_this(),
                                                 std::move(h));
-  post([ws] {
+  post([self = shared_from_this(), ws] {
+    self->clear_deadline();
     ws->start();
   });
   return ws;

@@ -1,11 +1,17 @@
-// Helpers the route files share: query parameters, and the metrics of
-// appends and reads.
+// Helpers the route files share: query parameters, the metrics of appends
+// and reads, and the append path of /append and /v1/append.
 #pragma once
 
+#include "actors/engine.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/json_api.hpp"
 #include "runtime/metrics.hpp"
 #include "store/model.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
 
 namespace dcbd::http {
 
@@ -29,6 +35,40 @@ inline read_options options_parameter(const exchange& x) {
 inline void append_done(const exchange& x, errc code) {
   if (auto m = x.metrics())
     m->append_finished(code, clock::now() - x.started());
+}
+
+/// Runs an append on the engine's shortest path (`append_unbounded`:
+/// validated here, on the connection's thread, then straight to the store
+/// actor) and calls `answer` with the outcome on the connection's strand.
+/// A timer on the connection bounds the wait by the engine's timeout: past
+/// it the request gets 503 `unavailable` (counted) and the store's late
+/// answer is dropped. Call it on the strand (in the handler).
+///
+/// Lifetimes: the timer holds the exchange until it fires or the request is
+/// answered; the store holds only a weak reference, so a store that never
+/// answers keeps no connection alive, and a client that went away costs
+/// nothing more than its write failing.
+inline void append_within_timeout(
+  engine& eng, const std::shared_ptr<exchange>& x, append_request req,
+  std::function<void(exchange&, caf::expected<append_ack>&)> answer) {
+  auto timeout = eng.config().timeout;
+  x->set_deadline(timeout, [x, timeout] {
+    append_done(*x, errc::unavailable);
+    x->fail(errc::unavailable, "the store did not answer within "
+                                 + std::to_string(timeout.count())
+                                 + " ms; the append may still be committed");
+  });
+  std::weak_ptr<exchange> wx = x;
+  eng.append_unbounded(std::move(req), [wx, answer = std::move(answer)](
+                                         caf::expected<append_ack> r) mutable {
+    auto x = wx.lock();
+    if (!x)
+      return;
+    x->on_strand([x, r = std::move(r), answer = std::move(answer)]() mutable {
+      if (!x->answered())
+        answer(*x, r);
+    });
+  });
 }
 
 /// Counts a read that finished with `code`, returning `events`.

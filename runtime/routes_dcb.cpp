@@ -191,19 +191,19 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
 void append(route_env& env, const std::shared_ptr<exchange>& x) {
   auto req = parse_append(x->body());
   auto t0 = clock::now();
-  env.eng.append(std::move(req), [x, t0](caf::expected<append_ack> r) {
-    auto us
-      = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - t0)
-          .count();
-    x->on_strand([x, r = std::move(r), us]() mutable {
+  append_within_timeout(
+    env.eng, x, std::move(req),
+    [t0](exchange& x, caf::expected<append_ack>& r) {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  clock::now() - t0)
+                  .count();
       auto code = r ? errc::none : code_of(r.error());
-      append_done(*x, code);
+      append_done(x, code);
       if (!r && code != errc::append_condition_failed)
-        return x->fail(r.error());
-      x->reply(200, json{{"durationInMicroseconds", us},
-                         {"appendConditionFailed", !r}});
+        return x.fail(r.error());
+      x.reply(200, json{{"durationInMicroseconds", us},
+                        {"appendConditionFailed", !r}});
     });
-  });
 }
 
 } // namespace

@@ -30,15 +30,14 @@ namespace {
 
 void append(route_env& env, const std::shared_ptr<exchange>& x) {
   auto req = parse_append(x->body());
-  env.eng.append(std::move(req), [x](caf::expected<append_ack> r) {
-    x->on_strand([x, r = std::move(r)]() mutable {
-      append_done(*x, r ? errc::none : code_of(r.error()));
+  append_within_timeout(
+    env.eng, x, std::move(req), [](exchange& x, caf::expected<append_ack>& r) {
+      append_done(x, r ? errc::none : code_of(r.error()));
       if (!r)
-        return x->fail(r.error());
-      x->reply(200, json{{"first_position", r->first_position},
-                         {"last_position", r->last_position}});
+        return x.fail(r.error());
+      x.reply(200, json{{"first_position", r->first_position},
+                        {"last_position", r->last_position}});
     });
-  });
 }
 
 void head(route_env& env, const std::shared_ptr<exchange>& x) {

@@ -4,6 +4,7 @@
 #include "actors/store_protocol.hpp"
 #include "actors/types.hpp"
 #include "store/memory_store.hpp"
+#include "store/validation.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -114,6 +115,85 @@ TEST_F(Deterministic, StoreCutsGroupsAtTheRequestBound) {
   EXPECT_EQ(st.max_group, 2u);
   EXPECT_EQ(st.appended, 5u);
   caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+}
+
+// Answers of appends sent with a callback, by slot.
+struct callback_answers {
+  std::vector<std::optional<caf::expected<append_ack>>> slots;
+
+  static std::shared_ptr<callback_answers> make(std::size_t n) {
+    auto a = std::make_shared<callback_answers>();
+    a->slots.resize(n);
+    return a;
+  }
+};
+
+append_callback_ptr answer_into(std::shared_ptr<callback_answers> a,
+                                std::size_t i) {
+  return std::make_shared<append_callback>([a, i](caf::expected<append_ack> r) {
+    a->slots[i] = std::move(r);
+  });
+}
+
+TEST_F(Deterministic, StoreAnswersCallbacksAfterTheCommitOfTheirGroup) {
+  auto mem = std::make_shared<memory_event_store>();
+  auto store = spawn_store(sys, mem, group_limits{}, nullptr,
+                           spawn_mode::scheduled);
+  auto answers = callback_answers::make(2);
+  auto ack = request<append_ack>(store, append_atom::value, tagged("k:0"));
+  sched.run_once(); // the requester, so that its request joins the group
+  caf::anon_send(store, append_atom::value, tagged("k:1"),
+                 answer_into(answers, 0));
+  caf::anon_send(store, append_atom::value, tagged("k:2"),
+                 answer_into(answers, 1));
+  EXPECT_FALSE(answers->slots[0].has_value());
+  sched.run();
+  ASSERT_TRUE(ack->has_value() && **ack);
+  std::vector<std::uint64_t> positions{(**ack)->last_position};
+  for (std::size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(answers->slots[i].has_value()) << "callback " << i;
+    ASSERT_TRUE(*answers->slots[i]) << message_of(answers->slots[i]->error());
+    EXPECT_EQ((*answers->slots[i])->first_position,
+              (*answers->slots[i])->last_position);
+    positions.push_back((*answers->slots[i])->last_position);
+  }
+  // The callbacks in the order sent, the request anywhere among them.
+  EXPECT_LT(positions[1], positions[2]);
+  std::sort(positions.begin(), positions.end());
+  EXPECT_EQ(positions, (std::vector<std::uint64_t>{1, 2, 3}));
+  auto st = stats_of(*this, store);
+  EXPECT_EQ(st.groups, 1u) << "requests and callbacks share a group";
+  EXPECT_EQ(st.appended, 3u);
+  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(Deterministic, StoreAnswersCallbacksOverloadedAndUnavailable) {
+  auto mem = std::make_shared<memory_event_store>();
+  group_limits limits;
+  limits.max_queue = 1;
+  auto store = spawn_store(sys, mem, limits, nullptr, spawn_mode::scheduled);
+  auto answers = callback_answers::make(3);
+  // The first sees the second behind it in the mailbox: the queue is full.
+  caf::anon_send(store, append_atom::value, tagged("k:0"),
+                 answer_into(answers, 0));
+  caf::anon_send(store, append_atom::value, tagged("k:1"),
+                 answer_into(answers, 1));
+  sched.run();
+  ASSERT_TRUE(answers->slots[0].has_value());
+  ASSERT_FALSE(*answers->slots[0]);
+  EXPECT_EQ(code_of(answers->slots[0]->error()), errc::overloaded);
+  ASSERT_TRUE(answers->slots[1].has_value());
+  EXPECT_TRUE(*answers->slots[1]);
+  // A stopped store never takes the message: the callback still answers.
+  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
+  sched.run();
+  caf::anon_send(store, append_atom::value, tagged("k:2"),
+                 answer_into(answers, 2));
+  sched.run();
+  ASSERT_TRUE(answers->slots[2].has_value());
+  ASSERT_FALSE(*answers->slots[2]);
+  EXPECT_EQ(code_of(answers->slots[2]->error()), errc::unavailable);
+  EXPECT_EQ(mem->head(), 1u);
 }
 
 TEST_F(Deterministic, StoreCountsConflictsOfOneGroupSerially) {

@@ -228,8 +228,14 @@ TEST_F(StoreActorFaults, InvalidAppendsThroughAppendersWriteNothing) {
     EXPECT_EQ(code_of(r.error()), errc::invalid_argument)
       << name << ": " << message_of(r.error());
   }
+  // The appenders validate as well (commands and the asynchronous
+  // engine::append go through them).
+  auto through = ask<append_ack>(*sys_, eng.appenders(), append_atom::value,
+                                 append_request{});
+  ASSERT_FALSE(through);
+  EXPECT_EQ(code_of(through.error()), errc::invalid_argument);
   EXPECT_EQ(count_events(), 0u);
-  // The appenders stopped them before the store, which is alive and well.
+  // Validation stopped them before the store, which is alive and well.
   auto stats = eng.stats();
   ASSERT_TRUE(stats) << message_of(stats.error());
   EXPECT_EQ(stats->groups, 0u);

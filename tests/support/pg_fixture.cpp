@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
+#include <optional>
 #include <random>
 
 namespace dcbd::test {
@@ -58,6 +59,33 @@ std::string exec_sql(const std::string& sql) {
   if (r.empty() || r.columns() == 0 || r[0][0].is_null())
     return "";
   return r[0][0].c_str();
+}
+
+struct head_lock::impl {
+  pqxx::connection conn;
+  std::optional<pqxx::work> tx;
+
+  explicit impl(const std::string& schema) : conn(test_dsn()) {
+    tx.emplace(conn);
+    tx->exec("SELECT position FROM " + tx->quote_name(schema)
+             + ".head FOR UPDATE");
+  }
+};
+
+head_lock::head_lock(const std::string& schema)
+  : impl_(std::make_unique<impl>(schema)) {
+  // nop
+}
+
+head_lock::~head_lock() {
+  release();
+}
+
+void head_lock::release() {
+  if (impl_ && impl_->tx) {
+    impl_->tx->abort();
+    impl_->tx.reset();
+  }
 }
 
 void PgSchemaTest::SetUp() {

@@ -29,6 +29,25 @@ pg_config test_config(const std::string& schema);
 /// of the first row as text, or "" when there is no row.
 std::string exec_sql(const std::string& sql);
 
+/// Holds the row lock every append on `schema` takes (its `head` row) from
+/// construction until `release()` or destruction, from a connection of its
+/// own: appends block meanwhile, as on a stalled database; reads go on.
+class head_lock {
+public:
+  explicit head_lock(const std::string& schema);
+  ~head_lock();
+
+  head_lock(const head_lock&) = delete;
+  head_lock& operator=(const head_lock&) = delete;
+
+  /// Lets the blocked appends go on; harmless when released.
+  void release();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
 /// A fixture that owns one schema on the test server for the duration of a
 /// test and drops it afterwards.
 class PgSchemaTest : public ::testing::Test {
