@@ -172,10 +172,15 @@ void commit(store_pointer self) {
 
 // Refuses an append when the queue is full. The mailbox holds what the gate
 // cannot see: requests from senders that bypass it, and a backlog built up
-// during a stall.
+// during a stall. The actor's own group message is no request: counting it
+// refused an append that arrived between the parking of the one before and
+// the start of its commit.
 caf::error queue_full(store_pointer self) {
   auto& st = self->state;
-  if (st.queue.size() + self->mailbox().size() < st.limits.max_queue)
+  auto waiting = self->mailbox().size();
+  if (st.group_scheduled && waiting > 0)
+    --waiting;
+  if (st.queue.size() + waiting < st.limits.max_queue)
     return {};
   count(st, errc::overloaded, 0);
   return caf::make_error(errc::overloaded,

@@ -52,7 +52,7 @@ protected:
     std::vector<event> batch;
     for (int i = 1; i <= events; ++i)
       batch.push_back(
-        event{"E", {"t"}, std::to_string(i) + std::string(2000, 'x'), {}});
+        event{"E", {"t"}, std::to_string(i) + std::string(10'000, 'x'), {}});
     ASSERT_TRUE(engine_->append(std::move(batch)));
   }
 
@@ -125,7 +125,7 @@ TEST_F(HttpStream, ManyStalledStreamsNeedNoThreadEachAndDeliverAll) {
     clients.push_back(std::make_unique<slow_client>(server_->port()));
     clients.back()->request(target());
   }
-  // 400 events of ~2 KB do not fit the socket buffers: every stream is open
+  // 400 events of ~10 KB do not fit the socket buffers: every stream is open
   // and stalled on its client.
   ASSERT_TRUE(open_streams_reach(streams, 20s));
   std::this_thread::sleep_for(300ms);
