@@ -10,6 +10,12 @@
 // the backend whole. Appends go to the backend; the accepted ones are added
 // to the cache before `append_validated` returns, so the caller acknowledges
 // them only once the cache holds them.
+//
+// Left for later (issue 13's figures, README "Through HTTP"): the read index
+// blocks the reading thread (a reader actor) for its round trip, so a node
+// runs at most `readers` reads per head query; an asynchronous index shared
+// by the HTTP threads, and cache hits answered without the stream machinery,
+// are the next steps to memory-speed HTTP reads.
 #pragma once
 
 #include "store/event_cache.hpp"
