@@ -150,7 +150,10 @@ TEST_F(NodeCache, TheCacheStaysWithinItsBoundUnderLoad) {
             << " MiB after 80 MiB appended (cache bound 8 MiB)\n";
   // The bound, the bus's window of recent events (1 MiB here), the HTTP
   // buffers and the allocator's slack: far below what was appended.
+  // (AddressSanitizer's quarantine keeps freed memory resident.)
+#if !defined(__SANITIZE_ADDRESS__)
   EXPECT_LT(grown, std::uint64_t{40} << 20);
+#endif
 }
 
 } // namespace
