@@ -13,7 +13,13 @@ namespace {
 
 thread_local const read_scope* current_scope = nullptr;
 
-constexpr auto no_limit = std::numeric_limits<std::uint64_t>::max();
+// The current thread's route (or `fallback`) and consistency.
+std::pair<cache_route, read_consistency> scope_or(cache_route fallback) {
+  auto scope = read_scope::current();
+  if (!scope)
+    return {fallback, read_consistency::linearizable};
+  return {scope->route(), scope->consistency()};
+}
 
 } // namespace
 
@@ -214,12 +220,10 @@ std::vector<append_result> cached_event_store::append_validated(
 
 std::unique_ptr<event_stream>
 cached_event_store::open(const query& q, const read_options& options,
-                         const stream_options& chunking, cache_route route) {
+                         const stream_options& chunking, cache_route route,
+                         read_consistency consistency) {
   auto normalized = validate_read(q, options, input_limits());
-  auto scope = read_scope::current();
-  auto consistency = scope ? scope->consistency()
-                           : read_consistency::linearizable;
-  if (consistency == read_consistency::database || !cache_->started())
+  if (!cache_->started())
     return nullptr;
   // Worth it when the cache holds where the scan starts (backwards), or
   // the end of the range (forward: the part below the cache's low end is
@@ -253,14 +257,13 @@ cached_event_store::open(const query& q, const read_options& options,
 
 read_result cached_event_store::read(const query& q,
                                      const read_options& options) {
-  auto scope = read_scope::current();
-  if (scope && scope->consistency() == read_consistency::database)
+  auto [route, consistency] = scope_or(cache_route::read);
+  if (consistency == read_consistency::database)
     return backend_->read(q, options);
-  auto route = scope ? scope->route() : cache_route::read;
   stream_options whole;
   whole.chunk_events = std::numeric_limits<std::size_t>::max();
   whole.chunk_bytes = std::numeric_limits<std::size_t>::max();
-  auto s = open(q, options, whole, route);
+  auto s = open(q, options, whole, route, consistency);
   if (!s) {
     cache_->record(route, cache_outcome::miss);
     return backend_->read(q, options);
@@ -282,11 +285,10 @@ read_result cached_event_store::read(const query& q,
 std::unique_ptr<event_stream>
 cached_event_store::stream(const query& q, const read_options& options,
                            const stream_options& chunking) {
-  auto scope = read_scope::current();
-  if (scope && scope->consistency() == read_consistency::database)
+  auto [route, consistency] = scope_or(cache_route::stream);
+  if (consistency == read_consistency::database)
     return backend_->stream(q, options, chunking);
-  auto route = scope ? scope->route() : cache_route::stream;
-  if (auto s = open(q, options, chunking, route))
+  if (auto s = open(q, options, chunking, route, consistency))
     return s;
   cache_->record(route, cache_outcome::miss);
   return backend_->stream(q, options, chunking);

@@ -118,10 +118,10 @@ private:
   class stream_impl;
 
   // A stream served at least partly from the cache, or null when the
-  // backend must serve it whole.
-  std::unique_ptr<event_stream> open(const query& q, const read_options& o,
-                                     const stream_options& chunking,
-                                     cache_route route);
+  // backend must serve it whole (`consistency` is not `database`).
+  std::unique_ptr<event_stream>
+  open(const query& q, const read_options& o, const stream_options& chunking,
+       cache_route route, read_consistency consistency);
 
   std::shared_ptr<event_store> backend_;
   std::shared_ptr<event_cache> cache_;
