@@ -317,6 +317,25 @@ node_metrics::node_metrics()
                                  "delivery (written to the client)")
                            .Register(r)
                            .Add({}, latency_buckets);
+  cluster_members_ = &BuildGauge()
+                        .Name("dcb_cluster_members")
+                        .Help("Peers of this node by status (up: linked "
+                              "over the middleman; unreachable: known, "
+                              "link down)")
+                        .Register(r);
+  cluster_members_->Add({{"status", "up"}}).Set(0);
+  cluster_members_->Add({{"status", "unreachable"}}).Set(0);
+  cluster_member_up_ = &BuildGauge()
+                          .Name("dcb_cluster_member_up")
+                          .Help("1 while the link to a peer is up, 0 while "
+                                "it is unreachable")
+                          .Register(r);
+  cluster_refused_ = &BuildCounter()
+                        .Name("dcb_cluster_handshakes_refused_total")
+                        .Help("Handshakes refused (other middleman settings, "
+                              "other cluster, or a node name taken)")
+                        .Register(r)
+                        .Add({});
   jobs_ = &BuildGauge()
              .Name("dcb_jobs")
              .Help("Jobs by queue and state (all nodes' jobs, read from the "
@@ -476,6 +495,26 @@ void node_metrics::jobs(const std::vector<queue_counts>& counts) {
   for (auto& q : gone)
     for (auto st : all_job_states)
       jobs_->Add({{"queue", q}, {"state", to_string(st)}}).Set(0);
+}
+
+void node_metrics::cluster(
+  const std::vector<std::pair<std::string, bool>>& peers) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  double up = 0;
+  double down = 0;
+  auto gone = cluster_peers_;
+  for (auto& [name, is_up] : peers) {
+    gone.erase(name);
+    cluster_peers_.insert(name);
+    (is_up ? up : down) += 1;
+    cluster_member_up_->Add({{"member", name}}).Set(is_up ? 1 : 0);
+  }
+  for (auto& name : gone) {
+    cluster_peers_.erase(name);
+    cluster_member_up_->Remove(&cluster_member_up_->Add({{"member", name}}));
+  }
+  cluster_members_->Add({{"status", "up"}}).Set(up);
+  cluster_members_->Add({{"status", "unreachable"}}).Set(down);
 }
 
 } // namespace dcbd

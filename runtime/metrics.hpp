@@ -23,6 +23,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dcbd {
@@ -70,6 +71,17 @@ public:
   /// Copies the event cache's state and counters and the read index's
   /// (`dcb_cache_*`, `dcb_read_index_*`).
   void cache_state(const cache_snapshot& cache, const read_index_stats& index);
+
+  /// Copies the cluster's membership (`dcb_cluster_members{status}` counts
+  /// the peers, not this node; `dcb_cluster_member_up{member}` is 1 or 0
+  /// per peer this node knows). Peers no longer known are removed.
+  void cluster(const std::vector<std::pair<std::string, bool>>& peers);
+
+  /// One handshake with a peer was refused (other settings, other
+  /// cluster, or a name taken).
+  void cluster_refused() {
+    cluster_refused_->Increment();
+  }
 
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
@@ -122,6 +134,10 @@ private:
   prometheus::Counter* index_rounds_;
   prometheus::Counter* index_reads_;
   prometheus::Gauge* index_max_batch_;
+  prometheus::Family<prometheus::Gauge>* cluster_members_;
+  prometheus::Family<prometheus::Gauge>* cluster_member_up_;
+  prometheus::Counter* cluster_refused_;
+  std::set<std::string> cluster_peers_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;
   // What `cache_state` has added to each counter so far.
