@@ -40,6 +40,10 @@ struct control_request {
   projector_action action = projector_action::pause;
   std::uint64_t position = 0;
   std::function<void(projector_reply)> done;
+  /// Forwarded by another node: act here, never forward again.
+  bool local_only = false;
+  /// With local_only: the epoch the sender saw (0: any).
+  std::uint64_t epoch = 0;
 };
 
 struct list_request {
@@ -64,6 +68,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::dead_letters_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::projector_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::projector_row)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::projector_action)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::projector_router)
 
 namespace dcbd {
 
@@ -81,6 +86,8 @@ using prj_control_atom = caf::atom_constant<caf::atom("prjCtl")>;
 using prj_list_atom = caf::atom_constant<caf::atom("prjList")>;
 using prj_letters_atom = caf::atom_constant<caf::atom("prjDL")>;
 using prj_respawn_atom = caf::atom_constant<caf::atom("prjRespawn")>;
+using prj_wake_atom = caf::atom_constant<caf::atom("prjWake")>;
+using prj_router_atom = caf::atom_constant<caf::atom("prjRouter")>;
 
 // -- shared state -------------------------------------------------------------
 
@@ -892,6 +899,8 @@ struct host_state {
   std::string last_lock_error;
   bool stopping = false;
   std::vector<caf::response_promise> stop_waiters;
+  // Forwards management calls to the owner (the cluster's).
+  projector_router router;
 
   static inline const char* name = "dcbd.projector_host";
 };
@@ -1052,7 +1061,12 @@ projector_status status_of_row(const projector_row& row,
     return s;
   }
   s.name = row.name;
-  s.state = projector_state::standby;
+  // No instance here: the owner's paused or failed state, as the row says,
+  // else standby (API.md §9).
+  s.state = !row.locked           ? projector_state::standby
+            : row.paused          ? projector_state::paused
+            : !row.failed.empty() ? projector_state::failed
+                                  : projector_state::standby;
   s.position = row.position;
   s.head = std::max(row.head, row.position);
   s.lag = s.head - s.position;
@@ -1163,6 +1177,28 @@ void control(host_actor* self, control_request& req) {
                                       + std::to_string(req.position)));
       break;
   }
+  if (here && req.local_only && req.epoch != 0 && req.epoch != i->second.epoch)
+    return req.done(error_reply(projector_reply::code::conflict,
+                                "projector " + req.name + " runs under epoch "
+                                  + std::to_string(i->second.epoch)
+                                  + " here, not " + std::to_string(req.epoch)));
+  if (!here && !req.local_only && st.router && row.locked && !row.owner.empty()
+      && row.owner != st.env->cfg.node
+      && req.action != projector_action::skip_dead_letter) {
+    // The owner acts (API.md §9); if it cannot be asked, the row does.
+    auto host = caf::actor_cast<caf::actor>(self);
+    auto fallback = req;
+    fallback.local_only = true;
+    auto forwarded = st.router(
+      row.owner, req.name, req.action, req.position, row.epoch,
+      [host, fallback](std::optional<projector_reply> r) mutable {
+        if (r)
+          return fallback.done(std::move(*r));
+        caf::anon_send(host, prj_control_atom::value, std::move(fallback));
+      });
+    if (forwarded)
+      return;
+  }
   if (!here)
     return control_here(self, req, row);
   // Record the intent in the row first (so it survives a takeover), then
@@ -1258,6 +1294,13 @@ caf::behavior host_impl(host_actor* self, std::shared_ptr<shared_env> env,
     },
     [self](prj_respawn_atom, const std::string& name) {
       self->state.respawning.erase(name);
+    },
+    [self](prj_wake_atom) {
+      // Not a tick: the tick's own schedule goes on unchanged.
+      host_tick(self);
+    },
+    [self](prj_router_atom, projector_router& r) {
+      self->state.router = std::move(r);
     },
     [self](prj_fenced_atom, const std::string& name, std::uint64_t epoch) {
       auto& st = self->state;
@@ -1496,6 +1539,27 @@ void projector_host::control(std::string name, projector_action action,
   caf::anon_send(impl_->host, prj_control_atom::value,
                  control_request{std::move(name), action, position,
                                  std::move(done)});
+}
+
+void projector_host::control_local(std::string name, projector_action action,
+                                   std::uint64_t position, std::uint64_t epoch,
+                                   std::function<void(projector_reply)> done) {
+  if (stopped())
+    return done(error_reply(projector_reply::code::unavailable,
+                            "the projector host has stopped"));
+  control_request req{std::move(name), action, position, std::move(done)};
+  req.local_only = true;
+  req.epoch = epoch;
+  caf::anon_send(impl_->host, prj_control_atom::value, std::move(req));
+}
+
+void projector_host::set_router(projector_router r) {
+  caf::anon_send(impl_->host, prj_router_atom::value, std::move(r));
+}
+
+void projector_host::wake() {
+  if (!stopped())
+    caf::anon_send(impl_->host, prj_wake_atom::value);
 }
 
 void projector_host::dead_letters(

@@ -178,6 +178,17 @@ struct projector_reply {
   projector_status status;
 };
 
+/// Forwards a management call to `owner`, the node running projector
+/// `name` under `epoch` (the cluster installs one, actors/cluster.hpp).
+/// Returns false when it cannot reach `owner` (the call is then handled on
+/// this node through the projector's row); otherwise runs `done` once, on
+/// any thread, with the owner's reply, or with nullopt when the owner did
+/// not answer (the call is then handled here).
+using projector_router = std::function<bool(
+  const std::string& owner, const std::string& name, projector_action action,
+  std::uint64_t position, std::uint64_t epoch,
+  std::function<void(std::optional<projector_reply>)> done)>;
+
 /// Settings of a node's projector host.
 struct projector_host_config {
   /// Names this node as the owner (unique per process on the database).
@@ -233,6 +244,21 @@ public:
   void control(std::string name, projector_action action,
                std::uint64_t position,
                std::function<void(projector_reply)> done);
+
+  /// `control` as forwarded by another node: acts on this node only (never
+  /// forwards again). With `epoch` > 0, a local instance must run under
+  /// that epoch, else the answer is a conflict (the message is stale).
+  void control_local(std::string name, projector_action action,
+                     std::uint64_t position, std::uint64_t epoch,
+                     std::function<void(projector_reply)> done);
+
+  /// Management calls for projectors another node runs go through `r`
+  /// (without one, through the projector's row, which the owner polls).
+  void set_router(projector_router r);
+
+  /// Tries at once the locks of the projectors it does not run (a peer
+  /// went down: its locks may be free) instead of at the next poll.
+  void wake();
 
   /// The dead letters of `name`; `nullopt` when there is no such projector.
   void dead_letters(

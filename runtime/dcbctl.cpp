@@ -28,6 +28,7 @@
 //                                     --tags K:V,K:V] [--queue Q]
 //                                     [--from now|P]
 //   dcbctl [--url URL] [--json] jobs triggers delete NAME
+//   dcbctl [--url URL] [--json] cluster
 //
 // `subscribe` follows the log like `tail -f` (GET /v1/subscribe, NDJSON):
 // the matching events after N, then new ones as they are committed. When
@@ -470,6 +471,36 @@ int cmd_projectors(const options& o, node& n) {
   return 0;
 }
 
+// -- cluster ------------------------------------------------------------------
+
+// cluster: the members as the node sees them (GET /v1/cluster).
+int cmd_cluster(const options& o, node& n) {
+  if (!o.args.empty())
+    throw usage_error("cluster: takes no arguments");
+  auto r = n.get("/v1/cluster");
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  auto j = json::parse(r.body);
+  auto self = j.value("self", std::string{});
+  std::printf("%-24s %-12s %-22s %-22s %s\n", "NAME", "STATUS", "CLUSTER ADDR",
+              "HTTP", "SINCE");
+  for (auto& m : j.value("members", json::array())) {
+    auto name = m.value("name", std::string{});
+    if (name == self)
+      name += " (self)";
+    std::printf("%-24s %-12s %-22s %-22s %s\n", name.c_str(),
+                m.value("status", std::string{}).c_str(),
+                m.value("addr", std::string{}).c_str(),
+                m.value("http", std::string{}).c_str(),
+                m.value("since", std::string{}).c_str());
+  }
+  return 0;
+}
+
 // -- jobs ---------------------------------------------------------------------
 
 // A string member, "" when absent or null.
@@ -786,6 +817,8 @@ void usage(std::ostream& os) {
         "T1,T2\n"
         "               --tags K:V,K:V] [--queue Q] [--from now|P]\n"
         "  jobs triggers delete NAME\n"
+        "  cluster                                  the members and their "
+        "status\n"
         "QUERY is JSON: {\"items\":[{\"types\":[..],\"tags\":[..]}]}\n"
         "URL defaults to $DCB_URL, else http://127.0.0.1:8080\n";
 }
@@ -837,6 +870,8 @@ int main(int argc, char** argv) {
       return cmd_projectors(o, *n);
     if (o.command == "jobs")
       return cmd_jobs(o, *n);
+    if (o.command == "cluster")
+      return cmd_cluster(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";

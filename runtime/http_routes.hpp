@@ -309,6 +309,9 @@ struct route_env {
   projector_host* projectors = nullptr;
   /// The node's jobs (null: no job routes).
   job_service* jobs = nullptr;
+  /// The node's name, and its cluster (null: a node of its own).
+  std::string node;
+  cluster_service* cluster = nullptr;
 };
 
 // -- API areas: one file each -------------------------------------------------
@@ -320,6 +323,7 @@ route_table subscribe_routes(route_env& env); // runtime/routes_subscribe.cpp
 route_table ws_routes(route_env& env);        // runtime/routes_ws.cpp
 route_table projector_routes(route_env& env); // runtime/routes_projectors.cpp
 route_table job_routes(route_env& env);       // runtime/routes_jobs.cpp
+route_table cluster_routes(route_env& env);   // runtime/routes_cluster.cpp
 
 /// Every area's routes, as the server serves them (runtime/http_server.cpp).
 route_table all_routes(route_env& env);

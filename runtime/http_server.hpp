@@ -55,6 +55,7 @@
 namespace dcbd {
 
 class engine;
+class cluster_service;
 class job_service;
 class projector_host;
 class node_metrics;
@@ -114,6 +115,10 @@ struct http_extensions {
   /// The node's jobs, for /v1/jobs, /v1/triggers and /v1/queues (null: no
   /// such routes).
   job_service* jobs = nullptr;
+  /// The node's name and cluster, for /v1/cluster (null cluster: a node of
+  /// its own).
+  std::string node;
+  cluster_service* cluster = nullptr;
 };
 
 class http_server {

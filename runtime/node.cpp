@@ -4,6 +4,7 @@
 // (`dcbd --long-help` lists them with their defaults).
 #include "runtime/node.hpp"
 
+#include "actors/cluster.hpp"
 #include "actors/engine.hpp"
 #include "actors/jobs.hpp"
 #include "actors/projector.hpp"
@@ -186,6 +187,7 @@ struct node::impl {
   dcbd::engine& eng;
   projector_host& projectors;
   job_service& jobs;
+  cluster_service* cluster;
   std::shared_ptr<node_metrics> metrics;
   std::string name;
   std::string schema;
@@ -238,6 +240,10 @@ projector_host& node::projectors() {
 
 job_service& node::jobs() {
   return impl_.jobs;
+}
+
+cluster_service* node::cluster() {
+  return impl_.cluster;
 }
 
 std::shared_ptr<node_metrics> node::metrics() const {
@@ -306,6 +312,12 @@ int run_node(int argc, char** argv, node_options options) {
       return fail("setup failed: " + what_of(std::current_exception()));
     }
   }
+  // The cluster's middleman settings go in before the command line, which
+  // may override them (alike on every node: the handshake checks).
+  auto cluster_addr = env_or("DCB_CLUSTER_ADDR", "");
+  auto cluster_name = env_or("DCB_CLUSTER_NAME", "dcbd");
+  if (!cluster_addr.empty())
+    configure_cluster(cfg, cluster_name);
   if (auto err = cfg.parse(argc, argv))
     return fail("bad configuration: " + cfg.render(err));
   if (cfg.cli_helptext_printed)
@@ -318,6 +330,29 @@ int run_node(int argc, char** argv, node_options options) {
   auto http_addr = env_or("DCB_HTTP_ADDR", "127.0.0.1:8080");
   auto metrics_addr = env_or("DCB_METRICS_ADDR", "127.0.0.1:9464");
   auto name = env_or("DCB_NODE_NAME", default_name());
+  std::optional<cluster_config> cc;
+  if (!cluster_addr.empty()) {
+    cc.emplace();
+    auto addr = parse_cluster_address(cluster_addr);
+    if (!addr)
+      return fail("DCB_CLUSTER_ADDR must be host:port, got \"" + cluster_addr
+                  + "\"");
+    auto seeds = parse_cluster_seeds(env_or("DCB_CLUSTER_SEEDS", ""));
+    if (!seeds)
+      return fail("DCB_CLUSTER_SEEDS must be a comma-separated list of "
+                  "host:port, got \""
+                  + env_or("DCB_CLUSTER_SEEDS", "") + "\"");
+    if (auto why = check_cluster_settings(cfg))
+      return fail(*why);
+    cc->node = name;
+    cc->addr = *addr;
+    cc->seeds = std::move(*seeds);
+    cc->http = http_addr;
+    cc->cluster_name = cluster_name;
+  } else if (!env_or("DCB_CLUSTER_SEEDS", "").empty()) {
+    return fail("DCB_CLUSTER_SEEDS needs DCB_CLUSTER_ADDR (where this node "
+                "listens for its peers)");
+  }
   http_config hc;
   if (!split_address(http_addr, hc.address, hc.port))
     return fail("DCB_HTTP_ADDR must be host:port, got \"" + http_addr + "\"");
@@ -408,11 +443,32 @@ int run_node(int argc, char** argv, node_options options) {
     projectors->stop();
     return fail(std::string{"cannot start the job service: "} + e.what());
   }
+  // The cluster: after the projectors (it routes their management and
+  // wakes them when a peer goes down), stopped right after them.
+  std::optional<cluster_service> cluster;
+  if (cc) {
+    try {
+      cc->on_refused = [metrics] {
+        metrics->cluster_refused();
+      };
+      cluster.emplace(sys, *cc, ec.store);
+      cluster->serve(*projectors);
+      std::cout << "dcbd: cluster \"" << cc->cluster_name << "\" on "
+                << cc->addr.to_string() << " (incarnation "
+                << cluster->incarnation() << "), " << cc->seeds.size()
+                << " seeds" << std::endl;
+    } catch (const std::exception& e) {
+      jobs->stop();
+      projectors->stop();
+      return fail(std::string{"cannot start the cluster: "} + e.what());
+    }
+  }
   node::impl state{cfg,
                    sys,
                    *eng,
                    *projectors,
                    *jobs,
+                   cluster ? &*cluster : nullptr,
                    metrics,
                    std::move(name),
                    ec.store.schema,
@@ -424,6 +480,8 @@ int run_node(int argc, char** argv, node_options options) {
   auto give_up = [&](const std::string& message) {
     jobs->stop();
     projectors->stop();
+    if (cluster)
+      cluster->stop();
     state.run_stop_hooks();
     return fail(message);
   };
@@ -443,7 +501,8 @@ int run_node(int argc, char** argv, node_options options) {
     exposer->RegisterCollectable(metrics->registry());
     server.emplace(*eng, metrics, hc,
                    http_extensions{std::move(state.routes), &*projectors,
-                                   &*jobs});
+                                   &*jobs, state.name,
+                                   cluster ? &*cluster : nullptr});
   } catch (const std::invalid_argument& e) {
     return give_up(std::string{"bad routes: "} + e.what());
   } catch (const std::exception& e) {
@@ -465,6 +524,13 @@ int run_node(int argc, char** argv, node_options options) {
       if (auto cache = eng->cache())
         metrics->cache_state(cache->snapshot(), eng->index_stats());
       metrics->projectors(projectors->snapshot());
+      if (cluster) {
+        std::vector<std::pair<std::string, bool>> peers;
+        for (auto& m : cluster->members())
+          if (!m.self)
+            peers.emplace_back(m.name, m.status == member_status::up);
+        metrics->cluster(peers);
+      }
       if (!counting->exchange(true))
         jobs->counts(
           [metrics, counting](caf::expected<std::vector<queue_counts>> r) {
@@ -492,6 +558,8 @@ int run_node(int argc, char** argv, node_options options) {
   // what setup started, stop while the engine works.
   jobs->stop();
   projectors->stop();
+  if (cluster)
+    cluster->stop();
   state.run_stop_hooks();
   // The engine answers what its actors took and commits or fails the open
   // group before it returns.

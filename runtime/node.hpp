@@ -35,6 +35,7 @@
 
 namespace dcbd {
 
+class cluster_service;
 class engine;
 class job_service;
 class node;
@@ -90,6 +91,10 @@ public:
   /// a transaction of your own. Workers stop (running attempts finish
   /// within `--dcbd.jobs-shutdown-grace-ms`) before the stop hooks run.
   job_service& jobs();
+
+  /// The node's cluster (actors/cluster.hpp): its members; null when
+  /// `DCB_CLUSTER_ADDR` is not set (a node of its own).
+  cluster_service* cluster();
 
   /// The node's metrics. Register your own families on
   /// `metrics()->registry()`: they are exported with the node's on
@@ -159,7 +164,8 @@ private:
 /// starting any); runs `options.configure`; parses the configuration (CAF
 /// config file and command line, group "dcbd"; `--help` prints it and
 /// returns 0) and the environment (`DCB_POSTGRES_DSN`, `DCB_SCHEMA`,
-/// `DCB_HTTP_ADDR`, `DCB_METRICS_ADDR`, `DCB_NODE_NAME`); prints the
+/// `DCB_HTTP_ADDR`, `DCB_METRICS_ADDR`, `DCB_NODE_NAME`, and for a cluster
+/// `DCB_CLUSTER_ADDR`, `DCB_CLUSTER_SEEDS`, `DCB_CLUSTER_NAME`); prints the
 /// configuration; opens the engine; runs `options.setup`; starts the
 /// metrics exporter and the HTTP server (with the routes setup added) and
 /// prints their addresses; serves. To stop, it stops accepting and answers

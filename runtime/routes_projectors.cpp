@@ -10,11 +10,14 @@
 //
 // A status is {"name","state","position","head","lag","owner","epoch",
 // "dead_letters"} plus "version", and "error" when there is one. `state` is
-// this node's view: standby when no instance runs here (`owner` names the
-// node that runs it, "" when none does). Pause, resume and rebuild work from
-// any node (they go through the projector's row; the owner applies them
-// within its poll interval); retrying a dead letter needs the handler, so it
-// runs on the owner only (409 elsewhere, naming the owner).
+// this node's view: a node without the instance reports standby, or the
+// owner's paused/failed state from the projector's row (`owner` names the
+// node that runs it, "" when none does). Management works from any node: in
+// a cluster (actors/cluster.hpp) the call is forwarded to the owner, which
+// acts at once and answers with its status; without one, or when the owner
+// cannot be reached, pause, resume and rebuild go through the projector's
+// row (the owner applies them within its poll interval), and retrying a
+// dead letter, which needs the handler, answers 409 naming the owner.
 #include "actors/projector.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/routes_common.hpp"

@@ -244,6 +244,20 @@ CREATE TABLE @S.job_triggers (
   updated_at   timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+  {5, "cluster members", R"sql(
+-- One row per node name: where its cluster agent listens and which start of
+-- the process (incarnation) wrote it last. A node refreshes `last_seen`
+-- while it runs and deletes its row when it stops gracefully; membership
+-- itself is decided by the links between the nodes, never by this table.
+CREATE TABLE @S.cluster_members (
+  name         text        PRIMARY KEY,
+  addr         text        NOT NULL,
+  http         text        NOT NULL DEFAULT '',
+  incarnation  text        NOT NULL,
+  started_at   timestamptz NOT NULL DEFAULT now(),
+  last_seen    timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 std::string expand(std::string sql, const std::string& schema,

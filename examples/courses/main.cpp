@@ -129,6 +129,10 @@ int main(int argc, char** argv) {
     {
       pqxx::connection conn{n.dsn()};
       pqxx::work tx{conn};
+      // Nodes that start together would race on the catalog (IF NOT EXISTS
+      // is no lock): one at a time.
+      tx.exec("SELECT pg_advisory_xact_lock(hashtext('" + n.schema()
+              + ".confirmations'))");
       tx.exec("CREATE TABLE IF NOT EXISTS " + n.schema()
               + ".confirmations (job bigint PRIMARY KEY, position bigint "
                 "UNIQUE, at timestamptz NOT NULL DEFAULT now())");

@@ -4,6 +4,7 @@
 // management routes (list, status, pause, resume, rebuild, dead letters
 // with retry and skip, bad input), dcbctl projectors, and the metrics.
 #include "store/pg_projector.hpp"
+#include "tests/runtime/courses_support.hpp"
 #include "tests/runtime/http_test_client.hpp"
 #include "tests/runtime/node_process.hpp"
 
@@ -37,56 +38,68 @@ protected:
 
   static json subscribe_event(const std::string& student,
                               const std::string& course) {
-    return ev("StudentSubscribed", {"student:" + student, "course:" + course},
-              json{{"student", student}, {"course", course}}.dump());
+    return course_node::subscribe_event(student, course);
   }
 
-  // The projector's status on a node, or null.
   static json status(std::uint16_t port) {
-    client c{port};
-    auto r = c.get("/v1/projectors/course_seats");
-    return r.status == 200 ? json::parse(r.body) : json{};
+    return course_node::status(port);
   }
 
-  // Waits until the node's projector runs and has applied the head.
   static bool caught_up(std::uint16_t port, std::chrono::seconds d = 30s) {
-    auto until = std::chrono::steady_clock::now() + d;
-    while (std::chrono::steady_clock::now() < until) {
-      try {
-        client c{port};
-        auto head
-          = json::parse(c.get("/v1/head").body)["head"].get<std::uint64_t>();
-        auto s = status(port);
-        if (s.is_object() && s["state"] == "running"
-            && s["position"].get<std::uint64_t>() >= head)
-          return true;
-      } catch (const std::exception&) {
-        // not up yet
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
+    return course_node::caught_up(port, d);
   }
 
   std::string seats() {
-    return exec_sql("SELECT coalesce(string_agg(course || '=' || subscribed, "
-                    "',' ORDER BY course), '') FROM "
-                    + schema_ + ".course_seats");
+    return course_node::seats(schema_);
   }
 
-  // Subscriptions per course counted from the events themselves (data that
-  // is not a JSON object with a string "course" counts for none; CASE keeps
-  // the cast away from data that is no JSON at all).
   std::string recount() {
-    return exec_sql(
-      "SELECT coalesce(string_agg(course || '=' || n, ',' ORDER BY course), "
-      "'') FROM (SELECT course, count(*) AS n FROM (SELECT CASE WHEN "
-      "convert_from(data, 'UTF8') LIKE '{%' THEN "
-      "convert_from(data, 'UTF8')::jsonb ->> 'course' END AS course FROM "
-      + schema_
-      + ".events WHERE type = 'StudentSubscribed') e WHERE course IS NOT "
-        "NULL GROUP BY course) c");
+    return course_node::recount(schema_);
   }
+};
+auto r = c.get("/v1/projectors/course_seats");
+return r.status == 200 ? json::parse(r.body) : json{};
+}
+
+// Waits until the node's projector runs and has applied the head.
+static bool caught_up(std::uint16_t port, std::chrono::seconds d = 30s) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+    try {
+      client c{port};
+      auto head
+        = json::parse(c.get("/v1/head").body)["head"].get<std::uint64_t>();
+      auto s = status(port);
+      if (s.is_object() && s["state"] == "running"
+          && s["position"].get<std::uint64_t>() >= head)
+        return true;
+    } catch (const std::exception&) {
+      // not up yet
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+std::string seats() {
+  return exec_sql("SELECT coalesce(string_agg(course || '=' || subscribed, "
+                  "',' ORDER BY course), '') FROM "
+                  + schema_ + ".course_seats");
+}
+
+// Subscriptions per course counted from the events themselves (data that
+// is not a JSON object with a string "course" counts for none; CASE keeps
+// the cast away from data that is no JSON at all).
+std::string recount() {
+  return exec_sql(
+    "SELECT coalesce(string_agg(course || '=' || n, ',' ORDER BY course), "
+    "'') FROM (SELECT course, count(*) AS n FROM (SELECT CASE WHEN "
+    "convert_from(data, 'UTF8') LIKE '{%' THEN "
+    "convert_from(data, 'UTF8')::jsonb ->> 'course' END AS course FROM "
+    + schema_
+    + ".events WHERE type = 'StudentSubscribed') e WHERE course IS NOT "
+      "NULL GROUP BY course) c");
+}
 };
 
 TEST_F(NodeProjector, ExactlyOnceAcrossSigkillWhileWritersAppend) {
@@ -152,13 +165,7 @@ TEST_F(NodeProjector, OneOwnerAmongTwoProcessesAndTakeoverAfterSigkill) {
   EXPECT_EQ(sb["owner"], "a") << sb.dump();
   // Exactly one process holds the projector's lock (other tests may hold
   // locks of their own schemas meanwhile).
-  auto key = projector_lock_key(schema_, "course_seats");
-  auto holders = exec_sql(
-    "SELECT string_agg(a.application_name, ',') FROM pg_locks l JOIN "
-    "pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND "
-    "l.granted AND l.objsubid = 1 AND ((l.classid::bigint << 32) | "
-    "l.objid::bigint) = "
-    + std::to_string(key));
+  auto holders = course_node::lock_holders(schema_);
   EXPECT_EQ(holders, "dcbd:a");
   auto epoch = sa["epoch"].get<std::uint64_t>();
 

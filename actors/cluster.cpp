@@ -1,0 +1,921 @@
+// The cluster's agent and membership (see actors/cluster.hpp).
+//
+// Two actors per node:
+//   agent     scheduled; published on the cluster address: handshakes,
+//             links and their DOWNs, dialing, forwarded management calls
+//   registry  detached (blocks on PostgreSQL): this node's row in the
+//             membership table, and the rows of the others for the agent
+// The members list goes through a board (a mutex), so HTTP and metrics read
+// it without messaging.
+#include "actors/cluster.hpp"
+
+#include "actors/projector.hpp"
+#include "store/error.hpp"
+#include "store/pg_cluster.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <algorithm>
+#include <future>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+namespace dcbd {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+} // namespace
+
+// -- wire types (field order is the wire format: only ever append) ----------
+
+/// The handshake, both ways.
+struct cluster_hello {
+  std::string name;
+  /// The sender's agent address, host:port.
+  std::string addr;
+  std::string http;
+  std::string incarnation;
+  std::string cluster;
+  std::uint32_t protocol = 0;
+  std::int64_t heartbeat_ms = 0;
+  std::int64_t timeout_ms = 0;
+  /// Agent addresses of the peers the sender is linked to.
+  std::vector<std::string> peers;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_hello& x) {
+  return f(caf::meta::type_name("dcbd::cluster_hello"), x.name, x.addr, x.http,
+           x.incarnation, x.cluster, x.protocol, x.heartbeat_ms, x.timeout_ms,
+           x.peers);
+}
+
+/// The owner's answer to a forwarded management call.
+struct cluster_projector_reply {
+  std::uint8_t code = 0;
+  std::string message;
+  std::string name;
+  std::uint8_t state = 0;
+  std::uint64_t position = 0;
+  std::uint64_t head = 0;
+  std::uint64_t lag = 0;
+  std::string owner;
+  std::uint64_t epoch = 0;
+  std::uint64_t dead_letters = 0;
+  std::int32_t version = 0;
+  std::string error;
+};
+
+template <class Inspector>
+typename Inspector::result_type
+inspect(Inspector& f, cluster_projector_reply& x) {
+  return f(caf::meta::type_name("dcbd::cluster_projector_reply"), x.code,
+           x.message, x.name, x.state, x.position, x.head, x.lag, x.owner,
+           x.epoch, x.dead_letters, x.version, x.error);
+}
+
+} // namespace dcbd
+
+namespace dcbd {
+namespace {
+
+/// A management call for the owner `owner`, from this node's projector host.
+struct forward_call {
+  std::string owner;
+  std::string name;
+  projector_action action = projector_action::pause;
+  std::uint64_t position = 0;
+  std::uint64_t epoch = 0;
+  std::function<void(std::optional<projector_reply>)> done;
+};
+
+} // namespace
+} // namespace dcbd
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<dcbd::member_row>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dcbd::forward_call)
+
+namespace dcbd {
+
+namespace {
+
+using cl_hello_atom = caf::atom_constant<caf::atom("clHello")>;
+using cl_bye_atom = caf::atom_constant<caf::atom("clBye")>;
+using cl_prj_atom = caf::atom_constant<caf::atom("clPrj")>;
+using cl_prj_done_atom = caf::atom_constant<caf::atom("clPrjDone")>;
+using cl_tick_atom = caf::atom_constant<caf::atom("clTick")>;
+using cl_rows_atom = caf::atom_constant<caf::atom("clRows")>;
+using cl_stop_atom = caf::atom_constant<caf::atom("clStop")>;
+using cl_forward_atom = caf::atom_constant<caf::atom("clForward")>;
+
+cluster_projector_reply to_wire(const projector_reply& r) {
+  cluster_projector_reply w;
+  w.code = static_cast<std::uint8_t>(r.what);
+  w.message = r.message;
+  auto& s = r.status;
+  w.name = s.name;
+  w.state = static_cast<std::uint8_t>(s.state);
+  w.position = s.position;
+  w.head = s.head;
+  w.lag = s.lag;
+  w.owner = s.owner;
+  w.epoch = s.epoch;
+  w.dead_letters = s.dead_letters;
+  w.version = s.version;
+  w.error = s.error;
+  return w;
+}
+
+projector_reply from_wire(const cluster_projector_reply& w) {
+  projector_reply r;
+  r.what = w.code <= static_cast<std::uint8_t>(projector_reply::code::internal)
+             ? static_cast<projector_reply::code>(w.code)
+             : projector_reply::code::internal;
+  r.message = w.message;
+  auto& s = r.status;
+  s.name = w.name;
+  s.state = w.state <= static_cast<std::uint8_t>(projector_state::rebuilding)
+              ? static_cast<projector_state>(w.state)
+              : projector_state::standby;
+  s.position = w.position;
+  s.head = w.head;
+  s.lag = w.lag;
+  s.owner = w.owner;
+  s.epoch = w.epoch;
+  s.dead_letters = w.dead_letters;
+  s.version = w.version;
+  s.error = w.error;
+  return r;
+}
+
+std::string new_incarnation() {
+  std::random_device rd;
+  std::mt19937_64 gen{
+    (static_cast<std::uint64_t>(rd()) << 32) ^ rd()
+    ^ static_cast<std::uint64_t>(clock::now().time_since_epoch().count())};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 2; ++i) {
+    auto v = gen();
+    for (int j = 0; j < 16; ++j, v >>= 4)
+      out += hex[v & 15];
+  }
+  return out;
+}
+
+std::int64_t setting_ms(const caf::actor_system_config& cfg, const char* key) {
+  auto t = caf::get_or(cfg, key, caf::timespan{0});
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t).count();
+}
+
+// -- shared state -------------------------------------------------------------
+
+/// What the façade, the agent and the registry share.
+struct cluster_env {
+  cluster_config cfg;
+  std::string self_addr;
+  std::string incarnation = new_incarnation();
+  std::int64_t heartbeat_ms = 0;
+  std::int64_t timeout_ms = 0;
+  std::chrono::system_clock::time_point started
+    = std::chrono::system_clock::now();
+
+  mutable std::mutex mtx;
+  std::vector<cluster_member> members;
+  std::map<std::string, caf::actor> up_by_name;
+  projector_host* host = nullptr;
+
+  projector_host* projectors() const {
+    std::lock_guard guard{mtx};
+    return host;
+  }
+};
+
+// -- registry -----------------------------------------------------------------
+
+struct registry_state {
+  std::shared_ptr<cluster_env> env;
+  std::unique_ptr<pg_cluster_registry> db;
+  caf::actor agent;
+  bool joined = false;
+  std::string last_error;
+  static inline const char* name = "dcbd.cluster_registry";
+};
+
+using registry_actor = caf::stateful_actor<registry_state>;
+
+void registry_refresh(registry_actor* self) {
+  auto& st = self->state;
+  auto& env = *st.env;
+  try {
+    if (!st.joined || !st.db->touch(env.cfg.node, env.incarnation)) {
+      if (st.joined)
+        std::cerr << "dcbd: cluster: another start of node " << env.cfg.node
+                  << " took its membership row" << std::endl;
+      st.db->join(
+        {env.cfg.node, env.self_addr, env.cfg.http, env.incarnation, 0});
+      st.joined = true;
+    }
+    self->send(st.agent, cl_rows_atom::value, st.db->rows(env.cfg.forget));
+    st.last_error.clear();
+  } catch (const store_error& e) {
+    if (st.last_error != e.what()) {
+      st.last_error = e.what();
+      std::cerr << "dcbd: cluster: membership table: " << e.what() << std::endl;
+    }
+  }
+}
+
+caf::behavior registry_impl(registry_actor* self,
+                            std::shared_ptr<cluster_env> env, pg_config db,
+                            caf::actor agent) {
+  auto& st = self->state;
+  st.env = env;
+  st.agent = agent;
+  db.connect_timeout = std::min(db.connect_timeout, 2000ms);
+  st.db = std::make_unique<pg_cluster_registry>(db);
+  self->send(self, cl_tick_atom::value);
+  return {
+    [self](cl_tick_atom) {
+      registry_refresh(self);
+      self->delayed_send(self, self->state.env->cfg.refresh,
+                         cl_tick_atom::value);
+    },
+    [self](cl_stop_atom) {
+      auto& st = self->state;
+      try {
+        st.db->leave(st.env->cfg.node, st.env->incarnation);
+      } catch (const store_error& e) {
+        std::cerr << "dcbd: cluster: cannot leave the membership table: "
+                  << e.what() << std::endl;
+      }
+      self->quit();
+      return true;
+    },
+  };
+}
+
+// -- agent --------------------------------------------------------------------
+
+struct peer_entry {
+  cluster_address addr;
+  std::string name;
+  std::string http;
+  std::string incarnation;
+  /// Its agent, while linked.
+  caf::actor handle;
+  bool up = false;
+  bool dialing = false;
+  /// Said goodbye: hidden until it comes back.
+  bool left = false;
+  /// Learned or last lost at; a peer that sorts before this node gets a
+  /// second to dial before this node dials it.
+  clock::time_point learned = clock::now();
+  clock::time_point next_try{};
+  std::chrono::milliseconds backoff{0};
+  std::chrono::system_clock::time_point since
+    = std::chrono::system_clock::now();
+  std::string last_error;
+};
+
+struct agent_state {
+  std::shared_ptr<cluster_env> env;
+  caf::actor registry;
+  /// By agent address.
+  std::map<std::string, peer_entry> peers;
+  /// Names of addresses from the membership table.
+  std::map<std::string, std::string> row_names;
+  std::map<std::uint64_t, caf::response_promise> calls;
+  std::uint64_t next_call = 0;
+  bool stopping = false;
+  static inline const char* name = "dcbd.cluster_agent";
+};
+
+using agent_actor = caf::stateful_actor<agent_state>;
+
+void publish_board(agent_actor* self) {
+  auto& st = self->state;
+  auto& env = *st.env;
+  std::vector<cluster_member> out;
+  cluster_member me;
+  me.name = env.cfg.node;
+  me.addr = env.self_addr;
+  me.http = env.cfg.http;
+  me.incarnation = env.incarnation;
+  me.status = member_status::up;
+  me.self = true;
+  me.since = env.started;
+  std::map<std::string, caf::actor> up;
+  std::vector<cluster_member> peers;
+  for (auto& [key, p] : st.peers) {
+    if (p.left)
+      continue;
+    cluster_member m;
+    m.name = p.name;
+    if (m.name.empty()) {
+      auto i = st.row_names.find(key);
+      m.name = i != st.row_names.end() ? i->second : key;
+    }
+    m.addr = key;
+    m.http = p.http;
+    m.incarnation = p.incarnation;
+    m.status = p.up ? member_status::up : member_status::unreachable;
+    m.since = p.since;
+    if (p.up)
+      up[p.name] = p.handle;
+    peers.push_back(std::move(m));
+  }
+  std::sort(peers.begin(), peers.end(), [](auto& a, auto& b) {
+    return a.name < b.name;
+  });
+  out.push_back(std::move(me));
+  for (auto& m : peers)
+    out.push_back(std::move(m));
+  std::lock_guard guard{env.mtx};
+  env.members = std::move(out);
+  env.up_by_name = std::move(up);
+}
+
+// The entry of `key` (made when new); nullptr for this node's own address
+// or a malformed one.
+peer_entry* learn(agent_actor* self, const std::string& key) {
+  auto& st = self->state;
+  if (key == st.env->self_addr)
+    return nullptr;
+  auto i = st.peers.find(key);
+  if (i != st.peers.end())
+    return &i->second;
+  auto addr = parse_cluster_address(key);
+  if (!addr)
+    return nullptr;
+  peer_entry p;
+  p.addr = *addr;
+  return &st.peers.emplace(key, std::move(p)).first->second;
+}
+
+cluster_hello hello_of(agent_actor* self) {
+  auto& st = self->state;
+  auto& env = *st.env;
+  cluster_hello h;
+  h.name = env.cfg.node;
+  h.addr = env.self_addr;
+  h.http = env.cfg.http;
+  h.incarnation = env.incarnation;
+  h.cluster = env.cfg.cluster_name;
+  h.protocol = cluster_protocol;
+  h.heartbeat_ms = env.heartbeat_ms;
+  h.timeout_ms = env.timeout_ms;
+  for (auto& [key, p] : st.peers)
+    if (p.up)
+      h.peers.push_back(key);
+  return h;
+}
+
+// Why `theirs` cannot join this node's cluster (nullopt: it can).
+std::optional<std::string> refusal(agent_actor* self,
+                                   const cluster_hello& theirs) {
+  auto& env = *self->state.env;
+  if (theirs.protocol != cluster_protocol)
+    return "it speaks cluster protocol " + std::to_string(theirs.protocol)
+           + ", this node " + std::to_string(cluster_protocol);
+  if (theirs.cluster != env.cfg.cluster_name)
+    return "it belongs to cluster \"" + theirs.cluster + "\", not \""
+           + env.cfg.cluster_name + "\"";
+  if (theirs.heartbeat_ms != env.heartbeat_ms
+      || theirs.timeout_ms != env.timeout_ms)
+    return "its middleman heartbeat is " + std::to_string(theirs.heartbeat_ms)
+           + " ms with a " + std::to_string(theirs.timeout_ms)
+           + " ms connection timeout, this node's "
+           + std::to_string(env.heartbeat_ms) + " ms and "
+           + std::to_string(env.timeout_ms) + " ms";
+  if (theirs.name == env.cfg.node)
+    return "it has this node's name, " + theirs.name;
+  if (theirs.addr == env.self_addr)
+    return "it has this node's address, " + theirs.addr;
+  for (auto& [key, p] : self->state.peers)
+    if (p.up && p.name == theirs.name && key != theirs.addr)
+      return "the name " + theirs.name + " is taken by the node at " + key;
+  return std::nullopt;
+}
+
+void refused(agent_actor* self, const std::string& who,
+             const std::string& why) {
+  std::cerr << "dcbd: cluster: refused " << who << ": " << why << std::endl;
+  if (self->state.env->cfg.on_refused)
+    self->state.env->cfg.on_refused();
+}
+
+// A handshake succeeded with the agent `h` (dialed at `dialed`, or empty when
+// it dialed this node).
+void linked(agent_actor* self, const std::string& dialed, const caf::actor& h,
+            const cluster_hello& theirs) {
+  auto& st = self->state;
+  if (!dialed.empty() && dialed != theirs.addr) {
+    // A seed under another name of the same node: keep the advertised one.
+    st.peers.erase(dialed);
+  }
+  auto* p = learn(self, theirs.addr);
+  if (!p)
+    return;
+  if (p->up && p->handle == h && p->incarnation == theirs.incarnation) {
+    p->dialing = false;
+    return; // both dialed at once: already linked
+  }
+  if (p->handle && p->handle != h)
+    self->demonitor(p->handle);
+  bool was_up = p->up;
+  p->name = theirs.name;
+  p->http = theirs.http;
+  p->incarnation = theirs.incarnation;
+  p->handle = h;
+  p->up = true;
+  p->left = false;
+  p->dialing = false;
+  p->backoff = 0ms;
+  p->last_error.clear();
+  if (!was_up)
+    p->since = std::chrono::system_clock::now();
+  self->monitor(h);
+  std::cout << "dcbd: cluster: linked to " << theirs.name << " at "
+            << theirs.addr << " (incarnation " << theirs.incarnation << ")"
+            << std::endl;
+  for (auto& key : theirs.peers)
+    learn(self, key);
+  publish_board(self);
+}
+
+void dial_failed(agent_actor* self, const std::string& key,
+                 const std::string& why) {
+  auto& st = self->state;
+  auto i = st.peers.find(key);
+  if (i == st.peers.end())
+    return;
+  auto& p = i->second;
+  auto& cfg = st.env->cfg;
+  p.dialing = false;
+  p.backoff = std::clamp(p.backoff * 2, cfg.retry_min, cfg.retry_max);
+  p.next_try = clock::now() + p.backoff;
+  if (p.last_error != why) {
+    p.last_error = why;
+    std::cerr << "dcbd: cluster: cannot reach " << key << ": " << why
+              << " (retrying)" << std::endl;
+  }
+}
+
+void dial(agent_actor* self, const std::string& key) {
+  auto& st = self->state;
+  auto& p = st.peers.at(key);
+  p.dialing = true;
+  auto timeout = st.env->cfg.connect_timeout;
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, timeout, caf::connect_atom::value, p.addr.host, p.addr.port)
+    .then(
+      [self, key, timeout](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                           const std::set<std::string>&) {
+        if (!ptr)
+          return dial_failed(self, key, "no agent is published there");
+        auto h = caf::actor_cast<caf::actor>(ptr);
+        self->request(h, timeout, cl_hello_atom::value, hello_of(self))
+          .then(
+            [self, key, h](cluster_hello& theirs) {
+              if (auto why = refusal(self, theirs)) {
+                refused(self, theirs.name + " at " + key, *why);
+                return dial_failed(self, key, "refused: " + *why);
+              }
+              linked(self, key, h, theirs);
+            },
+            [self, key](caf::error& err) {
+              dial_failed(self, key,
+                          "handshake: " + self->system().render(err));
+            });
+      },
+      [self, key](caf::error& err) {
+        if (err == caf::sec::incompatible_application_ids)
+          refused(self, key, "it belongs to another cluster");
+        dial_failed(self, key, self->system().render(err));
+      });
+}
+
+void tick(agent_actor* self) {
+  auto& st = self->state;
+  auto now = clock::now();
+  std::vector<std::string> due;
+  for (auto& [key, p] : st.peers) {
+    if (p.up || p.dialing || p.left || now < p.next_try)
+      continue;
+    // Lower address dials; the other side waits a second for it first.
+    if (key < st.env->self_addr && now - p.learned < 1s)
+      continue;
+    due.push_back(key);
+  }
+  for (auto& key : due)
+    dial(self, key);
+}
+
+caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
+  auto& st = self->state;
+  st.env = env;
+  for (auto& seed : env->cfg.seeds)
+    learn(self, seed.to_string());
+  publish_board(self);
+  self->set_down_handler([self](caf::down_msg& m) {
+    auto& st = self->state;
+    for (auto& [key, p] : st.peers) {
+      if (!p.handle || p.handle.address() != m.source)
+        continue;
+      p.handle = nullptr;
+      p.up = false;
+      p.since = std::chrono::system_clock::now();
+      p.learned = clock::now();
+      p.next_try = clock::now() + st.env->cfg.retry_min;
+      if (!p.left)
+        std::cerr << "dcbd: cluster: " << p.name << " at " << key
+                  << " is unreachable: " << self->system().render(m.reason)
+                  << std::endl;
+      // Its locks may be free: try them now, not at the next poll.
+      if (auto* host = st.env->projectors())
+        host->wake();
+      if (st.env->cfg.on_down)
+        st.env->cfg.on_down(p.name);
+      publish_board(self);
+      break;
+    }
+  });
+  // Anything else a peer (or a stranger on the port) sends is dropped.
+  self->set_default_handler(
+    [](caf::scheduled_actor* a,
+       caf::message_view& x) -> caf::result<caf::message> {
+      std::cerr << "dcbd: cluster: dropped an unexpected message: "
+                << a->system().render(caf::sec::unexpected_message) << " "
+                << to_string(x.content()) << std::endl;
+      return caf::sec::unexpected_message;
+    });
+  self->send(self, cl_tick_atom::value);
+  return {
+    [self](cl_tick_atom) {
+      if (self->state.stopping)
+        return;
+      tick(self);
+      self->delayed_send(self, self->state.env->cfg.tick, cl_tick_atom::value);
+    },
+    [self](cl_hello_atom, cluster_hello& theirs) -> caf::result<cluster_hello> {
+      auto h = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!h || self->state.stopping)
+        return caf::make_error(caf::sec::runtime_error, "not accepting");
+      if (auto why = refusal(self, theirs)) {
+        refused(self, theirs.name + " at " + theirs.addr, *why);
+        return caf::make_error(caf::sec::runtime_error, "refused: " + *why);
+      }
+      linked(self, {}, h, theirs);
+      return hello_of(self);
+    },
+    [self](cl_bye_atom, const std::string& name, const std::string& inc) {
+      auto& st = self->state;
+      for (auto& [key, p] : st.peers) {
+        if (p.name != name || p.incarnation != inc)
+          continue;
+        p.left = true;
+        std::cout << "dcbd: cluster: " << name << " at " << key << " left"
+                  << std::endl;
+        if (auto* host = st.env->projectors())
+          host->wake();
+        publish_board(self);
+      }
+    },
+    [self](cl_rows_atom, std::vector<member_row>& rows) {
+      auto& st = self->state;
+      for (auto& row : rows) {
+        if (row.name == st.env->cfg.node)
+          continue;
+        st.row_names[row.addr] = row.name;
+        auto* p = learn(self, row.addr);
+        if (p && p->left && p->incarnation != row.incarnation) {
+          // Started again since it left: dial it.
+          p->left = false;
+          p->learned = clock::now();
+        }
+      }
+      publish_board(self);
+    },
+    [self](cl_prj_atom, std::string& name, std::uint8_t action,
+           std::uint64_t position,
+           std::uint64_t epoch) -> caf::response_promise {
+      auto& st = self->state;
+      // Before the promise, which takes the sender from the message.
+      auto sender = self->current_sender();
+      auto rp = self->make_response_promise();
+      // From a linked peer's agent, not a stranger.
+      bool from_peer = false;
+      for (auto& [_, p] : st.peers)
+        from_peer = from_peer
+                    || (p.up && sender
+                        && p.handle.address() == sender->address());
+      auto* host = st.env->projectors();
+      if (!from_peer || !host
+          || action > static_cast<std::uint8_t>(
+               projector_action::skip_dead_letter)) {
+        projector_reply r;
+        r.what = projector_reply::code::unavailable;
+        r.message = !host ? "node " + st.env->cfg.node + " runs no projectors"
+                          : "not a call this node takes";
+        rp.deliver(to_wire(r));
+        return rp;
+      }
+      auto id = ++st.next_call;
+      st.calls.emplace(id, rp);
+      auto me = caf::actor_cast<caf::actor>(self);
+      host->control_local(
+        std::move(name), static_cast<projector_action>(action), position, epoch,
+        [me, id](projector_reply r) {
+          caf::anon_send(me, cl_prj_done_atom::value, id, to_wire(r));
+        });
+      return rp;
+    },
+    [self](cl_forward_atom, forward_call& call) {
+      auto& st = self->state;
+      caf::actor peer;
+      for (auto& [_, p] : st.peers)
+        if (p.up && p.name == call.owner)
+          peer = p.handle;
+      auto done = std::move(call.done);
+      if (!peer)
+        return done(std::nullopt);
+      auto owner = call.owner;
+      self
+        ->request(peer, st.env->cfg.call_timeout, cl_prj_atom::value,
+                  std::move(call.name), static_cast<std::uint8_t>(call.action),
+                  call.position, call.epoch)
+        .then(
+          [done, owner](cluster_projector_reply& r) {
+            auto reply = from_wire(r);
+            // An owner that is not the owner any more: ask the row.
+            if (reply.what == projector_reply::code::unavailable) {
+              std::cerr << "dcbd: cluster: " << owner
+                        << " did not take a management call: " << reply.message
+                        << std::endl;
+              return done(std::nullopt);
+            }
+            done(std::move(reply));
+          },
+          [self, done, owner](caf::error& err) {
+            std::cerr << "dcbd: cluster: " << owner
+                      << " did not take a management call: "
+                      << self->system().render(err) << std::endl;
+            done(std::nullopt);
+          });
+    },
+    [self](cl_prj_done_atom, std::uint64_t id, cluster_projector_reply& r) {
+      auto& calls = self->state.calls;
+      auto i = calls.find(id);
+      if (i == calls.end())
+        return;
+      i->second.deliver(std::move(r));
+      calls.erase(i);
+    },
+    [self](cl_stop_atom) {
+      auto& st = self->state;
+      st.stopping = true;
+      for (auto& [_, p] : st.peers)
+        if (p.up)
+          self->send(p.handle, cl_bye_atom::value, st.env->cfg.node,
+                     st.env->incarnation);
+      for (auto& [_, rp] : st.calls) {
+        projector_reply r;
+        r.what = projector_reply::code::unavailable;
+        r.message = "node " + st.env->cfg.node + " is stopping";
+        rp.deliver(to_wire(r));
+      }
+      st.calls.clear();
+      return true;
+    },
+  };
+}
+
+} // namespace
+
+// -- free functions -----------------------------------------------------------
+
+std::string cluster_address::to_string() const {
+  if (host.find(':') != std::string::npos)
+    return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+std::optional<cluster_address> parse_cluster_address(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    return std::nullopt;
+  cluster_address a;
+  a.host = s.substr(0, colon);
+  if (a.host.front() == '[') {
+    if (a.host.size() < 3 || a.host.back() != ']')
+      return std::nullopt;
+    a.host = a.host.substr(1, a.host.size() - 2);
+  } else if (a.host.find(':') != std::string::npos) {
+    return std::nullopt; // an IPv6 literal needs brackets
+  }
+  unsigned long port = 0;
+  for (auto c : s.substr(colon + 1)) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    port = port * 10 + static_cast<unsigned long>(c - '0');
+    if (port > 65535)
+      return std::nullopt;
+  }
+  if (port == 0)
+    return std::nullopt;
+  a.port = static_cast<std::uint16_t>(port);
+  return a;
+}
+
+std::optional<std::vector<cluster_address>>
+parse_cluster_seeds(const std::string& s) {
+  std::vector<cluster_address> out;
+  std::size_t from = 0;
+  while (from <= s.size()) {
+    auto comma = s.find(',', from);
+    auto item = s.substr(from, comma == std::string::npos ? std::string::npos
+                                                          : comma - from);
+    auto first = item.find_first_not_of(" \t");
+    if (first != std::string::npos) {
+      auto last = item.find_last_not_of(" \t");
+      auto a = parse_cluster_address(item.substr(first, last - first + 1));
+      if (!a)
+        return std::nullopt;
+      out.push_back(*a);
+    }
+    if (comma == std::string::npos)
+      break;
+    from = comma + 1;
+  }
+  return out;
+}
+
+const char* to_string(member_status s) noexcept {
+  return s == member_status::up ? "up" : "unreachable";
+}
+
+void configure_cluster(caf::actor_system_config& cfg,
+                       const std::string& cluster_name) {
+  cfg.load<caf::io::middleman>();
+  cfg.add_message_type<cluster_hello>("dcbd::cluster_hello");
+  cfg.add_message_type<cluster_projector_reply>(
+    "dcbd::cluster_projector_reply");
+  cfg.set("middleman.heartbeat-interval", caf::timespan{500ms});
+  cfg.set("middleman.connection-timeout", caf::timespan{3s});
+  cfg.set("middleman.enable-automatic-connections", false);
+  caf::config_value::list ids;
+  ids.emplace_back("dcbd/" + std::to_string(cluster_protocol) + "/"
+                   + cluster_name);
+  cfg.set("middleman.app-identifiers", std::move(ids));
+}
+
+std::optional<std::string>
+check_cluster_settings(const caf::actor_system_config& cfg) {
+  auto hb = setting_ms(cfg, "middleman.heartbeat-interval");
+  auto to = setting_ms(cfg, "middleman.connection-timeout");
+  if (hb <= 0)
+    return std::string{"middleman.heartbeat-interval must be set (a frozen "
+                       "peer is never noticed without heartbeats)"};
+  if (to <= hb)
+    return "middleman.connection-timeout (" + std::to_string(to)
+           + " ms) must be longer than middleman.heartbeat-interval ("
+           + std::to_string(hb) + " ms)";
+  return std::nullopt;
+}
+
+// -- façade -------------------------------------------------------------------
+
+struct cluster_service::impl {
+  caf::actor_system& sys;
+  std::shared_ptr<cluster_env> env;
+  caf::actor agent;
+  caf::actor registry;
+  std::uint16_t port = 0;
+  std::mutex mtx;
+  bool stopped = false;
+
+  explicit impl(caf::actor_system& s) : sys(s) {
+    // nop
+  }
+};
+
+cluster_service::cluster_service(caf::actor_system& sys, cluster_config cfg,
+                                 pg_config db)
+  : impl_(std::make_shared<impl>(sys)) {
+  auto& d = *impl_;
+  if (cfg.node.empty())
+    throw store_error{errc::invalid_argument, "cluster: no node name"};
+  if (auto why = check_cluster_settings(sys.config()))
+    throw store_error{errc::invalid_argument, "cluster: " + *why};
+  d.env = std::make_shared<cluster_env>();
+  d.env->self_addr = cfg.addr.to_string();
+  d.env->heartbeat_ms = setting_ms(sys.config(),
+                                   "middleman.heartbeat-interval");
+  d.env->timeout_ms = setting_ms(sys.config(), "middleman.connection-timeout");
+  d.env->cfg = std::move(cfg);
+  d.agent = sys.spawn(agent_impl, d.env);
+  auto& addr = d.env->cfg.addr;
+  auto port = sys.middleman().publish(d.agent, addr.port, addr.host.c_str(),
+                                      true);
+  if (!port) {
+    caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
+    throw store_error{errc::invalid_argument, "cluster: cannot listen on "
+                                                + d.env->self_addr + ": "
+                                                + sys.render(port.error())};
+  }
+  d.port = *port;
+  d.registry = sys.spawn<caf::detached>(registry_impl, d.env, std::move(db),
+                                        d.agent);
+}
+
+cluster_service::~cluster_service() {
+  stop();
+}
+
+void cluster_service::serve(projector_host& host) {
+  auto env = impl_->env;
+  {
+    std::lock_guard guard{env->mtx};
+    env->host = &host;
+  }
+  auto agent = impl_->agent;
+  host.set_router(
+    [env, agent](const std::string& owner, const std::string& name,
+                 projector_action action, std::uint64_t position,
+                 std::uint64_t epoch,
+                 std::function<void(std::optional<projector_reply>)> done) {
+      {
+        std::lock_guard guard{env->mtx};
+        if (env->up_by_name.count(owner) == 0)
+          return false;
+      }
+      caf::anon_send(agent, cl_forward_atom::value,
+                     forward_call{owner, name, action, position, epoch,
+                                  std::move(done)});
+      return true;
+    });
+}
+
+std::vector<cluster_member> cluster_service::members() const {
+  std::lock_guard guard{impl_->env->mtx};
+  return impl_->env->members;
+}
+
+const std::string& cluster_service::incarnation() const {
+  return impl_->env->incarnation;
+}
+
+std::uint16_t cluster_service::port() const {
+  return impl_->port;
+}
+
+void cluster_service::stop() {
+  auto& d = *impl_;
+  {
+    std::lock_guard guard{d.mtx};
+    if (d.stopped)
+      return;
+    d.stopped = true;
+  }
+  {
+    std::lock_guard guard{d.env->mtx};
+    d.env->host = nullptr;
+  }
+  // Goodbyes, then the row, each waited for by a short-lived actor.
+  auto ask = [&](const caf::actor& who, std::chrono::milliseconds timeout) {
+    std::promise<void> p;
+    auto f = p.get_future();
+    d.sys.spawn([who, timeout, &p](caf::event_based_actor* self) {
+      self->request(who, timeout, cl_stop_atom::value)
+        .then(
+          [&p](bool) {
+            p.set_value();
+          },
+          [&p](caf::error&) {
+            p.set_value();
+          });
+    });
+    f.wait();
+  };
+  ask(d.agent, 2s);
+  ask(d.registry, 5s);
+  d.sys.middleman().unpublish(d.agent, d.port);
+  caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
+}
+
+} // namespace dcbd

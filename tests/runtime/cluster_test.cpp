@@ -1,0 +1,646 @@
+// The cluster (API.md §9, issue 14) with three real `dcbd-courses`
+// processes on 127.0.0.1 and one schema: the mesh at a cold start with one
+// owner of the projector and management from any node acting on the owner;
+// SIGKILL of the owner under load (a survivor takes over, the read model
+// equals the recount); SIGSTOP of the owner for 10 s (a survivor takes over,
+// the woken node is fenced and rejoins); SIGKILL of a non-owner (nothing
+// moves); a restart of PostgreSQL (every node recovers, one owner); a node
+// restarted on the same ports rejoins with a new incarnation; nodes with
+// other middleman settings or of another cluster are refused.
+//
+// Times (takeover, mesh) are printed, not asserted: `./dev bench cluster`
+// measures them. These tests run alone (RUN_SERIAL): one restarts the
+// database, and the others measure failover on a shared, noisy machine.
+#include "tests/runtime/courses_support.hpp"
+#include "tests/runtime/http_test_client.hpp"
+#include "tests/runtime/node_process.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#ifndef DCBD_COURSES_BINARY
+#  error "DCBD_COURSES_BINARY must name the dcbd-courses executable"
+#endif
+
+namespace dcbd::test {
+namespace {
+
+using namespace http_support;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+long long ms_since(steady::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now()
+                                                               - t0)
+    .count();
+}
+
+template <class F>
+bool eventually(F&& f, std::chrono::milliseconds within) {
+  auto until = steady::now() + within;
+  while (steady::now() < until) {
+    if (f())
+      return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return f();
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in{path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Cluster : public PgSchemaTest {
+protected:
+  struct member {
+    std::string name;
+    std::uint16_t http = 0;
+    std::uint16_t cluster = 0;
+    std::unique_ptr<node_process> proc;
+  };
+
+  void SetUp() override {
+    PgSchemaTest::SetUp();
+    for (int i = 0; i < 3; ++i) {
+      member m;
+      m.name = "n" + std::to_string(i + 1);
+      m.http = free_tcp_port();
+      m.cluster = free_tcp_port();
+      nodes_.push_back(std::move(m));
+    }
+    for (auto& m : nodes_)
+      seeds_ += (seeds_.empty() ? "" : ",") + addr(m);
+  }
+
+  void TearDown() override {
+    for (auto& m : nodes_)
+      if (m.proc) {
+        m.proc->process().signal(SIGCONT);
+        m.proc->process().signal(SIGTERM);
+      }
+    for (auto& m : nodes_)
+      m.proc.reset();
+    PgSchemaTest::TearDown();
+  }
+
+  static std::string addr(const member& m) {
+    return "127.0.0.1:" + std::to_string(m.cluster);
+  }
+
+  // Starts node `i` (again) on its ports.
+  void start(std::size_t i, std::vector<std::string> args = {},
+             std::vector<std::pair<std::string, std::string>> extra = {}) {
+    auto& m = nodes_[i];
+    std::vector<std::pair<std::string, std::string>> env{
+      {"DCB_NODE_NAME", m.name},
+      {"DCB_CLUSTER_ADDR", addr(m)},
+      {"DCB_CLUSTER_SEEDS", seeds_}};
+    for (auto& e : extra)
+      env.push_back(e);
+    m.proc = std::make_unique<node_process>(
+      schema_, std::move(args), m.http, std::move(env), DCBD_COURSES_BINARY);
+    ASSERT_TRUE(m.proc->up()) << file_text(m.proc->log());
+  }
+
+  void start_all() {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      start(i);
+  }
+
+  static json cluster_of(std::uint16_t port) {
+    try {
+      client c{port};
+      auto r = c.get("/v1/cluster");
+      return r.status == 200 ? json::parse(r.body) : json{};
+    } catch (const std::exception&) {
+      return json{};
+    }
+  }
+
+  // name -> status as node `i` sees it.
+  std::map<std::string, std::string> view(std::size_t i) {
+    std::map<std::string, std::string> out;
+    auto j = cluster_of(nodes_[i].http);
+    if (!j.is_object())
+      return out;
+    for (auto& m : j["members"])
+      out[m["name"].get<std::string>()] = m["status"].get<std::string>();
+    return out;
+  }
+
+  // Whether each of `live` sees each of `live` up.
+  bool mesh(const std::vector<std::size_t>& live) {
+    for (auto i : live) {
+      auto v = view(i);
+      for (auto j : live)
+        if (v[nodes_[j].name] != "up")
+          return false;
+    }
+    return true;
+  }
+
+  std::size_t index_of(const std::string& name) const {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i].name == name)
+        return i;
+    return nodes_.size();
+  }
+
+  // The owner every node in `live` names, or "" while they disagree.
+  std::string agreed_owner(const std::vector<std::size_t>& live) {
+    std::set<std::string> owners;
+    for (auto i : live) {
+      auto s = course_node::status(nodes_[i].http);
+      owners.insert(s.is_object() ? s["owner"].get<std::string>() : "");
+    }
+    return owners.size() == 1 ? *owners.begin() : std::string{};
+  }
+
+  std::uint64_t epoch_on(std::size_t i) {
+    auto s = course_node::status(nodes_[i].http);
+    return s.is_object() ? s["epoch"].get<std::uint64_t>() : 0;
+  }
+
+  // Waits until node `i` runs the projector under an epoch above `above`.
+  bool runs(std::size_t i, std::uint64_t above, std::chrono::milliseconds d) {
+    return eventually(
+      [&] {
+        auto s = course_node::status(nodes_[i].http);
+        return s.is_object() && s["state"] == "running"
+               && s["owner"] == nodes_[i].name
+               && s["epoch"].get<std::uint64_t>() > above;
+      },
+      d);
+  }
+
+  // Appends subscriptions through `port` until it acknowledges `n`.
+  void append(std::uint16_t port, int n, const std::string& prefix) {
+    int done = 0;
+    auto until = steady::now() + 30s;
+    while (done < n && steady::now() < until) {
+      try {
+        client c{port};
+        while (done < n) {
+          auto r = c.post("/v1/append",
+                          json{{"events",
+                                {course_node::subscribe_event(
+                                  prefix + std::to_string(done),
+                                  "c" + std::to_string(done % 3))}}});
+          if (r.closed)
+            break;
+          if (r.status == 200)
+            ++done;
+        }
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    ASSERT_EQ(done, n) << "appends through port " << port;
+  }
+
+  std::string seats() {
+    return course_node::seats(schema_);
+  }
+
+  std::string recount() {
+    return course_node::recount(schema_);
+  }
+
+  // A metric's value on node `i` ("" when absent).
+  std::string metric(std::size_t i, const std::string& series) {
+    try {
+      client c{nodes_[i].proc->metrics_port()};
+      auto body = c.get("/metrics").body;
+      auto at = body.find("\n" + series + " ");
+      if (at == std::string::npos)
+        return {};
+      at += series.size() + 2;
+      return body.substr(at, body.find('\n', at) - at);
+    } catch (const std::exception&) {
+      return {};
+    }
+  }
+
+  std::vector<member> nodes_;
+  std::string seeds_;
+};
+
+TEST_F(Cluster, ColdStartMeshOneOwnerAndManagementOnTheOwner) {
+  start_all();
+  auto t0 = steady::now();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s))
+    << cluster_of(nodes_[0].http).dump();
+  std::cout << "[          ] mesh complete " << ms_since(t0)
+            << " ms after the last node listened\n";
+  // Each lists the three, itself first, with addresses and incarnations.
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto j = cluster_of(nodes_[i].http);
+    EXPECT_EQ(j["self"], nodes_[i].name);
+    ASSERT_EQ(j["members"].size(), 3u) << j.dump();
+    EXPECT_EQ(j["members"][0]["name"], nodes_[i].name);
+    for (auto& m : j["members"]) {
+      auto k = index_of(m["name"].get<std::string>());
+      ASSERT_LT(k, 3u) << j.dump();
+      EXPECT_EQ(m["addr"], addr(nodes_[k]));
+      EXPECT_EQ(m["incarnation"].get<std::string>().size(), 32u);
+    }
+    // The gauges follow within the node's poll (a second).
+    EXPECT_TRUE(eventually(
+      [&] {
+        return metric(i, "dcb_cluster_members{status=\"up\"}") == "2"
+               && metric(i, "dcb_cluster_members{status=\"unreachable\"}")
+                    == "0";
+      },
+      5s))
+      << metric(i, "dcb_cluster_members{status=\"up\"}");
+  }
+  // One owner, the same for every node, holding the only lock.
+  std::string owner;
+  ASSERT_TRUE(eventually(
+    [&] {
+      owner = agreed_owner({0, 1, 2});
+      return !owner.empty();
+    },
+    10s));
+  ASSERT_TRUE(eventually(
+    [&] {
+      return course_node::lock_holders(schema_) == "dcbd:" + owner;
+    },
+    10s))
+    << course_node::lock_holders(schema_);
+  auto o = index_of(owner);
+  ASSERT_LT(o, 3u);
+  auto other = (o + 1) % 3;
+  auto third = (o + 2) % 3;
+
+  // Pause on a non-owner: the owner pauses at once and answers.
+  client c{nodes_[other].http};
+  auto r = c.post("/v1/projectors/course_seats/pause", "");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["state"], "paused") << r.body;
+  EXPECT_EQ(r.j()["owner"], owner);
+  EXPECT_EQ(course_node::status(nodes_[o].http)["state"], "paused");
+  // Others report the owner's paused state.
+  EXPECT_EQ(course_node::status(nodes_[third].http)["state"], "paused");
+  // Paused: appends wait.
+  append(nodes_[third].http, 5, "p");
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(seats(), "");
+  // Resume through the third node.
+  client c3{nodes_[third].http};
+  r = c3.post("/v1/projectors/course_seats/resume", "");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["state"], "running") << r.body;
+  ASSERT_TRUE(course_node::caught_up(nodes_[o].http));
+  EXPECT_EQ(seats(), recount());
+  EXPECT_EQ(seats(), "c0=2,c1=2,c2=1");
+  // A conflict on the owner comes back as one.
+  r = c.post("/v1/projectors/course_seats/resume", "");
+  EXPECT_EQ(r.status, 409u) << r.body;
+}
+
+TEST_F(Cluster, SigkillOfTheOwnerUnderLoad) {
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  std::string owner;
+  ASSERT_TRUE(eventually(
+    [&] {
+      owner = agreed_owner({0, 1, 2});
+      return !owner.empty()
+             && course_node::status(nodes_[index_of(owner)].http)["state"]
+                  == "running";
+    },
+    10s));
+  auto o = index_of(owner);
+  std::vector<std::size_t> survivors;
+  for (std::size_t i = 0; i < 3; ++i)
+    if (i != o)
+      survivors.push_back(i);
+  auto epoch = epoch_on(o);
+
+  // Writers on the survivors, all the time.
+  std::atomic<bool> writing{true};
+  std::atomic<int> acknowledged{0};
+  std::vector<std::thread> writers;
+  for (auto i : survivors)
+    writers.emplace_back([&, port = nodes_[i].http, i] {
+      int k = 0;
+      while (writing) {
+        try {
+          client c{port};
+          while (writing) {
+            auto r = c.post(
+              "/v1/append",
+              json{{"events",
+                    {course_node::subscribe_event(
+                      "w" + std::to_string(i) + "-" + std::to_string(k),
+                      "c" + std::to_string(k % 4))}}});
+            if (r.closed)
+              break;
+            if (r.status == 200)
+              ++acknowledged;
+            ++k;
+          }
+        } catch (const std::exception&) {
+          std::this_thread::sleep_for(20ms);
+        }
+      }
+    });
+  std::this_thread::sleep_for(500ms);
+  auto t0 = steady::now();
+  nodes_[o].proc->process().signal(SIGKILL);
+  nodes_[o].proc->process().wait();
+  std::size_t taker = 3;
+  ASSERT_TRUE(eventually(
+    [&] {
+      for (auto i : survivors) {
+        auto s = course_node::status(nodes_[i].http);
+        if (s.is_object() && s["state"] == "running"
+            && s["owner"] == nodes_[i].name
+            && s["epoch"].get<std::uint64_t>() > epoch)
+          taker = i;
+      }
+      return taker < 3;
+    },
+    20s));
+  std::cout << "[          ] a survivor runs the projector " << ms_since(t0)
+            << " ms after SIGKILL of its owner\n";
+  // The survivors see the dead node as unreachable, still listed.
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(survivors[0])[owner] == "unreachable"
+             && view(survivors[1])[owner] == "unreachable";
+    },
+    10s))
+    << cluster_of(nodes_[survivors[0]].http).dump();
+  EXPECT_TRUE(eventually(
+    [&] {
+      return metric(survivors[0], "dcb_cluster_members{status=\"unreachable\"}")
+             == "1";
+    },
+    5s));
+  std::this_thread::sleep_for(500ms);
+  writing = false;
+  for (auto& t : writers)
+    t.join();
+  ASSERT_GT(acknowledged.load(), 20);
+  ASSERT_TRUE(course_node::caught_up(nodes_[taker].http));
+  EXPECT_EQ(seats(), recount());
+  EXPECT_EQ(course_node::lock_holders(schema_), "dcbd:" + nodes_[taker].name);
+  EXPECT_EQ(agreed_owner(survivors), nodes_[taker].name);
+}
+
+TEST_F(Cluster, SigstopOfTheOwnerFencedOnWake) {
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  std::string owner;
+  ASSERT_TRUE(eventually(
+    [&] {
+      owner = agreed_owner({0, 1, 2});
+      return !owner.empty()
+             && course_node::status(nodes_[index_of(owner)].http)["state"]
+                  == "running";
+    },
+    10s));
+  auto o = index_of(owner);
+  std::vector<std::size_t> survivors;
+  for (std::size_t i = 0; i < 3; ++i)
+    if (i != o)
+      survivors.push_back(i);
+  auto epoch = epoch_on(o);
+  append(nodes_[survivors[0]].http, 10, "before");
+  ASSERT_TRUE(course_node::caught_up(nodes_[o].http));
+
+  auto t0 = steady::now();
+  nodes_[o].proc->process().signal(SIGSTOP);
+  std::size_t taker = 3;
+  ASSERT_TRUE(eventually(
+    [&] {
+      for (auto i : survivors)
+        if (runs(i, epoch, 0ms))
+          taker = i;
+      return taker < 3;
+    },
+    20s));
+  std::cout << "[          ] a survivor runs the projector " << ms_since(t0)
+            << " ms after SIGSTOP of its owner\n";
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(survivors[0])[owner] == "unreachable";
+    },
+    10s));
+  // Writes go on while the old owner sleeps.
+  append(nodes_[survivors[1]].http, 10, "during");
+  auto frozen = 10s - (steady::now() - t0);
+  if (frozen > 0s)
+    std::this_thread::sleep_for(frozen);
+  nodes_[o].proc->process().signal(SIGCONT);
+
+  // On wake it has lost its lease and its lock session: it stops its
+  // instance and writes nothing under its old epoch; it rejoins the mesh.
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    20s))
+    << cluster_of(nodes_[o].http).dump();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return file_text(nodes_[o].proc->log())
+               .find("projectors on node " + owner + " stop")
+             != std::string::npos;
+    },
+    10s))
+    << file_text(nodes_[o].proc->log());
+  append(nodes_[o].http, 10, "after");
+  ASSERT_TRUE(course_node::caught_up(nodes_[taker].http));
+  EXPECT_EQ(seats(), recount());
+  EXPECT_EQ(course_node::lock_holders(schema_), "dcbd:" + nodes_[taker].name);
+  EXPECT_EQ(agreed_owner({0, 1, 2}), nodes_[taker].name);
+  auto s = course_node::status(nodes_[o].http);
+  EXPECT_EQ(s["state"], "standby") << s.dump();
+  EXPECT_GT(s["epoch"].get<std::uint64_t>(), epoch);
+}
+
+TEST_F(Cluster, SigkillOfANonOwnerMovesNothing) {
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  std::string owner;
+  ASSERT_TRUE(eventually(
+    [&] {
+      owner = agreed_owner({0, 1, 2});
+      return !owner.empty()
+             && course_node::status(nodes_[index_of(owner)].http)["state"]
+                  == "running";
+    },
+    10s));
+  auto o = index_of(owner);
+  auto victim = (o + 1) % 3;
+  auto third = (o + 2) % 3;
+  auto epoch = epoch_on(o);
+  nodes_[victim].proc->process().signal(SIGKILL);
+  nodes_[victim].proc->process().wait();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(o)[nodes_[victim].name] == "unreachable"
+             && view(third)[nodes_[victim].name] == "unreachable";
+    },
+    10s));
+  // The fast path tried the dead node's locks: it held none, nothing moves.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(agreed_owner({o, third}), owner);
+  EXPECT_EQ(epoch_on(o), epoch);
+  EXPECT_EQ(course_node::status(nodes_[o].http)["state"], "running");
+  EXPECT_EQ(course_node::lock_holders(schema_), "dcbd:" + owner);
+  EXPECT_TRUE(mesh({o, third}));
+}
+
+TEST_F(Cluster, PostgresRestartEveryNodeRecoversWithOneOwner) {
+  auto restart = std::getenv("DCBD_TEST_PG_RESTART");
+  if (!restart || !*restart) {
+    if (std::getenv("CI"))
+      FAIL() << "DCBD_TEST_PG_RESTART is not set (run through ./dev test)";
+    GTEST_SKIP() << "DCBD_TEST_PG_RESTART is not set (run through ./dev test)";
+  }
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  ASSERT_TRUE(eventually(
+    [&] {
+      return !agreed_owner({0, 1, 2}).empty();
+    },
+    10s));
+  append(nodes_[0].http, 10, "before");
+  auto epoch = epoch_on(index_of(agreed_owner({0, 1, 2})));
+  ASSERT_EQ(std::system(restart), 0) << restart;
+  // Each node appends again (after its reconnects), one owner runs it.
+  for (std::size_t i = 0; i < 3; ++i)
+    append(nodes_[i].http, 5, "after" + std::to_string(i) + "-");
+  std::string owner;
+  ASSERT_TRUE(eventually(
+    [&] {
+      owner = agreed_owner({0, 1, 2});
+      return !owner.empty()
+             && course_node::lock_holders(schema_) == "dcbd:" + owner;
+    },
+    30s))
+    << course_node::lock_holders(schema_);
+  auto o = index_of(owner);
+  ASSERT_LT(o, 3u);
+  ASSERT_TRUE(course_node::caught_up(nodes_[o].http));
+  EXPECT_GT(epoch_on(o), epoch);
+  EXPECT_EQ(seats(), recount());
+  // The mesh does not depend on the database.
+  EXPECT_TRUE(mesh({0, 1, 2}));
+}
+
+TEST_F(Cluster, ANodeRestartedOnTheSamePortsRejoins) {
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  auto incarnation_of = [&](std::size_t seen_by, const std::string& name) {
+    auto j = cluster_of(nodes_[seen_by].http);
+    for (auto& m : j["members"])
+      if (m["name"] == name)
+        return m["incarnation"].get<std::string>();
+    return std::string{};
+  };
+  auto before = incarnation_of(0, "n2");
+  ASSERT_FALSE(before.empty());
+  nodes_[1].proc->process().signal(SIGKILL);
+  nodes_[1].proc->process().wait();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(0)["n2"] == "unreachable";
+    },
+    10s));
+  auto t0 = steady::now();
+  start(1);
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    15s))
+    << cluster_of(nodes_[0].http).dump();
+  std::cout << "[          ] the restarted node rejoined " << ms_since(t0)
+            << " ms after it listened\n";
+  auto after = incarnation_of(0, "n2");
+  EXPECT_NE(after, before);
+  EXPECT_EQ(incarnation_of(2, "n2"), after);
+  // Once: the old incarnation is gone from every list.
+  for (std::size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(cluster_of(nodes_[i].http)["members"].size(), 3u);
+}
+
+TEST_F(Cluster, OtherSettingsOrAnotherClusterAreRefused) {
+  start(0);
+  start(1);
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1});
+    },
+    10s));
+  // Other heartbeat settings: the handshake refuses it.
+  start(2, {"--middleman.heartbeat-interval=200ms"});
+  ASSERT_TRUE(eventually(
+    [&] {
+      return file_text(nodes_[2].proc->log()).find("refused")
+             != std::string::npos;
+    },
+    10s))
+    << file_text(nodes_[2].proc->log());
+  std::this_thread::sleep_for(2s);
+  EXPECT_NE(view(0)["n3"], "up");
+  EXPECT_NE(view(1)["n3"], "up");
+  EXPECT_NE(view(2)["n1"], "up");
+  EXPECT_TRUE(eventually(
+    [&] {
+      auto refused = metric(0, "dcb_cluster_handshakes_refused_total");
+      return !refused.empty() && refused != "0";
+    },
+    5s));
+  EXPECT_TRUE(mesh({0, 1}));
+  nodes_[2].proc.reset();
+
+  // Another cluster name: CAF's application identifier keeps it out.
+  start(2, {}, {{"DCB_CLUSTER_NAME", "elsewhere"}});
+  std::this_thread::sleep_for(3s);
+  EXPECT_NE(view(0)["n3"], "up");
+  EXPECT_NE(view(2)["n1"], "up");
+  EXPECT_NE(file_text(nodes_[2].proc->log()).find("another cluster"),
+            std::string::npos)
+    << file_text(nodes_[2].proc->log());
+  EXPECT_TRUE(mesh({0, 1}));
+}
+
+} // namespace
+} // namespace dcbd::test
