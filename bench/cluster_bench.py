@@ -5,8 +5,8 @@ library only. Every figure is printed as a `summary NAME key=value ...`
 line (bench/lib.sh's bench_value reads them); per-run lines start with
 `run`.
 
-  wait-node URL [--projector NAME] [--members N] [--timeout S]
-      until /readyz answers 200, the projector (if named) has a status on
+  wait-node URL [--projector NAME] [--members N] [--pid P] [--timeout S]
+      until /readyz answers 200 (fails at once when process P exited), the projector (if named) has a status on
       that node, and, when the node serves GET /v1/cluster (the membership
       being built in parallel), N members are "up" there.
   owner URL... --projector NAME
@@ -109,11 +109,24 @@ def fmt(v):
 
 # ------------------------------------------------------------------ nodes --
 
+def alive(pid):
+    """The process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def cmd_wait_node(a):
     c = client(a.url, timeout=1.0)
     deadline = monotonic() + a.timeout
     why = "not ready"
     while monotonic() < deadline:
+        if a.pid and not alive(a.pid):
+            print("wait-node %s: the node (pid %d) exited" % (a.url, a.pid),
+                  file=sys.stderr)
+            return 1
         status, _ = c.request("GET", "/readyz")
         if status != 200:
             why = "readyz %s" % status
@@ -420,6 +433,7 @@ def main():
     w.add_argument("url")
     w.add_argument("--projector")
     w.add_argument("--members", type=int, default=0)
+    w.add_argument("--pid", type=int, default=0)
     w.add_argument("--timeout", type=float, default=60)
     w.set_defaults(fn=cmd_wait_node)
 

@@ -219,7 +219,7 @@ stop_node() {
 wait_node() {
   local i="$1"
   shift
-  if ! "${PROBE[@]}" wait-node "$(url "$i")" "$@"; then
+  if ! "${PROBE[@]}" wait-node "$(url "$i")" --pid "${PID[i]}" "$@"; then
     echo "run_cluster_bench: node n$i is not ready; its log:" >&2
     tail -n 30 "$TMP/n$i.log" >&2
     return 1
@@ -232,11 +232,19 @@ running_nodes() {
   echo "$n"
 }
 
-# start_cluster BINARY I...: starts those nodes, waits for all of them.
+# start_cluster BINARY I...: starts those nodes, waits for all of them. The
+# first one starts alone when no node runs: dcbd-courses creates its tables
+# with CREATE TABLE IF NOT EXISTS in its setup, which is not safe against
+# itself on a fresh schema (two nodes starting at once: one fails with a
+# duplicate key in pg_type and exits 2).
 start_cluster() {
   local bin="$1" i
   shift
-  for i in "$@"; do start_node "$i" "$bin"; done
+  if [[ "$(running_nodes)" == 0 ]]; then
+    start_node "$1" "$bin"
+    wait_node "$1"
+  fi
+  for i in "$@"; do [[ -n "${PID[i]}" ]] || start_node "$i" "$bin"; done
   local members
   members="$(running_nodes)"
   for i in "$@"; do wait_node "$i" --members "$members"; done
