@@ -289,9 +289,11 @@ group_totals() {
 # each), all at once; sums their rates into a `round` line, with the group
 # commits of all running nodes meanwhile (mean requests per group, groups/s).
 wrk_at() {
-  local name="$1" k=0 i rps=0 errs=0 confl=0 per="" g0 c0 g1 c1
+  local name="$1" k=0 i rps=0 errs=0 confl=0 per="" g0 c0 g1 c1 lsn0 h0 wal h1
   shift
   read -r g0 c0 <<<"$(group_totals)"
+  lsn0="$(sql -c "SELECT pg_current_wal_lsn()")"
+  h0="$(head_of)"
   WRK_PIDS=()
   for i in "$@"; do
     k=$((k + 1))
@@ -318,12 +320,18 @@ wrk_at() {
     confl=$((confl + ${c:-0}))
   done
   read -r g1 c1 <<<"$(group_totals)"
+  # WAL written meanwhile (the whole server's: nothing else runs on it
+  # during a round) per event appended: what a standby has to receive.
+  wal="$(sql -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")"
+  h1="$(head_of)"
   ((failed == 0)) || echo "run_cluster_bench: a wrk of $name failed" >&2
   echo "round append_$name rps=$rps per_wrk=$per errors=$errs conflicts=$confl" \
     "connections=$CONNECTIONS nodes_running=$(running_nodes)" \
     "$(awk -v g="$((g1 - g0))" -v c="$((c1 - c0))" -v d="$DURATION" 'BEGIN {
       printf "requests_per_group=%.1f groups_per_s=%.0f", (c > 0) ? g / c : 0, c / d }')" \
-    "head_after=$(head_of)"
+    "$(awk -v w="$wal" -v e="$((h1 - h0))" -v d="$DURATION" 'BEGIN {
+      printf "wal_bytes_per_event=%.0f wal_mb_per_s=%.1f", (e > 0) ? w / e : 0, w / d / 1048576 }')" \
+    "head_after=$h1"
 }
 
 # out FILE: the last line of FILE, printed (after a function that changes
@@ -368,6 +376,7 @@ run_throughput() {
     echo "summary append_$name rps=$(field "append_$name" rps | median)" \
       "requests_per_group=$(field "append_$name" requests_per_group | median)" \
       "groups_per_s=$(field "append_$name" groups_per_s | median %.0f)" \
+      "wal_bytes_per_event=$(field "append_$name" wal_bytes_per_event | median %.0f)" \
       "rounds=$ROUNDS connections=$CONNECTIONS"
   done | tee -a "$TMP/summary.txt"
   # the ratio of each round, three / one (same round), and their median
