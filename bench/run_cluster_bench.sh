@@ -101,6 +101,18 @@ command -v wrk >/dev/null || {
 }
 
 TMP="$(mktemp -d -t run_cluster_bench.XXXXXX)"
+# The binaries under test are copied first: a build that relinks them
+# during the run (./dev build in the same tree) must not change what the
+# later rounds or a restarted node run, nor fail a restart half-way.
+snapshot_binary() {
+  local src="$1" dst
+  dst="$TMP/bin/$(basename "$src")"
+  if [[ ! -e "$dst" ]]; then
+    mkdir -p "$TMP/bin"
+    cp "$src" "$dst"
+  fi
+  echo "$dst"
+}
 declare -a PID=("" "" "" "") # node i's process, "" when it is not running
 WRITER_PID=""
 WATCHDOG_PID=""
@@ -178,6 +190,19 @@ trap 'exit 129' HUP
   fi
 ) </dev/null >/dev/null 2>&1 &
 WATCHDOG_PID=$!
+
+NODE_SRC="$NODE" COURSES_SRC="$COURSES"
+for w in "${WORKLOADS[@]}"; do
+  case "$w" in
+    takeover) COURSES="$(snapshot_binary "$COURSES_SRC")" ;;
+    *) NODE="$(snapshot_binary "$NODE_SRC")" ;;
+  esac
+done
+# describe SRC COPY: what was benchmarked.
+describe() {
+  echo "$1 ($(stat -c '%s bytes, modified %y' "$1" | cut -d. -f1), sha256 of the copy" \
+    "$(sha256sum "$2" | cut -c1-12))"
+}
 
 # Nine free ports: HTTP, metrics and cluster for each node, taken at start
 # and kept for restarts.
@@ -265,6 +290,13 @@ median() {
 ratio() {
   [[ -n "$1" && -n "$2" ]] || return 0
   awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b }'
+}
+
+# connections: client connections to the database but this one (only the
+# nodes run besides it during a phase; a probe's request may add one).
+connections() {
+  sql -c "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+    AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 }
 
 drop_schema() { sql -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null; }
@@ -399,8 +431,16 @@ run_latency() {
   local i
   for i in 1 2 3; do
     echo "# n$i: $(curl -s "http://127.0.0.1:$(metrics_port "$i")/metrics" |
-      grep -E '^dcb_commit_to_delivery_seconds_(sum|count)' | tr '\n' ' ')"
+      grep -E '^dcb_(commit_to_delivery_seconds_(sum|count)|cache_bytes|cache_events) ' | tr '\n' ' ')"
   done
+  # What three nodes hold open on the server (the bench's own psql aside).
+  echo "# PostgreSQL connections of the three nodes: $(connections)"
+  # Cache footprint per event, from the node that appended (its cache holds
+  # the whole log of this run if it fits).
+  curl -s "http://127.0.0.1:$(metrics_port 1)/metrics" | awk '
+    $1 == "dcb_cache_bytes" { b = $2 } $1 == "dcb_cache_events" { e = $2 }
+    END { if (e > 0) printf "summary cache_footprint bytes=%.0f events=%.0f bytes_per_event=%.0f\n", b, e, b / e }' |
+    tee -a "$TMP/summary.txt"
   for i in 1 2 3; do stop_node "$i"; done
 }
 
@@ -485,6 +525,7 @@ run_takeover() {
   start_cluster "$COURSES" 1 2 3
   local i
   for i in 1 2 3; do wait_node "$i" --projector "$PROJECTOR" --members 3; done
+  echo "# PostgreSQL connections of the three nodes: $(connections)"
   "${PROBE[@]}" writer "$(url 1)" "$(url 2)" "$(url 3)" --rate "$WRITER_RATE" \
     >"$TMP/writer.txt" 2>&1 &
   WRITER_PID=$!
@@ -538,6 +579,13 @@ run() {
   echo "# workloads: ${WORKLOADS[*]}; nodes n1..n3 on 127.0.0.1, schema $SCHEMA," \
     "ports (http metrics cluster) ${PORTS[*]}"
   echo "# DCB_CLUSTER_SEEDS=$SEEDS"
+  local w
+  for w in "${WORKLOADS[@]}"; do
+    case "$w" in
+      takeover) echo "# takeover nodes: $(describe "$COURSES_SRC" "$COURSES")" ;;
+      *) echo "# $w nodes: $(describe "$NODE_SRC" "$NODE")" ;;
+    esac
+  done
   echo
   echo "## baseline (before)"
   bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/before.txt"
