@@ -310,7 +310,7 @@ struct route_env {
   /// The node's jobs (null: no job routes).
   job_service* jobs = nullptr;
   /// The node's name, and its cluster (null: a node of its own).
-  std::string node;
+  std::string node{};
   cluster_service* cluster = nullptr;
 };
 

@@ -117,7 +117,7 @@ struct http_extensions {
   job_service* jobs = nullptr;
   /// The node's name and cluster, for /v1/cluster (null cluster: a node of
   /// its own).
-  std::string node;
+  std::string node{};
   cluster_service* cluster = nullptr;
 };
 
