@@ -491,6 +491,11 @@ void dial(agent_actor* self, const std::string& key) {
         self->request(h, timeout, cl_hello_atom::value, hello_of(self))
           .then(
             [self, key, h](cluster_hello& theirs) {
+              if (theirs.incarnation == self->state.env->incarnation) {
+                // A seed that names this node under another address.
+                self->state.peers.erase(key);
+                return publish_board(self);
+              }
               if (auto why = refusal(self, theirs)) {
                 refused(self, theirs.name + " at " + key, *why);
                 return dial_failed(self, key, "refused: " + *why);
@@ -575,6 +580,8 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
       auto h = caf::actor_cast<caf::actor>(self->current_sender());
       if (!h || self->state.stopping)
         return caf::make_error(caf::sec::runtime_error, "not accepting");
+      if (theirs.incarnation == self->state.env->incarnation)
+        return hello_of(self); // this node, dialed under another address
       if (auto why = refusal(self, theirs)) {
         refused(self, theirs.name + " at " + theirs.addr, *why);
         return caf::make_error(caf::sec::runtime_error, "refused: " + *why);

@@ -642,5 +642,47 @@ TEST_F(Cluster, OtherSettingsOrAnotherClusterAreRefused) {
   EXPECT_TRUE(mesh({0, 1}));
 }
 
+TEST_F(Cluster, BadClusterSettingsStopTheNodeWithAClearError) {
+  struct bad_case {
+    std::vector<std::string> args;
+    std::vector<std::pair<std::string, std::string>> env;
+    std::string says;
+  };
+  std::vector<bad_case> cases{
+    {{}, {{"DCB_CLUSTER_ADDR", "nonsense"}}, "DCB_CLUSTER_ADDR must be"},
+    {{}, {{"DCB_CLUSTER_ADDR", "127.0.0.1:0"}}, "DCB_CLUSTER_ADDR must be"},
+    {{},
+     {{"DCB_CLUSTER_ADDR", addr(nodes_[0])},
+      {"DCB_CLUSTER_SEEDS", "127.0.0.1:1,bad seed"}},
+     "DCB_CLUSTER_SEEDS must be"},
+    {{}, {{"DCB_CLUSTER_SEEDS", addr(nodes_[0])}}, "needs DCB_CLUSTER_ADDR"},
+    {{"--middleman.heartbeat-interval=0s"},
+     {{"DCB_CLUSTER_ADDR", addr(nodes_[0])}},
+     "heartbeat-interval must be set"},
+    {{"--middleman.connection-timeout=500ms"},
+     {{"DCB_CLUSTER_ADDR", addr(nodes_[0])}},
+     "must be longer than"},
+  };
+  for (auto& c : cases) {
+    auto log = "/tmp/dcbd-cluster-bad-" + std::to_string(::getpid()) + ".log";
+    std::vector<std::string> argv{DCBD_BINARY};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto env = c.env;
+    env.emplace_back("DCB_POSTGRES_DSN", test_dsn());
+    env.emplace_back("DCB_SCHEMA", schema_);
+    env.emplace_back("DCB_HTTP_ADDR",
+                     "127.0.0.1:" + std::to_string(nodes_[1].http));
+    env.emplace_back("DCB_METRICS_ADDR",
+                     "127.0.0.1:" + std::to_string(nodes_[2].http));
+    child_process p{argv, env, log};
+    auto status = p.wait();
+    auto text = file_text(log);
+    ::unlink(log.c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << text;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << text;
+    EXPECT_NE(text.find(c.says), std::string::npos) << text;
+  }
+}
+
 } // namespace
 } // namespace dcbd::test

@@ -57,50 +57,6 @@ protected:
     return course_node::recount(schema_);
   }
 };
-auto r = c.get("/v1/projectors/course_seats");
-return r.status == 200 ? json::parse(r.body) : json{};
-}
-
-// Waits until the node's projector runs and has applied the head.
-static bool caught_up(std::uint16_t port, std::chrono::seconds d = 30s) {
-  auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until) {
-    try {
-      client c{port};
-      auto head
-        = json::parse(c.get("/v1/head").body)["head"].get<std::uint64_t>();
-      auto s = status(port);
-      if (s.is_object() && s["state"] == "running"
-          && s["position"].get<std::uint64_t>() >= head)
-        return true;
-    } catch (const std::exception&) {
-      // not up yet
-    }
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
-}
-
-std::string seats() {
-  return exec_sql("SELECT coalesce(string_agg(course || '=' || subscribed, "
-                  "',' ORDER BY course), '') FROM "
-                  + schema_ + ".course_seats");
-}
-
-// Subscriptions per course counted from the events themselves (data that
-// is not a JSON object with a string "course" counts for none; CASE keeps
-// the cast away from data that is no JSON at all).
-std::string recount() {
-  return exec_sql(
-    "SELECT coalesce(string_agg(course || '=' || n, ',' ORDER BY course), "
-    "'') FROM (SELECT course, count(*) AS n FROM (SELECT CASE WHEN "
-    "convert_from(data, 'UTF8') LIKE '{%' THEN "
-    "convert_from(data, 'UTF8')::jsonb ->> 'course' END AS course FROM "
-    + schema_
-    + ".events WHERE type = 'StudentSubscribed') e WHERE course IS NOT "
-      "NULL GROUP BY course) c");
-}
-};
 
 TEST_F(NodeProjector, ExactlyOnceAcrossSigkillWhileWritersAppend) {
   auto port = free_tcp_port();
