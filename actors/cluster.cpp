@@ -7,8 +7,33 @@
 //             membership table, and the rows of the others for the agent
 // The members list goes through a board (a mutex), so HTTP and metrics read
 // it without messaging.
+//
+// Forwarded appends (issue 14 item 4; opt-in with `cluster_config::writer`,
+// `--dcbd.cluster-writer`). Two more actors per node:
+//   ingress    scheduled; every node has one and its agent hands it out
+//              (`(cl_store_atom) -> actor`): takes `(cl_append_atom, id,
+//              append_request)` from a peer's forwarder, validates again and
+//              appends through this node's own store actor
+//              (`engine::append_local`), and answers `(cl_acked_atom, id,
+//              code, message, first, last)` after the group commit.
+//   forwarder  scheduled; only on a node whose writer is another node: the
+//              engine's route hands it each valid append while the writer's
+//              ingress is known; it sends the append there, at most
+//              `forward_window` in flight, and answers the caller when the
+//              writer answers.
+// Correctness does not depend on it: the condition is checked in the
+// writer's transaction as in any append. When the writer is not linked (not
+// yet, or DOWN) or the window is full, the append goes to this node's own
+// store actor (always safe). When the link drops or no answer comes within
+// `forward_timeout` while an append is in flight, it fails with
+// `unavailable` (it may or may not be committed, as after a local timeout)
+// and is never retried, so nothing is appended twice. This node's cache and
+// bus learn forwarded appends through LISTEN/NOTIFY and catch-up; reads stay
+// linearizable through the read index. Commands (`engine::execute`, the
+// appender pool) still append locally.
 #include "actors/cluster.hpp"
 
+#include "actors/engine.hpp"
 #include "actors/projector.hpp"
 #include "store/error.hpp"
 #include "store/pg_cluster.hpp"
@@ -20,6 +45,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include <algorithm>
@@ -29,6 +55,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <unordered_map>
 
 namespace dcbd {
 
@@ -120,6 +147,12 @@ using cl_tick_atom = caf::atom_constant<caf::atom("clTick")>;
 using cl_rows_atom = caf::atom_constant<caf::atom("clRows")>;
 using cl_stop_atom = caf::atom_constant<caf::atom("clStop")>;
 using cl_forward_atom = caf::atom_constant<caf::atom("clForward")>;
+using cl_store_atom = caf::atom_constant<caf::atom("clStore")>;
+using cl_append_atom = caf::atom_constant<caf::atom("clAppend")>;
+using cl_acked_atom = caf::atom_constant<caf::atom("clAcked")>;
+using cl_fwd_atom = caf::atom_constant<caf::atom("clFwd")>;
+using cl_target_atom = caf::atom_constant<caf::atom("clTarget")>;
+using cl_expire_atom = caf::atom_constant<caf::atom("clExpire")>;
 
 cluster_projector_reply to_wire(const projector_reply& r) {
   cluster_projector_reply w;
@@ -197,6 +230,10 @@ struct cluster_env {
   std::vector<cluster_member> members;
   std::map<std::string, caf::actor> up_by_name;
   projector_host* host = nullptr;
+  // Forwarded appends: this node's ingress (handed to peers) and its
+  // forwarder (null when it forwards nothing).
+  caf::actor ingress;
+  caf::actor forwarder;
 
   projector_host* projectors() const {
     std::lock_guard guard{mtx};
@@ -301,6 +338,11 @@ struct agent_state {
   std::map<std::uint64_t, caf::response_promise> calls;
   std::uint64_t next_call = 0;
   bool stopping = false;
+  /// The writer's incarnation whose ingress the forwarder has ("": none),
+  /// and whether the agent is asking for it.
+  std::string writer_incarnation;
+  bool asking_store = false;
+  clock::time_point next_store_ask{};
   static inline const char* name = "dcbd.cluster_agent";
 };
 
@@ -514,6 +556,50 @@ void dial(agent_actor* self, const std::string& key) {
       });
 }
 
+// Asks a linked writer for its ingress and hands it to the forwarder, once
+// per incarnation of the writer (again after a failure, every second).
+void ask_store(agent_actor* self) {
+  auto& st = self->state;
+  auto& env = *st.env;
+  if (st.asking_store || env.cfg.writer.empty()
+      || clock::now() < st.next_store_ask)
+    return;
+  caf::actor fwd;
+  {
+    std::lock_guard guard{env.mtx};
+    fwd = env.forwarder;
+  }
+  if (!fwd)
+    return;
+  for (auto& [_, p] : st.peers) {
+    if (!p.up || p.name != env.cfg.writer
+        || p.incarnation == st.writer_incarnation)
+      continue;
+    st.asking_store = true;
+    auto name = p.name;
+    auto inc = p.incarnation;
+    self->request(p.handle, env.cfg.connect_timeout, cl_store_atom::value)
+      .then(
+        [self, fwd, name, inc](caf::actor& ingress) {
+          auto& st = self->state;
+          st.asking_store = false;
+          st.writer_incarnation = inc;
+          std::cout << "dcbd: cluster: forwarding appends to " << name
+                    << std::endl;
+          self->send(fwd, cl_target_atom::value, name, ingress);
+        },
+        [self, name](caf::error& err) {
+          auto& st = self->state;
+          st.asking_store = false;
+          st.next_store_ask = clock::now() + 1s;
+          std::cerr << "dcbd: cluster: " << name
+                    << " takes no forwarded appends (yet): "
+                    << self->system().render(err) << std::endl;
+        });
+    return;
+  }
+}
+
 void tick(agent_actor* self) {
   auto& st = self->state;
   auto now = clock::now();
@@ -528,6 +614,7 @@ void tick(agent_actor* self) {
   }
   for (auto& key : due)
     dial(self, key);
+  ask_store(self);
 }
 
 caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
@@ -550,6 +637,8 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
         std::cerr << "dcbd: cluster: " << p.name << " at " << key
                   << " is unreachable: " << self->system().render(m.reason)
                   << std::endl;
+      if (p.name == st.env->cfg.writer)
+        st.writer_incarnation.clear();
       // Its locks may be free: try them now, not at the next poll.
       if (auto* host = st.env->projectors())
         host->wake();
@@ -684,6 +773,19 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
             done(std::nullopt);
           });
     },
+    [self](cl_store_atom) -> caf::result<caf::actor> {
+      auto& env = *self->state.env;
+      caf::actor ingress;
+      {
+        std::lock_guard guard{env.mtx};
+        ingress = env.ingress;
+      }
+      if (!ingress || self->state.stopping)
+        return caf::make_error(caf::sec::runtime_error,
+                               "node " + env.cfg.node
+                                 + " takes no forwarded appends");
+      return ingress;
+    },
     [self](cl_prj_done_atom, std::uint64_t id, cluster_projector_reply& r) {
       auto& calls = self->state.calls;
       auto i = calls.find(id);
@@ -706,6 +808,174 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
         rp.deliver(to_wire(r));
       }
       st.calls.clear();
+      return true;
+    },
+  };
+}
+
+// -- forwarded appends
+// ---------------------------------------------------------
+
+// The answer on the wire: errc as a byte (0 is success) and its message.
+void answer_peer(const caf::actor& to, std::uint64_t id,
+                 const caf::expected<append_ack>& r) {
+  if (r)
+    caf::anon_send(to, cl_acked_atom::value, id, std::uint8_t{0}, std::string{},
+                   r->first_position, r->last_position);
+  else
+    caf::anon_send(to, cl_acked_atom::value, id,
+                   static_cast<std::uint8_t>(code_of(r.error())),
+                   message_of(r.error()), std::uint64_t{0}, std::uint64_t{0});
+}
+
+// Takes peers' appends into this node's store actor. Answers from the store
+// actor's thread, straight to the peer's forwarder.
+caf::behavior ingress_impl(caf::event_based_actor* self, engine* eng) {
+  return {
+    [self, eng](cl_append_atom, std::uint64_t id, append_request& req) {
+      auto to = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!to)
+        return;
+      eng->append_local(std::move(req), [to, id](caf::expected<append_ack> r) {
+        answer_peer(to, id, r);
+      });
+    },
+  };
+}
+
+struct forward_entry {
+  append_callback_ptr done;
+  clock::time_point deadline;
+};
+
+struct forwarder_state {
+  std::shared_ptr<cluster_env> env;
+  engine* eng = nullptr;
+  /// Whether the engine's route should hand appends over (a target is
+  /// known); read without messaging.
+  std::shared_ptr<std::atomic<bool>> linked;
+  caf::actor target;
+  std::string target_name;
+  std::unordered_map<std::uint64_t, forward_entry> inflight;
+  std::uint64_t next_id = 0;
+  static inline const char* name = "dcbd.cluster_forwarder";
+};
+
+using forwarder_actor = caf::stateful_actor<forwarder_state>;
+
+void count_forwarded(forwarder_actor* self, const std::string& result) {
+  if (auto& f = self->state.env->cfg.on_forwarded)
+    f(result);
+}
+
+// Fails every append in flight with `unavailable`: it may or may not be
+// committed, and is never retried.
+void fail_inflight(forwarder_actor* self, const std::string& why) {
+  auto& st = self->state;
+  auto inflight = std::move(st.inflight);
+  st.inflight.clear();
+  for (auto& [_, e] : inflight) {
+    count_forwarded(self, "unavailable");
+    (*e.done)(caf::make_error(
+      errc::unavailable, why + "; the append may or may not be committed"));
+  }
+}
+
+void drop_target(forwarder_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.target)
+    return;
+  std::cerr << "dcbd: cluster: appends stay local: " << why << std::endl;
+  st.linked->store(false, std::memory_order_relaxed);
+  self->demonitor(st.target);
+  st.target = nullptr;
+  fail_inflight(self, why);
+}
+
+caf::behavior forwarder_impl(forwarder_actor* self,
+                             std::shared_ptr<cluster_env> env, engine* eng,
+                             std::shared_ptr<std::atomic<bool>> linked) {
+  auto& st = self->state;
+  st.env = std::move(env);
+  st.eng = eng;
+  st.linked = std::move(linked);
+  self->set_down_handler([self](caf::down_msg& m) {
+    auto& st = self->state;
+    if (st.target && st.target.address() == m.source)
+      drop_target(self, "the link to " + st.target_name + " dropped ("
+                          + self->system().render(m.reason) + ")");
+  });
+  self->delayed_send(self, 500ms, cl_expire_atom::value);
+  return {
+    [self](cl_fwd_atom, append_request& req, append_callback_ptr& done) {
+      auto& st = self->state;
+      if (!st.target || st.inflight.size() >= st.env->cfg.forward_window) {
+        count_forwarded(self, "local");
+        st.eng->append_local(std::move(req),
+                             [done](caf::expected<append_ack> r) {
+                               (*done)(std::move(r));
+                             });
+        return;
+      }
+      auto id = ++st.next_id;
+      st.inflight.emplace(
+        id, forward_entry{std::move(done),
+                          clock::now() + st.env->cfg.forward_timeout});
+      self->send(st.target, cl_append_atom::value, id, std::move(req));
+    },
+    [self](cl_acked_atom, std::uint64_t id, std::uint8_t code,
+           std::string& message, std::uint64_t first, std::uint64_t last) {
+      auto& st = self->state;
+      auto i = st.inflight.find(id);
+      if (i == st.inflight.end())
+        return; // answered already (timed out, or the link dropped)
+      auto done = std::move(i->second.done);
+      st.inflight.erase(i);
+      if (code == 0) {
+        count_forwarded(self, "acked");
+        (*done)(append_ack{first, last});
+        return;
+      }
+      auto c = code <= static_cast<std::uint8_t>(errc::internal)
+                 ? static_cast<errc>(code)
+                 : errc::internal;
+      count_forwarded(self,
+                      c == errc::unavailable ? "unavailable" : "rejected");
+      (*done)(caf::make_error(c, std::move(message)));
+    },
+    [self](cl_target_atom, std::string& name, caf::actor& ingress) {
+      auto& st = self->state;
+      if (st.target)
+        drop_target(self, st.target_name + " was replaced by a new start");
+      st.target = ingress;
+      st.target_name = std::move(name);
+      self->monitor(st.target);
+      st.linked->store(true, std::memory_order_relaxed);
+    },
+    [self](cl_expire_atom) {
+      auto& st = self->state;
+      auto now = clock::now();
+      for (auto i = st.inflight.begin(); i != st.inflight.end();) {
+        if (i->second.deadline > now) {
+          ++i;
+          continue;
+        }
+        auto done = std::move(i->second.done);
+        i = st.inflight.erase(i);
+        count_forwarded(self, "unavailable");
+        (*done)(caf::make_error(
+          errc::unavailable,
+          st.target_name + " did not answer a forwarded append within "
+            + std::to_string(st.env->cfg.forward_timeout.count())
+            + " ms; the append may or may not be committed"));
+      }
+      self->delayed_send(self, 500ms, cl_expire_atom::value);
+    },
+    [self](cl_stop_atom) {
+      auto& st = self->state;
+      st.linked->store(false, std::memory_order_relaxed);
+      fail_inflight(self, "the node is stopping");
+      self->quit();
       return true;
     },
   };
@@ -814,6 +1084,10 @@ struct cluster_service::impl {
   std::uint16_t port = 0;
   std::mutex mtx;
   bool stopped = false;
+  // Forwarded appends (`serve_appends`).
+  engine* eng = nullptr;
+  caf::actor ingress;
+  caf::actor forwarder;
 
   explicit impl(caf::actor_system& s) : sys(s) {
     // nop
@@ -877,6 +1151,41 @@ void cluster_service::serve(projector_host& host) {
     });
 }
 
+void cluster_service::serve_appends(engine& eng) {
+  auto& d = *impl_;
+  auto env = d.env;
+  {
+    std::lock_guard guard{d.mtx};
+    if (d.stopped || d.eng)
+      return;
+    d.eng = &eng;
+  }
+  d.ingress = d.sys.spawn(ingress_impl, &eng);
+  caf::actor fwd;
+  auto& writer = env->cfg.writer;
+  if (!writer.empty() && writer != env->cfg.node) {
+    auto linked = std::make_shared<std::atomic<bool>>(false);
+    fwd = d.sys.spawn(forwarder_impl, env, &eng, linked);
+    d.forwarder = fwd;
+    eng.set_append_route(
+      [env, fwd, linked](append_request& req,
+                         std::function<void(caf::expected<append_ack>)>& done) {
+        if (!linked->load(std::memory_order_relaxed)) {
+          if (env->cfg.on_forwarded)
+            env->cfg.on_forwarded("local");
+          return false;
+        }
+        // Answers `unavailable` should the forwarder be gone.
+        auto cb = std::make_shared<append_callback>(std::move(done));
+        caf::anon_send(fwd, cl_fwd_atom::value, std::move(req), std::move(cb));
+        return true;
+      });
+  }
+  std::lock_guard guard{env->mtx};
+  env->ingress = d.ingress;
+  env->forwarder = fwd;
+}
+
 std::vector<cluster_member> cluster_service::members() const {
   std::lock_guard guard{impl_->env->mtx};
   return impl_->env->members;
@@ -918,8 +1227,20 @@ void cluster_service::stop() {
     });
     f.wait();
   };
+  // Appends stay local from now on; those in flight fail.
+  if (d.eng)
+    d.eng->set_append_route({});
+  {
+    std::lock_guard guard{d.env->mtx};
+    d.env->ingress = nullptr;
+    d.env->forwarder = nullptr;
+  }
+  if (d.forwarder)
+    ask(d.forwarder, 2s);
   ask(d.agent, 2s);
   ask(d.registry, 5s);
+  if (d.ingress)
+    caf::anon_send_exit(d.ingress, caf::exit_reason::user_shutdown);
   d.sys.middleman().unpublish(d.agent, d.port);
   caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);

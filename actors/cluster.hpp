@@ -54,6 +54,7 @@
 
 namespace dcbd {
 
+class engine;
 class projector_host;
 
 /// host:port of a cluster agent.
@@ -120,6 +121,20 @@ struct cluster_config {
   std::chrono::milliseconds forget{30'000};
   /// A forwarded management call.
   std::chrono::milliseconds call_timeout{10'000};
+  /// The node whose store actor commits this node's appends while it is
+  /// linked (`serve_appends`); empty or this node's name: none, appends
+  /// stay local.
+  std::string writer;
+  /// Forwarded appends in flight to the writer, at most; past it appends
+  /// stay local.
+  std::size_t forward_window = 256;
+  /// How long a forwarded append waits for its answer before it fails with
+  /// `unavailable` (it may or may not be committed).
+  std::chrono::milliseconds forward_timeout{30'000};
+  /// A forwarded append ended: "acked", "rejected", "unavailable" or
+  /// "local" (see `dcb_appends_forwarded_total`); runs on an actor's
+  /// thread.
+  std::function<void(const std::string&)> on_forwarded;
   /// A peer's link went down (its name); runs on an actor's thread.
   std::function<void(const std::string&)> on_down;
   /// A handshake was refused (either side); runs on an actor's thread.
@@ -164,6 +179,13 @@ public:
   /// theirs, and wakes `host` when a peer goes down. `host` must outlive
   /// `stop()`.
   void serve(projector_host& host);
+
+  /// Commits the appends peers forward to this node with `eng` (its
+  /// store actor, never forwarded again), and, when `cluster_config::writer`
+  /// names another node, sends `eng`'s appends to that node while it is
+  /// linked (see the forwarding notes in actors/cluster.cpp). `eng` must
+  /// outlive `stop()`.
+  void serve_appends(engine& eng);
 
   /// This node (first) and every peer it knows, by name.
   std::vector<cluster_member> members() const;

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -93,6 +94,9 @@ struct engine::impl {
   // before it).
   std::shared_ptr<std::atomic<bool>> bus_ready
     = std::make_shared<std::atomic<bool>>(false);
+  // Where appends go instead of the store actor (see `set_append_route`).
+  std::mutex route_mtx;
+  std::shared_ptr<const append_route> route;
 
   impl(caf::actor_system& s, engine_config c) : sys(s), cfg(std::move(c)) {
     // nop
@@ -363,8 +367,39 @@ void engine::append(append_request req,
                             std::move(req));
 }
 
+void engine::set_append_route(append_route route) {
+  auto& d = *impl_;
+  auto p = route ? std::make_shared<const append_route>(std::move(route))
+                 : nullptr;
+  std::lock_guard guard{d.route_mtx};
+  d.route = std::move(p);
+}
+
 void engine::append_unbounded(
   append_request req, std::function<void(caf::expected<append_ack>)> done) {
+  auto& d = *impl_;
+  std::shared_ptr<const append_route> route;
+  {
+    std::lock_guard guard{d.route_mtx};
+    route = d.route;
+  }
+  if (!route)
+    return append_local(std::move(req), std::move(done));
+  // Validated here, so an invalid append never travels; the route's
+  // receiver validates again on arrival.
+  std::optional<validated_append> valid;
+  try {
+    valid = validate_append(std::move(req), d.cfg.store.limits);
+  } catch (const store_error& e) {
+    return done(to_error(e));
+  }
+  auto normalized = std::move(*valid).take_request();
+  if (!(*route)(normalized, done))
+    append_local(std::move(normalized), std::move(done));
+}
+
+void engine::append_local(append_request req,
+                          std::function<void(caf::expected<append_ack>)> done) {
   auto& d = *impl_;
   std::optional<validated_append> valid;
   try {

@@ -229,6 +229,22 @@ public:
   void append_unbounded(append_request req,
                         std::function<void(caf::expected<append_ack>)> done);
 
+  /// Like `append_unbounded`, but always through this node's store actor,
+  /// never through the route (for appends that came from another node).
+  void append_local(append_request req,
+                    std::function<void(caf::expected<append_ack>)> done);
+
+  /// Where `append_unbounded` sends a valid append instead of this node's
+  /// store actor (a cluster's writer, actors/cluster.hpp). It gets the
+  /// validated request and `done`; it returns false to leave both alone
+  /// (the append then goes to this node's store actor), true when it took
+  /// them (it then calls `done` once).
+  using append_route = std::function<bool(
+    append_request&, std::function<void(caf::expected<append_ack>)>&)>;
+
+  /// Sets the route (empty: none). Thread-safe.
+  void set_append_route(append_route route);
+
   void read(query q, read_options options,
             std::function<void(caf::expected<read_result>)> done);
 

@@ -16,8 +16,13 @@
 #               - "one": a lone node (the other two stopped),
 #               - "one_of_three": node 1 while nodes 2 and 3 run idle
 #                 (they follow the log: what a node costs the others),
-#               - "three": one wrk per node;
-#               THROUGHPUT_ROUNDS rounds, medians. Target: three >= one.
+#               - "three": one wrk per node, each node group-committing
+#                 against the head lock;
+#               - "forward": one wrk per node, nodes 2 and 3 forwarding
+#                 their appends to node 1's store actor over the middleman
+#                 (--dcbd.cluster-writer=n1: larger groups, one writer);
+#               THROUGHPUT_ROUNDS rounds, the order of the modes
+#               alternating, medians. Target: three or forward >= one.
 #   latency     one subscriber (GET /v1/subscribe, NDJSON) on each node,
 #               appends of one event through POST /v1/append on node 1 at
 #               LAT_RATE/s for LAT_SECONDS (bench/cluster_bench.py latency):
@@ -219,7 +224,8 @@ url() { echo "http://127.0.0.1:$(http_port "$1")"; }
 SEEDS="127.0.0.1:$(cluster_port 1),127.0.0.1:$(cluster_port 2),127.0.0.1:$(cluster_port 3)"
 
 # start_node I BINARY: node nI in the background, its output appended to
-# $TMP/nI.log.
+# $TMP/nI.log, with NODE_ARGS and EXTRA_ARGS (set per phase).
+EXTRA_ARGS=()
 start_node() {
   local i="$1" bin="$2"
   echo "=== bench: start $(date +%T.%N)" >>"$TMP/n$i.log"
@@ -227,7 +233,7 @@ start_node() {
     DCB_HTTP_ADDR="127.0.0.1:$(http_port "$i")" \
     DCB_METRICS_ADDR="127.0.0.1:$(metrics_port "$i")" \
     DCB_CLUSTER_ADDR="127.0.0.1:$(cluster_port "$i")" DCB_CLUSTER_SEEDS="$SEEDS" \
-    "$bin" "${NODE_ARGS[@]}" >>"$TMP/n$i.log" 2>&1 &
+    "$bin" "${NODE_ARGS[@]}" "${EXTRA_ARGS[@]}" >>"$TMP/n$i.log" 2>&1 &
   PID[i]=$!
   save_pids
 }
@@ -372,39 +378,77 @@ wrk_at() {
 # stop or reap).
 out() { tail -n 1 "$1"; }
 
+# start_forwarding: the three nodes with n1 as the cluster's writer (n2 and
+# n3 forward their appends to n1's store actor), once both forward.
+start_forwarding() {
+  EXTRA_ARGS=(--dcbd.cluster-writer=n1)
+  start_cluster "$NODE" 1 2 3
+  EXTRA_ARGS=()
+  local i t
+  for i in 2 3; do
+    for ((t = 0; t < 100; t++)); do
+      grep -q "forwarding appends to n1" "$TMP/n$i.log" && break
+      sleep 0.1
+    done
+    grep -q "forwarding appends to n1" "$TMP/n$i.log" || {
+      echo "run_cluster_bench: n$i does not forward to n1" >&2
+      return 1
+    }
+  done
+}
+
+# forwarded_totals: dcb_appends_forwarded_total by result over n2 and n3.
+forwarded_totals() {
+  local i
+  for i in 2 3; do
+    curl -s --max-time 5 "http://127.0.0.1:$(metrics_port "$i")/metrics" || true
+  done | awk -F'[{}" ]+' '$1 == "dcb_appends_forwarded_total" { v[$3] += $NF }
+    END { printf "acked=%.0f rejected=%.0f unavailable=%.0f local=%.0f\n",
+          v["acked"], v["rejected"], v["unavailable"], v["local"] }'
+}
+
 run_throughput() {
   echo "## throughput: conditional 1-event appends, $CONNECTIONS connections" \
     "(3 wrk x $((CONNECTIONS / 3)), $WRK_THREADS thread(s) each), ${DURATION} s per run," \
     "$ROUNDS round(s); node binary $NODE"
   drop_schema
-  local r f="$TMP/throughput.txt"
+  local r i f="$TMP/throughput.txt"
   : >"$f"
-  # Odd rounds go three -> one_of_three -> one, even rounds the other way,
-  # so that a drift of the machine or a growing log favours neither.
+  # Odd rounds go forward -> three -> one_of_three -> one, even rounds the
+  # other way, so that a drift of the machine or a growing log favours
+  # none. "forward": three nodes, n2 and n3 forwarding their appends to
+  # n1's store actor over the middleman (--dcbd.cluster-writer=n1).
   for ((r = 1; r <= ROUNDS; r++)); do
     if ((r % 2)); then
+      start_forwarding
+      wrk_at forward 1 2 3 >>"$f" && out "$f"
+      echo "# forwarded by n2 and n3 so far: $(forwarded_totals)"
+      for i in 3 2 1; do stop_node "$i"; done
       start_cluster "$NODE" 1 2 3
       wrk_at three 1 2 3 >>"$f" && out "$f"
       wrk_at one_of_three 1 1 1 >>"$f" && out "$f"
       stop_node 2
       stop_node 3
       wrk_at one 1 1 1 >>"$f" && out "$f"
+      stop_node 1
     else
       start_cluster "$NODE" 1
       wrk_at one 1 1 1 >>"$f" && out "$f"
       start_cluster "$NODE" 2 3
       wrk_at one_of_three 1 1 1 >>"$f" && out "$f"
       wrk_at three 1 2 3 >>"$f" && out "$f"
-      stop_node 2
-      stop_node 3
+      for i in 3 2 1; do stop_node "$i"; done
+      start_forwarding
+      wrk_at forward 1 2 3 >>"$f" && out "$f"
+      echo "# forwarded by n2 and n3 so far: $(forwarded_totals)"
+      for i in 3 2 1; do stop_node "$i"; done
     fi
-    stop_node 1
   done
   # field NAME KEY: KEY of every `round` line NAME, one a line
   field() { awk -v n="$1" -v k="$2" '$1 == "round" && $2 == n {
     for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$f"; }
   local name
-  for name in one one_of_three three; do
+  for name in one one_of_three three forward; do
     echo "summary append_$name rps=$(field "append_$name" rps | median)" \
       "requests_per_group=$(field "append_$name" requests_per_group | median)" \
       "groups_per_s=$(field "append_$name" groups_per_s | median %.0f)" \
@@ -415,6 +459,12 @@ run_throughput() {
   paste <(field append_three rps) <(field append_one rps) |
     awk '$2 > 0 { print $1 / $2 }' | median %.3f |
     sed 's/^/summary append_three_over_one ratio=/' | tee -a "$TMP/summary.txt"
+  paste <(field append_forward rps) <(field append_one rps) |
+    awk '$2 > 0 { print $1 / $2 }' | median %.3f |
+    sed 's/^/summary append_forward_over_one ratio=/' | tee -a "$TMP/summary.txt"
+  paste <(field append_forward rps) <(field append_three rps) |
+    awk '$2 > 0 { print $1 / $2 }' | median %.3f |
+    sed 's/^/summary append_forward_over_three ratio=/' | tee -a "$TMP/summary.txt"
   echo "# log after the throughput runs: $(head_of) events"
 }
 
@@ -618,6 +668,8 @@ run() {
     "$(value $s read_model_final equal)" ">=" 1
   bench_target "append rate, three nodes / one node (median of rounds)" \
     "$(value $s append_three_over_one ratio)" ">=" 1
+  bench_target "append rate, three nodes forwarding to one / one node (median of rounds)" \
+    "$(value $s append_forward_over_one ratio)" ">=" 1
   bench_target "cross-node delivery p99 from the ack (ms; API.md 5: poll <= 1 s)" \
     "$(value $s latency_cross_node ack_p99_ms)" "<=" 1100
   local one three ooo

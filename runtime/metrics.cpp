@@ -336,6 +336,14 @@ node_metrics::node_metrics()
                               "other cluster, or a node name taken)")
                         .Register(r)
                         .Add({});
+  appends_forwarded_ = &BuildCounter()
+                          .Name("dcb_appends_forwarded_total")
+                          .Help("Appends this node meant to forward to the "
+                                "cluster's writer, by result (acked, "
+                                "rejected, unavailable, local)")
+                          .Register(r);
+  for (auto result : {"acked", "rejected", "unavailable", "local"})
+    appends_forwarded_->Add({{"result", result}});
   jobs_ = &BuildGauge()
              .Name("dcb_jobs")
              .Help("Jobs by queue and state (all nodes' jobs, read from the "
@@ -515,6 +523,12 @@ void node_metrics::cluster(
   }
   cluster_members_->Add({{"status", "up"}}).Set(up);
   cluster_members_->Add({{"status", "unreachable"}}).Set(down);
+}
+
+// -- forwarded appends --------------------------------------------------------
+
+void node_metrics::append_forwarded(const std::string& result) {
+  appends_forwarded_->Add({{"result", result}}).Increment();
 }
 
 } // namespace dcbd

@@ -83,6 +83,16 @@ public:
     cluster_refused_->Increment();
   }
 
+  // -- forwarded appends (issue 14 item 4) ------------------------------------
+
+  /// One append this node meant to forward to the cluster's writer ended
+  /// with `result`: "acked" (the writer committed it), "rejected" (the
+  /// writer answered an error, e.g. a failed condition), "unavailable" (the
+  /// link dropped or the answer did not come in time: it may or may not be
+  /// committed), or "local" (the writer was not linked or the window was
+  /// full: appended on this node). `dcb_appends_forwarded_total{result}`.
+  void append_forwarded(const std::string& result);
+
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
     return *open_streams_;
@@ -137,6 +147,7 @@ private:
   prometheus::Family<prometheus::Gauge>* cluster_members_;
   prometheus::Family<prometheus::Gauge>* cluster_member_up_;
   prometheus::Counter* cluster_refused_;
+  prometheus::Family<prometheus::Counter>* appends_forwarded_;
   std::set<std::string> cluster_peers_;
   std::mutex mtx_;
   double reconnects_seen_ = 0;

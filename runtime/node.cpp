@@ -65,6 +65,8 @@ struct node_config : caf::actor_system_config {
   std::size_t jobs_shutdown_grace_ms = 10'000;
   std::size_t jobs_retention_completed_s = 24 * 3600;
   std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
+  std::string cluster_writer;
+  std::size_t forward_window = 256;
 
   node_config() {
     opt_group{custom_options_, "dcbd"}
@@ -118,7 +120,13 @@ struct node_config : caf::actor_system_config {
       .add(jobs_retention_completed_s, "jobs-retention-completed-s",
            "completed and cancelled jobs are deleted after this long")
       .add(jobs_retention_discarded_s, "jobs-retention-discarded-s",
-           "discarded jobs are deleted after this long");
+           "discarded jobs are deleted after this long")
+      .add(cluster_writer, "cluster-writer",
+           "in a cluster: the node whose store actor commits this node's "
+           "appends while it is linked (empty: append locally)")
+      .add(forward_window, "forward-window",
+           "forwarded appends in flight to the writer, at most (past it: "
+           "append locally)");
   }
 
   // For `node_options::configure`.
@@ -349,6 +357,11 @@ int run_node(int argc, char** argv, node_options options) {
     cc->seeds = std::move(*seeds);
     cc->http = http_addr;
     cc->cluster_name = cluster_name;
+    cc->writer = cfg.cluster_writer;
+    cc->forward_window = std::max<std::size_t>(cfg.forward_window, 1);
+    cc->forward_timeout = std::chrono::milliseconds(cfg.timeout_ms);
+  } else if (!cfg.cluster_writer.empty()) {
+    return fail("dcbd.cluster-writer needs a cluster (DCB_CLUSTER_ADDR)");
   } else if (!env_or("DCB_CLUSTER_SEEDS", "").empty()) {
     return fail("DCB_CLUSTER_SEEDS needs DCB_CLUSTER_ADDR (where this node "
                 "listens for its peers)");
@@ -451,8 +464,16 @@ int run_node(int argc, char** argv, node_options options) {
       cc->on_refused = [metrics] {
         metrics->cluster_refused();
       };
+      cc->on_forwarded = [metrics](const std::string& result) {
+        metrics->append_forwarded(result);
+      };
       cluster.emplace(sys, *cc, ec.store);
       cluster->serve(*projectors);
+      cluster->serve_appends(*eng);
+      if (!cc->writer.empty() && cc->writer != cc->node)
+        std::cout << "dcbd: appends go to " << cc->writer
+                  << "'s store actor while it is linked (window "
+                  << cc->forward_window << ")" << std::endl;
       std::cout << "dcbd: cluster \"" << cc->cluster_name << "\" on "
                 << cc->addr.to_string() << " (incarnation "
                 << cluster->incarnation() << "), " << cc->seeds.size()

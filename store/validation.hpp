@@ -60,6 +60,12 @@ public:
     return std::move(req_.events);
   }
 
+  /// Moves the whole (normalized) request out, e.g. to send it to another
+  /// node, which validates it again on arrival.
+  append_request take_request() && {
+    return std::move(req_);
+  }
+
 private:
   friend validated_append validate_append(append_request req,
                                           const limits& lim);

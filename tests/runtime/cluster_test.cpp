@@ -228,6 +228,50 @@ protected:
     }
   }
 
+  // Starts the three with `writer` as the cluster's writer and waits until
+  // the others forward to it.
+  void start_forwarding(const std::string& writer) {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      start(i, {"--dcbd.cluster-writer=" + writer});
+    ASSERT_TRUE(eventually(
+      [&] {
+        return mesh({0, 1, 2});
+      },
+      10s));
+    for (auto& m : nodes_) {
+      if (m.name == writer)
+        continue;
+      ASSERT_TRUE(eventually(
+        [&] {
+          return file_text(m.proc->log())
+                   .find("forwarding appends to " + writer)
+                 != std::string::npos;
+        },
+        10s))
+        << file_text(m.proc->log());
+    }
+  }
+
+  // `dcb_appends_forwarded_total{result}` on node `i` (0 when absent).
+  long forwarded(std::size_t i, const std::string& result) {
+    auto v = metric(i,
+                    "dcb_appends_forwarded_total{result=\"" + result + "\"}");
+    return v.empty() ? 0 : std::stol(v);
+  }
+
+  // Rows of StudentSubscribed events, and distinct students among them.
+  std::pair<long, long> subscriptions(const std::string& prefix) {
+    auto where = " FROM " + schema_
+                 + ".events WHERE type = 'StudentSubscribed' AND "
+                   "convert_from(data, 'UTF8')::jsonb ->> 'student' LIKE '"
+                 + prefix + "%'";
+    return {std::stol(exec_sql("SELECT count(*)" + where)),
+            std::stol(exec_sql(
+              "SELECT count(DISTINCT convert_from(data, 'UTF8')::jsonb ->> "
+              "'student')"
+              + where))};
+  }
+
   std::vector<member> nodes_;
   std::string seeds_;
 };
@@ -682,6 +726,156 @@ TEST_F(Cluster, BadClusterSettingsStopTheNodeWithAClearError) {
     EXPECT_EQ(WEXITSTATUS(status), 2) << text;
     EXPECT_NE(text.find(c.says), std::string::npos) << text;
   }
+}
+
+} // namespace
+} // namespace dcbd::test
+
+namespace dcbd::test {
+namespace {
+
+// -- forwarded appends (issue 14 item 4) --------------------------------------
+
+// n2 and n3 forward their appends to n1's store actor: appends through
+// every node are committed exactly once, two nodes racing on one condition
+// yield one winner, and a node reads its own forwarded appends at once.
+TEST_F(Cluster, ForwardedAppendsOnceConflictsAndReadYourWrites) {
+  start_forwarding("n1");
+  // Appends through the three at once.
+  std::vector<std::thread> writers;
+  for (std::size_t i = 0; i < 3; ++i)
+    writers.emplace_back([&, i] {
+      append(nodes_[i].http, 150, "f" + std::to_string(i) + "-");
+    });
+  for (auto& t : writers)
+    t.join();
+  EXPECT_EQ(subscriptions("f"), std::make_pair(450L, 450L));
+  // The others forwarded theirs, the writer forwarded nothing.
+  ASSERT_TRUE(eventually(
+    [&] {
+      return forwarded(1, "acked") >= 150 && forwarded(2, "acked") >= 150;
+    },
+    5s))
+    << forwarded(1, "acked") << " " << forwarded(2, "acked");
+  EXPECT_EQ(forwarded(1, "local"), 0);
+  EXPECT_EQ(forwarded(2, "unavailable"), 0);
+  EXPECT_EQ(forwarded(0, "acked"), 0);
+
+  // n2 and n3 race on the same condition, 20 times: one wins each.
+  for (int k = 0; k < 20; ++k) {
+    auto tag = "race:" + std::to_string(k);
+    auto body = json{{"events", {ev("Raced", {tag})}},
+                     {"condition", {{"failIfEventsMatch", items({}, {tag})}}}};
+    std::atomic<int> won{0};
+    std::atomic<int> lost{0};
+    std::vector<std::thread> racers;
+    for (std::size_t i : {1, 2})
+      racers.emplace_back([&, i] {
+        client c{nodes_[i].http};
+        auto r = c.post("/v1/append", body);
+        if (r.status == 200)
+          ++won;
+        else if (r.status == 409)
+          ++lost;
+      });
+    for (auto& t : racers)
+      t.join();
+    EXPECT_EQ(won.load(), 1) << tag;
+    EXPECT_EQ(lost.load(), 1) << tag;
+    EXPECT_EQ(exec_sql("SELECT count(*) FROM " + schema_
+                       + ".events WHERE type = 'Raced' AND '" + tag
+                       + "' = ANY(tags)"),
+              "1")
+      << tag;
+  }
+  EXPECT_GE(forwarded(1, "rejected") + forwarded(2, "rejected"), 20);
+
+  // Read your writes through the forwarding node, at once.
+  client c{nodes_[1].http};
+  for (int k = 0; k < 30; ++k) {
+    auto tag = "ryw:" + std::to_string(k);
+    auto r = c.post("/v1/append", json{{"events", {ev("Mine", {tag})}}});
+    ASSERT_EQ(r.status, 200u) << r.body;
+    auto pos = r.j()["last_position"].get<std::uint64_t>();
+    auto read = c.get(read_target("/v1/read", items({}, {tag})));
+    ASSERT_EQ(read.status, 200u) << read.body;
+    EXPECT_NE(read.body.find("\"position\":" + std::to_string(pos)),
+              std::string::npos)
+      << tag << " at " << pos << ": " << read.body;
+  }
+}
+
+// SIGKILL of the writer while the others append through it: they fall back
+// to local appends; every acknowledged append is in the database once.
+TEST_F(Cluster, SigkillOfTheWriterAppendsFallBackToLocal) {
+  start_forwarding("n1");
+  std::atomic<bool> writing{true};
+  std::mutex mtx;
+  std::set<std::string> acked;
+  std::atomic<int> after_kill{0};
+  std::atomic<bool> killed{false};
+  std::vector<std::thread> writers;
+  for (std::size_t i : {1, 2})
+    writers.emplace_back([&, i] {
+      int k = 0;
+      while (writing) {
+        try {
+          client c{nodes_[i].http};
+          while (writing) {
+            auto student = "k" + std::to_string(i) + "-" + std::to_string(k++);
+            auto r = c.post(
+              "/v1/append",
+              json{{"events", {course_node::subscribe_event(student, "c1")}}});
+            if (r.closed)
+              break;
+            if (r.status == 200) {
+              std::lock_guard guard{mtx};
+              acked.insert(student);
+              if (killed)
+                ++after_kill;
+            }
+          }
+        } catch (const std::exception&) {
+          std::this_thread::sleep_for(20ms);
+        }
+      }
+    });
+  ASSERT_TRUE(eventually(
+    [&] {
+      return forwarded(1, "acked") > 50 && forwarded(2, "acked") > 50;
+    },
+    10s));
+  nodes_[0].proc->process().signal(SIGKILL);
+  nodes_[0].proc->process().wait();
+  killed = true;
+  // The others keep appending, locally.
+  EXPECT_TRUE(eventually(
+    [&] {
+      return after_kill.load() > 100 && forwarded(1, "local") > 0
+             && forwarded(2, "local") > 0;
+    },
+    10s))
+    << after_kill.load();
+  writing = false;
+  for (auto& t : writers)
+    t.join();
+  std::cout << "[          ] " << acked.size() << " acknowledged, "
+            << after_kill.load() << " after the kill; unavailable: "
+            << forwarded(1, "unavailable") + forwarded(2, "unavailable")
+            << "\n";
+  // Each acknowledged append is there; nothing is there twice.
+  auto [rows, distinct] = subscriptions("k");
+  EXPECT_EQ(rows, distinct);
+  EXPECT_GE(rows, static_cast<long>(acked.size()));
+  std::string missing;
+  for (auto& student : acked)
+    if (exec_sql("SELECT count(*) FROM " + schema_
+                 + ".events WHERE type = 'StudentSubscribed' AND "
+                   "convert_from(data, 'UTF8')::jsonb ->> 'student' = '"
+                 + student + "'")
+        != "1")
+      missing += student + " ";
+  EXPECT_EQ(missing, "");
 }
 
 } // namespace
