@@ -64,6 +64,8 @@ struct node_config : caf::actor_system_config {
   std::size_t jobs_shutdown_grace_ms = 10'000;
   std::size_t jobs_retention_completed_s = 24 * 3600;
   std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
+  // Read replica (DCB_POSTGRES_READ_DSN).
+  std::size_t replica_wait_ms = 20;
 
   node_config() {
     opt_group{custom_options_, "dcbd"}
@@ -118,6 +120,11 @@ struct node_config : caf::actor_system_config {
            "completed and cancelled jobs are deleted after this long")
       .add(jobs_retention_discarded_s, "jobs-retention-discarded-s",
            "discarded jobs are deleted after this long");
+    // Read replica (DCB_POSTGRES_READ_DSN).
+    opt_group{custom_options_, "dcbd"}.add(
+      replica_wait_ms, "replica-wait-ms",
+      "how long a read waits for the read replica to replay the head it "
+      "must see before it reads the primary");
   }
 
   // For `node_options::configure`.
@@ -358,6 +365,16 @@ int run_node(int argc, char** argv, node_options options) {
   ec.bus.recent_bytes = cfg.bus_recent_bytes;
   ec.cache_bytes = cfg.cache_bytes;
   ec.cache_wait = std::chrono::milliseconds(cfg.cache_wait_ms);
+  // Read replica: a streaming-replication standby for the readers.
+  ec.replica.dsn = env_or("DCB_POSTGRES_READ_DSN", "");
+  ec.replica.wait = std::chrono::milliseconds(cfg.replica_wait_ms);
+  if (!ec.replica.dsn.empty()) {
+    ec.replica.metrics = metrics->replica_hooks();
+    std::cout << "dcbd: reads go to the standby of DCB_POSTGRES_READ_DSN when "
+                 "it has replayed what they must see (waiting up to "
+              << cfg.replica_wait_ms << " ms), else to the primary"
+              << std::endl;
+  }
 
   std::cout << "dcbd: node " << name << ", schema " << ec.store.schema
             << ", readers " << ec.readers << " x " << ec.reader_connections
