@@ -166,6 +166,40 @@ TEST_F(EngineReplica,
   EXPECT_GT(b.replica().by_replica(), 0u);
 }
 
+TEST_F(EngineReplica, ReadsSeeEveryAppendWhileReplayIsPaused) {
+  auto& a = start(config(0));
+  auto& b = start(config(std::size_t{64} << 20));
+  ASSERT_TRUE(a.append({make("E", {"k:first"})}));
+  ASSERT_TRUE(standby_caught_up());
+  ASSERT_TRUE(pause_replay());
+  for (int i = 0; i < 50; ++i) {
+    auto tag = "k:" + std::to_string(i);
+    auto ack = a.append({make("E", {tag})});
+    ASSERT_TRUE(ack) << message_of(ack.error());
+    for (auto* eng : {&a, &b}) {
+      auto r = eng->read(tagged(tag));
+      ASSERT_TRUE(r) << message_of(r.error());
+      ASSERT_EQ(r->events.size(), 1u) << "round " << i;
+      EXPECT_EQ(r->events[0].position, ack->last_position);
+    }
+  }
+  // A's reads and B's feed of its cache went to the primary; nothing failed.
+  for (auto* eng : {&a, &b}) {
+    auto s = eng->replica();
+    EXPECT_GT(s.reads[static_cast<std::size_t>(replica_route::primary_lagging)],
+              0u);
+    EXPECT_EQ(s.reads[static_cast<std::size_t>(replica_route::primary_failed)],
+              0u);
+  }
+  resume_replay();
+  ASSERT_TRUE(standby_caught_up());
+  auto served = a.replica().by_replica();
+  auto r = a.read(query::all());
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_EQ(r->events.size(), 51u);
+  EXPECT_GT(a.replica().by_replica(), served);
+}
+
 TEST_F(EngineReplica, SubscriptionsCatchUpFromTheStandby) {
   {
     auto writer = open_store();
