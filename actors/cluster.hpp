@@ -37,6 +37,14 @@
 // resume, rebuild and dead-letter retries are forwarded to the owner's
 // agent, tagged with the epoch the sender saw; the owner refuses a stale
 // epoch, and a call the owner cannot take is handled through the row.
+//
+// Not yet: the links are plaintext and unauthenticated (CAF's caf_openssl
+// with a dedicated CA is the next step when traffic leaves the host);
+// forwarding appends to a writer (`--dcbd.cluster-writer`) is opt-in because
+// on the 2-core development machine neither it (0.69x) nor group commit on
+// every node (0.55x) reached one node's appends/s (README, the cluster
+// benchmark): measure it with a core per node before making it the default;
+// commands (`engine::execute`) always append locally.
 #pragma once
 
 #include "store/pg_config.hpp"
