@@ -71,7 +71,9 @@ protected:
     for (int i = 0; i < 3; ++i) {
       member m;
       m.name = "n" + std::to_string(i + 1);
-      m.http = free_tcp_port();
+      // The HTTP port is picked when the node first starts (a port picked
+      // long before it is bound may be taken meanwhile); the cluster ports
+      // go into every node's seeds, so they are picked now.
       m.cluster = free_tcp_port();
       nodes_.push_back(std::move(m));
     }
@@ -98,6 +100,8 @@ protected:
   void start(std::size_t i, std::vector<std::string> args = {},
              std::vector<std::pair<std::string, std::string>> extra = {}) {
     auto& m = nodes_[i];
+    if (m.http == 0)
+      m.http = free_tcp_port();
     std::vector<std::pair<std::string, std::string>> env{
       {"DCB_NODE_NAME", m.name},
       {"DCB_CLUSTER_ADDR", addr(m)},
@@ -715,9 +719,9 @@ TEST_F(Cluster, BadClusterSettingsStopTheNodeWithAClearError) {
     env.emplace_back("DCB_POSTGRES_DSN", test_dsn());
     env.emplace_back("DCB_SCHEMA", schema_);
     env.emplace_back("DCB_HTTP_ADDR",
-                     "127.0.0.1:" + std::to_string(nodes_[1].http));
+                     "127.0.0.1:" + std::to_string(free_tcp_port()));
     env.emplace_back("DCB_METRICS_ADDR",
-                     "127.0.0.1:" + std::to_string(nodes_[2].http));
+                     "127.0.0.1:" + std::to_string(free_tcp_port()));
     child_process p{argv, env, log};
     auto status = p.wait();
     auto text = file_text(log);

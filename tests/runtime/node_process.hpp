@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,13 +24,22 @@
 
 namespace dcbd::test {
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before by
+/// this process: ports picked ahead of their use (a cluster's HTTP, metrics
+/// and cluster ports) must not collide before they are bound.
 inline std::uint16_t free_tcp_port() {
   namespace net = boost::asio;
-  net::io_context ioc;
-  net::ip::tcp::acceptor a{
-    ioc, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0}};
-  return a.local_endpoint().port();
+  static std::mutex mtx;
+  static std::set<std::uint16_t> given;
+  std::lock_guard guard{mtx};
+  for (;;) {
+    net::io_context ioc;
+    net::ip::tcp::acceptor a{
+      ioc, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0}};
+    auto port = a.local_endpoint().port();
+    if (given.insert(port).second)
+      return port;
+  }
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.
