@@ -21,24 +21,14 @@ std::pair<cache_route, read_consistency> scope_or(cache_route fallback) {
   return {scope->route(), scope->consistency()};
 }
 
-// `index` if set, else the head the current scope says reads must see.
-std::optional<std::uint64_t> must_see_or(std::optional<std::uint64_t> index) {
-  if (index)
-    return index;
-  auto scope = read_scope::current();
-  return scope ? scope->must_see() : std::nullopt;
-}
-
 } // namespace
 
 // -- read_scope ---------------------------------------------------------------
 
-read_scope::read_scope(cache_route r, read_consistency c,
-                       std::optional<std::uint64_t> must_see) noexcept
+read_scope::read_scope(cache_route r, read_consistency c) noexcept
   : saved_(current_scope)
   , route_(r)
-  , consistency_(c)
-  , must_see_(must_see) {
+  , consistency_(c) {
   current_scope = this;
 }
 
@@ -60,16 +50,14 @@ class cached_event_store::stream_impl final : public event_stream {
 public:
   stream_impl(cached_event_store& store, query original, query normalized,
               const read_options& options, const stream_options& chunking,
-              std::uint64_t head, cache_route route,
-              read_consistency consistency)
+              std::uint64_t head, cache_route route)
     : store_(store)
     , original_(std::move(original))
     , query_(std::move(normalized))
     , cursor_(options)
     , chunking_(chunking)
     , head_(head)
-    , route_(route)
-    , consistency_(consistency) {
+    , route_(route) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     cursor_.cap(head_);
   }
@@ -152,10 +140,6 @@ private:
     stream_options c;
     c.chunk_events = static_cast<std::size_t>(room);
     c.chunk_bytes = room_bytes;
-    // Everything this piece needs is at or below the top of its range,
-    // committed long ago: a backend reading from a replica needs no read
-    // index for it.
-    read_scope scope{route_, consistency_, o.backwards ? cursor_.hi() : until};
     auto s = store_.backend_->stream(original_, o, c);
     s->next(piece);
     used_backend_ = true;
@@ -190,7 +174,6 @@ private:
   stream_options chunking_;
   std::uint64_t head_;
   cache_route route_;
-  read_consistency consistency_;
   bool used_cache_ = false;
   bool used_backend_ = false;
 };
@@ -238,8 +221,7 @@ std::vector<append_result> cached_event_store::append_validated(
 std::unique_ptr<event_stream>
 cached_event_store::open(const query& q, const read_options& options,
                          const stream_options& chunking, cache_route route,
-                         read_consistency consistency,
-                         std::optional<std::uint64_t>& index_out) {
+                         read_consistency consistency) {
   auto normalized = validate_read(q, options, input_limits());
   if (!cache_->started())
     return nullptr;
@@ -259,7 +241,6 @@ cached_event_store::open(const query& q, const read_options& options,
     auto index = index_->get();
     if (!index)
       return nullptr;
-    index_out = index;
     if (cache_->hi() < *index) {
       if (cfg_.on_behind)
         cfg_.on_behind(*index);
@@ -271,8 +252,7 @@ cached_event_store::open(const query& q, const read_options& options,
     }
   }
   return std::make_unique<stream_impl>(*this, q, std::move(normalized), options,
-                                       chunking, cache_->hi(), route,
-                                       consistency);
+                                       chunking, cache_->hi(), route);
 }
 
 read_result cached_event_store::read(const query& q,
@@ -283,12 +263,9 @@ read_result cached_event_store::read(const query& q,
   stream_options whole;
   whole.chunk_events = std::numeric_limits<std::size_t>::max();
   whole.chunk_bytes = std::numeric_limits<std::size_t>::max();
-  std::optional<std::uint64_t> index;
-  auto s = open(q, options, whole, route, consistency, index);
+  auto s = open(q, options, whole, route, consistency);
   if (!s) {
     cache_->record(route, cache_outcome::miss);
-    // The read index taken, if any, is what the backend's answer must see.
-    read_scope scope{route, consistency, must_see_or(index)};
     return backend_->read(q, options);
   }
   read_result out;
@@ -311,11 +288,9 @@ cached_event_store::stream(const query& q, const read_options& options,
   auto [route, consistency] = scope_or(cache_route::stream);
   if (consistency == read_consistency::database)
     return backend_->stream(q, options, chunking);
-  std::optional<std::uint64_t> index;
-  if (auto s = open(q, options, chunking, route, consistency, index))
+  if (auto s = open(q, options, chunking, route, consistency))
     return s;
   cache_->record(route, cache_outcome::miss);
-  read_scope scope{route, consistency, must_see_or(index)};
   return backend_->stream(q, options, chunking);
 }
 

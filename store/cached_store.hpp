@@ -26,7 +26,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 
 namespace dcbd {
 
@@ -55,15 +54,12 @@ enum class read_consistency : std::uint8_t {
 };
 
 /// Sets how the current thread's reads are served while it lives: which
-/// route they count as (the decision model's stream counts as `project`),
-/// how fresh they must be, and the head they must see when the caller
-/// knows it already.
+/// route they count as (the decision model's stream counts as `project`)
+/// and how fresh they must be.
 class read_scope {
 public:
-  explicit read_scope(cache_route r,
-                      read_consistency c = read_consistency::linearizable,
-                      std::optional<std::uint64_t> must_see
-                      = std::nullopt) noexcept;
+  explicit read_scope(cache_route r, read_consistency c
+                                     = read_consistency::linearizable) noexcept;
   ~read_scope();
 
   read_scope(const read_scope&) = delete;
@@ -80,19 +76,10 @@ public:
     return consistency_;
   }
 
-  /// The head the reads must see, when the caller knows it: a read index
-  /// it took already, or the top of a range it reads below the cache. A
-  /// store that reads from a replica (store/pg_replica.hpp) then takes no
-  /// read index of its own.
-  std::optional<std::uint64_t> must_see() const noexcept {
-    return must_see_;
-  }
-
 private:
   const read_scope* saved_;
   cache_route route_;
   read_consistency consistency_;
-  std::optional<std::uint64_t> must_see_;
 };
 
 class cached_event_store final : public event_store {
@@ -131,12 +118,10 @@ private:
   class stream_impl;
 
   // A stream served at least partly from the cache, or null when the
-  // backend must serve it whole (`consistency` is not `database`). Sets
-  // `index` to the read index when it took one.
+  // backend must serve it whole (`consistency` is not `database`).
   std::unique_ptr<event_stream>
   open(const query& q, const read_options& o, const stream_options& chunking,
-       cache_route route, read_consistency consistency,
-       std::optional<std::uint64_t>& index);
+       cache_route route, read_consistency consistency);
 
   std::shared_ptr<event_store> backend_;
   std::shared_ptr<event_cache> cache_;
