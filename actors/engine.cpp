@@ -90,6 +90,8 @@ struct engine::impl {
   // when the cache is off.
   std::shared_ptr<event_cache> cache;
   std::shared_ptr<read_index> index;
+  // The standby the readers read from; null without `replica.dsn`.
+  std::shared_ptr<standby> replica;
   // The bus, once spawned, for the cache's readers to wake (they start
   // before it).
   std::shared_ptr<std::atomic<bool>> bus_ready
@@ -112,9 +114,14 @@ struct engine::impl {
     return std::make_shared<pg_event_store>(std::move(pc));
   }
 
-  // A store with `connections` connections, behind the cache when it is on.
-  std::shared_ptr<event_store> open_cached(std::size_t connections) {
+  // A store with `connections` connections, behind the cache when it is on;
+  // a reader's (`reads`) reads from the standby when there is one.
+  std::shared_ptr<event_store> open_cached(std::size_t connections,
+                                           bool reads = false) {
     auto backend = open(connections);
+    if (reads && replica)
+      backend = std::make_shared<replica_event_store>(
+        std::move(backend), replica, index, connections);
     if (!cache)
       return backend;
     cached_store_config cc;
@@ -143,9 +150,13 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   auto& d = *impl_;
   d.cfg.reader.limits = d.cfg.store.limits;
   d.gate = std::make_shared<store_gate>(d.cfg.group.max_queue);
-  if (d.cfg.cache_bytes > 0) {
+  if (d.cfg.cache_bytes > 0)
     d.cache = std::make_shared<event_cache>(d.cfg.cache_bytes);
-    // One connection of its own: the read index is one query at a time.
+  if (!d.cfg.replica.dsn.empty())
+    d.replica = std::make_shared<standby>(d.cfg.replica, d.cfg.store.schema);
+  if (d.cache || d.replica) {
+    // One connection of its own to the primary: the read index is one
+    // query at a time.
     d.index = make_read_index(d.open(1));
   }
   // The store actor writes with one connection; a second one lets it settle
@@ -158,7 +169,7 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
     sys, "reader",
     [&sys, &d, connections, reader_cfg] {
       return caf::actor_cast<caf::actor>(
-        spawn_reader(sys, d.open_cached(connections), reader_cfg));
+        spawn_reader(sys, d.open_cached(connections, true), reader_cfg));
     },
     d.cfg.readers);
   appender_config acfg;
@@ -241,6 +252,10 @@ std::shared_ptr<event_cache> engine::cache() const {
 
 read_index_stats engine::index_stats() const {
   return impl_->index ? impl_->index->stats() : read_index_stats{};
+}
+
+replica_stats engine::replica() const {
+  return impl_->replica ? impl_->replica->stats() : replica_stats{};
 }
 
 int engine::listener_pid() const {

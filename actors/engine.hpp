@@ -19,6 +19,7 @@
 #include "actors/store_protocol.hpp"
 #include "store/decision.hpp"
 #include "store/event_cache.hpp"
+#include "store/pg_replica.hpp"
 #include "store/pg_store.hpp"
 #include "store/read_index.hpp"
 
@@ -74,6 +75,12 @@ struct engine_config {
   /// How long a read waits for the cache to reach its read index before it
   /// reads from the database instead.
   std::chrono::milliseconds cache_wait{50};
+  /// A PostgreSQL streaming-replication standby of `store` for the readers
+  /// (reads, streams, decision models, and the bus's reads that feed the
+  /// cache and catch subscribers and projectors up), kept linearizable
+  /// (store/pg_replica.hpp). Empty `replica.dsn` (the default): every read
+  /// goes to the primary, as without this field.
+  replica_config replica;
 };
 
 /// How a subscription is delivered.
@@ -163,8 +170,12 @@ public:
   /// The event cache, or null when it is off.
   std::shared_ptr<event_cache> cache() const;
 
-  /// The read index's counters (all zero when the cache is off).
+  /// The read index's counters (all zero when neither the cache nor a
+  /// replica is on).
   read_index_stats index_stats() const;
+
+  /// The standby's counters (all zero without `replica.dsn`).
+  replica_stats replica() const;
 
   // -- blocking calls --------------------------------------------------------
 

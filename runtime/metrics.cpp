@@ -531,4 +531,77 @@ void node_metrics::append_forwarded(const std::string& result) {
   appends_forwarded_->Add({{"result", result}}).Increment();
 }
 
+// -- read replicas (issue 14) ------------------------------------------------
+
+namespace {
+
+// The standby's series, registered once per node by `replica_hooks`.
+class replica_hooks_impl final : public replica_metrics {
+public:
+  explicit replica_hooks_impl(prometheus::Registry& r) {
+    auto& reads = BuildCounter()
+                    .Name("dcb_replica_reads_total")
+                    .Help("Reads, streams and decision models by where they "
+                          "were served (replica: the standby had replayed "
+                          "the head the read must see; primary: it lagged "
+                          "past the wait, was down or failed, or the head "
+                          "was unknown) and why")
+                    .Register(r);
+    for (std::size_t i = 0; i < replica_routes; ++i) {
+      auto route = static_cast<replica_route>(i);
+      reads_[i] = &reads.Add(
+        {{"served_by", served_by(route)}, {"reason", reason_of(route)}});
+    }
+    lag_ = &BuildGauge()
+              .Name("dcb_replica_lag_positions")
+              .Help("How many positions the standby's replayed head was "
+                    "behind the head a read needed, at the last look "
+                    "(0: caught up)")
+              .Register(r)
+              .Add({});
+    replayed_ = &BuildGauge()
+                   .Name("dcb_replica_replayed_position")
+                   .Help("The standby's replayed head at the last look")
+                   .Register(r)
+                   .Add({});
+    up_ = &BuildGauge()
+             .Name("dcb_replica_up")
+             .Help("1 while the standby answers, 0 while reads leave it "
+                   "alone after a failure (they go to the primary)")
+             .Register(r)
+             .Add({});
+    up_->Set(1);
+  }
+
+  void routed(replica_route r) override {
+    reads_[static_cast<std::size_t>(r)]->Increment();
+  }
+
+  void replay(std::uint64_t replayed, std::uint64_t lag) override {
+    replayed_->Set(static_cast<double>(replayed));
+    lag_->Set(static_cast<double>(lag));
+  }
+
+  void up(bool up) override {
+    up_->Set(up ? 1 : 0);
+  }
+
+private:
+  std::array<prometheus::Counter*, replica_routes> reads_{};
+  prometheus::Gauge* lag_;
+  prometheus::Gauge* replayed_;
+  prometheus::Gauge* up_;
+};
+
+} // namespace
+
+std::shared_ptr<replica_metrics> node_metrics::replica_hooks() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!replica_hooks_)
+    replica_hooks_ = std::make_shared<replica_hooks_impl>(*registry_);
+  return replica_hooks_;
+}
+
+// -- end of read replicas -----------------------------------------------------
+
 } // namespace dcbd

@@ -8,6 +8,7 @@
 #include "actors/store_protocol.hpp"
 #include "store/error.hpp"
 #include "store/event_cache.hpp"
+#include "store/pg_replica.hpp"
 #include "store/read_index.hpp"
 
 #include <prometheus/counter.h>
@@ -93,6 +94,17 @@ public:
   /// full: appended on this node). `dcb_appends_forwarded_total{result}`.
   void append_forwarded(const std::string& result);
 
+  // -- read replicas (issue 14) ----------------------------------------------
+
+  /// Hooks for the readers' standby (store/pg_replica.hpp), registering on
+  /// the first call: `dcb_replica_reads_total{served_by, reason}`,
+  /// `dcb_replica_lag_positions`, `dcb_replica_replayed_position`,
+  /// `dcb_replica_up`. A node without a standby never calls it and
+  /// exports none of them.
+  std::shared_ptr<replica_metrics> replica_hooks();
+
+  // -- end of read replicas --------------------------------------------------
+
   /// Streams in flight.
   prometheus::Gauge& open_streams() {
     return *open_streams_;
@@ -149,6 +161,9 @@ private:
   prometheus::Counter* cluster_refused_;
   prometheus::Family<prometheus::Counter>* appends_forwarded_;
   std::set<std::string> cluster_peers_;
+  // -- read replicas (issue 14): made by `replica_hooks` ---------------------
+  std::shared_ptr<replica_metrics> replica_hooks_;
+  // -- end of read replicas --------------------------------------------------
   std::mutex mtx_;
   double reconnects_seen_ = 0;
   // What `cache_state` has added to each counter so far.

@@ -67,6 +67,8 @@ struct node_config : caf::actor_system_config {
   std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
   std::string cluster_writer;
   std::size_t forward_window = 256;
+  // Read replica (DCB_POSTGRES_READ_DSN).
+  std::size_t replica_wait_ms = 20;
 
   node_config() {
     opt_group{custom_options_, "dcbd"}
@@ -127,6 +129,11 @@ struct node_config : caf::actor_system_config {
       .add(forward_window, "forward-window",
            "forwarded appends in flight to the writer, at most (past it: "
            "append locally)");
+    // Read replica (DCB_POSTGRES_READ_DSN).
+    opt_group{custom_options_, "dcbd"}.add(
+      replica_wait_ms, "replica-wait-ms",
+      "how long a read waits for the read replica to replay the head it "
+      "must see before it reads the primary");
   }
 
   // For `node_options::configure`.
@@ -406,6 +413,16 @@ int run_node(int argc, char** argv, node_options options) {
   ec.bus.recent_bytes = cfg.bus_recent_bytes;
   ec.cache_bytes = cfg.cache_bytes;
   ec.cache_wait = std::chrono::milliseconds(cfg.cache_wait_ms);
+  // Read replica: a streaming-replication standby for the readers.
+  ec.replica.dsn = env_or("DCB_POSTGRES_READ_DSN", "");
+  ec.replica.wait = std::chrono::milliseconds(cfg.replica_wait_ms);
+  if (!ec.replica.dsn.empty()) {
+    ec.replica.metrics = metrics->replica_hooks();
+    std::cout << "dcbd: reads go to the standby of DCB_POSTGRES_READ_DSN when "
+                 "it has replayed what they must see (waiting up to "
+              << cfg.replica_wait_ms << " ms), else to the primary"
+              << std::endl;
+  }
 
   std::cout << "dcbd: node " << name << ", schema " << ec.store.schema
             << ", readers " << ec.readers << " x " << ec.reader_connections

@@ -21,14 +21,24 @@ std::pair<cache_route, read_consistency> scope_or(cache_route fallback) {
   return {scope->route(), scope->consistency()};
 }
 
+// `index` if set, else the head the current scope says reads must see.
+std::optional<std::uint64_t> must_see_or(std::optional<std::uint64_t> index) {
+  if (index)
+    return index;
+  auto scope = read_scope::current();
+  return scope ? scope->must_see() : std::nullopt;
+}
+
 } // namespace
 
 // -- read_scope ---------------------------------------------------------------
 
-read_scope::read_scope(cache_route r, read_consistency c) noexcept
+read_scope::read_scope(cache_route r, read_consistency c,
+                       std::optional<std::uint64_t> must_see) noexcept
   : saved_(current_scope)
   , route_(r)
-  , consistency_(c) {
+  , consistency_(c)
+  , must_see_(must_see) {
   current_scope = this;
 }
 
@@ -50,14 +60,16 @@ class cached_event_store::stream_impl final : public event_stream {
 public:
   stream_impl(cached_event_store& store, query original, query normalized,
               const read_options& options, const stream_options& chunking,
-              std::uint64_t head, cache_route route)
+              std::uint64_t head, cache_route route,
+              read_consistency consistency)
     : store_(store)
     , original_(std::move(original))
     , query_(std::move(normalized))
     , cursor_(options)
     , chunking_(chunking)
     , head_(head)
-    , route_(route) {
+    , route_(route)
+    , consistency_(consistency) {
     chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
     cursor_.cap(head_);
   }
@@ -140,6 +152,10 @@ private:
     stream_options c;
     c.chunk_events = static_cast<std::size_t>(room);
     c.chunk_bytes = room_bytes;
+    // Everything this piece needs is at or below the top of its range,
+    // committed long ago: a backend reading from a replica needs no read
+    // index for it.
+    read_scope scope{route_, consistency_, o.backwards ? cursor_.hi() : until};
     auto s = store_.backend_->stream(original_, o, c);
     s->next(piece);
     used_backend_ = true;
@@ -174,6 +190,7 @@ private:
   stream_options chunking_;
   std::uint64_t head_;
   cache_route route_;
+  read_consistency consistency_;
   bool used_cache_ = false;
   bool used_backend_ = false;
 };
@@ -221,7 +238,8 @@ std::vector<append_result> cached_event_store::append_validated(
 std::unique_ptr<event_stream>
 cached_event_store::open(const query& q, const read_options& options,
                          const stream_options& chunking, cache_route route,
-                         read_consistency consistency) {
+                         read_consistency consistency,
+                         std::optional<std::uint64_t>& index_out) {
   auto normalized = validate_read(q, options, input_limits());
   if (!cache_->started())
     return nullptr;
@@ -241,6 +259,7 @@ cached_event_store::open(const query& q, const read_options& options,
     auto index = index_->get();
     if (!index)
       return nullptr;
+    index_out = index;
     if (cache_->hi() < *index) {
       if (cfg_.on_behind)
         cfg_.on_behind(*index);
@@ -252,7 +271,8 @@ cached_event_store::open(const query& q, const read_options& options,
     }
   }
   return std::make_unique<stream_impl>(*this, q, std::move(normalized), options,
-                                       chunking, cache_->hi(), route);
+                                       chunking, cache_->hi(), route,
+                                       consistency);
 }
 
 read_result cached_event_store::read(const query& q,
@@ -263,9 +283,12 @@ read_result cached_event_store::read(const query& q,
   stream_options whole;
   whole.chunk_events = std::numeric_limits<std::size_t>::max();
   whole.chunk_bytes = std::numeric_limits<std::size_t>::max();
-  auto s = open(q, options, whole, route, consistency);
+  std::optional<std::uint64_t> index;
+  auto s = open(q, options, whole, route, consistency, index);
   if (!s) {
     cache_->record(route, cache_outcome::miss);
+    // The read index taken, if any, is what the backend's answer must see.
+    read_scope scope{route, consistency, must_see_or(index)};
     return backend_->read(q, options);
   }
   read_result out;
@@ -288,9 +311,11 @@ cached_event_store::stream(const query& q, const read_options& options,
   auto [route, consistency] = scope_or(cache_route::stream);
   if (consistency == read_consistency::database)
     return backend_->stream(q, options, chunking);
-  if (auto s = open(q, options, chunking, route, consistency))
+  std::optional<std::uint64_t> index;
+  if (auto s = open(q, options, chunking, route, consistency, index))
     return s;
   cache_->record(route, cache_outcome::miss);
+  read_scope scope{route, consistency, must_see_or(index)};
   return backend_->stream(q, options, chunking);
 }
 

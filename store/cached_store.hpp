@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 namespace dcbd {
 
@@ -54,12 +55,15 @@ enum class read_consistency : std::uint8_t {
 };
 
 /// Sets how the current thread's reads are served while it lives: which
-/// route they count as (the decision model's stream counts as `project`)
-/// and how fresh they must be.
+/// route they count as (the decision model's stream counts as `project`),
+/// how fresh they must be, and the head they must see when the caller
+/// knows it already.
 class read_scope {
 public:
-  explicit read_scope(cache_route r, read_consistency c
-                                     = read_consistency::linearizable) noexcept;
+  explicit read_scope(cache_route r,
+                      read_consistency c = read_consistency::linearizable,
+                      std::optional<std::uint64_t> must_see
+                      = std::nullopt) noexcept;
   ~read_scope();
 
   read_scope(const read_scope&) = delete;
@@ -76,10 +80,19 @@ public:
     return consistency_;
   }
 
+  /// The head the reads must see, when the caller knows it: a read index
+  /// it took already, or the top of a range it reads below the cache. A
+  /// store that reads from a replica (store/pg_replica.hpp) then takes no
+  /// read index of its own.
+  std::optional<std::uint64_t> must_see() const noexcept {
+    return must_see_;
+  }
+
 private:
   const read_scope* saved_;
   cache_route route_;
   read_consistency consistency_;
+  std::optional<std::uint64_t> must_see_;
 };
 
 class cached_event_store final : public event_store {
@@ -118,10 +131,12 @@ private:
   class stream_impl;
 
   // A stream served at least partly from the cache, or null when the
-  // backend must serve it whole (`consistency` is not `database`).
+  // backend must serve it whole (`consistency` is not `database`). Sets
+  // `index` to the read index when it took one.
   std::unique_ptr<event_stream>
   open(const query& q, const read_options& o, const stream_options& chunking,
-       cache_route route, read_consistency consistency);
+       cache_route route, read_consistency consistency,
+       std::optional<std::uint64_t>& index);
 
   std::shared_ptr<event_store> backend_;
   std::shared_ptr<event_cache> cache_;

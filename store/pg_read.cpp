@@ -2,6 +2,8 @@
 
 #include "store/error.hpp"
 #include "store/pg_internal.hpp"
+#include "store/pg_pool.hpp"
+#include "store/read_cursor.hpp"
 
 #include <pqxx/binarystring>
 
@@ -14,6 +16,73 @@ namespace dcbd::pg {
 namespace {
 
 constexpr auto max_pos = std::numeric_limits<std::int64_t>::max();
+
+// Keyset pagination over the snapshot capped at the head of the first page:
+// positions are gap-free and in commit order, so every event at or below
+// that head is committed and immutable, and later pages need no open
+// transaction. Each page borrows a pooled connection only while it runs.
+class page_stream final : public event_stream {
+public:
+  page_stream(pg_pool& pool, std::string schema, query q,
+              const read_options& opts, const stream_options& chunking)
+    : pool_(pool)
+    , schema_(std::move(schema))
+    , query_(std::move(q))
+    , cursor_(opts)
+    , chunking_(chunking) {
+    chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
+    // The first page fixes the head of the snapshot, so run it now.
+    fetch(pending_);
+    has_pending_ = true;
+  }
+
+  bool next(std::vector<sequenced_event>& chunk) override {
+    chunk.clear();
+    if (has_pending_) {
+      has_pending_ = false;
+      chunk.swap(pending_);
+    } else {
+      fetch(chunk);
+    }
+    return !chunk.empty();
+  }
+
+  std::uint64_t head() const noexcept override {
+    return head_;
+  }
+
+private:
+  void fetch(std::vector<sequenced_event>& out) {
+    // The first page always runs: it fixes the head of the snapshot.
+    if (started_ && cursor_.done())
+      return;
+    auto n = std::min<std::uint64_t>(cursor_.remaining(),
+                                     chunking_.chunk_events);
+    auto page = make_page(schema_, query_, cursor_.backwards(), cursor_.lo(),
+                          cursor_.hi(), n, chunking_.chunk_bytes);
+    auto rows = pool_.query(page.sql, page.params);
+    auto head = collect(rows, out);
+    if (!started_) {
+      started_ = true;
+      head_ = head;
+      cursor_.cap(head_);
+    }
+    if (out.empty())
+      cursor_.close();
+    else
+      cursor_.passed(out.back().position, out.size());
+  }
+
+  pg_pool& pool_;
+  std::string schema_;
+  query query_;
+  read_cursor cursor_;
+  stream_options chunking_;
+  std::uint64_t head_ = 0;
+  bool started_ = false;
+  bool has_pending_ = false;
+  std::vector<sequenced_event> pending_;
+};
 
 } // namespace
 
@@ -124,6 +193,25 @@ std::uint64_t collect(const pqxx::result& rows,
     out.push_back(std::move(se));
   }
   return head;
+}
+
+read_result read(pg_pool& pool, const std::string& schema,
+                 const query& normalized, const read_options& options) {
+  auto range = range_of(options);
+  auto page = make_page(
+    schema, normalized, options.backwards, range.lo, range.hi,
+    options.limit.value_or(std::numeric_limits<std::uint64_t>::max()), {});
+  read_result out;
+  auto rows = pool.query(page.sql, page.params);
+  out.head = collect(rows, out.events);
+  return out;
+}
+
+std::unique_ptr<event_stream>
+open_stream(pg_pool& pool, std::string schema, query normalized,
+            const read_options& options, const stream_options& chunking) {
+  return std::make_unique<page_stream>(
+    pool, std::move(schema), std::move(normalized), options, chunking);
 }
 
 } // namespace dcbd::pg

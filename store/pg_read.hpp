@@ -1,17 +1,25 @@
-// Paged reads on PostgreSQL: the SQL of one page of a read and the parsing
-// of its rows. Shared by the store's reads and streams.
+// Paged reads on PostgreSQL: the SQL of one page of a read, the parsing
+// of its rows, and reads and keyset-paginated streams over a connection
+// pool. Shared by the store (on the primary) and the read replica (on a
+// standby).
 #pragma once
 
+#include "store/event_store.hpp"
 #include "store/model.hpp"
 
 #include <pqxx/result>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace dcbd {
+class pg_pool;
+} // namespace dcbd
 
 namespace dcbd::pg {
 
@@ -41,5 +49,17 @@ std::vector<std::string> parse_text_array(std::string_view s);
 /// Appends the events of a page's `rows` to `out`; returns the head.
 std::uint64_t collect(const pqxx::result& rows,
                       std::vector<sequenced_event>& out);
+
+/// Reads the events matching `normalized` (a validated query) with
+/// `options` from `pool`, in one statement, with the head of its snapshot.
+read_result read(pg_pool& pool, const std::string& schema,
+                 const query& normalized, const read_options& options);
+
+/// A stream of keyset pages from `pool` over the snapshot capped at the
+/// head of its first page, which runs at once (so `head()` is known when
+/// this returns). `pool` must outlive the stream.
+std::unique_ptr<event_stream>
+open_stream(pg_pool& pool, std::string schema, query normalized,
+            const read_options& options, const stream_options& chunking);
 
 } // namespace dcbd::pg

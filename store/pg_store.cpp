@@ -1,7 +1,6 @@
 // The PostgreSQL event store: group appends in one statement (the arrays
 // come from store/pg_group), in-doubt resolution, and reads and streams by
-// keyset pagination (the pages come from store/pg_read) over a connection
-// pool (store/pg_pool).
+// keyset pagination (store/pg_read) over a connection pool (store/pg_pool).
 #include "store/pg_store.hpp"
 
 #include "store/pg_group.hpp"
@@ -9,7 +8,6 @@
 #include "store/pg_jobs.hpp"
 #include "store/pg_pool.hpp"
 #include "store/pg_read.hpp"
-#include "store/read_cursor.hpp"
 
 #include <pqxx/pqxx>
 
@@ -155,72 +153,6 @@ std::int64_t group_token() {
 }
 
 } // namespace
-
-// Keyset pagination over the snapshot capped at the head of the first page:
-// positions are gap-free and in commit order, so every event at or below
-// that head is committed and immutable, and later pages need no open
-// transaction. Each page borrows a pooled connection only while it runs.
-class pg_event_store::stream_impl final : public event_stream {
-public:
-  stream_impl(pg_event_store& store, query q, const read_options& opts,
-              const stream_options& chunking)
-    : store_(store)
-    , query_(std::move(q))
-    , cursor_(opts)
-    , chunking_(chunking) {
-    chunking_.chunk_events = std::max<std::size_t>(chunking_.chunk_events, 1);
-    // The first page fixes the head of the snapshot, so run it now.
-    fetch(pending_);
-    has_pending_ = true;
-  }
-
-  bool next(std::vector<sequenced_event>& chunk) override {
-    chunk.clear();
-    if (has_pending_) {
-      has_pending_ = false;
-      chunk.swap(pending_);
-    } else {
-      fetch(chunk);
-    }
-    return !chunk.empty();
-  }
-
-  std::uint64_t head() const noexcept override {
-    return head_;
-  }
-
-private:
-  void fetch(std::vector<sequenced_event>& out) {
-    // The first page always runs: it fixes the head of the snapshot.
-    if (started_ && cursor_.done())
-      return;
-    auto n = std::min<std::uint64_t>(cursor_.remaining(),
-                                     chunking_.chunk_events);
-    auto page = pg::make_page(store_.cfg_.schema, query_, cursor_.backwards(),
-                              cursor_.lo(), cursor_.hi(), n,
-                              chunking_.chunk_bytes);
-    auto rows = store_.pool_->query(page.sql, page.params);
-    auto head = pg::collect(rows, out);
-    if (!started_) {
-      started_ = true;
-      head_ = head;
-      cursor_.cap(head_);
-    }
-    if (out.empty())
-      cursor_.close();
-    else
-      cursor_.passed(out.back().position, out.size());
-  }
-
-  pg_event_store& store_;
-  query query_;
-  read_cursor cursor_;
-  stream_options chunking_;
-  std::uint64_t head_ = 0;
-  bool started_ = false;
-  bool has_pending_ = false;
-  std::vector<sequenced_event> pending_;
-};
 
 // -- pg_event_store ----------------------------------------------------------
 
@@ -466,22 +398,16 @@ bool pg_event_store::resolve_in_doubt(std::int64_t token, int backend,
 }
 
 read_result pg_event_store::read(const query& q, const read_options& options) {
-  auto range = range_of(options);
-  auto page = pg::make_page(
-    cfg_.schema, validate_read(q, options, cfg_.limits), options.backwards,
-    range.lo, range.hi,
-    options.limit.value_or(std::numeric_limits<std::uint64_t>::max()), {});
-  read_result out;
-  auto rows = pool_->query(page.sql, page.params);
-  out.head = pg::collect(rows, out.events);
-  return out;
+  return pg::read(*pool_, cfg_.schema, validate_read(q, options, cfg_.limits),
+                  options);
 }
 
 std::unique_ptr<event_stream>
 pg_event_store::stream(const query& q, const read_options& options,
                        const stream_options& chunking) {
-  return std::make_unique<stream_impl>(
-    *this, validate_read(q, options, cfg_.limits), options, chunking);
+  return pg::open_stream(*pool_, cfg_.schema,
+                         validate_read(q, options, cfg_.limits), options,
+                         chunking);
 }
 
 std::uint64_t pg_event_store::head() {

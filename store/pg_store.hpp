@@ -50,8 +50,6 @@ public:
   std::uint64_t reconnects() const noexcept override;
 
 private:
-  class stream_impl;
-
   // Commits the requests `part` of a group in one statement.
   void commit_part(const std::vector<validated_append>& group,
                    const std::vector<std::size_t>& part,
