@@ -167,6 +167,16 @@ protected:
     return owners.size() == 1 ? *owners.begin() : std::string{};
   }
 
+  // The owner every node names, once it runs the projector ("" before).
+  std::string running_owner() {
+    auto owner = agreed_owner({0, 1, 2});
+    if (owner.empty()
+        || course_node::status(nodes_[index_of(owner)].http)["state"]
+             != "running")
+      return {};
+    return owner;
+  }
+
   std::uint64_t epoch_on(std::size_t i) {
     auto s = course_node::status(nodes_[i].http);
     return s.is_object() ? s["epoch"].get<std::uint64_t>() : 0;
@@ -368,10 +378,7 @@ TEST_F(Cluster, SigkillOfTheOwnerUnderLoad) {
   std::string owner;
   ASSERT_TRUE(eventually(
     [&] {
-      owner = agreed_owner({0, 1, 2});
-      return !owner.empty()
-             && course_node::status(nodes_[index_of(owner)].http)["state"]
-                  == "running";
+      return !(owner = running_owner()).empty();
     },
     10s));
   auto o = index_of(owner);
@@ -463,10 +470,7 @@ TEST_F(Cluster, SigstopOfTheOwnerFencedOnWake) {
   std::string owner;
   ASSERT_TRUE(eventually(
     [&] {
-      owner = agreed_owner({0, 1, 2});
-      return !owner.empty()
-             && course_node::status(nodes_[index_of(owner)].http)["state"]
-                  == "running";
+      return !(owner = running_owner()).empty();
     },
     10s));
   auto o = index_of(owner);
@@ -539,10 +543,7 @@ TEST_F(Cluster, SigkillOfANonOwnerMovesNothing) {
   std::string owner;
   ASSERT_TRUE(eventually(
     [&] {
-      owner = agreed_owner({0, 1, 2});
-      return !owner.empty()
-             && course_node::status(nodes_[index_of(owner)].http)["state"]
-                  == "running";
+      return !(owner = running_owner()).empty();
     },
     10s));
   auto o = index_of(owner);
