@@ -223,6 +223,21 @@ void exchange::reply(unsigned status, const json& body,
   r_.respond(std::move(res));
 }
 
+void exchange::reply_bytes(
+  unsigned status, std::string_view content_type, std::string body,
+  const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (!claim())
+    return;
+  response res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::content_type,
+          boost::beast::string_view{content_type.data(), content_type.size()});
+  for (auto& [name, value] : headers)
+    res.set(name, value);
+  res.body() = std::move(body);
+  count(status);
+  r_.respond(std::move(res));
+}
+
 void exchange::error(unsigned status, std::string code, std::string message,
                      const std::string& allow) {
   reply(status, json{{"code", std::move(code)}, {"message", message}}, allow);

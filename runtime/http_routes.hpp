@@ -12,6 +12,9 @@
 //   runtime/routes_projectors.cpp  /v1/projectors... (API.md §6)
 //   runtime/routes_jobs.cpp     /v1/jobs..., /v1/triggers..., /v1/queues
 //                               (API.md §7)
+//   runtime/routes_cluster.cpp  GET /v1/cluster (API.md §9)
+//   runtime/routes_stats.cpp    GET /v1/stats (the console's overview)
+//   runtime/routes_ui.cpp       GET /ui, /ui/{file} (the web console)
 //
 // To add an area: write runtime/routes_<area>.cpp defining
 // `route_table <area>_routes(route_env&)`, declare it below, and add it to
@@ -124,6 +127,13 @@ public:
 
   /// Answers `status` with `body`.
   void reply(unsigned status, const json& body, const std::string& allow = {});
+
+  /// Answers `status` with `body` as it is, of `content_type`, with
+  /// `headers` (the web console's files; an empty body for 304).
+  void
+  reply_bytes(unsigned status, std::string_view content_type, std::string body,
+              const std::vector<std::pair<std::string, std::string>>& headers
+              = {});
 
   /// Answers `status` with {"code": code, "message": message}.
   void error(unsigned status, std::string code, std::string message,
@@ -324,6 +334,8 @@ route_table ws_routes(route_env& env);        // runtime/routes_ws.cpp
 route_table projector_routes(route_env& env); // runtime/routes_projectors.cpp
 route_table job_routes(route_env& env);       // runtime/routes_jobs.cpp
 route_table cluster_routes(route_env& env);   // runtime/routes_cluster.cpp
+route_table stats_routes(route_env& env);     // runtime/routes_stats.cpp
+route_table ui_routes(route_env& env);        // runtime/routes_ui.cpp
 
 /// Every area's routes, as the server serves them (runtime/http_server.cpp).
 route_table all_routes(route_env& env);

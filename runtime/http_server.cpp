@@ -21,7 +21,7 @@ route_table all_routes(route_env& env) {
   route_table all;
   for (auto area :
        {dcb_routes, v1_routes, subscribe_routes, ws_routes, projector_routes,
-        job_routes, cluster_routes, health_routes})
+        job_routes, cluster_routes, stats_routes, ui_routes, health_routes})
     for (auto& r : area(env))
       all.push_back(std::move(r));
   return all;

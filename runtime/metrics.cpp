@@ -397,6 +397,23 @@ void node_metrics::append_finished(errc code,
   append_latency_->Observe(seconds(latency));
 }
 
+node_stats node_metrics::stats() const {
+  node_stats s;
+  for (auto code : codes) {
+    s.appends[result_label(code)] = appends_by_code_[slot(code)]->Value();
+    s.reads += reads_by_code_[slot(code)]->Value();
+  }
+  s.events_appended = events_appended_->Value();
+  s.events_read = events_read_->Value();
+  s.head = head_->Value();
+  s.subscriptions = subscriptions_->Value();
+  s.deliveries = delivered_->Value();
+  s.fell_behind = fell_behind_->Value();
+  s.open_streams = open_streams_->Value();
+  s.jobs_enqueued = jobs_enqueued_->Value();
+  return s;
+}
+
 void node_metrics::read_finished(errc code, std::size_t events) {
   reads_by_code_[slot(code)]->Increment();
   events_read_->Increment(static_cast<double>(events));

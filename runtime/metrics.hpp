@@ -29,6 +29,22 @@
 
 namespace dcbd {
 
+/// What the console's overview shows (`GET /v1/stats`): the counters as
+/// they are now; a client derives rates from two of them.
+struct node_stats {
+  /// Append requests by result label (see `result_label`).
+  std::map<std::string, double> appends;
+  double events_appended = 0;
+  double reads = 0;
+  double events_read = 0;
+  double head = 0;
+  double subscriptions = 0;
+  double deliveries = 0;
+  double fell_behind = 0;
+  double open_streams = 0;
+  double jobs_enqueued = 0;
+};
+
 class node_metrics {
 public:
   node_metrics();
@@ -104,6 +120,9 @@ public:
   std::shared_ptr<replica_metrics> replica_hooks();
 
   // -- end of read replicas --------------------------------------------------
+
+  /// The counters of the overview (thread-safe).
+  node_stats stats() const;
 
   /// Streams in flight.
   prometheus::Gauge& open_streams() {

@@ -9,7 +9,9 @@
 //   POST /v1/projectors/{name}/dead-letters/{position}/retry|skip
 //
 // A status is {"name","state","position","head","lag","owner","epoch",
-// "dead_letters"} plus "version", and "error" when there is one. `state` is
+// "dead_letters"} plus "version", "error" when there is one, and
+// "heartbeat_age_ms" on the node that runs it (ms since it last showed
+// progress or health; the console shows it). `state` is
 // this node's view: a node without the instance reports standby, or the
 // owner's paused/failed state from the projector's row (`owner` names the
 // node that runs it, "" when none does). Management works from any node: in
@@ -38,6 +40,12 @@ json status_json(const projector_status& s) {
          {"version", s.version}};
   if (!s.error.empty())
     j["error"] = s.error;
+  // Only a local instance has a heartbeat; elsewhere it is the owner's.
+  if (s.local && s.heartbeat != std::chrono::steady_clock::time_point{})
+    j["heartbeat_age_ms"]
+      = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - s.heartbeat)
+          .count();
   return j;
 }
 

@@ -68,17 +68,19 @@ TEST_F(Route, TablesHoldEveryRouteOnceWithItsLabel) {
     EXPECT_EQ(r.label_of(route.path), route.path);
   }
   std::set<std::pair<std::string, std::string>> expected{
-    {"GET", "/read"},      {"POST", "/append"},      {"POST", "/v1/append"},
-    {"GET", "/v1/read"},   {"GET", "/v1/head"},      {"GET", "/healthz"},
-    {"GET", "/readyz"},    {"GET", "/v1/subscribe"}, {"GET", "/v1/ws"},
-    {"GET", "/v1/cluster"}};
+    {"GET", "/read"},       {"POST", "/append"},      {"POST", "/v1/append"},
+    {"GET", "/v1/read"},    {"GET", "/v1/head"},      {"GET", "/healthz"},
+    {"GET", "/readyz"},     {"GET", "/v1/subscribe"}, {"GET", "/v1/ws"},
+    {"GET", "/v1/cluster"}, {"GET", "/v1/stats"},     {"GET", "/ui"},
+    {"GET", "/ui/"},        {"GET", "/ui/{file}"}};
   EXPECT_EQ(seen, expected);
   EXPECT_EQ(r.label_of("/nope"), "other");
   EXPECT_EQ(r.label_of("/read/"), "other");
   EXPECT_EQ(r.label_of(""), "other");
   // 404 answers name the API routes, in table order, not the probes.
+  // (and the console's page, not its files).
   EXPECT_EQ(r.known(), "/read, /append, /v1/append, /v1/read, /v1/head, "
-                       "/v1/subscribe, /v1/ws, /v1/cluster");
+                       "/v1/subscribe, /v1/ws, /v1/cluster, /v1/stats, /ui");
 }
 
 TEST_F(Route, LookupFindsMethodsAnswersHeadAndListsAllow) {
@@ -135,7 +137,7 @@ TEST_F(Route, ExtensionTablesAreServedAfterTheBuiltInAreas) {
   EXPECT_EQ(c.get("/v1/head").status, 200u);
   r = c.get("/elsewhere");
   EXPECT_EQ(r.status, 404u);
-  EXPECT_NE(r.body.find("/v1/ws, /v1/cluster, /v1/things/{id}"),
+  EXPECT_NE(r.body.find("/v1/cluster, /v1/stats, /ui, /v1/things/{id}"),
             std::string::npos)
     << r.body;
 }

@@ -168,6 +168,11 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
     EXPECT_TRUE(all[0].contains(key)) << key << " " << list.body;
   EXPECT_EQ(all[0]["dead_letters"], 1);
   EXPECT_EQ(all[0]["owner"], "a");
+  // The instance runs here: its heartbeat age is shown (the console's
+  // column), fresh (beats every second).
+  ASSERT_TRUE(all[0].contains("heartbeat_age_ms")) << list.body;
+  EXPECT_GE(all[0]["heartbeat_age_ms"].get<std::int64_t>(), 0);
+  EXPECT_LT(all[0]["heartbeat_age_ms"].get<std::int64_t>(), 10'000);
   EXPECT_EQ(c.get("/v1/projectors/nope").status, 404u);
   EXPECT_EQ(c.post("/v1/projectors/nope/pause", json::object()).status, 404u);
 
