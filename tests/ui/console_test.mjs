@@ -72,37 +72,58 @@ function freePort() {
 
 const schema = `ui_test_${process.pid}_${Date.now() % 100000}`;
 const nodeName = 'ui-node';
-const httpPort = await freePort();
-const metricsPort = await freePort();
-const base = `http://127.0.0.1:${httpPort}`;
-const logFile = path.join(shotDir || '/tmp', `dcbd-ui-node-${process.pid}.log`);
+const peerName = 'ui-peer';
 if (shotDir) mkdirSync(shotDir, { recursive: true });
 
-const nodeProcess = spawn(nodeBinary, [], {
-  env: {
-    ...process.env,
-    DCB_POSTGRES_DSN: dsn,
-    DCB_SCHEMA: schema,
-    DCB_NODE_NAME: nodeName,
-    DCB_HTTP_ADDR: `127.0.0.1:${httpPort}`,
-    DCB_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
-  },
-  stdio: ['ignore', openSync(logFile, 'w'), openSync(logFile, 'a')],
-});
-let nodeExited = null;
-nodeProcess.on('exit', (code, signal) => {
-  nodeExited = { code, signal };
-});
+/// A dcbd-courses process on the test's schema, in a cluster with the
+/// other one (`clusterPort` is its own middleman port, `seeds` the other's).
+async function startNode(name, clusterPort, seeds) {
+  const http = await freePort();
+  const metrics = await freePort();
+  const log = path.join(shotDir || '/tmp', `dcbd-${name}-${process.pid}.log`);
+  const proc = spawn(nodeBinary, [], {
+    env: {
+      ...process.env,
+      DCB_POSTGRES_DSN: dsn,
+      DCB_SCHEMA: schema,
+      DCB_NODE_NAME: name,
+      DCB_HTTP_ADDR: `127.0.0.1:${http}`,
+      DCB_METRICS_ADDR: `127.0.0.1:${metrics}`,
+      DCB_CLUSTER_ADDR: `127.0.0.1:${clusterPort}`,
+      DCB_CLUSTER_SEEDS: seeds,
+    },
+    stdio: ['ignore', openSync(log, 'w'), openSync(log, 'a')],
+  });
+  const n = { name, proc, log, base: `http://127.0.0.1:${http}`, exited: null };
+  proc.on('exit', (code, signal) => {
+    n.exited = { code, signal };
+  });
+  await until(`${name} to be ready`, async () => {
+    if (n.exited) throw new Error(`${name} exited: ${JSON.stringify(n.exited)}; see ${log}`);
+    const r = await fetch(`${n.base}/readyz`).catch(() => null);
+    return r && r.ok;
+  }, 30000);
+  return n;
+}
 
+async function stopNode(n, signal = 'SIGTERM') {
+  if (!n || n.exited !== null) return;
+  n.proc.kill(signal);
+  for (let i = 0; i < 100 && n.exited === null; i++) await sleep(100);
+  if (n.exited === null) n.proc.kill('SIGKILL');
+}
+
+const nodeClusterPort = await freePort();
+const peerClusterPort = await freePort();
+let node = null;
+let peer = null;
+let base = null;
 let browser = null;
 
 async function cleanUp() {
   if (browser) await browser.close().catch(() => {});
-  if (nodeExited === null) {
-    nodeProcess.kill('SIGTERM');
-    for (let i = 0; i < 100 && nodeExited === null; i++) await sleep(100);
-    if (nodeExited === null) nodeProcess.kill('SIGKILL');
-  }
+  await stopNode(peer);
+  await stopNode(node);
   try {
     execFileSync('psql', [dsn, '-qc', `DROP SCHEMA IF EXISTS ${schema} CASCADE`], { stdio: 'ignore' });
   } catch {
@@ -157,11 +178,10 @@ let expected404 = 0;
 const timings = [];
 
 async function run() {
-  await until('the node to be ready', async () => {
-    if (nodeExited) throw new Error(`the node exited: ${JSON.stringify(nodeExited)}; see ${logFile}`);
-    const r = await fetch(`${base}/readyz`).catch(() => null);
-    return r && r.ok;
-  }, 30000);
+  // The page's node first, so that it owns the projector; its peer joins
+  // once the projector runs.
+  node = await startNode(nodeName, nodeClusterPort, `127.0.0.1:${peerClusterPort}`);
+  base = node.base;
 
   // Data: 60 course events (more than the tail's first page), one the
   // projector cannot apply (a dead letter), jobs in several states.
@@ -182,6 +202,8 @@ async function run() {
     const p = await call('GET', '/v1/projectors/course_seats');
     return p.state === 'running' && p.dead_letters === 1 && p.position >= poisonPosition;
   });
+
+  peer = await startNode(peerName, peerClusterPort, `127.0.0.1:${nodeClusterPort}`);
 
   browser = await puppeteer.launch({
     executablePath: chromium,
@@ -230,7 +252,7 @@ async function run() {
   check((await text('#node-name')) === nodeName, 'the header names the node');
   await waitText('#ov-projectors', /running/);
   await waitText('#ov-jobs', /discarded/);
-  await waitText('#ov-cluster', /1 member: 1 up/);
+  await waitText('#ov-cluster', /^2 members: 2 up$/);
   // Rates need two samples; appends while the page watches make them move.
   for (let i = 0; i < 4; i++) {
     await append([event('PageViewed', ['page:overview'], { i })]);
@@ -370,9 +392,17 @@ async function run() {
 
   // -- cluster ---------------------------------------------------------------------
   await page.click('#nav a[data-page="cluster"]');
-  await page.waitForSelector(`#cl-table tbody tr[data-name="${nodeName}"]`);
-  await waitText(`#cl-table tbody tr[data-name="${nodeName}"] td:nth-child(2)`, /^up$/);
+  const member = (name) => `#cl-table tbody tr[data-name="${name}"]`;
+  await waitText(`${member(nodeName)} td:nth-child(2)`, /^up$/);
+  await waitText(`${member(nodeName)} td:nth-child(1)`, /\(this node\)/);
+  await waitText(`${member(peerName)} td:nth-child(2)`, /^up$/);
+  // Each member links to its own console.
+  const peerLink = await page.$eval(`${member(peerName)} td:nth-child(4) a`, (a) => a.getAttribute('href'));
+  check(peerLink === `${peer.base}/ui`, `the peer's console link is ${peerLink}`);
   await waitText('#own-table tbody tr[data-name="course_seats"] td:nth-child(2)', new RegExp(`^${nodeName}$`));
+  // A peer killed shows as unreachable (middleman timeout 3 s), not gone.
+  await stopNode(peer, 'SIGKILL');
+  await waitText(`${member(peerName)} td:nth-child(2)`, /^unreachable$/, 15000);
   await shot('cluster');
 
   // -- a narrow screen ---------------------------------------------------------------
@@ -399,6 +429,6 @@ await cleanUp();
 if (consoleErrors.length) console.error(`console errors in the page:\n  ${consoleErrors.join('\n  ')}`);
 if (outside.length) console.error(`requests that left the node:\n  ${outside.join('\n  ')}`);
 if (timings.length) console.log(`append answered -> row in the tail: ${timings.join(', ')} ms`);
-if (failed) console.error(`FAILED: ${failed.stack || failed}\n(node log: ${logFile})`);
+if (failed) console.error(`FAILED: ${failed.stack || failed}\n(node logs: ${[node, peer].filter(Boolean).map((n) => n.log).join(', ')})`);
 if (failed || consoleErrors.length || outside.length) process.exit(1);
 console.log('console test passed');
