@@ -89,6 +89,9 @@ const stateKind = {
   failed: 'bad', unreachable: 'bad', discarded: 'bad', cancelled: '',
 };
 
+/// The job states of API.md §7, in the order of a job's life.
+const jobStates = ['available', 'scheduled', 'running', 'retryable', 'completed', 'discarded', 'cancelled'];
+
 function splitList(text) {
   return text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
@@ -274,12 +277,10 @@ const overview = {
     $('ov-projectors').textContent = projectors.length === 0 ? 'none'
       : Object.entries(byState).map(([k, v]) => `${v} ${k}`).join(', ') +
         (dead ? `; ${dead} dead letter${dead === 1 ? '' : 's'}` : '; no dead letters');
-    const totals = {};
-    for (const q of queues)
-      for (const [k, v] of Object.entries(q)) if (k !== 'queue') totals[k] = (totals[k] || 0) + v;
+    const total = (state) => queues.reduce((a, q) => a + (q[state] || 0), 0);
     $('ov-jobs').textContent = queues.length === 0 ? 'none'
       : `${queues.length} queue${queues.length === 1 ? '' : 's'}: ` +
-        Object.entries(totals).map(([k, v]) => `${fmtInt(v)} ${k}`).join(', ');
+        jobStates.map((st) => `${fmtInt(total(st))} ${st}`).join(', ');
     const up = cluster.members.filter((m) => m.status === 'up').length;
     const unreachable = cluster.members.length - up;
     $('ov-cluster').textContent = `${cluster.members.length} member${cluster.members.length === 1 ? '' : 's'}: ` +
@@ -365,7 +366,15 @@ const tail = {
     src.onopen = () => gen === this.generation && this.setLive('live', 'ok');
     src.onerror = () => {
       if (gen !== this.generation) return;
-      this.setLive(src.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting', 'warn');
+      if (src.readyState === EventSource.CLOSED) {
+        // Refused (not a dropped connection, which the browser retries):
+        // the node's subscription limit, or a query it does not accept.
+        this.setLive('closed', 'bad');
+        showError(new ApiError(0, 'closed', 'The node refused the live tail (it may be at its ' +
+          'subscription limit). Apply the filter again to retry.'), 'Live tail');
+      } else {
+        this.setLive('reconnecting', 'warn');
+      }
     };
     src.addEventListener('event', (m) => {
       if (gen !== this.generation) return;
@@ -649,7 +658,6 @@ view('projectors', projectors);
 
 // -- Jobs ---------------------------------------------------------------------
 
-const jobStates = ['available', 'scheduled', 'running', 'retryable', 'completed', 'discarded', 'cancelled'];
 const finalStates = ['completed', 'discarded', 'cancelled'];
 const pageSize = 25;
 
