@@ -7,7 +7,8 @@
 //   Events      GET /v1/read backwards for the latest events, then a live
 //               tail over SSE (GET /v1/subscribe) from the head that read
 //               answered; each event's `prev` must be the position of the
-//               one before it (the badge), also across reconnects and pauses
+//               one before it (the badge), also across reconnects and pauses;
+//               older events page by page with GET /read backwards
 //   Projectors  GET /v1/projectors every second; pause, resume, rebuild;
 //               dead letters with retry and skip
 //   Jobs        GET /v1/queues, /v1/jobs (by state, paged with `before`),
@@ -459,9 +460,9 @@ const tail = {
     await act(button, 'Reading older events', async () => {
       const q = enc(JSON.stringify(this.query));
       const opts = enc(JSON.stringify({ backwards: true, limit: 50, from: this.oldest - 1 }));
-      const lines = await readLines(`/v1/read?query=${q}&options=${opts}`);
+      // The dcb.events read: a JSON array, newest first when backwards.
+      const events = await api('GET', `/read?query=${q}&options=${opts}`);
       if (gen !== this.generation) return;
-      const events = lines.filter((l) => l.position !== undefined);
       for (const e of events) this.addRow(e, 'end');
       if (events.length) this.oldest = events[events.length - 1].position;
       if (events.length < 50) {
