@@ -497,5 +497,29 @@ TEST_F(WsSubscribe, LimitUnsubscribeAndDisconnectFreeSlots) {
             0);
 }
 
+// Clients that go away while their subscriptions stream, and the server
+// stopping right then: the sinks end on actor threads while the transport
+// stops and goes. A sink that held a connection past the transport crashed
+// (a WebSocket destroyed after its io_context) or, under ASan, reports a
+// use after free.
+TEST_F(WsSubscribe, ClientsGoneMidStreamWhileTheServerStops) {
+  append(200);
+  for (int round = 0; round < 10; ++round) {
+    auto port = serve(fast());
+    ws_client c{port};
+    ASSERT_FALSE(c.handshake("/v1/ws"));
+    sub_client sse{port, "/v1/subscribe", true};
+    for (auto name : {"s1", "s2", "s3"})
+      ASSERT_FALSE(c.send(
+        json{{"op", "subscribe"}, {"sub", name}, {"credit", 1000}}.dump()));
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_TRUE(sse.wait_events(1));
+    c.disconnect();
+    sse.close();
+    server_.reset();
+  }
+}
+
 } // namespace
 } // namespace dcbd::test
