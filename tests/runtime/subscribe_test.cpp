@@ -275,11 +275,17 @@ TEST_F(Subscribe, LimitAndAClientThatGoesAwayFreesItsSlot) {
 }
 
 TEST_F(Subscribe, MetricsCountDeliveriesAndLatency) {
-  auto port = serve();
+  http_config hc;
+  hc.subscribe_heartbeat = 50ms;
+  auto port = serve(hc);
   sub_client c{port, "/v1/subscribe", true};
   ASSERT_TRUE(c.wait_kind("caught_up"));
   append(7);
   ASSERT_TRUE(c.wait_events(7));
+  // The latency is observed when the events' write completes on the
+  // server, which may run after the client has read them; a heartbeat
+  // after them was written after that completion.
+  ASSERT_TRUE(c.wait_kind_after_events("heartbeat", 7));
   EXPECT_EQ(metric("dcb_head_position"), 7);
   EXPECT_EQ(metric("dcb_subscriptions"), 1);
   EXPECT_GE(metric("dcb_subscription_events_delivered_total"), 7);
