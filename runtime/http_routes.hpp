@@ -282,8 +282,8 @@ private:
   std::map<std::uint64_t, std::function<void()>> open_;
 };
 
-/// Holds a hub slot; gives it back when the last copy goes. Captured by a
-/// subscription's callbacks, so the slot outlives the sink that uses it.
+/// Holds a hub slot; gives it back when it goes. Owned by a `hub_hold`,
+/// which its subscription's callbacks share.
 class hub_slot {
 public:
   hub_slot(subscription_hub& hub, std::uint64_t token)
@@ -302,6 +302,38 @@ public:
 private:
   subscription_hub& hub_;
   std::uint64_t token_;
+};
+
+/// What a subscription's callbacks hold, shared by them (one
+/// `std::shared_ptr<hub_hold<T>>`): `T`, the connection side of the
+/// subscription, and its hub slot. When the last copy goes (when the sink
+/// is gone, on whatever thread drops it), `T` is destroyed first and the
+/// slot given back after it. So once `subscription_hub::wait_empty`
+/// returns, no sink holds a connection (a session, a WebSocket) any more,
+/// and the transport (its io_context) may go. Callbacks must hold the
+/// connection side only through this, never in captures of their own: a
+/// closure destroys its captures in an order of its own, and a connection
+/// dropped after the slot could outlive the transport.
+template <class T>
+class hub_hold {
+public:
+  hub_hold(subscription_hub& hub, std::uint64_t token, T held)
+    : slot_(hub, token)
+    , held_(std::move(held)) {
+    // nop
+  }
+
+  hub_hold(const hub_hold&) = delete;
+  hub_hold& operator=(const hub_hold&) = delete;
+
+  T& held() {
+    return held_;
+  }
+
+private:
+  // Declared before `held_`, so destroyed after it.
+  hub_slot slot_;
+  T held_;
 };
 
 /// What route tables are built from. Outlives every handler.

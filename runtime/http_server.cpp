@@ -100,13 +100,17 @@ std::uint16_t http_server::port() const {
 
 void http_server::stop(std::chrono::milliseconds grace) {
   // Subscriptions never end by themselves: end them (each writes its last
-  // frame) and wait until their sinks are gone (they hold connections),
-  // then wait for what is in flight.
+  // frame) and wait until their sinks are gone, then wait for what is in
+  // flight. The wait has no bound: a sink holds its connection (a session,
+  // a WebSocket), which must not outlive the transport (see `hub_hold`),
+  // and the bus ends every cancelled subscription (or the sink sees the
+  // bus go), so a slow end is only logged.
   impl_->subscriptions.close_all();
-  if (!impl_->subscriptions.wait_empty(
-        std::max(grace, std::chrono::milliseconds{2000})))
+  auto patience = std::max(grace, std::chrono::milliseconds{2000});
+  while (!impl_->subscriptions.wait_empty(patience))
     std::cerr << "dcbd http: " << impl_->subscriptions.in_use()
-              << " subscriptions did not end in time" << std::endl;
+              << " subscriptions have not ended yet; waiting for them"
+              << std::endl;
   impl_->transport.stop(grace);
 }
 

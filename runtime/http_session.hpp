@@ -114,18 +114,12 @@ class session : public std::enable_shared_from_this<session> {
 public:
   session(core& srv, tcp::socket socket)
     : srv_(srv)
+    , live_(srv)
     , remote_(address_of(socket))
     , stream_(std::move(socket))
     , executor_(stream_.get_executor())
     , deadline_(executor_) {
-    std::lock_guard<std::mutex> guard{srv_.mtx};
-    ++srv_.live_sessions;
-  }
-
-  ~session() {
-    std::lock_guard<std::mutex> guard{srv_.mtx};
-    --srv_.live_sessions;
-    srv_.cv.notify_all();
+    // nop
   }
 
   void start() {
@@ -352,7 +346,34 @@ private:
     stream_.close();
   }
 
+  // Counts the session as live (see `http_transport::stop`), from before
+  // its socket, strand and timer exist until after they are destroyed.
+  class live_count {
+  public:
+    explicit live_count(core& srv) : srv_(srv) {
+      std::lock_guard<std::mutex> guard{srv_.mtx};
+      ++srv_.live_sessions;
+    }
+
+    live_count(const live_count&) = delete;
+    live_count& operator=(const live_count&) = delete;
+
+    ~live_count() {
+      std::lock_guard<std::mutex> guard{srv_.mtx};
+      --srv_.live_sessions;
+      srv_.cv.notify_all();
+    }
+
+  private:
+    core& srv_;
+  };
+
   core& srv_;
+  // Declared before everything that belongs to the io_context: the last
+  // reference to a session may go on any thread (a subscription's sink,
+  // say), and once the count is 0 the stopping thread destroys the
+  // io_context.
+  live_count live_;
   // Set once, before the socket moves into `stream_`.
   std::string remote_;
   beast::tcp_stream stream_;

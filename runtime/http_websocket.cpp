@@ -242,6 +242,14 @@ private:
     finished_ = true;
     drop();
     close_timer_.cancel();
+    // The write in flight (its data stays until its handler runs) completes
+    // now: a stopping server may never run that handler, and a completion
+    // often holds this WebSocket (a cycle nothing would break).
+    if (writing_ && current_.kind == item::text) {
+      auto done = std::move(current_.done);
+      current_.done = nullptr;
+      complete(done, false);
+    }
     while (!queue_.empty()) {
       auto it = std::move(queue_.front());
       queue_.pop_front();

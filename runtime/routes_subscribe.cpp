@@ -130,9 +130,12 @@ void subscribe(route_env& env, const std::shared_ptr<exchange>& x) {
     return x->error(503, "overloaded",
                     "too many subscriptions (" + std::to_string(hub.max())
                       + "); retry later");
-  // The slot goes back when the subscription's sink is gone.
-  auto slot = std::make_shared<hub_slot>(hub, token);
   auto s = std::make_shared<sub_stream>(x, wants_sse(*x));
+  // The sink's hold on the stream (and so on its connection) goes before
+  // its slot: `http_server::stop` stops the transport once every slot is
+  // back.
+  auto hold = std::make_shared<hub_hold<std::shared_ptr<sub_stream>>>(hub,
+                                                                      token, s);
   subscribe_options opts;
   opts.credit = env.cfg.subscribe_window;
   opts.heartbeat = env.cfg.subscribe_heartbeat;
@@ -140,14 +143,16 @@ void subscribe(route_env& env, const std::shared_ptr<exchange>& x) {
   // the order they came.
   s->sub = env.eng.subscribe_paced(
     std::move(q), after,
-    [s, slot](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+    [hold](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+      auto& s = hold->held();
       s->x->on_strand(
-        [s, items = std::move(items), ack = std::move(ack)]() mutable {
+        [s = s, items = std::move(items), ack = std::move(ack)]() mutable {
           s->deliver(items, std::move(ack));
         });
     },
-    [s, slot](const bus_end& e) {
-      s->x->on_strand([s, e] {
+    [hold](const bus_end& e) {
+      auto& s = hold->held();
+      s->x->on_strand([s = s, e] {
         s->finish(e);
       });
     },

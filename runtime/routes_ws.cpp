@@ -50,6 +50,15 @@ struct ws_sub {
   bool ended = false;
 };
 
+struct ws_conn;
+
+// What a subscription's sink holds (through a `hub_hold`): the connection
+// and the subscription.
+struct ws_sink {
+  std::shared_ptr<ws_conn> conn;
+  std::shared_ptr<ws_sub> sub;
+};
+
 // One WebSocket connection and its subscriptions; used on its strand only.
 struct ws_conn : std::enable_shared_from_this<ws_conn> {
   route_env& env;
@@ -190,8 +199,6 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
               name);
       return;
     }
-    // The slot goes back when the subscription's sink is gone.
-    auto slot = std::make_shared<hub_slot>(hub, token);
     subscribe_options opts;
     opts.manual_credit = true;
     opts.heartbeat = env.cfg.subscribe_heartbeat;
@@ -200,18 +207,23 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     opts.credit = static_cast<std::uint32_t>(first);
     s->bus_left = first;
     subs.emplace(name, s);
-    auto self = shared_from_this();
+    // The sink's hold on this connection (and so on its WebSocket) goes
+    // before its slot: `http_server::stop` destroys the transport once
+    // every slot is back.
+    auto hold = std::make_shared<hub_hold<ws_sink>>(
+      hub, token, ws_sink{shared_from_this(), s});
     s->handle = env.eng.subscribe_paced(
       std::move(q), after,
-      [self, s, slot](std::vector<bus_item>& items,
-                      std::function<void(bool)> ack) {
-        self->ws->post(
-          [self, s, items = std::move(items), ack = std::move(ack)]() mutable {
-            self->on_items(s, items, std::move(ack));
-          });
+      [hold](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+        auto& [self, s] = hold->held();
+        self->ws->post([self = self, s = s, items = std::move(items),
+                        ack = std::move(ack)]() mutable {
+          self->on_items(s, items, std::move(ack));
+        });
       },
-      [self, s, slot](const bus_end& e) {
-        self->ws->post([self, s, e] {
+      [hold](const bus_end& e) {
+        auto& [self, s] = hold->held();
+        self->ws->post([self = self, s = s, e] {
           self->on_end(s, e);
         });
       },

@@ -114,6 +114,37 @@ TEST(RouteTable, PathsWithSeveralMethodsListThemAll) {
   EXPECT_EQ(r.known(), "/things");
 }
 
+// A subscription's sink holds its connection through a hub_hold, and
+// http_server::stop destroys the transport once the hub is empty. So the
+// connection must be gone before the slot is given back, whichever thread
+// drops the last copy: with the slot first, a WebSocket outlived the
+// transport it belongs to and crashed in its destructor.
+TEST(SubscriptionHub, AHoldDropsItsConnectionBeforeItsSlot) {
+  http::subscription_hub hub{1};
+  auto token = hub.open();
+  ASSERT_NE(token, 0u);
+  // Stands for the connection; notes the slots in use when it goes.
+  struct connection {
+    http::subscription_hub& hub;
+    std::size_t& in_use_when_gone;
+    ~connection() {
+      in_use_when_gone = hub.in_use();
+    }
+  };
+  std::size_t in_use_when_gone = 99;
+  auto hold = std::make_shared<http::hub_hold<std::shared_ptr<connection>>>(
+    hub, token, std::make_shared<connection>(hub, in_use_when_gone));
+  // Both callbacks of a sink share it.
+  auto other = hold;
+  hold.reset();
+  EXPECT_EQ(hub.in_use(), 1u);
+  EXPECT_FALSE(hub.wait_empty(std::chrono::milliseconds{0}));
+  other.reset();
+  EXPECT_EQ(in_use_when_gone, 1u) << "the slot went before the connection";
+  EXPECT_EQ(hub.in_use(), 0u);
+  EXPECT_TRUE(hub.wait_empty(std::chrono::milliseconds{0}));
+}
+
 TEST_F(Route, ExtensionTablesAreServedAfterTheBuiltInAreas) {
   http_config hc;
   hc.port = 0;

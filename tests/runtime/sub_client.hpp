@@ -91,9 +91,35 @@ public:
   }
 
   bool wait_kind(const std::string& kind, std::chrono::milliseconds d = 20s) {
+    return wait_count(kind, 1, d);
+  }
+
+  /// Waits for `n` frames of `kind`.
+  bool wait_count(const std::string& kind, std::size_t n,
+                  std::chrono::milliseconds d = 20s) {
     return wait(
       [&] {
-        return count_locked(kind) > 0;
+        return count_locked(kind) >= n;
+      },
+      d);
+  }
+
+  /// Waits for a frame of `kind` after the `n`th event. The server writes
+  /// a batch only once the one before it is on the socket (and its
+  /// completion has run), so such a frame, sent in a later batch, proves
+  /// that the write of the events completed on the server.
+  bool wait_kind_after_events(const std::string& kind, std::size_t n,
+                              std::chrono::milliseconds d = 20s) {
+    return wait(
+      [&] {
+        std::size_t events = 0;
+        for (auto& f : frames_) {
+          if (events >= n && f["kind"] == kind)
+            return true;
+          if (f["kind"] == "event")
+            ++events;
+        }
+        return false;
       },
       d);
   }

@@ -275,11 +275,17 @@ TEST_F(Subscribe, LimitAndAClientThatGoesAwayFreesItsSlot) {
 }
 
 TEST_F(Subscribe, MetricsCountDeliveriesAndLatency) {
-  auto port = serve();
+  http_config hc;
+  hc.subscribe_heartbeat = 50ms;
+  auto port = serve(hc);
   sub_client c{port, "/v1/subscribe", true};
   ASSERT_TRUE(c.wait_kind("caught_up"));
   append(7);
   ASSERT_TRUE(c.wait_events(7));
+  // The latency is observed when the events' write completes on the
+  // server, which may run after the client has read them; a heartbeat
+  // after them was written after that completion.
+  ASSERT_TRUE(c.wait_kind_after_events("heartbeat", 7));
   EXPECT_EQ(metric("dcb_head_position"), 7);
   EXPECT_EQ(metric("dcb_subscriptions"), 1);
   EXPECT_GE(metric("dcb_subscription_events_delivered_total"), 7);
@@ -495,6 +501,30 @@ TEST_F(WsSubscribe, LimitUnsubscribeAndDisconnectFreeSlots) {
                             return f["kind"] == "error";
                           }),
             0);
+}
+
+// Clients that go away while their subscriptions stream, and the server
+// stopping right then: the sinks end on actor threads while the transport
+// stops and goes. A sink that held a connection past the transport crashed
+// (a WebSocket destroyed after its io_context) or, under ASan, reports a
+// use after free.
+TEST_F(WsSubscribe, ClientsGoneMidStreamWhileTheServerStops) {
+  append(200);
+  for (int round = 0; round < 10; ++round) {
+    auto port = serve(fast());
+    ws_client c{port};
+    ASSERT_FALSE(c.handshake("/v1/ws"));
+    sub_client sse{port, "/v1/subscribe", true};
+    for (auto name : {"s1", "s2", "s3"})
+      ASSERT_FALSE(c.send(
+        json{{"op", "subscribe"}, {"sub", name}, {"credit", 1000}}.dump()));
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_TRUE(sse.wait_events(1));
+    c.disconnect();
+    sse.close();
+    server_.reset();
+  }
 }
 
 } // namespace
