@@ -6,6 +6,8 @@
 
 #include <pqxx/pqxx>
 
+#include <utility>
+
 namespace dcbd {
 
 struct pg_cluster_registry::impl {
@@ -18,17 +20,10 @@ struct pg_cluster_registry::impl {
     // nop
   }
 
+  // The cluster agent waits for these: never for long.
   template <class F>
   auto with(F&& f) {
-    return pool.with_connection([&](pg_pool::lease& l) {
-      pqxx::work tx{l.conn()};
-      // The cluster agent waits for these: never for long.
-      tx.exec("SET LOCAL lock_timeout = '500ms'");
-      tx.exec("SET LOCAL statement_timeout = '2s'");
-      auto r = f(tx);
-      tx.commit();
-      return r;
-    });
+    return pool.with_brief_transaction(std::forward<F>(f));
   }
 
   std::string table;

@@ -17,6 +17,7 @@
 
 #include <pqxx/connection>
 #include <pqxx/result>
+#include <pqxx/transaction>
 
 #include <atomic>
 #include <condition_variable>
@@ -92,6 +93,23 @@ public:
           l.mark_broken();
         throw;
       }
+    });
+  }
+
+  /// Runs `f(pqxx::work&)` in a transaction that never waits long (lock
+  /// timeout 500 ms, statement timeout 2 s) and commits it when `f` returns:
+  /// for calls made from a thread that must stay responsive (management,
+  /// membership), which would rather fail than wait behind a row another
+  /// transaction holds or a slow server. Errors as `with_connection`.
+  template <class F>
+  auto with_brief_transaction(F&& f) {
+    return with_connection([&](lease& l) {
+      pqxx::work tx{l.conn()};
+      tx.exec("SET LOCAL lock_timeout = '500ms'");
+      tx.exec("SET LOCAL statement_timeout = '2s'");
+      auto r = f(tx);
+      tx.commit();
+      return r;
     });
   }
 

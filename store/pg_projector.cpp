@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <utility>
 
 namespace dcbd {
 
@@ -158,19 +159,12 @@ struct pg_projector_admin::impl {
     // nop
   }
 
+  // Management runs on the projector host's thread, which also keeps the
+  // lock session alive: never wait long for a row an instance holds (its
+  // batch) or for a slow server.
   template <class F>
   auto with(F&& f) {
-    return pool.with_connection([&](pg_pool::lease& l) {
-      pqxx::work tx{l.conn()};
-      // Management runs on the projector host's thread, which also keeps
-      // the lock session alive: never wait long for a row an instance
-      // holds (its batch) or for a slow server.
-      tx.exec("SET LOCAL lock_timeout = '500ms'");
-      tx.exec("SET LOCAL statement_timeout = '2s'");
-      auto r = f(tx);
-      tx.commit();
-      return r;
-    });
+    return pool.with_brief_transaction(std::forward<F>(f));
   }
 
   std::string schema;

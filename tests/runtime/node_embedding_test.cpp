@@ -85,9 +85,9 @@ TEST_F(NodeEmbedding, ServesItsRoutesAndMetricsAndStopsItsActorsFirst) {
   EXPECT_EQ(r.status, 404u);
   // The added routes come after the built-in ones (the last built-in
   // path, then the added ones).
-  EXPECT_NE(
-    r.body.find("/v1/queues, /v1/cluster, /v1/hello/{name}, /v1/stop/{code}\""),
-    std::string::npos)
+  EXPECT_NE(r.body.find("/v1/queues, /v1/cluster, /v1/stats, /ui, "
+                        "/v1/hello/{name}, /v1/stop/{code}\""),
+            std::string::npos)
     << r.body;
   EXPECT_EQ(c.get("/v1/hello/x/y").status, 404u);
   // The worker setup added runs the node's jobs of its kind.
