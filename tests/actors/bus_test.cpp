@@ -313,6 +313,16 @@ TEST_F(Bus, CatchUpToLiveRaceRepeatedJustBelowTheHead) {
     while (!stop)
       (void) eng.append({make(++i % 2 ? "A" : "B", {"x:1"})});
   }};
+  // Stops and joins the writer however the test leaves (an ASSERT returns).
+  struct joiner {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~joiner() {
+      stop = true;
+      if (t.joinable())
+        t.join();
+    }
+  } join_writer{stop, writer};
   std::mt19937 rng{7};
   for (int round = 0; round < 60; ++round) {
     auto h = eng.head();
@@ -327,8 +337,6 @@ TEST_F(Bus, CatchUpToLiveRaceRepeatedJustBelowTheHead) {
     check_stream(eng, q, after, c.items(), true);
     ASSERT_FALSE(HasFailure()) << "round " << round << " after " << after;
   }
-  stop = true;
-  writer.join();
 }
 
 // A subscriber that acknowledges slowly during a burst; `recent` is the
