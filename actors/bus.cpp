@@ -76,6 +76,9 @@ struct subscriber {
   bool target_set = false;
   std::uint64_t target = 0;
   bool caught_up = false;
+  // The first read (see `read_prev`) goes to the database: a snapshot read
+  // came back with a head below `after`.
+  bool prev_direct = false;
   // A read is queued or in flight; after a failed one, not before retry_at.
   bool reading = false;
   steady::time_point retry_at{};
@@ -365,44 +368,61 @@ void read_failed(bus_pointer self, std::uint64_t id, const caf::error& err) {
 }
 
 // The first read of a subscription: the last match at or below `after`,
-// which is the first event's prev.
+// which is the first event's prev. A snapshot read may be served at a head
+// behind the database's (the event cache's, which lags the commits it has not
+// been fed yet: those of other processes, and the node's own between the
+// commit and `extend`), so a head below `after` from it proves nothing: only
+// a read from the database may refuse `after` as past the head of the log.
 void read_prev(bus_pointer self, subscriber& s) {
   read_options o;
   o.from = s.after;
   o.limit = 1;
   o.backwards = true;
   auto id = s.id;
-  self
-    ->request(self->state.readers, self->state.cfg.read_timeout,
-              read_atom::value, s.q, o, snapshot_atom::value)
-    .then(
-      [self, id](read_result& r) {
-        auto& st = self->state;
-        --st.reads_in_flight;
-        auto i = st.subs.find(id);
-        if (i != st.subs.end()) {
-          auto& s = *i->second;
-          s.reading = false;
-          if (s.after > r.head) {
-            end_subscription(self, id, errc::invalid_argument,
-                             "after (" + std::to_string(s.after)
-                               + ") is past the head of the log ("
-                               + std::to_string(r.head) + ")");
-          } else {
-            s.prev = r.events.empty() ? 0 : r.events.front().position;
-            s.started = true;
-            s.backoff = {};
-            s.last_sent = s.last_checkpoint = steady::now();
-            // The first batch says "accepted", with or without items.
-            self->send(s.sink, bus_batch_atom::value, bus_batch{id, {}});
-            pump(self, s);
-          }
-        }
-        start_reads(self);
-      },
-      [self, id](caf::error& err) {
-        read_failed(self, id, err);
-      });
+  auto direct = s.prev_direct;
+  auto on_result = [self, id, direct](read_result& r) {
+    auto& st = self->state;
+    --st.reads_in_flight;
+    auto i = st.subs.find(id);
+    if (i != st.subs.end()) {
+      auto& s = *i->second;
+      if (s.after > r.head && !direct) {
+        // Behind the database: ask it (still reading, first in line).
+        s.prev_direct = true;
+        st.read_queue.push_front(id);
+      } else if (s.after > r.head) {
+        s.reading = false;
+        end_subscription(self, id, errc::invalid_argument,
+                         "after (" + std::to_string(s.after)
+                           + ") is past the head of the log ("
+                           + std::to_string(r.head) + ")");
+      } else {
+        s.reading = false;
+        s.prev = r.events.empty() ? 0 : r.events.front().position;
+        s.started = true;
+        s.backoff = {};
+        s.last_sent = s.last_checkpoint = steady::now();
+        // The first batch says "accepted", with or without items.
+        self->send(s.sink, bus_batch_atom::value, bus_batch{id, {}});
+        pump(self, s);
+      }
+    }
+    start_reads(self);
+  };
+  auto on_error = [self, id](caf::error& err) {
+    read_failed(self, id, err);
+  };
+  auto& st = self->state;
+  if (direct)
+    self
+      ->request(st.readers, st.cfg.read_timeout, read_atom::value, s.q, o,
+                direct_atom::value)
+      .then(std::move(on_result), std::move(on_error));
+  else
+    self
+      ->request(st.readers, st.cfg.read_timeout, read_atom::value, s.q, o,
+                snapshot_atom::value)
+      .then(std::move(on_result), std::move(on_error));
 }
 
 // One page of a subscriber's catch-up.

@@ -2,7 +2,10 @@
 // then live, gap-free and duplicate-free against a final read of the same
 // query, the `prev` chain, slow subscribers, sparse queries, heartbeats, bad
 // input, and commits of another engine on the same schema.
+#include "store/cached_store.hpp"
+#include "store/event_cache.hpp"
 #include "store/memory_store.hpp"
+#include "store/read_index.hpp"
 #include "tests/support/engine_fixture.hpp"
 
 #include <gtest/gtest.h>
@@ -331,7 +334,9 @@ TEST_F(Bus, CatchUpToLiveRaceRepeatedJustBelowTheHead) {
     auto q = round % 2 ? query::all() : types({"A"});
     auto& c = fresh();
     auto sub = follow(eng, q, after, c);
-    ASSERT_TRUE(c.wait_events(8)) << "round " << round;
+    ASSERT_TRUE(c.wait_events(8))
+      << "round " << round << " after " << after << ": "
+      << (c.end() ? c.end()->message : "not ended");
     sub.cancel();
     ASSERT_TRUE(c.wait_end());
     check_stream(eng, q, after, c.items(), true);
@@ -619,6 +624,64 @@ TEST(MemoryBus, FollowsAnInMemoryStore) {
     ASSERT_TRUE(eng.append({make(i % 2 ? "A" : "B", {})}));
   ASSERT_TRUE(c.wait_events(25));
   check_stream(eng, types({"A"}), 10, c.items());
+}
+
+// A subscription from the head of the log while the node's event cache is
+// behind it (commits not fed to it yet): the snapshot read for the first
+// event's prev is served at the cache's head, below `after`, which must not
+// make the bus refuse `after` as past the head of the log.
+TEST(MemoryBus, AfterPastTheCacheHeadIsNotPastTheLogHead) {
+  collector c; // outlives the actors
+  caf::actor_system_config cfg;
+  register_types(cfg);
+  cfg.set("scheduler.max-threads", 2);
+  cfg.set("logger.console", caf::atom("none"));
+  caf::actor_system sys{cfg};
+  auto mem = std::make_shared<memory_event_store>();
+  for (int i = 0; i < 5; ++i)
+    mem->append({make("A", {})});
+  // The cache holds (0, 3]; 4 and 5 are committed, not fed to it.
+  auto cache = std::make_shared<event_cache>(std::size_t{1} << 20);
+  cache->start(0);
+  auto first = mem->read(query::all(), read_options{});
+  first.events.resize(3);
+  ASSERT_TRUE(cache->extend(first.events));
+  auto cached = std::make_shared<cached_event_store>(mem, cache,
+                                                     make_read_index(mem));
+  auto readers = spawn_reader(sys, cached, reader_config{});
+  auto store = spawn_store(sys, cached, group_limits{});
+  bus_config bc;
+  bc.tick = 20ms;
+  auto bus = spawn_bus(sys, store, readers, bc);
+  auto subscribe = [&](std::uint64_t after, collector& into) {
+    subscribe_request req;
+    req.q = query::all();
+    req.after = after;
+    spawn_subscription_sink(
+      sys, bus, std::move(req),
+      [&into](std::vector<bus_item>& xs, std::function<void(bool)> ack) {
+        into.add(xs);
+        ack(true);
+      },
+      [&into](const bus_end& e) {
+        into.finish(e);
+      },
+      nullptr);
+  };
+  subscribe(5, c);
+  EXPECT_TRUE(c.wait_kind(bus_item_kind::caught_up));
+  EXPECT_FALSE(c.end().has_value()) << c.end()->message;
+  EXPECT_TRUE(c.events().empty());
+  // Past the head of the log (the database's) is still refused.
+  collector past;
+  subscribe(6, past);
+  EXPECT_TRUE(past.wait_end());
+  EXPECT_EQ(past.end()->code, errc::invalid_argument);
+  for (auto h :
+       {caf::actor_cast<caf::actor>(bus), caf::actor_cast<caf::actor>(store),
+        caf::actor_cast<caf::actor>(readers)})
+    stop_actor(sys, h);
+  EXPECT_TRUE(c.wait_end());
 }
 
 } // namespace
