@@ -117,33 +117,38 @@ const statusWords = {
   503: 'The node is busy or cannot reach its database; try again',
 };
 
-/// Calls the node; answers the parsed JSON, throws an ApiError with the
+/// Calls the node; answers the body's text, throws an ApiError with the
 /// node's message in plain words.
-async function api(method, path, body) {
+async function request(path, init) {
   let res;
   try {
-    res = await fetch(path, {
-      method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: 'no-store',
-    });
+    res = await fetch(path, { ...init, cache: 'no-store' });
   } catch (e) {
     throw new ApiError(0, 'unreachable', 'The node cannot be reached (is it running?).');
   }
   const text = await res.text();
-  let doc = null;
-  try {
-    doc = text ? JSON.parse(text) : null;
-  } catch {
-    doc = null;
-  }
   if (!res.ok) {
+    let doc = null;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      doc = null;
+    }
     const words = statusWords[res.status] || `The node answered ${res.status}`;
     const why = doc && doc.message ? `: ${doc.message}` : '.';
     throw new ApiError(res.status, (doc && doc.code) || `http_${res.status}`, words + why);
   }
-  return doc;
+  return text;
+}
+
+/// Calls the node; answers the parsed JSON (see `request`).
+async function api(method, path, body) {
+  const text = await request(path, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return text ? JSON.parse(text) : null;
 }
 
 const enc = encodeURIComponent;
@@ -489,19 +494,7 @@ const tail = {
 
 /// GET an NDJSON answer, parsed line by line; a line {"error": ..} throws.
 async function readLines(path) {
-  let res;
-  try {
-    res = await fetch(path, { headers: { Accept: 'application/x-ndjson' }, cache: 'no-store' });
-  } catch (e) {
-    throw new ApiError(0, 'unreachable', 'The node cannot be reached (is it running?).');
-  }
-  const text = await res.text();
-  if (!res.ok) {
-    let doc = null;
-    try { doc = JSON.parse(text); } catch { doc = null; }
-    const words = statusWords[res.status] || `The node answered ${res.status}`;
-    throw new ApiError(res.status, doc && doc.code, words + (doc && doc.message ? `: ${doc.message}` : '.'));
-  }
+  const text = await request(path, { headers: { Accept: 'application/x-ndjson' } });
   const lines = text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
   const failed = lines.find((l) => l.error);
   if (failed) throw new ApiError(500, failed.error.code, `The read failed midway: ${failed.error.message}`);
