@@ -4,17 +4,13 @@
 // process (projector course_seats, job workers) on its own schema does a
 // little work and its /metrics is scraped. The names are read from the
 // files at test time, so a new panel or rule with a wrong name fails here.
+// The dcb_replica_* series exist only on a node with a standby: the
+// replica node test (tests/runtime/node_replica_test.cpp) checks those.
 #include "runtime/http_client.hpp"
+#include "tests/ops/metric_names.hpp"
 #include "tests/runtime/node_process.hpp"
 
 #include <nlohmann/json.hpp>
-
-#include <fstream>
-#include <map>
-#include <optional>
-#include <regex>
-#include <set>
-#include <sstream>
 
 #ifndef DCBD_COURSES_BINARY
 #  error "DCBD_COURSES_BINARY must name the dcbd-courses executable"
@@ -28,127 +24,7 @@ namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-/// Label names by metric name.
-using metric_labels = std::map<std::string, std::set<std::string>>;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in{path};
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-// Every string in a JSON document (the dashboard's queries, titles and
-// descriptions), decoded, so quotes inside queries are plain again.
-void strings_of(const json& j, std::vector<std::string>& out) {
-  if (j.is_string())
-    out.push_back(j.get<std::string>());
-  else if (j.is_structured())
-    for (auto& item : j)
-      strings_of(item, out);
-}
-
-// The dcb_* names in `texts`, and the label names their selectors match on
-// (`name{label="v", other=~"..."}`; quoted values are dropped first).
-metric_labels named_in(const std::vector<std::string>& texts) {
-  static const std::regex name{R"(\bdcb_[a-zA-Z0-9_]*[a-zA-Z0-9])"};
-  static const std::regex selector{
-    R"((\bdcb_[a-zA-Z0-9_]*[a-zA-Z0-9])\{([^}]*)\})"};
-  static const std::regex quoted{R"("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"};
-  static const std::regex matcher{R"(([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=))"};
-  metric_labels out;
-  for (auto& text : texts) {
-    for (std::sregex_iterator i{text.begin(), text.end(), name}, e; i != e; ++i)
-      out[i->str()];
-    for (std::sregex_iterator i{text.begin(), text.end(), selector}, e; i != e;
-         ++i) {
-      auto inside = std::regex_replace((*i)[2].str(), quoted, "");
-      auto& labels = out[(*i)[1].str()];
-      for (std::sregex_iterator m{inside.begin(), inside.end(), matcher}, me;
-           m != me; ++m)
-        labels.insert((*m)[1].str());
-    }
-  }
-  return out;
-}
-
-// The series of a Prometheus text exposition: metric names and their label
-// names.
-metric_labels exported(const std::string& text) {
-  static const std::regex label{
-    R"(([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*")"};
-  metric_labels out;
-  std::istringstream in{text};
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#')
-      continue;
-    auto end = line.find_first_of("{ ");
-    auto& labels = out[line.substr(0, end)];
-    if (end != std::string::npos && line[end] == '{') {
-      auto close = line.rfind('}');
-      auto inside = line.substr(end + 1, close - end - 1);
-      for (std::sregex_iterator i{inside.begin(), inside.end(), label}, e;
-           i != e; ++i)
-        labels.insert((*i)[1].str());
-    }
-  }
-  return out;
-}
-
-// The labels of `name` as exported, directly or as a histogram's
-// _bucket/_count/_sum series; nullopt when it is not exported.
-std::optional<std::set<std::string>> lookup(const metric_labels& scrape,
-                                            const std::string& name) {
-  std::optional<std::set<std::string>> found;
-  for (auto suffix : {"", "_bucket", "_count", "_sum"}) {
-    auto i = scrape.find(name + suffix);
-    if (i == scrape.end())
-      continue;
-    if (!found)
-      found.emplace();
-    found->insert(i->second.begin(), i->second.end());
-  }
-  return found;
-}
-
-// What the names in `wanted` lack in `scrape`: missing metrics, and label
-// names a selector uses that the metric does not have. Prometheus adds
-// `instance` and `job` to every scraped series.
-std::vector<std::string> problems(const metric_labels& wanted,
-                                  const metric_labels& scrape) {
-  std::vector<std::string> out;
-  for (auto& [name, labels] : wanted) {
-    auto have = lookup(scrape, name);
-    if (!have) {
-      out.push_back(name + " is not exported");
-      continue;
-    }
-    for (auto& l : labels)
-      if (l != "instance" && l != "job" && !have->count(l))
-        out.push_back(name + " has no label " + l);
-  }
-  return out;
-}
-
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (auto& s : v)
-    out += "\n  " + s;
-  return out;
-}
-
-metric_labels alert_names() {
-  return named_in({slurp(DCBD_SOURCE_DIR "/prometheus/alerts.yml")});
-}
-
-metric_labels dashboard_names() {
-  std::vector<std::string> texts;
-  strings_of(
-    json::parse(slurp(DCBD_SOURCE_DIR "/prometheus/grafana-dashboard.json")),
-    texts);
-  return named_in(texts);
-}
+using namespace ops;
 
 TEST(OpsMetrics, NamesAndSelectorLabelsAreFoundInTheFiles) {
   // The extraction itself: a broken regex would find nothing and pass.
@@ -169,16 +45,19 @@ TEST(OpsMetrics, NamesAndSelectorLabelsAreFoundInTheFiles) {
             (std::vector<std::string>{"dcb_c_total has no label code",
                                       "dcb_nope is not exported"}));
   // The real files name a good share of the metrics.
-  EXPECT_GE(alert_names().size(), 8u);
-  EXPECT_GE(dashboard_names().size(), 40u);
+  EXPECT_GE(alert_names(DCBD_SOURCE_DIR).size(), 8u);
+  EXPECT_GE(dashboard_names(DCBD_SOURCE_DIR).size(), 40u);
+  // The prefix split that leaves the replica's series to the replica test.
+  auto some = named_in({"dcb_replica_up dcb_replica_lag_positions dcb_x"});
+  EXPECT_EQ(with_prefix(some, "dcb_replica_").size(), 2u);
+  EXPECT_EQ(with_prefix(some, "dcb_replica_", false).size(), 1u);
 }
 
 class OpsMetricsNode : public PgSchemaTest {};
 
 TEST_F(OpsMetricsNode, EveryNameInAlertsAndDashboardIsExported) {
-  auto wanted = alert_names();
-  for (auto& [name, labels] : dashboard_names())
-    wanted[name].insert(labels.begin(), labels.end());
+  // A node without a standby exports no dcb_replica_* series.
+  auto wanted = with_prefix(ops_names(DCBD_SOURCE_DIR), "dcb_replica_", false);
 
   node_process node{
     schema_, {}, 0, {{"DCB_NODE_NAME", "ops-metrics"}}, DCBD_COURSES_BINARY};

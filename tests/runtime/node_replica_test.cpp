@@ -1,6 +1,7 @@
 // A dcbd process with a read replica (DCB_POSTGRES_READ_DSN): reads over
 // HTTP see every append acknowledged before them, the standby serves them,
 // and the node exports where its reads went.
+#include "tests/ops/metric_names.hpp"
 #include "tests/runtime/http_test_client.hpp"
 #include "tests/runtime/node_process.hpp"
 #include "tests/support/replica_fixture.hpp"
@@ -8,6 +9,10 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+
+#ifndef DCBD_SOURCE_DIR
+#  error "DCBD_SOURCE_DIR must name the repository root"
+#endif
 
 namespace dcbd::test {
 namespace {
@@ -70,6 +75,16 @@ TEST_F(NodeReplica, HttpReadsSeeEveryAppendAndTheStandbyServesThem) {
   EXPECT_EQ(sample(text, "dcb_replica_up"), 1) << text;
   EXPECT_GE(sample(text, "dcb_replica_lag_positions"), 0) << text;
   EXPECT_GT(sample(text, "dcb_replica_replayed_position"), 0) << text;
+  // The replica's series that the alerts and the dashboard name (the ops
+  // test checks all the others, on a node without a standby).
+  auto wanted = ops::with_prefix(ops::ops_names(DCBD_SOURCE_DIR),
+                                 "dcb_replica_");
+  EXPECT_GE(wanted.size(), 3u);
+  auto missing = ops::problems(wanted, ops::exported(text));
+  EXPECT_TRUE(missing.empty())
+    << "named in prometheus/alerts.yml or prometheus/grafana-dashboard.json, "
+       "but not on a node with a standby:"
+    << ops::join(missing);
   std::ifstream log{n.log()};
   std::string said{std::istreambuf_iterator<char>{log}, {}};
   EXPECT_NE(said.find("reads go to the standby of DCB_POSTGRES_READ_DSN"),
