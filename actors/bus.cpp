@@ -456,6 +456,9 @@ void read_page(bus_pointer self, subscriber& s) {
             item.position = e.position;
             item.prev = s.prev;
             item.head = std::max(r.head, st.head);
+            // As in `replay`: late deliveries to a subscriber that fell
+            // behind count in the delivery latency.
+            item.live = s.caught_up;
             s.prev = e.position;
             s.scanned = e.position;
             item.event = std::make_shared<const sequenced_event>(std::move(e));

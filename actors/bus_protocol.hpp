@@ -83,8 +83,10 @@ struct bus_item {
   std::uint64_t head = 0;
   /// Events only; shared by every subscriber it goes to.
   std::shared_ptr<const sequenced_event> event;
-  /// Events only: it came from the live feed, not from a catch-up read (so
-  /// its commit time measures the commit-to-delivery latency).
+  /// Events only: committed while the subscriber was caught up, whether it
+  /// came from the live feed or was read back after the subscriber fell
+  /// behind, so its commit time measures the commit-to-delivery latency
+  /// (late deliveries included); false for a new subscriber's history.
   bool live = false;
 };
 

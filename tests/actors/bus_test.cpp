@@ -246,6 +246,14 @@ TEST_F(Bus, CatchesUpThenFollowsLiveWithAPrevChain) {
     ASSERT_TRUE(cs[i]->wait_events(want.size())) << "subscription " << i;
     EXPECT_EQ(cs[i]->count(bus_item_kind::caught_up), 1u);
     check_stream(eng, subs[i].first, subs[i].second, cs[i]->items());
+    // The log as it was before subscribing is history, not a delivery
+    // whose latency counts.
+    for (auto& item : cs[i]->items()) {
+      if (item.kind == bus_item_kind::event && item.position <= 50) {
+        EXPECT_FALSE(item.live)
+          << "subscription " << i << " at " << item.position;
+      }
+    }
   }
   // Nothing more arrives than was appended.
   std::this_thread::sleep_for(100ms);
@@ -413,6 +421,17 @@ void Bus::slow_subscriber(std::size_t recent) {
   ASSERT_TRUE(fast_sub.wait_events(2000));
   check_stream(eng, query::all(), 0, slow.items());
   check_stream(eng, query::all(), 0, fast_sub.items());
+  // Every event was committed after both had caught up: each is a delivery
+  // whose latency counts, also those the slow one got back from memory or
+  // from a read after it fell behind.
+  for (auto* c : {&slow, &fast_sub}) {
+    auto items = c->items();
+    EXPECT_EQ(std::count_if(items.begin(), items.end(),
+                            [](const bus_item& i) {
+                              return i.kind == bus_item_kind::event && !i.live;
+                            }),
+              0);
+  }
   auto stats = eng.bus_stats();
   ASSERT_TRUE(stats);
   EXPECT_GT(stats->fell_behind, 0u);
