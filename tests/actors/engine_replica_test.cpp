@@ -65,10 +65,7 @@ private:
 class EngineReplica : public ReplicaTest {
 protected:
   EngineReplica() {
-    register_types(sys_cfg_);
-    tune_scheduler(sys_cfg_);
-    sys_cfg_.set("scheduler.max-threads", 2);
-    sys_cfg_.set("logger.console", caf::atom("none"));
+    configure_test_system(sys_cfg_);
     sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
   }
 

@@ -243,9 +243,7 @@ TEST_F(Engine, StopAnswersEveryCallerAndKeepsAcknowledgedWrites) {
 // PostgreSQL. Nothing here needs a database.
 TEST(MemoryEngine, AppendsReadsStreamsAndRunsCommandsWithoutADatabase) {
   caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
-  cfg.set("logger.console", caf::atom("none"));
+  configure_test_system(cfg);
   caf::actor_system sys{cfg};
   auto mem = std::make_shared<memory_event_store>();
   auto opened = std::make_shared<std::atomic<std::size_t>>(0);

@@ -4,11 +4,15 @@
 
 namespace dcbd::test {
 
+void configure_test_system(caf::actor_system_config& cfg) {
+  register_types(cfg);
+  tune_scheduler(cfg);
+  cfg.set("scheduler.max-threads", 2);
+  cfg.set("logger.console", caf::atom("none"));
+}
+
 EngineTest::EngineTest() {
-  register_types(sys_cfg_);
-  tune_scheduler(sys_cfg_);
-  sys_cfg_.set("scheduler.max-threads", 2);
-  sys_cfg_.set("logger.console", caf::atom("none"));
+  configure_test_system(sys_cfg_);
   sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
 }
 

@@ -18,6 +18,10 @@
 
 namespace dcbd::test {
 
+/// Sets up `cfg` as every test's actor system: dcbd's message types, the
+/// node's scheduler tuning, two scheduler threads, no console logging.
+void configure_test_system(caf::actor_system_config& cfg);
+
 /// Owns an actor system (two scheduler threads) and, after `start()`, an
 /// engine on this test's schema. The engine goes before the system.
 class EngineTest : public PgSchemaTest {
