@@ -90,7 +90,7 @@ struct subscriber {
   std::uint64_t credit = 0;
   // Highest position sent (event, checkpoint or caught_up).
   std::uint64_t reported = 0;
-  steady::time_point last_sent{};
+  steady::time_point last_heartbeat{};
   steady::time_point last_checkpoint{};
   // In the current handler's list of subscribers to pump.
   bool touched = false;
@@ -206,7 +206,6 @@ void flush(bus_pointer self, subscriber& s) {
   }
   if (b.items.empty())
     return;
-  s.last_sent = steady::now();
   st.stats.delivered += events;
   if (st.cfg.metrics && events > 0)
     st.cfg.metrics->delivered(events);
@@ -215,7 +214,6 @@ void flush(bus_pointer self, subscriber& s) {
 
 void send_alone(bus_pointer self, subscriber& s, bus_item item) {
   s.reported = std::max(s.reported, item.position);
-  s.last_sent = steady::now();
   bus_batch b;
   b.id = s.id;
   b.items.push_back(std::move(item));
@@ -401,7 +399,7 @@ void read_prev(bus_pointer self, subscriber& s) {
         s.prev = r.events.empty() ? 0 : r.events.front().position;
         s.started = true;
         s.backoff = {};
-        s.last_sent = s.last_checkpoint = steady::now();
+        s.last_heartbeat = s.last_checkpoint = steady::now();
         // The first batch says "accepted", with or without items.
         self->send(s.sink, bus_batch_atom::value, bus_batch{id, {}});
         pump(self, s);
@@ -707,15 +705,21 @@ void on_tick(bus_pointer self) {
     if (!s.started)
       continue;
     auto scanned = effective_scanned(st, s);
+    // Up to a tick early, so that two checkpoints are never more than
+    // checkpoint_interval apart while the log moves (API.md §5: at least
+    // every second).
     if (s.queue.empty() && scanned > s.reported
-        && now - s.last_checkpoint >= st.cfg.checkpoint_interval) {
+        && now - s.last_checkpoint + st.cfg.tick
+             >= st.cfg.checkpoint_interval) {
       s.last_checkpoint = now;
       bus_item item;
       item.kind = bus_item_kind::checkpoint;
       item.position = scanned;
       item.head = st.head;
       send_alone(self, s, std::move(item));
-    } else if (s.heartbeat.count() > 0 && now - s.last_sent >= s.heartbeat) {
+    } else if (s.heartbeat.count() > 0
+               && now - s.last_heartbeat >= s.heartbeat) {
+      s.last_heartbeat = now;
       bus_item item;
       item.kind = bus_item_kind::heartbeat;
       item.head = st.head;
@@ -786,7 +790,7 @@ bus_actor::behavior_type bus_impl(bus_pointer self, store_actor store,
       s->heartbeat = req.heartbeat;
       if (req.after == 0) {
         s->started = true;
-        s->last_sent = s->last_checkpoint = steady::now();
+        s->last_heartbeat = s->last_checkpoint = steady::now();
         self->send(s->sink, bus_batch_atom::value, bus_batch{req.id, {}});
       }
       self->monitor(sink);

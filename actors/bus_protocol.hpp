@@ -56,14 +56,16 @@ enum class bus_item_kind : std::uint8_t {
   /// A matching event.
   event,
   /// Every matching event at or below `position` has been delivered; sent
-  /// at most every `checkpoint_interval` while the log moves past events
-  /// that do not match, never past an undelivered match.
+  /// at least every `checkpoint_interval` while the log moves past events
+  /// that do not match (and nothing is queued), never past an undelivered
+  /// match.
   checkpoint,
   /// The catch-up is done: every matching event at or below `position` (the
   /// head when the subscription started, or later) has been delivered.
   /// Once per subscription.
   caught_up,
-  /// Nothing was sent for `heartbeat`; the subscription is alive.
+  /// Every `heartbeat`, busy or idle: the subscription is alive, and
+  /// `head` is the bus's head.
   heartbeat,
 };
 
@@ -101,7 +103,7 @@ struct subscribe_request {
   std::uint64_t after = 0;
   /// Events the sink takes before it grants more.
   std::uint32_t credit = 1024;
-  /// Send a heartbeat after this long without an item (0: never).
+  /// Send a heartbeat this often (0: never).
   std::chrono::milliseconds heartbeat{0};
 };
 
@@ -222,7 +224,9 @@ struct bus_config {
   std::size_t feed_page = 1000;
   /// How often the bus reads past its head without being woken.
   std::chrono::milliseconds poll{500};
-  /// Least time between two checkpoints of a subscription.
+  /// Most time between two checkpoints of a subscription while the log
+  /// moves past events it does not match: checked every `tick`, a
+  /// checkpoint goes out up to a tick early rather than late.
   std::chrono::milliseconds checkpoint_interval{1000};
   /// The bus's clock: heartbeats, checkpoints and polls are checked this
   /// often.

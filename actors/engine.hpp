@@ -87,7 +87,7 @@ struct engine_config {
 struct subscribe_options {
   /// Events handed out and not yet consumed, at most.
   std::uint32_t credit = 1024;
-  /// A heartbeat item after this long without any (0: none).
+  /// A heartbeat item this often, busy or idle (0: none).
   std::chrono::milliseconds heartbeat{0};
   /// The caller grants credit itself with `subscription::grant` (for a
   /// consumer whose own peer grants credit, like a WebSocket client);

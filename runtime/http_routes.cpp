@@ -180,9 +180,14 @@ std::optional<std::string> exchange::parameter(std::string_view key) const {
     auto amp = qs.find('&');
     auto pair = qs.substr(0, amp);
     auto eq = pair.find('=');
-    if (url_decode(pair.substr(0, eq)) == key)
-      return url_decode(eq == std::string_view::npos ? std::string_view{}
-                                                     : pair.substr(eq + 1));
+    if (url_decode(pair.substr(0, eq)) == key) {
+      auto value = url_decode(eq == std::string_view::npos
+                                ? std::string_view{}
+                                : pair.substr(eq + 1));
+      if (value.empty())
+        return std::nullopt;
+      return value;
+    }
     if (amp == std::string_view::npos)
       break;
     qs.remove_prefix(amp + 1);
@@ -289,7 +294,7 @@ std::shared_ptr<chunk_writer> exchange::open_stream(
 
 std::shared_ptr<websocket> exchange::upgrade(websocket_handlers h) {
   if (!r_.is_websocket_upgrade()) {
-    error(400, "bad_request",
+    error(400, std::string{to_string(errc::invalid_argument)},
           "expected a WebSocket upgrade request (GET, HTTP/1.1, "
           "Connection: Upgrade, Upgrade: websocket)");
     return nullptr;

@@ -95,7 +95,9 @@ public:
     return r_.remote();
   }
 
-  /// The URL query parameter `key`, decoded. Throws
+  /// The URL query parameter `key`, decoded; nullopt when it is absent or
+  /// empty (API.md writes its templates as `?queue=&state=`, so `limit=`
+  /// means "no limit given", not a bad number). Throws
   /// `store_error(invalid_argument)` on a malformed percent-encoding.
   std::optional<std::string> parameter(std::string_view key) const;
 

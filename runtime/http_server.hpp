@@ -96,7 +96,7 @@ struct http_config {
   std::size_t stream_chunk_events = 1000;
   /// Live subscriptions at once (SSE, NDJSON, WebSocket); more get 503.
   std::size_t max_subscriptions = 1000;
-  /// A heartbeat on a subscription after this long without a frame (0:
+  /// A heartbeat on a subscription this often, busy or idle (0:
   /// none).
   std::chrono::milliseconds subscribe_heartbeat{15'000};
   /// Events a subscription may have in flight towards its socket.

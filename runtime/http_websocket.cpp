@@ -294,7 +294,7 @@ std::shared_ptr<websocket> session::accept_websocket(std::uint64_t serial,
   if (!is_websocket_upgrade()) {
     response res{bhttp::status::bad_request, 11};
     res.set(bhttp::field::content_type, "application/json");
-    res.body() = R"({"code":"bad_request","message":)"
+    res.body() = R"({"code":"invalid_argument","message":)"
                  R"("expected a WebSocket upgrade request"})";
     respond(serial, std::move(res));
     return nullptr;

@@ -115,13 +115,16 @@ bool wants_sse(const exchange& x) {
 
 void subscribe(route_env& env, const std::shared_ptr<exchange>& x) {
   auto q = query_parameter(*x);
+  // Last-Event-ID, when present, wins (API.md §5): `after` is then not
+  // even read, so a stale or bad one in a reconnecting client's URL does
+  // not refuse the resume.
   std::uint64_t after = 0;
-  if (auto text = x->parameter("after"))
-    after = parse_position(*text, "after");
   auto last_id = x->req()["Last-Event-ID"];
   if (!last_id.empty())
     after = parse_position(std::string_view{last_id.data(), last_id.size()},
                            "Last-Event-ID");
+  else if (auto text = x->parameter("after"))
+    after = parse_position(*text, "after");
   auto& hub = env.subscriptions;
   auto token = hub.open();
   if (token == 0 && hub.closing())

@@ -508,6 +508,33 @@ TEST_F(Bus, HeartbeatsWhileIdleAndThenTheNextAppend) {
   EXPECT_EQ(evs, std::vector<std::uint64_t>{2});
 }
 
+// A heartbeat comes every `heartbeat`, also while events flow (API.md §5:
+// "every --dcbd.subscribe-heartbeat-ms"), carrying the head.
+TEST_F(Bus, HeartbeatsComeWhileEventsFlowToo) {
+  auto& eng = start(fast());
+  auto& c = fresh();
+  subscribe_options opts;
+  opts.heartbeat = 100ms;
+  auto sub = follow(eng, query::all(), 0, c, opts);
+  ASSERT_TRUE(c.wait_kind(bus_item_kind::caught_up));
+  std::size_t appended = 0;
+  auto until = std::chrono::steady_clock::now() + 700ms;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(eng.append({make("A", {})}));
+    ++appended;
+    std::this_thread::sleep_for(2ms);
+  }
+  ASSERT_TRUE(c.wait_events(appended));
+  std::size_t seen = 0, beats = 0;
+  for (auto& x : c.items()) {
+    if (x.kind == bus_item_kind::event)
+      ++seen;
+    else if (x.kind == bus_item_kind::heartbeat && seen > 0 && seen < appended)
+      ++beats;
+  }
+  EXPECT_GE(beats, 3u) << appended << " events in 700 ms";
+}
+
 TEST_F(Bus, BadQueryOrPositionEndsWithInvalidArgument) {
   auto& eng = start(fast());
   ASSERT_TRUE(eng.append({make("A", {})}));
@@ -552,9 +579,7 @@ TEST_F(Bus, CommitsOfAnotherEngineOnTheSchemaAreDelivered) {
   auto& writer = start(fast());
   // A second node on the same schema: its own actor system and engine.
   caf::actor_system_config cfg2;
-  register_types(cfg2);
-  cfg2.set("scheduler.max-threads", 2);
-  cfg2.set("logger.console", caf::atom("none"));
+  configure_test_system(cfg2);
   caf::actor_system sys2{cfg2};
   auto ec = fast();
   ec.bus.poll = 300ms;
@@ -600,9 +625,7 @@ TEST_F(Bus, CommitsOfAnotherEngineOnTheSchemaAreDelivered) {
 TEST_F(Bus, WithoutListenPollingStillDelivers) {
   auto& writer = start(fast());
   caf::actor_system_config cfg2;
-  register_types(cfg2);
-  cfg2.set("scheduler.max-threads", 2);
-  cfg2.set("logger.console", caf::atom("none"));
+  configure_test_system(cfg2);
   caf::actor_system sys2{cfg2};
   auto ec = fast();
   ec.listen = false;
@@ -624,9 +647,7 @@ TEST_F(Bus, WithoutListenPollingStillDelivers) {
 
 TEST(MemoryBus, FollowsAnInMemoryStore) {
   caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
-  cfg.set("logger.console", caf::atom("none"));
+  configure_test_system(cfg);
   caf::actor_system sys{cfg};
   collector c; // outlives the engine
   auto mem = std::make_shared<memory_event_store>();
@@ -652,9 +673,7 @@ TEST(MemoryBus, FollowsAnInMemoryStore) {
 TEST(MemoryBus, AfterPastTheCacheHeadIsNotPastTheLogHead) {
   collector c; // outlives the actors
   caf::actor_system_config cfg;
-  register_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
-  cfg.set("logger.console", caf::atom("none"));
+  configure_test_system(cfg);
   caf::actor_system sys{cfg};
   auto mem = std::make_shared<memory_event_store>();
   for (int i = 0; i < 5; ++i)

@@ -44,6 +44,7 @@ struct reply {
   std::string body;
   std::string content_type;
   std::string allow;
+  std::string retry_after;
   bool closed = false;
 
   json j() const {
@@ -92,6 +93,7 @@ public:
     r.body = res.body();
     r.content_type = std::string{res[bhttp::field::content_type]};
     r.allow = std::string{res[bhttp::field::allow]};
+    r.retry_after = std::string{res[bhttp::field::retry_after]};
     r.closed = !res.keep_alive();
     return r;
   }

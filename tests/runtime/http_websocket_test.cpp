@@ -123,7 +123,7 @@ TEST_F(WebSocket, PlainGetToTheRouteGets400) {
   bhttp::response<bhttp::string_body> res;
   bhttp::read(s, buf, res);
   EXPECT_EQ(res.result_int(), 400u);
-  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "bad_request");
+  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "invalid_argument");
   EXPECT_EQ(upgraded_, 0);
   EXPECT_EQ(metric(R"(dcb_http_requests_total{code="400",route="/ws"})"), 1);
   EXPECT_EQ(metric(R"(dcb_http_requests_total{code="101",route="/ws"})"), -1);
@@ -154,7 +154,7 @@ TEST(WebSocketResponder, PlainRequestGets400AndNoWebSocket) {
   bhttp::read(s, buf, res);
   EXPECT_EQ(res.result_int(), 400u);
   EXPECT_EQ(res[bhttp::field::server], "dcbd");
-  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "bad_request");
+  EXPECT_EQ(nlohmann::json::parse(res.body())["code"], "invalid_argument");
   EXPECT_EQ(answers, 1);
   EXPECT_FALSE(upgrade);
   EXPECT_TRUE(null);

@@ -7,6 +7,7 @@
 #include "tests/runtime/ws_client.hpp"
 
 #include <random>
+#include <regex>
 
 namespace dcbd::test {
 namespace {
@@ -170,6 +171,76 @@ TEST_F(Subscribe, LastEventIdWinsAndPrevChainsAcrossTheResume) {
   ASSERT_EQ(evs.front()["position"], 7);
   EXPECT_EQ(evs.front()["prev"], 6);
   EXPECT_EQ(chain(evs, 6), oracle(query{{query_item{{"A"}, {}}}}, 6));
+  // The header wins even over an `after` that is not a position at all.
+  sub_client bad_after{
+    port, "/v1/subscribe?after=abc", true, {{"Last-Event-ID", "8"}}};
+  ASSERT_TRUE(bad_after.wait_events(2)) << bad_after.raw();
+  EXPECT_EQ(bad_after.events().front()["position"], 9);
+  EXPECT_EQ(bad_after.events().front()["prev"], 8);
+}
+
+TEST_F(Subscribe, EmptyParametersAreAbsent) {
+  append(3, "A");
+  append(2, "B");
+  auto port = serve();
+  // As API.md writes its templates: `query=` is every event, `after=` 0.
+  sub_client c{port, "/v1/subscribe?query=&after=", false};
+  ASSERT_EQ(c.status(), 200u) << c.raw();
+  ASSERT_TRUE(c.wait_kind("caught_up"));
+  EXPECT_EQ(chain(c.events(), 0), oracle(query::all(), 0));
+}
+
+// The wire form of API.md §5 for the control frames over SSE: a checkpoint
+// is `id: <pos>` / `event: checkpoint` / `data: {"position","head"}`, a
+// heartbeat the comment `: heartbeat head=<h>`, and heartbeats come on a
+// busy stream too ("every --dcbd.subscribe-heartbeat-ms").
+TEST_F(Subscribe, SseCheckpointsAndHeartbeatsInTheirWireForm) {
+  append(3, "A");
+  http_config hc;
+  hc.subscribe_heartbeat = 100ms;
+  auto port = serve(hc);
+  sub_client rare{port, target(items({"Rare"}, {}), 1), true};
+  ASSERT_TRUE(rare.wait_kind("heartbeat", 5s)) << rare.raw();
+  append(20, "Noise");
+  ASSERT_TRUE(rare.wait_frame([](const json& f) {
+    return f["kind"] == "checkpoint" && f["data"]["position"] == 23;
+  }))
+    << rare.raw();
+  for (auto& f : rare.frames()) {
+    if (f["kind"] == "checkpoint") {
+      EXPECT_EQ(f["id"], std::to_string(f["data"]["position"].get<int>()));
+      EXPECT_EQ(f["data"].size(), 2u) << f.dump();
+      EXPECT_TRUE(f["data"]["head"].is_number()) << f.dump();
+    }
+    if (f["kind"] == "heartbeat") {
+      auto text = f["comment"].get<std::string>();
+      EXPECT_TRUE(std::regex_match(text, std::regex{": heartbeat head=[0-9]+"}))
+        << text;
+    }
+  }
+  // A busy stream: matching events every few milliseconds for a second
+  // still carry heartbeats among them.
+  sub_client busy{port, "/v1/subscribe", true};
+  ASSERT_TRUE(busy.wait_kind("caught_up"));
+  auto until = std::chrono::steady_clock::now() + 1s;
+  int appended = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    append(1, "A");
+    ++appended;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(busy.wait_events(23u + static_cast<std::size_t>(appended)));
+  // Heartbeats between the first and the last event of the burst.
+  auto frames = busy.frames();
+  std::size_t seen = 0, beats = 0;
+  for (auto& f : frames) {
+    if (f["kind"] == "event" && f["data"]["position"].get<int>() > 23)
+      ++seen;
+    else if (f["kind"] == "heartbeat" && seen > 0
+             && seen < static_cast<std::size_t>(appended))
+      ++beats;
+  }
+  EXPECT_GE(beats, 3u) << appended << " events in a second";
 }
 
 TEST_F(Subscribe, RandomDisconnectsAndResumesMissNothing) {
@@ -254,6 +325,7 @@ TEST_F(Subscribe, LimitAndAClientThatGoesAwayFreesItsSlot) {
   auto r = c.get("/v1/subscribe");
   EXPECT_EQ(r.status, 503u);
   EXPECT_EQ(r.j()["code"], "overloaded");
+  EXPECT_EQ(r.retry_after, "1") << "API.md: 503 with Retry-After";
   // An idle subscriber leaves: its slot frees without any write failing.
   a->close();
   a.reset();
@@ -402,6 +474,38 @@ TEST_F(WsSubscribe, CreditsAreNeverExceededAndSubscriptionsShareASocket) {
             oracle(query{{query_item{{"A"}, {}}}}, 0));
   for (auto& f : frames)
     EXPECT_TRUE(f.contains("sub")) << f.dump();
+}
+
+TEST_F(WsSubscribe, CheckpointsOfASparseQueryNameTheirSubscription) {
+  append(3, "A");
+  auto port = serve(fast());
+  ws_client c{port};
+  ASSERT_FALSE(c.handshake("/v1/ws"));
+  ASSERT_FALSE(c.send(json{
+    {"op", "subscribe"},
+    {"sub", "cp"},
+    {"query", items({"Rare"}, {})},
+    {"after", 1},
+    {"credit", 10}}.dump()));
+  std::vector<json> frames;
+  read_until(c, frames, [&](auto& fs) {
+    return count(fs, "cp", "caught_up") == 1;
+  });
+  append(20, "Noise");
+  read_until(c, frames, [&](auto& fs) {
+    return std::any_of(fs.begin(), fs.end(), [](const json& f) {
+      return f.value("sub", "") == "cp" && f["kind"] == "checkpoint"
+             && f["position"] == 23;
+    });
+  });
+  for (auto& f : frames) {
+    EXPECT_EQ(f.value("sub", ""), "cp") << f.dump();
+    if (f["kind"] == "checkpoint") {
+      EXPECT_TRUE(f["head"].is_number()) << f.dump();
+      EXPECT_LE(f["position"].get<std::uint64_t>(), 23u);
+    }
+  }
+  EXPECT_EQ(count(frames, "cp", "event"), 0u);
 }
 
 TEST_F(WsSubscribe, BadFramesGetErrorFramesAndChangeNothing) {
