@@ -5,7 +5,8 @@
 //                                   job and "duplicate": true
 //   GET    /v1/jobs?queue=&state=&kind=&limit=&before=
 //                                   newest first (limit 1-1000, default 100;
-//                                   before: ids below it, for paging)
+//                                   before: ids below it, for paging); an
+//                                   empty parameter is an absent one
 //   GET    /v1/jobs/{id}            one job; 404 unknown
 //   POST   /v1/jobs/{id}/cancel     200 with the job; 404; 409 conflict when
 //   POST   /v1/jobs/{id}/retry      its state does not allow it
@@ -369,22 +370,31 @@ void enqueue(job_service& jobs, const std::shared_ptr<exchange>& x) {
     });
 }
 
+// The URL parameter `name`; an empty one (`?limit=`) is absent, as API.md
+// writes the list's parameters: every filter and bound at its default.
+std::optional<std::string> parameter(const exchange& x, const char* name) {
+  auto v = x.parameter(name);
+  if (v && v->empty())
+    return std::nullopt;
+  return v;
+}
+
 void list(job_service& jobs, const std::shared_ptr<exchange>& x) {
   job_filter f;
-  if (auto v = x->parameter("queue"))
+  if (auto v = parameter(*x, "queue"))
     f.queue = *v;
-  if (auto v = x->parameter("kind"))
+  if (auto v = parameter(*x, "kind"))
     f.kind = *v;
-  if (auto v = x->parameter("state"); v && !v->empty()) {
+  if (auto v = parameter(*x, "state")) {
     f.state = parse_job_state(*v);
     if (!f.state)
       bad("state", "must be one of available, scheduled, running, "
                    "retryable, completed, cancelled, discarded; got \""
                      + *v + "\"");
   }
-  if (auto v = x->parameter("limit"))
+  if (auto v = parameter(*x, "limit"))
     f.limit = static_cast<std::size_t>(integer_text(*v, "limit", 1, 1000));
-  if (auto v = x->parameter("before"))
+  if (auto v = parameter(*x, "before"))
     f.before_id = integer_text(*v, "before", 1, max_int64);
   jobs.list(std::move(f), [x](caf::expected<std::vector<job>> r) {
     if (!r)

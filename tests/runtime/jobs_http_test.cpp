@@ -195,6 +195,15 @@ TEST_F(JobsHttp, ListFiltersNewestFirstAndPages) {
   ASSERT_EQ(next.size(), 2u);
   EXPECT_LT(next[0]["id"], page[1]["id"]);
 
+  // An empty parameter is an absent one (API.md writes them all empty).
+  EXPECT_EQ(get(c, "/v1/jobs?queue=&state=&kind=&limit=&before="), all);
+  EXPECT_EQ(get(c, "/v1/jobs?limit="), all);
+  EXPECT_EQ(get(c, "/v1/jobs?before=&limit=2"), page);
+  EXPECT_EQ(get(c, "/v1/jobs?queue=a&state=&kind=odd&limit=").size(), 2u);
+  // The other list routes take no parameters, empty ones included.
+  EXPECT_EQ(get(c, "/v1/queues?queue=&limit="), get(c, "/v1/queues"));
+  EXPECT_EQ(get(c, "/v1/triggers?name=&limit="), json::array());
+
   // Bad parameters.
   expect_bad(c.get("/v1/jobs?state=bogus"), "state", "state=bogus");
   for (auto l : {"0", "1001", "x", "-1", "1.5"})
