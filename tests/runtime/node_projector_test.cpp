@@ -1,8 +1,9 @@
 // Projectors in real `dcbd-courses` processes (API.md §6): exactly-once
 // across SIGKILL while writers append (the read model equals a recount),
 // one owner among two processes with takeover after SIGKILL, the HTTP
-// management routes (list, status, pause, resume, rebuild, dead letters
-// with retry and skip, bad input), dcbctl projectors, and the metrics.
+// management routes (list, status, pause, resume, rebuild, each idempotent;
+// dead letters with retry and skip; bad input), dcbctl projectors, and the
+// metrics.
 #include "store/pg_projector.hpp"
 #include "tests/runtime/courses_support.hpp"
 #include "tests/runtime/http_test_client.hpp"
@@ -205,13 +206,19 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
   ASSERT_EQ(skip.status, 200u) << skip.body;
   EXPECT_EQ(json::parse(skip.body)["dead_letters"], 0);
 
-  // Pause, resume and the 409s.
+  // Pause and resume, each idempotent (API.md §6: 200 with the new status):
+  // asked again, 200 with the same status and nothing changes.
   auto p = c.post("/v1/projectors/course_seats/pause", json::object());
   ASSERT_EQ(p.status, 200u) << p.body;
-  EXPECT_EQ(json::parse(p.body)["state"], "paused");
+  auto paused = json::parse(p.body);
+  EXPECT_EQ(paused["state"], "paused");
   p = c.post("/v1/projectors/course_seats/pause", json::object());
-  EXPECT_EQ(p.status, 409u);
-  EXPECT_NE(p.body.find("already paused"), std::string::npos) << p.body;
+  ASSERT_EQ(p.status, 200u) << p.body;
+  auto again = json::parse(p.body);
+  EXPECT_EQ(again["state"], "paused") << p.body;
+  EXPECT_EQ(again["epoch"], paused["epoch"]) << p.body;
+  EXPECT_EQ(again["position"], paused["position"]) << p.body;
+  EXPECT_EQ(exec_sql("SELECT paused FROM " + schema_ + ".projectors"), "t");
   ASSERT_EQ(c.post("/v1/append",
                    json{{"events", {subscribe_event("s3", "c2")}}})
               .status,
@@ -223,8 +230,12 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
   ASSERT_EQ(p.status, 200u) << p.body;
   ASSERT_TRUE(caught_up(node->port()));
   EXPECT_EQ(seats(), "c1=2,c2=1");
-  EXPECT_EQ(c.post("/v1/projectors/course_seats/resume", json::object()).status,
-            409u);
+  auto running = status(node->port());
+  p = c.post("/v1/projectors/course_seats/resume", json::object());
+  ASSERT_EQ(p.status, 200u) << p.body;
+  EXPECT_EQ(json::parse(p.body)["state"], "running") << p.body;
+  EXPECT_EQ(json::parse(p.body)["epoch"], running["epoch"]) << p.body;
+  EXPECT_EQ(exec_sql("SELECT paused FROM " + schema_ + ".projectors"), "f");
 
   // Rebuild: the table is recounted from the events.
   exec_sql("UPDATE " + schema_ + ".course_seats SET subscribed = 1000");
@@ -244,9 +255,12 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
                       {}};
   EXPECT_EQ(WEXITSTATUS(pause.wait()), 0);
   EXPECT_EQ(json::parse(pause.output())["state"], "paused") << pause.output();
-  child_process again{
+  // Pausing a paused projector succeeds and shows it, still paused.
+  child_process pause_again{
     {DCBCTL_BINARY, "--url", url, "projectors", "pause", "course_seats"}, {}};
-  EXPECT_EQ(WEXITSTATUS(again.wait()), 1);
+  EXPECT_EQ(WEXITSTATUS(pause_again.wait()), 0) << pause_again.output();
+  EXPECT_NE(pause_again.output().find("paused"), std::string::npos)
+    << pause_again.output();
   child_process unknown{
     {DCBCTL_BINARY, "--url", url, "projectors", "show", "nope"}, {}};
   EXPECT_EQ(WEXITSTATUS(unknown.wait()), 1);
