@@ -2,8 +2,8 @@
 // across SIGKILL while writers append (the read model equals a recount),
 // one owner among two processes with takeover after SIGKILL, the HTTP
 // management routes (list, status, pause, resume, rebuild, each idempotent;
-// dead letters with retry and skip; bad input), dcbctl projectors, and the
-// metrics.
+// dead letters with retry, failing and succeeding, and skip; bad input),
+// dcbctl projectors, and the metrics.
 #include "store/pg_projector.hpp"
 #include "tests/runtime/courses_support.hpp"
 #include "tests/runtime/http_test_client.hpp"
@@ -280,6 +280,69 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
   auto rm = c.get("/v1/course-seats");
   ASSERT_EQ(rm.status, 200u) << rm.body;
   EXPECT_EQ(json::parse(rm.body)["seats"]["c1"], 2);
+}
+
+// A dead letter whose cause is gone is applied by a retry on the owner
+// (API.md §6). The example's own poison, data that is no course, fails
+// every retry by construction (events never change); what a retry is for
+// is a failure outside the event, fixed since. Here a good subscription
+// meets a CHECK constraint on the read model (a bad migration, say): it is
+// dead-lettered, a retry while the constraint stands fails again (409,
+// attempts grow), and once it is dropped the retry answers 200 and the
+// subscription counts, once.
+TEST_F(NodeProjector, ARetriedDeadLetterIsAppliedOnceItsCauseIsGone) {
+  auto node = courses("a");
+  ASSERT_TRUE(node->up()) << node->log();
+  client c{node->port()};
+  ASSERT_EQ(c.post("/v1/append",
+                   json{{"events", {subscribe_event("s1", "c1")}}})
+              .status,
+            200u);
+  ASSERT_TRUE(caught_up(node->port()));
+  exec_sql("ALTER TABLE " + schema_
+           + ".course_seats ADD CONSTRAINT no_c9 CHECK (course <> 'c9')");
+  auto r = c.post("/v1/append", json{{"events",
+                                      {subscribe_event("s2", "c9"),
+                                       subscribe_event("s3", "c1")}}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  auto refused = json::parse(r.body)["first_position"].get<std::uint64_t>();
+  ASSERT_TRUE(caught_up(node->port()));
+  EXPECT_EQ(seats(), "c1=2") << "the projector went on past it";
+  auto letters
+    = json::parse(c.get("/v1/projectors/course_seats/dead-letters").body);
+  ASSERT_EQ(letters.size(), 1u) << letters;
+  EXPECT_EQ(letters[0]["position"], refused);
+  EXPECT_NE(letters[0]["error"].get<std::string>().find("no_c9"),
+            std::string::npos)
+    << letters;
+  auto attempts = letters[0]["attempts"].get<int>();
+  auto retry = "/v1/projectors/course_seats/dead-letters/"
+               + std::to_string(refused) + "/retry";
+
+  // The cause stands: the handler fails again.
+  r = c.post(retry, json::object());
+  EXPECT_EQ(r.status, 409u) << r.body;
+  letters = json::parse(c.get("/v1/projectors/course_seats/dead-letters").body);
+  ASSERT_EQ(letters.size(), 1u) << letters;
+  EXPECT_EQ(letters[0]["attempts"], attempts + 1);
+  EXPECT_EQ(seats(), "c1=2");
+
+  // Fixed: the retry applies the event and the letter goes.
+  exec_sql("ALTER TABLE " + schema_ + ".course_seats DROP CONSTRAINT no_c9");
+  r = c.post(retry, json::object());
+  ASSERT_EQ(r.status, 200u) << r.body;
+  auto s = json::parse(r.body);
+  EXPECT_EQ(s["name"], "course_seats");
+  EXPECT_EQ(s["state"], "running") << s;
+  EXPECT_EQ(s["owner"], "a") << s;
+  EXPECT_EQ(s["dead_letters"], 0) << s;
+  EXPECT_EQ(seats(), "c1=2,c9=1");
+  EXPECT_EQ(seats(), recount());
+  EXPECT_EQ(c.get("/v1/projectors/course_seats/dead-letters").body, "[]");
+  EXPECT_EQ(status(node->port())["dead_letters"], 0);
+  // Once: there is no letter left to retry.
+  EXPECT_EQ(c.post(retry, json::object()).status, 404u);
+  EXPECT_EQ(seats(), "c1=2,c9=1");
 }
 
 } // namespace
