@@ -1090,9 +1090,10 @@ projector_reply error_reply(projector_reply::code c, std::string message) {
   return r;
 }
 
-// Answers a management call that needs no instance of this node.
+// Answers a management call that needs no instance of this node; `noop`:
+// the projector is in the state asked for already (change nothing).
 void control_here(host_actor* self, control_request& req,
-                  const projector_row& row) {
+                  const projector_row& row, bool noop) {
   auto& st = self->state;
   auto local = st.env->board.get(req.name);
   auto status = [&] {
@@ -1100,6 +1101,11 @@ void control_here(host_actor* self, control_request& req,
     return rows.empty() ? status_of_row(row, st.env->cfg.node, local)
                         : status_of_row(rows[0], st.env->cfg.node, local);
   };
+  if (noop) {
+    projector_reply r;
+    r.status = status_of_row(row, st.env->cfg.node, local);
+    return req.done(std::move(r));
+  }
   switch (req.action) {
     case projector_action::pause:
       st.admin->set_paused(req.name, true);
@@ -1143,24 +1149,22 @@ void control(host_actor* self, control_request& req) {
                               : !row.failed.empty();
   bool rebuilding = here && local ? local->state == projector_state::rebuilding
                                   : row.rebuild;
+  // Pause, resume and rebuild are idempotent (API.md §6: 200 with the new
+  // status): asked for the state it is in already (paused; running, neither
+  // paused nor failed; rebuilding), the projector is left as it is and the
+  // answer is its status. Decided where the call is answered: by the owner
+  // when it is forwarded there. The row must agree, so that an intent the
+  // instance has not applied yet is still overruled.
+  bool noop = false;
   switch (req.action) {
     case projector_action::pause:
-      if (paused)
-        return req.done(
-          error_reply(projector_reply::code::conflict,
-                      "projector " + req.name + " is already paused"));
+      noop = paused && row.paused;
       break;
     case projector_action::resume:
-      if (!paused && !failed)
-        return req.done(error_reply(projector_reply::code::conflict,
-                                    "projector " + req.name
-                                      + " is neither paused nor failed"));
+      noop = !paused && !failed && !row.paused && row.failed.empty();
       break;
     case projector_action::rebuild:
-      if (rebuilding && !paused)
-        return req.done(
-          error_reply(projector_reply::code::conflict,
-                      "projector " + req.name + " is already rebuilding"));
+      noop = rebuilding && !paused;
       break;
     case projector_action::skip_dead_letter:
       if (!st.admin->skip(req.name, req.position))
@@ -1200,7 +1204,12 @@ void control(host_actor* self, control_request& req) {
       return;
   }
   if (!here)
-    return control_here(self, req, row);
+    return control_here(self, req, row, noop);
+  if (noop) {
+    projector_reply r;
+    r.status = status_of_row(row, st.env->cfg.node, local);
+    return req.done(std::move(r));
+  }
   // Record the intent in the row first (so it survives a takeover), then
   // let the instance act at once.
   if (req.action == projector_action::pause)

@@ -241,6 +241,8 @@ public:
 
   /// Runs `action` on `name` (`position` for dead-letter actions) and
   /// answers with the new status; `done` runs once, on another thread.
+  /// Pause, resume and rebuild are idempotent: asked for the state the
+  /// projector is in already, they change nothing and answer its status.
   void control(std::string name, projector_action action,
                std::uint64_t position,
                std::function<void(projector_reply)> done);

@@ -3,6 +3,7 @@
 #include "store/error.hpp"
 #include "store/job_model.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -80,22 +81,20 @@ std::uint64_t position_of(const json& j, std::string_view field) {
   return static_cast<std::uint64_t>(v);
 }
 
-// An integer that fits `T`.
+// An integer, clamped to the range of `T`: a job's bounds are narrower, and
+// the store's validation names them ("priority must be 1-100 ...").
 template <class T>
-T integer_of(const json& j, std::string_view field) {
+T clamped_integer_of(const json& j, std::string_view field) {
   if (!j.is_number_integer())
     bad(field, "must be an integer");
-  if (j.is_number_unsigned()) {
-    auto v = j.get<std::uint64_t>();
-    if (v > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
-      bad(field, "is out of range");
-    return static_cast<T>(v);
-  }
-  auto v = j.get<std::int64_t>();
-  if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min())
-      || v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
-    bad(field, "is out of range");
-  return static_cast<T>(v);
+  if (j.is_number_unsigned())
+    return static_cast<T>(std::min<std::uint64_t>(
+      j.get<std::uint64_t>(),
+      static_cast<std::uint64_t>(std::numeric_limits<T>::max())));
+  return static_cast<T>(std::clamp<std::int64_t>(
+    j.get<std::int64_t>(),
+    static_cast<std::int64_t>(std::numeric_limits<T>::min()),
+    static_cast<std::int64_t>(std::numeric_limits<T>::max())));
 }
 
 } // namespace
@@ -162,31 +161,39 @@ event parse_event(const json& j, std::string_view field) {
 }
 
 job_request parse_job(const json& j, std::string_view field) {
-  object(j, field);
+  // A job of an append is "jobs[i]"; the body of POST /v1/jobs has none.
+  auto name = [field](std::string_view key) {
+    return field.empty() ? std::string{key} : at(field, key);
+  };
+  object(j, field.empty() ? std::string_view{"body"} : field);
   job_request job;
   auto kind = member(j, "kind");
   if (!kind)
-    bad(at(field, "kind"), "is required");
-  job.kind = string_of(*kind, at(field, "kind"));
+    bad(name("kind"), "is required");
+  job.kind = string_of(*kind, name("kind"));
   if (auto queue = member(j, "queue"))
-    job.queue = string_of(*queue, at(field, "queue"));
+    job.queue = string_of(*queue, name("queue"));
   // Any JSON value; stored as jsonb.
   if (auto args = member(j, "args"))
     job.args = dump(*args);
   if (auto priority = member(j, "priority"))
-    job.priority = integer_of<int>(*priority, at(field, "priority"));
+    job.priority = clamped_integer_of<int>(*priority, name("priority"));
+  // Both are lower bounds of when it may run (the store takes the later).
   if (auto run_at = member(j, "run_at")) {
-    auto f = at(field, "run_at");
-    job.run_at_us = parse_rfc3339(string_of(*run_at, f));
+    auto f = name("run_at");
+    auto text = string_of(*run_at, f);
+    job.run_at_us = parse_rfc3339(text);
     if (!job.run_at_us)
-      bad(f, "must be an RFC 3339 date-time, e.g. \"2026-12-01T12:00:00Z\"");
+      bad(f, "must be an RFC 3339 date-time such as "
+             "\"2026-12-01T12:00:00Z\", got \""
+               + text + "\"");
   }
   if (auto delay = member(j, "delay_ms"))
-    job.delay_ms = integer_of<std::int64_t>(*delay, at(field, "delay_ms"));
+    job.delay_ms = clamped_integer_of<std::int64_t>(*delay, name("delay_ms"));
   if (auto attempts = member(j, "max_attempts"))
-    job.max_attempts = integer_of<int>(*attempts, at(field, "max_attempts"));
+    job.max_attempts = clamped_integer_of<int>(*attempts, name("max_attempts"));
   if (auto key = member(j, "unique_key"))
-    job.unique_key = string_of(*key, at(field, "unique_key"));
+    job.unique_key = string_of(*key, name("unique_key"));
   return job;
 }
 

@@ -13,7 +13,9 @@
 //   job            {"queue": str, "kind": str, "args": any JSON value,
 //                   "priority": int, "run_at": RFC 3339 str,
 //                   "delay_ms": int, "max_attempts": int,
-//                   "unique_key": str}             (only kind required)
+//                   "unique_key": str}             (only kind required;
+//                                                   run_at and delay_ms are
+//                                                   lower bounds: the later)
 //   sequenced      {"type", "tags", "data", "position"}
 #pragma once
 
@@ -37,8 +39,12 @@ json parse_json(std::string_view text, std::string_view field);
 query parse_query(const json& j, std::string_view field);
 read_options parse_read_options(const json& j, std::string_view field);
 event parse_event(const json& j, std::string_view field);
-/// A job's fields (args serialized to JSON text, run_at parsed); bounds
-/// are checked by the store's validation (store/job_model.hpp).
+/// A job's fields (args serialized to JSON text, run_at parsed), for the
+/// jobs of an append (`field` "jobs[0]": "jobs[0].kind ...") and the body
+/// of POST /v1/jobs (`field` empty: "kind ..."). `run_at` and `delay_ms`
+/// may come together: each is a lower bound of when the job may run.
+/// Integers are clamped to their C++ type; bounds are checked by the
+/// store's validation (store/job_model.hpp), which names the range.
 job_request parse_job(const json& j, std::string_view field);
 append_request parse_append(const json& j);
 

@@ -5,7 +5,8 @@
 //                                   job and "duplicate": true
 //   GET    /v1/jobs?queue=&state=&kind=&limit=&before=
 //                                   newest first (limit 1-1000, default 100;
-//                                   before: ids below it, for paging)
+//                                   before: ids below it, for paging); an
+//                                   empty parameter is an absent one
 //   GET    /v1/jobs/{id}            one job; 404 unknown
 //   POST   /v1/jobs/{id}/cancel     200 with the job; 404; 409 conflict when
 //   POST   /v1/jobs/{id}/retry      its state does not allow it
@@ -143,44 +144,10 @@ void check(job_request& j, const job_limits& lim) {
   }
 }
 
-// An int field of a job (priority, max_attempts): any integer, clamped to
-// int, so that validation names the range.
-int small_integer(const json& v, const std::string& field) {
-  return static_cast<int>(std::clamp<std::int64_t>(
-    any_integer(v, field), std::numeric_limits<int>::min(),
-    std::numeric_limits<int>::max()));
-}
-
-// The body of POST /v1/jobs.
+// The body of POST /v1/jobs: a job as in an append (runtime/json_api), its
+// fields named bare ("priority", not "jobs[0].priority").
 job_request job_of_body(const json& body, const job_limits& lim) {
-  object(body);
-  job_request j;
-  auto kind = member(body, "kind");
-  if (!kind)
-    bad("kind", "is required");
-  j.kind = string_field(*kind, "kind");
-  if (auto v = member(body, "queue"))
-    j.queue = string_field(*v, "queue");
-  if (auto v = member(body, "args"))
-    j.args = dump(*v);
-  if (auto v = member(body, "priority"))
-    j.priority = small_integer(*v, "priority");
-  if (auto v = member(body, "max_attempts"))
-    j.max_attempts = small_integer(*v, "max_attempts");
-  if (auto v = member(body, "delay_ms"))
-    j.delay_ms = integer_field(*v, "delay_ms", 0, lim.max_delay_ms);
-  if (auto v = member(body, "run_at")) {
-    if (member(body, "delay_ms"))
-      bad("run_at", "and delay_ms exclude each other");
-    auto text = string_field(*v, "run_at");
-    j.run_at_us = parse_rfc3339(text);
-    if (!j.run_at_us)
-      bad("run_at", "must be an RFC 3339 date-time such as "
-                    "\"2026-12-01T12:00:00Z\", got \""
-                      + text + "\"");
-  }
-  if (auto v = member(body, "unique_key"))
-    j.unique_key = string_field(*v, "unique_key");
+  auto j = parse_job(body, "");
   check(j, lim);
   return j;
 }
@@ -403,22 +370,31 @@ void enqueue(job_service& jobs, const std::shared_ptr<exchange>& x) {
     });
 }
 
+// The URL parameter `name`; an empty one (`?limit=`) is absent, as API.md
+// writes the list's parameters: every filter and bound at its default.
+std::optional<std::string> parameter(const exchange& x, const char* name) {
+  auto v = x.parameter(name);
+  if (v && v->empty())
+    return std::nullopt;
+  return v;
+}
+
 void list(job_service& jobs, const std::shared_ptr<exchange>& x) {
   job_filter f;
-  if (auto v = x->parameter("queue"))
+  if (auto v = parameter(*x, "queue"))
     f.queue = *v;
-  if (auto v = x->parameter("kind"))
+  if (auto v = parameter(*x, "kind"))
     f.kind = *v;
-  if (auto v = x->parameter("state"); v && !v->empty()) {
+  if (auto v = parameter(*x, "state")) {
     f.state = parse_job_state(*v);
     if (!f.state)
       bad("state", "must be one of available, scheduled, running, "
                    "retryable, completed, cancelled, discarded; got \""
                      + *v + "\"");
   }
-  if (auto v = x->parameter("limit"))
+  if (auto v = parameter(*x, "limit"))
     f.limit = static_cast<std::size_t>(integer_text(*v, "limit", 1, 1000));
-  if (auto v = x->parameter("before"))
+  if (auto v = parameter(*x, "before"))
     f.before_id = integer_text(*v, "before", 1, max_int64);
   jobs.list(std::move(f), [x](caf::expected<std::vector<job>> r) {
     if (!r)
@@ -514,19 +490,13 @@ trigger_of_body(const json& body, const job_limits& lim,
     t.query = parse_query(*q, "query");
     validate(t.query, store_limits, "query");
   }
-  // Kind, queue, priority and attempts as a job's.
-  job_request probe;
-  auto kind = member(body, "kind");
-  if (!kind)
-    bad("kind", "is required");
-  probe.kind = string_field(*kind, "kind");
-  if (auto v = member(body, "queue"))
-    probe.queue = string_field(*v, "queue");
-  if (auto v = member(body, "priority"))
-    probe.priority = small_integer(*v, "priority");
-  if (auto v = member(body, "max_attempts"))
-    probe.max_attempts = small_integer(*v, "max_attempts");
-  check(probe, lim);
+  // Kind, queue, priority and attempts as a job's (the trigger's other
+  // fields are no job's).
+  auto job_fields = json::object();
+  for (auto key : {"kind", "queue", "priority", "max_attempts"})
+    if (auto v = member(body, key))
+      job_fields[key] = *v;
+  auto probe = job_of_body(job_fields, lim);
   t.kind = probe.kind;
   t.queue = probe.queue;
   t.priority = probe.priority;

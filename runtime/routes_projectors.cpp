@@ -2,9 +2,9 @@
 //
 //   GET  /v1/projectors                       every projector on the database
 //   GET  /v1/projectors/{name}                one; 404 unknown
-//   POST /v1/projectors/{name}/pause          200 with the new status; 409
-//   POST /v1/projectors/{name}/resume         when the action does not fit
-//   POST /v1/projectors/{name}/rebuild        the state (with the reason)
+//   POST /v1/projectors/{name}/pause          200 with the new status;
+//   POST /v1/projectors/{name}/resume         idempotent: in that state
+//   POST /v1/projectors/{name}/rebuild        already, 200 and no change
 //   GET  /v1/projectors/{name}/dead-letters   [{"position","error","attempts"}]
 //   POST /v1/projectors/{name}/dead-letters/{position}/retry|skip
 //

@@ -95,10 +95,13 @@ struct job_request {
   std::string args = "{}";
   /// 1 (the default, the most urgent) to 100.
   int priority = 1;
-  /// When it may run first, in microseconds since the Unix epoch; absent
-  /// means now plus `delay_ms`.
+  /// The earliest it may run, in microseconds since the Unix epoch. With
+  /// `delay_ms`, both are lower bounds: the job is scheduled at the later
+  /// of `run_at_us` and the insert's now() plus `delay_ms` (a delay of 0
+  /// bounds nothing: a past `run_at_us` is kept).
   std::optional<std::int64_t> run_at_us;
-  /// 0 to 10 years.
+  /// The earliest it may run, in milliseconds after the insert; 0 to 10
+  /// years.
   std::int64_t delay_ms = 0;
   /// 1 to 1000 attempts before it is discarded.
   int max_attempts = 20;

@@ -70,8 +70,8 @@ struct group_arrays {
   array_builder req_last_event;
   /// Per job, in request order: its request (1-based), queue, kind, args
   /// (JSON text), priority, run_at (microseconds since the epoch, NULL
-  /// when unset), delay (milliseconds, used when run_at is NULL),
-  /// max_attempts and unique key (NULL when empty).
+  /// when unset), delay (milliseconds; the job starts at the later of the
+  /// two, pg::job_start_sql), max_attempts and unique key (NULL when empty).
   array_builder job_req, job_queue, job_kind, job_args, job_priority;
   array_builder job_run_at, job_delay, job_max_attempts, job_unique_key;
   /// Whether any request has a condition.

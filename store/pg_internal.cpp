@@ -53,4 +53,15 @@ bool is_unavailable(const pqxx::sql_error& e) {
          || state.rfind("53", 0) == 0;
 }
 
+std::string job_start_sql(std::string_view run_at_us,
+                          std::string_view delay_ms) {
+  // GREATEST ignores NULLs: without run_at it is now() + delay, with a
+  // delay of 0 it is run_at; with neither, the COALESCE makes it now().
+  std::string delay{delay_ms};
+  std::string run_at{run_at_us};
+  return "coalesce(greatest(timestamptz 'epoch' + " + run_at
+         + " * interval '1 microsecond', now() + nullif(" + delay
+         + ", 0) * interval '1 millisecond'), now())";
+}
+
 } // namespace dcbd::pg

@@ -24,6 +24,16 @@ void append_array_element(std::string& out, std::string_view s);
 /// Builds a text[] literal, e.g. {"a","b\"c"}.
 std::string text_array(const std::vector<std::string>& xs);
 
+/// The SQL expression of when a new job may run first (API.md §7): the
+/// later of `run_at_us` (microseconds since the Unix epoch, NULL when the
+/// job has none) and now() plus `delay_ms` (milliseconds). Both are lower
+/// bounds, so a job that gives both waits for both; a delay of 0 bounds
+/// nothing, so a run_at in the past is kept as given (due at once, and
+/// ordered by it). Every insert of jobs uses it, so /v1/jobs and the jobs
+/// of an append schedule alike.
+std::string job_start_sql(std::string_view run_at_us,
+                          std::string_view delay_ms);
+
 /// Returns whether a database error means the server or the connection is
 /// gone (as opposed to a bug or bad SQL).
 bool is_unavailable(const pqxx::sql_error& e);

@@ -79,7 +79,10 @@ struct insert_arrays {
       kind.add(j.kind);
       args.add(j.args);
       priority.add(std::int64_t{j.priority});
-      run_at.add(j.run_at_us ? *j.run_at_us : std::int64_t{-1});
+      if (j.run_at_us)
+        run_at.add(*j.run_at_us);
+      else
+        run_at.add_null();
       delay.add(j.delay_ms);
       attempts.add(std::int64_t{j.max_attempts});
       key.add(j.unique_key);
@@ -91,9 +94,9 @@ struct insert_arrays {
 // (or to none: a live job holds its unique key). One NOTIFY per queue.
 std::string insert_sql(const std::string& s) {
   return "WITH input AS MATERIALIZED (SELECT i.*, nextval('" + s
-         + ".jobs_id_seq'::regclass) AS id, CASE WHEN i.run_at >= 0 THEN "
-           "to_timestamp(i.run_at / 1000000.0) ELSE now() + i.delay * "
-           "interval '1 millisecond' END AS at FROM unnest($1::text[], "
+         + ".jobs_id_seq'::regclass) AS id, "
+         + pg::job_start_sql("i.run_at", "i.delay")
+         + " AS at FROM unnest($1::text[], "
            "$2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], "
            "$7::int[], $8::text[]) WITH ORDINALITY AS i(queue, kind, args, "
            "priority, run_at, delay, attempts, ukey, ord)), "

@@ -100,9 +100,9 @@ std::string jobs_ctes(const std::string& s, int p, const std::string& from,
            "delay, max_attempts, unique_key, "
          + (with_req ? "req, " : "")
          + "ord), "
-           "LATERAL (SELECT coalesce(timestamptz 'epoch' + j.run_at * "
-           "interval '1 microsecond', now() + j.delay * interval "
-           "'1 millisecond') AS at) t "
+           "LATERAL (SELECT "
+         + pg::job_start_sql("j.run_at", "j.delay")
+         + " AS at) t "
            "WHERE "
          + accepted
          + " ORDER BY j.ord "

@@ -593,7 +593,8 @@ const projectors = {
     r.cells.epoch.textContent = fmtInt(p.epoch);
     r.cells.dead.textContent = fmtInt(p.dead_letters);
     r.row.dataset.state = p.state;
-    // What fits the state; the node has the last word (409 otherwise).
+    // What fits the state; from a stale view the call is harmless: asked for
+    // the state it is in already, the node changes nothing and answers it.
     r.buttons.pause.disabled = !['running', 'standby', 'rebuilding'].includes(p.state);
     r.buttons.resume.disabled = !['paused', 'failed'].includes(p.state);
   },

@@ -50,6 +50,7 @@ protected:
   }
 
   void TearDown() override {
+    *hold_ = false; // a failed test must not leave a handler waiting
     hosts_.clear();
     other_.reset();
     EngineTest::TearDown();
@@ -64,7 +65,7 @@ protected:
   }
 
   /// `course_seats`: +1 per StudentSubscribed on seats(course); data "bad"
-  /// throws while `reject_bad` is set.
+  /// throws while `reject_bad` is set; batches wait while `hold_` is.
   projector_spec seats(std::string name = "course_seats") {
     projector_spec spec;
     spec.name = std::move(name);
@@ -74,10 +75,13 @@ protected:
     spec.retry.max = 20ms;
     auto reject = reject_bad_;
     auto calls = batches_;
-    spec.handle = [s = schema_, reject, calls](pqxx::work& tx,
-                                               const event_batch& events,
-                                               const projector_context& ctx) {
+    auto hold = hold_;
+    spec.handle = [s = schema_, reject, calls,
+                   hold](pqxx::work& tx, const event_batch& events,
+                         const projector_context& ctx) {
       ++*calls;
+      while (*hold)
+        std::this_thread::sleep_for(1ms);
       for (auto& e : events) {
         if (*reject && e.event.data == "bad")
           throw std::runtime_error("not a course: bad");
@@ -158,6 +162,9 @@ protected:
     = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<std::atomic<int>> resets_
     = std::make_shared<std::atomic<int>>(0);
+  // While set, the handler waits (a batch in flight, held).
+  std::shared_ptr<std::atomic<bool>> hold_
+    = std::make_shared<std::atomic<bool>>(false);
   std::vector<std::unique_ptr<projector_host>> hosts_;
   // A second node's engine on the same schema.
   std::unique_ptr<engine> other_;
@@ -282,15 +289,20 @@ TEST_F(ProjectorTest, StopPolicyHoldsAtThePoisonEventUntilResumed) {
   EXPECT_NE(s->error.find("not a course"), std::string::npos);
   EXPECT_EQ(row_position("course_seats"), bad - 1);
   EXPECT_NE(exec_sql("SELECT failed FROM " + schema_ + ".projectors"), "");
-  // Pausing a failed projector is allowed; resuming one that runs is not.
+  // Resuming a failed projector clears the failure; resuming one that runs
+  // changes nothing and answers its status.
   *reject_bad_ = false;
   auto r = h.control_blocking("course_seats", projector_action::resume);
   ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
   ASSERT_TRUE(caught_up(h, "course_seats"));
   EXPECT_EQ(seats_table(), recount("-"));
+  auto epoch = local(h, "course_seats")->epoch;
   r = h.control_blocking("course_seats", projector_action::resume);
-  EXPECT_EQ(r.what, projector_reply::code::conflict);
+  ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
+  EXPECT_EQ(r.status.state, projector_state::running);
+  EXPECT_EQ(r.status.epoch, epoch);
   EXPECT_EQ(exec_sql("SELECT failed FROM " + schema_ + ".projectors"), "");
+  EXPECT_EQ(exec_sql("SELECT paused FROM " + schema_ + ".projectors"), "f");
 }
 
 TEST_F(ProjectorTest, PauseResumeAndRebuild) {
@@ -302,9 +314,10 @@ TEST_F(ProjectorTest, PauseResumeAndRebuild) {
   auto r = h.control_blocking("course_seats", projector_action::pause);
   ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
   EXPECT_EQ(r.status.state, projector_state::paused);
+  // Pausing a paused projector changes nothing: 200 with its status.
   r = h.control_blocking("course_seats", projector_action::pause);
-  EXPECT_EQ(r.what, projector_reply::code::conflict);
-  EXPECT_NE(r.message.find("already paused"), std::string::npos);
+  ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
+  EXPECT_EQ(r.status.state, projector_state::paused);
   EXPECT_EQ(exec_sql("SELECT paused FROM " + schema_ + ".projectors"), "t");
   auto before = row_position("course_seats");
   append_courses(30, 50);
@@ -323,6 +336,31 @@ TEST_F(ProjectorTest, PauseResumeAndRebuild) {
   ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
   EXPECT_EQ(resets_->load(), 1);
   ASSERT_TRUE(caught_up(h, "course_seats"));
+  EXPECT_EQ(seats_table(), recount());
+  EXPECT_EQ(exec_sql("SELECT count(*) - count(DISTINCT position) FROM "
+                     + schema_ + ".seen"),
+            "0");
+}
+
+TEST_F(ProjectorTest, RebuildWhileRebuildingAnswersItsStatusAndResetsOnce) {
+  go();
+  append_courses(50);
+  auto& h = host();
+  h.add(seats());
+  ASSERT_TRUE(caught_up(h, "course_seats"));
+  // Held in the handler, the rebuild's catch-up cannot end.
+  *hold_ = true;
+  auto r = h.control_blocking("course_seats", projector_action::rebuild);
+  ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
+  EXPECT_EQ(r.status.state, projector_state::rebuilding);
+  EXPECT_EQ(resets_->load(), 1);
+  r = h.control_blocking("course_seats", projector_action::rebuild);
+  *hold_ = false;
+  ASSERT_EQ(r.what, projector_reply::code::ok) << r.message;
+  EXPECT_EQ(r.status.state, projector_state::rebuilding);
+  EXPECT_EQ(resets_->load(), 1) << "the second rebuild reset nothing";
+  ASSERT_TRUE(caught_up(h, "course_seats"));
+  EXPECT_EQ(resets_->load(), 1);
   EXPECT_EQ(seats_table(), recount());
   EXPECT_EQ(exec_sql("SELECT count(*) - count(DISTINCT position) FROM "
                      + schema_ + ".seen"),

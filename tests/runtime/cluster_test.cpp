@@ -351,21 +351,45 @@ TEST_F(Cluster, ColdStartMeshOneOwnerAndManagementOnTheOwner) {
   EXPECT_EQ(course_node::status(nodes_[o].http)["state"], "paused");
   // Others report the owner's paused state.
   EXPECT_EQ(course_node::status(nodes_[third].http)["state"], "paused");
+  // Paused again through the third node: the owner changes nothing, 200.
+  client c3{nodes_[third].http};
+  auto epoch = epoch_on(o);
+  r = c3.post("/v1/projectors/course_seats/pause", "");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["state"], "paused") << r.body;
+  EXPECT_EQ(r.j()["owner"], owner) << r.body;
+  EXPECT_EQ(r.j()["epoch"], epoch) << r.body;
   // Paused: appends wait.
   append(nodes_[third].http, 5, "p");
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(seats(), "");
   // Resume through the third node.
-  client c3{nodes_[third].http};
   r = c3.post("/v1/projectors/course_seats/resume", "");
   ASSERT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(r.j()["state"], "running") << r.body;
   ASSERT_TRUE(course_node::caught_up(nodes_[o].http));
   EXPECT_EQ(seats(), recount());
   EXPECT_EQ(seats(), "c0=2,c1=2,c2=1");
-  // A conflict on the owner comes back as one.
+  // Resuming a running projector through a non-owner: the owner changes
+  // nothing and answers its status (idempotent, as on one node).
   r = c.post("/v1/projectors/course_seats/resume", "");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j()["state"], "running") << r.body;
+  EXPECT_EQ(r.j()["owner"], owner) << r.body;
+  EXPECT_EQ(r.j()["epoch"], epoch) << r.body;
+  // A conflict on the owner comes back as one: retrying a dead letter whose
+  // data is still no course.
+  r = c3.post("/v1/append",
+              json{{"events", {ev("StudentSubscribed", {}, "not json")}}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  auto bad = r.j()["first_position"].get<std::uint64_t>();
+  ASSERT_TRUE(course_node::caught_up(nodes_[o].http));
+  ASSERT_EQ(course_node::status(nodes_[o].http)["dead_letters"], 1);
+  r = c.post("/v1/projectors/course_seats/dead-letters/" + std::to_string(bad)
+               + "/retry",
+             "");
   EXPECT_EQ(r.status, 409u) << r.body;
+  EXPECT_NE(r.body.find("failed again"), std::string::npos) << r.body;
 }
 
 TEST_F(Cluster, SigkillOfTheOwnerUnderLoad) {

@@ -219,6 +219,32 @@ TEST_F(AppendJobs, FutureJobsAreScheduledAndDueOnesAvailable) {
   EXPECT_EQ(rows[3].state, "available");
 }
 
+// run_at and delay_ms together are two lower bounds: the later wins, as
+// for jobs enqueued alone (pg_jobs_test, one SQL rule for both).
+TEST_F(AppendJobs, RunAtAndDelayTogetherScheduleAtTheLaterOfTheTwo) {
+  using namespace std::chrono;
+  auto now_us
+    = duration_cast<microseconds>(system_clock::now().time_since_epoch())
+        .count();
+  auto run_at_later = job("run_at_later");
+  run_at_later.run_at_us = now_us + 3'600'000'123;
+  run_at_later.delay_ms = 60'000;
+  auto delay_later = job("delay_later");
+  delay_later.run_at_us = now_us - 1'000'000;
+  delay_later.delay_ms = 60'000;
+  auto res = store_->append_group(
+    {unconditional({event{"T", {"a"}}}, {run_at_later}),
+     conditional({event{"T", {"b"}}}, tag("b"), 0, {delay_later})});
+  for (auto& r : res)
+    ASSERT_TRUE(r.ok()) << r.message;
+  auto rows = jobs();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].state, "scheduled");
+  EXPECT_EQ(rows[0].scheduled_at_us, *run_at_later.run_at_us);
+  EXPECT_EQ(rows[1].state, "scheduled");
+  EXPECT_NEAR(rows[1].due_in_s, 60.0, 5.0);
+}
+
 TEST_F(AppendJobs, DuplicateUniqueKeyKeepsOneLiveJobAndTheAppend) {
   auto first = store_->append_group(
     {unconditional({event{"T", {"a"}}}, {job("first", "k")})});

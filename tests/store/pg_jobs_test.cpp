@@ -455,6 +455,25 @@ TEST_F(PgJobsTest, RunAtInThePastIsAvailableInTheFutureScheduled) {
   EXPECT_EQ(jobs_->get(ids[1].id)->state, job_state::available);
 }
 
+// run_at and delay_ms together are two lower bounds: the later wins (the
+// jobs of an append follow the same rule, append_jobs_test).
+TEST_F(PgJobsTest, RunAtAndDelayTogetherScheduleAtTheLaterOfTheTwo) {
+  auto run_at_later = make("k");
+  run_at_later.run_at_us = now_us() + 3'600'000'000;
+  run_at_later.delay_ms = 60'000;
+  auto delay_later = make("k");
+  delay_later.run_at_us = now_us() - 10'000'000;
+  delay_later.delay_ms = 3'600'000;
+  auto ids = jobs_->enqueue({run_at_later, delay_later});
+  EXPECT_EQ(ids[0].state, job_state::scheduled);
+  EXPECT_EQ(ids[1].state, job_state::scheduled);
+  EXPECT_EQ(jobs_->get(ids[0].id)->scheduled_at_us, *run_at_later.run_at_us);
+  auto d = jobs_->get(ids[1].id);
+  // created_at is the insert's now(), as is the delay's start.
+  EXPECT_EQ(d->scheduled_at_us - d->created_at_us, 3'600'000'000);
+  EXPECT_TRUE(jobs_->fetch(take(5)).empty());
+}
+
 TEST_F(PgJobsTest, BadInputChangesNothing) {
   auto good = make("k");
   auto bad = make("k");
