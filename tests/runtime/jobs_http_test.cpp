@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <future>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
@@ -584,6 +585,64 @@ TEST_F(JobsHttp, HeartbeatsExtendALeaseUntilTheJobIsCancelled) {
   auto j = get(c, job_path(id));
   EXPECT_EQ(j["state"], "cancelled");
   EXPECT_EQ(j["errors"], json::array()) << "the stale fail wrote nothing";
+}
+
+// API.md §7: "An expired lease makes the job fetchable again (attempt+1)
+// within lease_ms + 1 s"; the vanished worker's lease is fenced from then on.
+TEST_F(JobsHttp, AnExpiredLeaseMakesTheJobFetchableAgainAndFencesTheOldOne) {
+  serve();
+  client c{port()};
+  auto id = enqueue(c, json{{"kind", "vanish"}, {"max_attempts", 3}});
+  auto f = post(c, "/v1/jobs/fetch",
+                json{{"kinds", {"vanish"}}, {"lease_ms", 1000}}, 200);
+  ASSERT_EQ(f["jobs"].size(), 1u) << f;
+  EXPECT_EQ(f["jobs"][0]["attempt"], 1);
+  auto first = f["jobs"][0]["lease"].get<std::int64_t>();
+  // The worker vanishes; another one long-polls until the job comes back.
+  auto t0 = std::chrono::steady_clock::now();
+  json again;
+  while (std::chrono::steady_clock::now() - t0 < 20s) {
+    again = post(c, "/v1/jobs/fetch",
+                 json{{"kinds", {"vanish"}}, {"wait_ms", 200}}, 200);
+    if (!again["jobs"].empty())
+      break;
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(again["jobs"].size(), 1u) << "not fetchable again within 20 s";
+  EXPECT_EQ(again["jobs"][0]["id"], id);
+  EXPECT_EQ(again["jobs"][0]["attempt"], 2);
+  auto second = again["jobs"][0]["lease"].get<std::int64_t>();
+  EXPECT_NE(second, first);
+  for (std::string call : {"/complete", "/heartbeat", "/fail"})
+    EXPECT_EQ(post(c, job_path(id, call), json{{"lease", first}}, 409)["code"],
+              "lease_lost")
+      << call;
+  EXPECT_EQ(post(c, job_path(id, "/complete"), json{{"lease", second}},
+                 200)["state"],
+            "completed");
+  std::cout
+    << "[          ] fetchable again "
+    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+    << " ms after the fetch (lease 1000 ms; API.md: within lease_ms "
+       "+ 1 s)\n";
+}
+
+// API.md §7: lower numbers run first; equal priorities in the order they
+// became due.
+TEST_F(JobsHttp, FetchTakesTheMostUrgentFirst) {
+  serve();
+  client c{port()};
+  auto low = enqueue(c, json{{"kind", "p"}, {"priority", 3}});
+  auto urgent = enqueue(c, json{{"kind", "p"}, {"priority", 1}});
+  auto mid = enqueue(c, json{{"kind", "p"}, {"priority", 2}});
+  auto urgent_later = enqueue(c, json{{"kind", "p"}});
+  std::vector<std::int64_t> order;
+  for (int i = 0; i < 4; ++i) {
+    auto f = post(c, "/v1/jobs/fetch", json{{"kinds", {"p"}}, {"max", 1}}, 200);
+    ASSERT_EQ(f["jobs"].size(), 1u) << f;
+    order.push_back(f["jobs"][0]["id"].get<std::int64_t>());
+  }
+  EXPECT_EQ(order, (std::vector<std::int64_t>{urgent, urgent_later, mid, low}));
 }
 
 TEST_F(JobsHttp, BadWorkerCallsAre400) {
