@@ -1090,10 +1090,9 @@ projector_reply error_reply(projector_reply::code c, std::string message) {
   return r;
 }
 
-// Answers a management call that needs no instance of this node; `noop`:
-// the projector is in the state asked for already (change nothing).
+// Answers a management call that needs no instance of this node.
 void control_here(host_actor* self, control_request& req,
-                  const projector_row& row, bool noop) {
+                  const projector_row& row) {
   auto& st = self->state;
   auto local = st.env->board.get(req.name);
   auto status = [&] {
@@ -1101,11 +1100,6 @@ void control_here(host_actor* self, control_request& req,
     return rows.empty() ? status_of_row(row, st.env->cfg.node, local)
                         : status_of_row(rows[0], st.env->cfg.node, local);
   };
-  if (noop) {
-    projector_reply r;
-    r.status = status_of_row(row, st.env->cfg.node, local);
-    return req.done(std::move(r));
-  }
   switch (req.action) {
     case projector_action::pause:
       st.admin->set_paused(req.name, true);
@@ -1203,13 +1197,13 @@ void control(host_actor* self, control_request& req) {
     if (forwarded)
       return;
   }
-  if (!here)
-    return control_here(self, req, row, noop);
   if (noop) {
     projector_reply r;
     r.status = status_of_row(row, st.env->cfg.node, local);
     return req.done(std::move(r));
   }
+  if (!here)
+    return control_here(self, req, row);
   // Record the intent in the row first (so it survives a takeover), then
   // let the instance act at once.
   if (req.action == projector_action::pause)

@@ -370,31 +370,22 @@ void enqueue(job_service& jobs, const std::shared_ptr<exchange>& x) {
     });
 }
 
-// The URL parameter `name`; an empty one (`?limit=`) is absent, as API.md
-// writes the list's parameters: every filter and bound at its default.
-std::optional<std::string> parameter(const exchange& x, const char* name) {
-  auto v = x.parameter(name);
-  if (v && v->empty())
-    return std::nullopt;
-  return v;
-}
-
 void list(job_service& jobs, const std::shared_ptr<exchange>& x) {
   job_filter f;
-  if (auto v = parameter(*x, "queue"))
+  if (auto v = x->parameter("queue"))
     f.queue = *v;
-  if (auto v = parameter(*x, "kind"))
+  if (auto v = x->parameter("kind"))
     f.kind = *v;
-  if (auto v = parameter(*x, "state")) {
+  if (auto v = x->parameter("state")) {
     f.state = parse_job_state(*v);
     if (!f.state)
       bad("state", "must be one of available, scheduled, running, "
                    "retryable, completed, cancelled, discarded; got \""
                      + *v + "\"");
   }
-  if (auto v = parameter(*x, "limit"))
+  if (auto v = x->parameter("limit"))
     f.limit = static_cast<std::size_t>(integer_text(*v, "limit", 1, 1000));
-  if (auto v = parameter(*x, "before"))
+  if (auto v = x->parameter("before"))
     f.before_id = integer_text(*v, "before", 1, max_int64);
   jobs.list(std::move(f), [x](caf::expected<std::vector<job>> r) {
     if (!r)

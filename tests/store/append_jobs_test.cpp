@@ -47,6 +47,13 @@ append_request unconditional(std::vector<event> events,
   return append_request{std::move(events), std::nullopt, std::move(jobs)};
 }
 
+// Now, in microseconds since the Unix epoch (a job's run_at_us).
+std::int64_t now_us() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
 query tag(std::string t) {
   return query{{query_item{{}, {std::move(t)}}}};
 }
@@ -193,16 +200,13 @@ TEST_F(AppendJobs, GroupWithoutJobsInsertsNone) {
 }
 
 TEST_F(AppendJobs, FutureJobsAreScheduledAndDueOnesAvailable) {
-  using namespace std::chrono;
-  auto now_us
-    = duration_cast<microseconds>(system_clock::now().time_since_epoch())
-        .count();
+  auto now = now_us();
   auto delayed = job("delayed");
   delayed.delay_ms = 60'000;
   auto at = job("at");
-  at.run_at_us = now_us + 3'600'000'123; // an hour on, to the microsecond
+  at.run_at_us = now + 3'600'000'123; // an hour on, to the microsecond
   auto past = job("past");
-  past.run_at_us = now_us - 1'000'000;
+  past.run_at_us = now - 1'000'000;
   auto res = store_->append_group(
     {unconditional({event{"T", {"a"}}}, {delayed, at}),
      conditional({event{"T", {"b"}}}, tag("b"), 0, {past, job("now")})});
@@ -222,15 +226,12 @@ TEST_F(AppendJobs, FutureJobsAreScheduledAndDueOnesAvailable) {
 // run_at and delay_ms together are two lower bounds: the later wins, as
 // for jobs enqueued alone (pg_jobs_test, one SQL rule for both).
 TEST_F(AppendJobs, RunAtAndDelayTogetherScheduleAtTheLaterOfTheTwo) {
-  using namespace std::chrono;
-  auto now_us
-    = duration_cast<microseconds>(system_clock::now().time_since_epoch())
-        .count();
+  auto now = now_us();
   auto run_at_later = job("run_at_later");
-  run_at_later.run_at_us = now_us + 3'600'000'123;
+  run_at_later.run_at_us = now + 3'600'000'123;
   run_at_later.delay_ms = 60'000;
   auto delay_later = job("delay_later");
-  delay_later.run_at_us = now_us - 1'000'000;
+  delay_later.run_at_us = now - 1'000'000;
   delay_later.delay_ms = 60'000;
   auto res = store_->append_group(
     {unconditional({event{"T", {"a"}}}, {run_at_later}),
