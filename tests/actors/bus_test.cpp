@@ -228,6 +228,16 @@ TEST_F(Bus, CatchesUpThenFollowsLiveWithAPrevChain) {
   for (int i = 0; i < 50; ++i)
     ASSERT_TRUE(eng.append(
       {make(i % 3 == 0 ? "A" : "B", {"k:" + std::to_string(i % 4)})}));
+  // The store announces commits to the bus after acknowledging them: wait
+  // until the bus knows the history, so that what follows is the live part.
+  auto bus_head = [&] {
+    auto stats = eng.bus_stats();
+    return stats ? stats->head : 0;
+  };
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       bus_head() < 50 && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(bus_head(), 50u);
   std::vector<std::pair<query, std::uint64_t>> subs{
     {query::all(), 0},      {types({"A"}), 0},  {tags({"k:1"}), 0},
     {query::all(), 20},     {types({"A"}), 20}, {tags({"k:1"}), 33},
