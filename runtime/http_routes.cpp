@@ -344,7 +344,7 @@ subscription_hub::subscription_hub(std::size_t max) : max_(max) {
 
 std::uint64_t subscription_hub::open() {
   std::lock_guard guard{mtx_};
-  if (closing_ || open_.size() >= max_)
+  if (closing_ || open_.size() - let_go_.size() >= max_)
     return 0;
   auto token = next_++;
   open_.emplace(token, nullptr);
@@ -368,7 +368,14 @@ void subscription_hub::arm(std::uint64_t token, std::function<void()> close) {
 void subscription_hub::release(std::uint64_t token) {
   std::lock_guard guard{mtx_};
   open_.erase(token);
+  let_go_.erase(token);
   cv_.notify_all();
+}
+
+void subscription_hub::let_go(std::uint64_t token) {
+  std::lock_guard guard{mtx_};
+  if (open_.count(token) > 0)
+    let_go_.insert(token);
 }
 
 void subscription_hub::close_all() {

@@ -42,6 +42,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -261,6 +262,11 @@ public:
   /// Gives back the slot of `token` (idempotent).
   void release(std::uint64_t token);
 
+  /// The client ended the subscription of `token`: its slot no longer
+  /// counts against `max` (so the client may subscribe again at once),
+  /// though it stays open until `release`, while its sink winds down.
+  void let_go(std::uint64_t token);
+
   /// Runs every registered closer; `open` fails from now on.
   void close_all();
 
@@ -282,6 +288,8 @@ private:
   bool closing_ = false;
   std::uint64_t next_ = 1;
   std::map<std::uint64_t, std::function<void()>> open_;
+  // Open tokens that `let_go` took out of the count.
+  std::set<std::uint64_t> let_go_;
 };
 
 /// Holds a hub slot; gives it back when it goes. Owned by a `hub_hold`,

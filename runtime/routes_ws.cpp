@@ -41,6 +41,8 @@ constexpr std::size_t max_queued_frames = 4096;
 struct ws_sub {
   std::string name;
   subscription handle;
+  // Its slot in the hub.
+  std::uint64_t token = 0;
   // Credit the client granted and events have not used yet.
   std::uint64_t client_left = 0;
   // Credit given to the bus and not yet used by an arriving event.
@@ -206,6 +208,7 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
                                                   env.cfg.subscribe_window);
     opts.credit = static_cast<std::uint32_t>(first);
     s->bus_left = first;
+    s->token = token;
     subs.emplace(name, s);
     // The sink's hold on this connection (and so on its WebSocket) goes
     // before its slot: `http_server::stop` destroys the transport once
@@ -273,6 +276,8 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
         auto s = find(frame);
         s->handle.cancel();
         s->ended = true;
+        // The client may subscribe again at once, before the sink is gone.
+        env.subscriptions.let_go(s->token);
         subs.erase(s->name);
       } else {
         throw store_error{errc::invalid_argument,
@@ -289,6 +294,7 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     for (auto& [name, s] : subs) {
       s->ended = true;
       s->handle.cancel();
+      env.subscriptions.let_go(s->token);
     }
     subs.clear();
   }

@@ -395,7 +395,18 @@ protected:
   template <class Done>
   std::vector<json>
   read_until(ws_client& c, std::vector<json>& frames, Done done) {
+    // Heartbeats keep coming: bound the wait as a whole too.
+    auto until = std::chrono::steady_clock::now() + 30s;
     while (!done(frames)) {
+      if (std::chrono::steady_clock::now() > until) {
+        std::string seen;
+        for (auto& f : frames)
+          if (f["kind"] != "heartbeat")
+            seen += f.dump() + "\n";
+        ADD_FAILURE() << "not there within 30 s; frames but heartbeats:\n"
+                      << seen;
+        break;
+      }
       auto [ec, text] = c.read(5s);
       if (ec) {
         ADD_FAILURE() << "the WebSocket ended: " << ec.message();
@@ -577,8 +588,20 @@ TEST_F(WsSubscribe, LimitUnsubscribeAndDisconnectFreeSlots) {
   ASSERT_FALSE(
     c.send(json{{"op", "subscribe"}, {"sub", "s3"}, {"credit", 10}}.dump()));
   read_until(c, frames, [&](auto& fs) {
-    return count(fs, "s3", "caught_up") == 1;
+    return count(fs, "s3", "caught_up") == 1 || count(fs, "s3", "error") > 1;
   });
+  // An unsubscribed slot is free for the next frame at once, also while
+  // the ended subscription's sink is still winding down.
+  for (std::size_t round = 2; round < 12; ++round) {
+    ASSERT_FALSE(c.send(json{{"op", "unsubscribe"}, {"sub", "s3"}}.dump()));
+    ASSERT_FALSE(
+      c.send(json{{"op", "subscribe"}, {"sub", "s3"}, {"credit", 10}}.dump()));
+    read_until(c, frames, [&](auto& fs) {
+      return count(fs, "s3", "caught_up") == round
+             || count(fs, "s3", "error") > 1;
+    });
+  }
+  ASSERT_EQ(count(frames, "s3", "error"), 1u);
   append(1);
   read_until(c, frames, [&](auto& fs) {
     return count(fs, "s3", "event") == 1 && count(fs, "s2", "event") == 1;
