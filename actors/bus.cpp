@@ -143,9 +143,16 @@ struct bus_state {
   std::deque<std::shared_ptr<const sequenced_event>> recent;
   std::size_t recent_bytes = 0;
   // Announced by the store past a gap, by first position.
-  std::map<std::uint64_t, std::vector<sequenced_event>> pending;
+  struct parked {
+    bus_feed source;
+    std::vector<sequenced_event> events;
+  };
+  std::map<std::uint64_t, parked> pending;
   bool feeding = false;
   bool feed_again = false;
+  // Within a `feed_grace`: the head to reach before it ends (else read).
+  bool grace_running = false;
+  std::uint64_t grace_until_head = 0;
   // Warming the cache: a read in flight, and the low end where a page
   // brought nothing new.
   bool warming = false;
@@ -246,6 +253,7 @@ void end_subscription(bus_pointer self, std::uint64_t id, errc code,
 
 void start_reads(bus_pointer self);
 void request_feed(bus_pointer self);
+void feed_soon(bus_pointer self, std::uint64_t wanted);
 
 // Whether `recent` still holds the next position the subscriber needs.
 bool covered(const bus_state& st, const subscriber& s) {
@@ -538,15 +546,17 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
 }
 
 // Applies events in position order; what lies past a gap waits in
-// `pending` while the gap is read.
-void apply(bus_pointer self, std::vector<sequenced_event>&& events) {
+// `pending` while the gap is read. `source` is where they came from.
+void apply(bus_pointer self, std::vector<sequenced_event>&& events,
+           bus_feed source) {
   auto& st = self->state;
   auto old_head = st.head;
   // What the cache lacks of what gets applied (the node's own commits are
   // in it already).
   std::vector<sequenced_event> for_cache;
   auto cache_hi = st.cfg.cache ? st.cfg.cache->hi() : max_position;
-  auto run = [&](std::vector<sequenced_event>& evs) {
+  std::size_t fed[3] = {0, 0, 0};
+  auto run = [&](std::vector<sequenced_event>& evs, bus_feed from) {
     for (std::size_t i = 0; i < evs.size(); ++i) {
       auto pos = evs[i].position;
       if (pos <= st.head)
@@ -556,32 +566,55 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events) {
         std::vector<sequenced_event> rest(
           std::make_move_iterator(evs.begin() + static_cast<long>(i)),
           std::make_move_iterator(evs.end()));
-        st.pending.emplace(pos, std::move(rest));
+        auto& slot = st.pending[pos];
+        if (slot.events.size() < rest.size())
+          slot = bus_state::parked{from, std::move(rest)};
         return;
       }
       if (pos > cache_hi)
         for_cache.push_back(evs[i]);
       fan_out(self, std::move(evs[i]));
       st.head = pos;
+      ++fed[static_cast<int>(from)];
     }
   };
   if (!events.empty())
-    run(events);
+    run(events, source);
   while (!st.pending.empty() && st.pending.begin()->first <= st.head + 1) {
-    auto evs = std::move(st.pending.begin()->second);
+    auto p = std::move(st.pending.begin()->second);
     st.pending.erase(st.pending.begin());
-    run(evs);
+    run(p.events, p.source);
   }
+  st.stats.fed_by_reads += fed[static_cast<int>(bus_feed::read)];
+  st.stats.fed_by_peers += fed[static_cast<int>(bus_feed::peer)];
+  if (st.cfg.metrics)
+    for (auto from : {bus_feed::store, bus_feed::peer, bus_feed::read})
+      if (fed[static_cast<int>(from)] > 0)
+        st.cfg.metrics->fed(from, fed[static_cast<int>(from)]);
   if (!for_cache.empty())
     st.cfg.cache->extend(for_cache, true);
   if (!st.pending.empty())
-    request_feed(self);
+    feed_soon(self, st.pending.begin()->first - 1);
   if (st.head != old_head) {
     st.stats.head = st.head;
     if (st.cfg.metrics)
       st.cfg.metrics->head(st.head);
   }
   pump_touched(self);
+}
+
+// The log reaches at least `wanted`: read past the head now, or, with a
+// `feed_grace`, once it ran out while the head is still below `wanted` (or
+// a gap is still open).
+void feed_soon(bus_pointer self, std::uint64_t wanted) {
+  auto& st = self->state;
+  if (st.cfg.feed_grace.count() <= 0)
+    return request_feed(self);
+  st.grace_until_head = std::max(st.grace_until_head, wanted);
+  if (st.grace_running)
+    return;
+  st.grace_running = true;
+  self->delayed_send(self, st.cfg.feed_grace, feed_due_atom::value);
 }
 
 // Reads the log past `head` (commits of other processes, or a gap).
@@ -607,10 +640,7 @@ void request_feed(bus_pointer self) {
         auto& st = self->state;
         st.feeding = false;
         auto full = r.events.size() >= page;
-        for (auto& e : r.events)
-          if (e.position > st.head)
-            ++st.stats.fed_by_reads;
-        apply(self, std::move(r.events));
+        apply(self, std::move(r.events), bus_feed::read);
         if (full || st.feed_again)
           request_feed(self);
       },
@@ -674,7 +704,7 @@ void ask_head(bus_pointer self) {
         if (st.cfg.metrics)
           st.cfg.metrics->head(h);
         // Whatever was announced before is below the head or past it.
-        apply(self, {});
+        apply(self, {}, bus_feed::store);
         for (auto& [id, s] : st.subs)
           touch(st, *s);
         pump_touched(self);
@@ -818,18 +848,32 @@ bus_actor::behavior_type bus_impl(bus_pointer self, store_actor store,
       auto& st = self->state;
       if (ce.events.empty())
         return;
+      // The local store actor, or a peer's (a cluster).
+      auto sender = self->current_sender();
+      auto from = sender && sender->node() != self->node() ? bus_feed::peer
+                                                           : bus_feed::store;
       if (!st.ready) {
         auto first = ce.events.front().position;
-        st.pending.emplace(first, std::move(ce.events));
+        auto& slot = st.pending[first];
+        if (slot.events.size() < ce.events.size())
+          slot = bus_state::parked{from, std::move(ce.events)};
         return;
       }
-      apply(self, std::move(ce.events));
+      apply(self, std::move(ce.events), from);
     },
     [self](wake_atom, std::uint64_t hint) {
       auto& st = self->state;
       if (hint != 0 && hint <= st.head)
         return;
-      request_feed(self);
+      if (hint == 0)
+        return request_feed(self);
+      feed_soon(self, hint);
+    },
+    [self](feed_due_atom) {
+      auto& st = self->state;
+      st.grace_running = false;
+      if (st.head < st.grace_until_head || !st.pending.empty())
+        request_feed(self);
     },
     [self](bus_stats_atom) {
       auto& st = self->state;

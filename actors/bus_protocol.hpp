@@ -7,6 +7,10 @@
 // bus reads past the last position it knows through the readers, so it
 // applies the log strictly in position order, each event once, for all
 // subscribers (one match per query, however many subscribe to it).
+// In a cluster the peers' store actors announce their commits to this bus
+// too (actors/cluster.cpp); with `feed_grace` the bus then waits that long
+// for a missing announcement before it reads the gap or a woken head from
+// the database, so a node usually follows its peers without reading.
 //
 // A subscription (KurrentDB's loop): registered live at once; catches up
 // `(after, ...]` with paged reads through the readers until it meets the
@@ -29,6 +33,7 @@
 //                               "cancelled" (code none)
 //   (committed_atom, committed_events)   from the store actor
 //   (wake_atom, head)           "the log may have grown" (0: unknown head)
+//   (feed_due_atom)             internal: a `feed_grace` ran out
 //   (bus_stats_atom)            -> bus_stats
 // A sink that exits ends its subscriptions. When the bus stops (the node
 // stops), every subscription ends with `unavailable`.
@@ -135,6 +140,9 @@ struct bus_stats {
   /// Events the bus read itself (commits of other processes, or announced
   /// out of order) rather than took from the local store's announcements.
   std::uint64_t fed_by_reads = 0;
+  /// Events it took from the announcements of peers' store actors (other
+  /// nodes of a cluster) before it had read them.
+  std::uint64_t fed_by_peers = 0;
   /// Catch-up reads done for subscribers.
   std::uint64_t catch_up_reads = 0;
   /// Events subscribers caught up on from the bus's recent events.
@@ -158,6 +166,7 @@ using bus_end_atom = caf::atom_constant<caf::atom("dcbSubEnd")>;
 using wake_atom = caf::atom_constant<caf::atom("dcbWake")>;
 using bus_stats_atom = caf::atom_constant<caf::atom("dcbBusStat")>;
 using tick_atom = caf::atom_constant<caf::atom("dcbTick")>;
+using feed_due_atom = caf::atom_constant<caf::atom("dcbFeedDue")>;
 
 /// What a subscription sink must accept.
 using subscription_sink_actor
@@ -170,7 +179,12 @@ using bus_actor = caf::typed_actor<
   caf::reacts_to<cancel_atom, std::uint64_t>,
   caf::reacts_to<committed_atom, committed_events>,
   caf::reacts_to<wake_atom, std::uint64_t>,
-  caf::replies_to<bus_stats_atom>::with<bus_stats>, caf::reacts_to<tick_atom>>;
+  caf::replies_to<bus_stats_atom>::with<bus_stats>, caf::reacts_to<tick_atom>,
+  caf::reacts_to<feed_due_atom>>;
+
+/// Where the bus took events from: its own store actor's announcements, a
+/// peer's (a cluster), or a read of the database.
+enum class bus_feed : std::uint8_t { store, peer, read };
 
 /// Hooks the bus and its sinks call; the node implements them with
 /// Prometheus. Called on actor threads; keep them cheap.
@@ -196,6 +210,12 @@ public:
   /// A subscriber's queue was full; it went back to reading.
   virtual void fell_behind() {
     // nop
+  }
+
+  /// The bus applied `n` more events of the log, taken from `source`.
+  virtual void fed(bus_feed source, std::size_t n) {
+    (void) source;
+    (void) n;
   }
 
   /// A live event reached its subscriber `latency` after its commit.
@@ -224,6 +244,11 @@ struct bus_config {
   std::size_t feed_page = 1000;
   /// How often the bus reads past its head without being woken.
   std::chrono::milliseconds poll{500};
+  /// How long a gap, or a head it was woken with, may wait for the store
+  /// announcement that fills it before the bus reads it from the database
+  /// (0: read at once). Worth it only where other writers announce their
+  /// commits to this bus: the nodes of a cluster.
+  std::chrono::milliseconds feed_grace{0};
   /// Most time between two checkpoints of a subscription while the log
   /// moves past events it does not match: checked every `tick`, a
   /// checkpoint goes out up to a tick early rather than late.

@@ -31,6 +31,20 @@
 // bus learn forwarded appends through LISTEN/NOTIFY and catch-up; reads stay
 // linearizable through the read index. Commands (`engine::execute`, the
 // appender pool) still append locally.
+//
+// Shared commits (`cluster_service::share_commits`): each node's store
+// actor announces its commits to the buses of its peers too, so a node
+// follows the others' appends from memory instead of reading every group
+// back from PostgreSQL (what an idle follower spent most of its CPU on, and
+// the database a read per group per node). On a link the agent asks the
+// peer's agent for its bus (`(cl_bus_atom, incarnation) -> actor`) and
+// registers it as a listener of this node's store actor (the store actor
+// drops it on its DOWN). A node hands its bus out only to a linked peer
+// whose incarnation is in its own membership table: that peer writes to the
+// same database and schema, so its announcements are part of this node's
+// log. The bus applies announcements in position order whoever sent them
+// and waits `bus_config::feed_grace` for a missing one before it reads the
+// gap, so correctness never depends on them.
 #include "actors/cluster.hpp"
 
 #include "actors/engine.hpp"
@@ -153,6 +167,7 @@ using cl_acked_atom = caf::atom_constant<caf::atom("clAcked")>;
 using cl_fwd_atom = caf::atom_constant<caf::atom("clFwd")>;
 using cl_target_atom = caf::atom_constant<caf::atom("clTarget")>;
 using cl_expire_atom = caf::atom_constant<caf::atom("clExpire")>;
+using cl_bus_atom = caf::atom_constant<caf::atom("clBus")>;
 
 cluster_projector_reply to_wire(const projector_reply& r) {
   cluster_projector_reply w;
@@ -234,6 +249,10 @@ struct cluster_env {
   // forwarder (null when it forwards nothing).
   caf::actor ingress;
   caf::actor forwarder;
+  // Shared commits: this node's store actor and bus (null until
+  // `share_commits`).
+  caf::actor store;
+  caf::actor bus;
 
   projector_host* projectors() const {
     std::lock_guard guard{mtx};
@@ -326,6 +345,11 @@ struct peer_entry {
   std::chrono::system_clock::time_point since
     = std::chrono::system_clock::now();
   std::string last_error;
+  /// Shared commits: the incarnation whose bus this node's store actor
+  /// announces to ("": none yet), and the next time to ask for it.
+  std::string bus_incarnation;
+  bool asking_bus = false;
+  clock::time_point next_bus_ask{};
 };
 
 struct agent_state {
@@ -335,6 +359,8 @@ struct agent_state {
   std::map<std::string, peer_entry> peers;
   /// Names of addresses from the membership table.
   std::map<std::string, std::string> row_names;
+  /// Incarnations in the membership table (the last rows read).
+  std::set<std::string> row_incarnations;
   std::map<std::uint64_t, caf::response_promise> calls;
   std::uint64_t next_call = 0;
   bool stopping = false;
@@ -600,6 +626,54 @@ void ask_store(agent_actor* self) {
   }
 }
 
+// Asks each linked peer for its bus, once per incarnation (again after a
+// refusal, every second: the peer may not have read this node's row yet),
+// and has this node's store actor announce its commits there.
+void ask_buses(agent_actor* self) {
+  auto& st = self->state;
+  auto& env = *st.env;
+  caf::actor store;
+  {
+    std::lock_guard guard{env.mtx};
+    store = env.store;
+  }
+  if (!store || st.stopping)
+    return;
+  auto now = clock::now();
+  for (auto& [key, p] : st.peers) {
+    if (!p.up || p.asking_bus || p.bus_incarnation == p.incarnation
+        || now < p.next_bus_ask)
+      continue;
+    p.asking_bus = true;
+    self
+      ->request(p.handle, env.cfg.connect_timeout, cl_bus_atom::value,
+                env.incarnation)
+      .then(
+        [self, store, key = key, inc = p.incarnation](caf::actor& bus) {
+          auto& st = self->state;
+          auto i = st.peers.find(key);
+          if (i == st.peers.end())
+            return;
+          auto& p = i->second;
+          p.asking_bus = false;
+          if (!p.up || p.incarnation != inc || !bus)
+            return; // gone or restarted meanwhile: the next tick asks again
+          p.bus_incarnation = inc;
+          self->send(store, listen_atom::value, bus);
+          std::cout << "dcbd: cluster: announcing commits to " << p.name
+                    << "'s bus" << std::endl;
+        },
+        [self, key = key](caf::error&) {
+          auto& st = self->state;
+          auto i = st.peers.find(key);
+          if (i == st.peers.end())
+            return;
+          i->second.asking_bus = false;
+          i->second.next_bus_ask = clock::now() + 1s;
+        });
+  }
+}
+
 void tick(agent_actor* self) {
   auto& st = self->state;
   auto now = clock::now();
@@ -615,6 +689,7 @@ void tick(agent_actor* self) {
   for (auto& key : due)
     dial(self, key);
   ask_store(self);
+  ask_buses(self);
 }
 
 caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
@@ -630,6 +705,9 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
         continue;
       p.handle = nullptr;
       p.up = false;
+      // The store actor dropped its bus with the link: ask again on the
+      // next link, even of the same incarnation.
+      p.bus_incarnation.clear();
       p.since = std::chrono::system_clock::now();
       p.learned = clock::now();
       p.next_try = clock::now() + st.env->cfg.retry_min;
@@ -693,6 +771,9 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
     },
     [self](cl_rows_atom, std::vector<member_row>& rows) {
       auto& st = self->state;
+      st.row_incarnations.clear();
+      for (auto& row : rows)
+        st.row_incarnations.insert(row.incarnation);
       for (auto& row : rows) {
         if (row.name == st.env->cfg.node)
           continue;
@@ -772,6 +853,30 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
                       << self->system().render(err) << std::endl;
             done(std::nullopt);
           });
+    },
+    [self](cl_bus_atom,
+           const std::string& incarnation) -> caf::result<caf::actor> {
+      auto& st = self->state;
+      auto& env = *st.env;
+      auto sender = self->current_sender();
+      bool linked_peer = false;
+      for (auto& [_, p] : st.peers)
+        linked_peer = linked_peer
+                      || (p.up && p.incarnation == incarnation && sender
+                          && p.handle.address() == sender->address());
+      caf::actor bus;
+      {
+        std::lock_guard guard{env.mtx};
+        bus = env.bus;
+      }
+      if (!bus || st.stopping)
+        return caf::make_error(caf::sec::runtime_error,
+                               "node " + env.cfg.node + " shares no commits");
+      if (!linked_peer || st.row_incarnations.count(incarnation) == 0)
+        return caf::make_error(caf::sec::runtime_error,
+                               "not (yet) a member in the membership table of "
+                                 + env.cfg.node);
+      return bus;
     },
     [self](cl_store_atom) -> caf::result<caf::actor> {
       auto& env = *self->state.env;
@@ -1184,6 +1289,13 @@ void cluster_service::serve_appends(engine& eng) {
   std::lock_guard guard{env->mtx};
   env->ingress = d.ingress;
   env->forwarder = fwd;
+}
+
+void cluster_service::share_commits(engine& eng) {
+  auto& env = *impl_->env;
+  std::lock_guard guard{env.mtx};
+  env.store = caf::actor_cast<caf::actor>(eng.store());
+  env.bus = caf::actor_cast<caf::actor>(eng.bus());
 }
 
 std::vector<cluster_member> cluster_service::members() const {

@@ -195,6 +195,14 @@ public:
   /// outlive `stop()`.
   void serve_appends(engine& eng);
 
+  /// Has `eng`'s store actor announce its commits to the buses of linked
+  /// peers that are in this node's membership table (they share its
+  /// database and schema), and hands `eng`'s bus to such peers for theirs,
+  /// so the nodes follow each other's appends without reading them back
+  /// (set `bus_config::feed_grace` so gaps wait for them). `eng` must
+  /// outlive `stop()`.
+  void share_commits(engine& eng);
+
   /// This node (first) and every peer it knows, by name.
   std::vector<cluster_member> members() const;
 

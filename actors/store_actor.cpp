@@ -260,10 +260,11 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
       }
     },
     [self](listen_atom, const caf::actor& listener) {
-      if (!listener)
+      auto& ls = self->state.listeners;
+      if (!listener || std::find(ls.begin(), ls.end(), listener) != ls.end())
         return;
       self->monitor(listener);
-      self->state.listeners.push_back(listener);
+      ls.push_back(listener);
     },
     [self](stats_atom) {
       auto s = self->state.stats;

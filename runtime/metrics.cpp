@@ -100,6 +100,10 @@ public:
     m_.fell_behind_->Increment();
   }
 
+  void fed(bus_feed source, std::size_t n) override {
+    m_.bus_fed_[static_cast<int>(source)]->Increment(static_cast<double>(n));
+  }
+
   void commit_to_delivery(std::chrono::nanoseconds latency) override {
     m_.commit_to_delivery_->Observe(seconds(latency));
   }
@@ -311,6 +315,15 @@ node_metrics::node_metrics()
                           "back to catch-up reads")
                     .Register(r)
                     .Add({});
+  auto& fed = BuildCounter()
+                .Name("dcb_bus_events_fed_total")
+                .Help("Events the node's event bus applied, by where it took "
+                      "them from: the node's own commits (store), a peer's "
+                      "announcement (peer) or a read of the database (read)")
+                .Register(r);
+  bus_fed_[0] = &fed.Add({{"source", "store"}});
+  bus_fed_[1] = &fed.Add({{"source", "peer"}});
+  bus_fed_[2] = &fed.Add({{"source", "read"}});
   commit_to_delivery_ = &BuildHistogram()
                            .Name("dcb_commit_to_delivery_seconds")
                            .Help("From the commit of a live event to its "

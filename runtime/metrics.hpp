@@ -152,6 +152,8 @@ private:
   prometheus::Gauge* subscriptions_;
   prometheus::Counter* delivered_;
   prometheus::Counter* fell_behind_;
+  // By bus_feed: store, peer, read.
+  prometheus::Counter* bus_fed_[3];
   prometheus::Histogram* commit_to_delivery_;
   prometheus::Family<prometheus::Gauge>* projector_position_;
   prometheus::Family<prometheus::Gauge>* projector_lag_;

@@ -67,6 +67,7 @@ struct node_config : caf::actor_system_config {
   std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
   std::string cluster_writer;
   std::size_t forward_window = 256;
+  std::size_t bus_feed_grace_ms = 10;
   // Read replica (DCB_POSTGRES_READ_DSN).
   std::size_t replica_wait_ms = 20;
 
@@ -128,7 +129,10 @@ struct node_config : caf::actor_system_config {
            "appends while it is linked (empty: append locally)")
       .add(forward_window, "forward-window",
            "forwarded appends in flight to the writer, at most (past it: "
-           "append locally)");
+           "append locally)")
+      .add(bus_feed_grace_ms, "bus-feed-grace-ms",
+           "in a cluster: how long the bus waits for a peer's announcement "
+           "of a commit before it reads the commit from the database");
     // Read replica (DCB_POSTGRES_READ_DSN).
     opt_group{custom_options_, "dcbd"}.add(
       replica_wait_ms, "replica-wait-ms",
@@ -411,6 +415,10 @@ int run_node(int argc, char** argv, node_options options) {
     = std::chrono::milliseconds(std::max<std::size_t>(cfg.bus_poll_ms, 10));
   ec.bus.queue_events = cfg.bus_queue_events;
   ec.bus.recent_bytes = cfg.bus_recent_bytes;
+  // In a cluster the peers announce their commits to the bus
+  // (cluster_service::share_commits): a gap waits a little for them.
+  if (cc)
+    ec.bus.feed_grace = std::chrono::milliseconds(cfg.bus_feed_grace_ms);
   ec.cache_bytes = cfg.cache_bytes;
   ec.cache_wait = std::chrono::milliseconds(cfg.cache_wait_ms);
   // Read replica: a streaming-replication standby for the readers.
@@ -487,6 +495,7 @@ int run_node(int argc, char** argv, node_options options) {
       cluster.emplace(sys, *cc, ec.store);
       cluster->serve(*projectors);
       cluster->serve_appends(*eng);
+      cluster->share_commits(*eng);
       if (!cc->writer.empty() && cc->writer != cc->node)
         std::cout << "dcbd: appends go to " << cc->writer
                   << "'s store actor while it is linked (window "

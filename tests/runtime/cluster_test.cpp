@@ -15,6 +15,7 @@
 #include "tests/runtime/http_test_client.hpp"
 #include "tests/runtime/node_process.hpp"
 
+#include <array>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -905,6 +906,152 @@ TEST_F(Cluster, SigkillOfTheWriterAppendsFallBackToLocal) {
         != "1")
       missing += student + " ";
   EXPECT_EQ(missing, "");
+}
+
+// Each node's store actor announces its commits to the peers' buses, so the
+// nodes follow each other's appends without reading them back. A long
+// grace and no polling make any read of the log visible: every event a
+// node did not commit itself must have come from a peer's announcement.
+TEST_F(Cluster, NodesFollowEachOthersCommitsFromAnnouncementsWithoutReading) {
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    start(i, {"--dcbd.bus-feed-grace-ms=3000", "--dcbd.bus-poll-ms=600000"});
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  // Once a node has read its peers' rows in the membership table, they
+  // get its bus.
+  for (auto& m : nodes_)
+    ASSERT_TRUE(eventually(
+      [&] {
+        auto log = file_text(m.proc->log());
+        for (auto& other : nodes_)
+          if (other.name != m.name
+              && log.find("announcing commits to " + other.name + "'s bus")
+                   == std::string::npos)
+            return false;
+        return true;
+      },
+      15s))
+      << file_text(m.proc->log());
+  auto fed = [&](std::size_t i, const std::string& source) {
+    auto v = metric(i, "dcb_bus_events_fed_total{source=\"" + source + "\"}");
+    return v.empty() ? -1L : std::stol(v);
+  };
+  auto head = [&] {
+    return std::stol(exec_sql("SELECT position FROM " + schema_ + ".head"));
+  };
+  // Every node has applied the log as it is now.
+  auto settled = [&] {
+    auto h = std::to_string(head());
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      if (metric(i, "dcb_head_position") != h)
+        return false;
+    return true;
+  };
+  ASSERT_TRUE(eventually(settled, 10s));
+  std::vector<std::array<long, 3>> before;
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    before.push_back({fed(i, "store"), fed(i, "peer"), fed(i, "read")});
+  // Two writers at once, so that the announcements of n1 and n2 reach n3
+  // interleaved and out of order.
+  std::thread other{[&] {
+    append(nodes_[1].http, 60, "b");
+  }};
+  append(nodes_[0].http, 90, "a");
+  other.join();
+  ASSERT_TRUE(eventually(settled, 10s)) << head();
+  std::array<long, 3> own{90, 60, 0};
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    EXPECT_EQ(fed(i, "store") - before[i][0], own[i]) << nodes_[i].name;
+    EXPECT_EQ(fed(i, "peer") - before[i][1], 150 - own[i]) << nodes_[i].name;
+    EXPECT_EQ(fed(i, "read") - before[i][2], 0) << nodes_[i].name;
+  }
+  // What they deliver is the log: n3 (which committed nothing) streams the
+  // same 150 events as the database holds, in order.
+  auto from = head() - 149;
+  auto db = exec_sql(
+    "SELECT string_agg(position || ' ' || type || ' ' || convert_from(data, "
+    "'UTF8'), ',' ORDER BY position) FROM "
+    + schema_ + ".events WHERE position >= " + std::to_string(from));
+  client c{nodes_[2].http};
+  auto r = c.get("/read?options=" + url_encode(json{{"from", from}}.dump()));
+  ASSERT_EQ(r.status, 200u) << r.body;
+  std::string got;
+  for (auto& e : json::parse(r.body))
+    got += (got.empty() ? "" : ",") + std::to_string(e["position"].get<long>())
+           + " " + e["type"].get<std::string>() + " "
+           + e["data"].get<std::string>();
+  EXPECT_EQ(got, db);
+
+  // A link that drops and comes back (the same incarnation, frozen past the
+  // connection timeout) takes the announcements up again.
+  auto announced_to_n3 = [&] {
+    auto log = file_text(nodes_[0].proc->log());
+    std::size_t n = 0;
+    for (auto at = log.find("announcing commits to n3's bus");
+         at != std::string::npos;
+         at = log.find("announcing commits to n3's bus", at + 1))
+      ++n;
+    return n;
+  };
+  ASSERT_EQ(announced_to_n3(), 1u);
+  nodes_[2].proc->process().signal(SIGSTOP);
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(0)["n3"] == "unreachable";
+    },
+    10s));
+  nodes_[2].proc->process().signal(SIGCONT);
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2}) && announced_to_n3() == 2;
+    },
+    15s))
+    << file_text(nodes_[0].proc->log());
+  ASSERT_TRUE(eventually(settled, 10s));
+  auto read_before = fed(2, "read");
+  auto peer_before = fed(2, "peer");
+  append(nodes_[0].http, 30, "c");
+  ASSERT_TRUE(eventually(settled, 10s)) << head();
+  EXPECT_EQ(fed(2, "peer") - peer_before, 30);
+  EXPECT_EQ(fed(2, "read") - read_before, 0);
+}
+
+// A node gives its bus only to peers in its own membership table: a node
+// of the same cluster on another schema (its own log) is linked but never
+// announces its commits there.
+TEST_F(Cluster, APeerOnAnotherSchemaAnnouncesNothing) {
+  auto other_schema = schema_ + "_other";
+  start(0);
+  {
+    auto& m = nodes_[1];
+    m.http = free_tcp_port();
+    m.proc = std::make_unique<node_process>(
+      other_schema, std::vector<std::string>{}, m.http,
+      std::vector<std::pair<std::string, std::string>>{
+        {"DCB_NODE_NAME", m.name},
+        {"DCB_CLUSTER_ADDR", addr(m)},
+        {"DCB_CLUSTER_SEEDS", seeds_}},
+      DCBD_COURSES_BINARY);
+    ASSERT_TRUE(m.proc->up()) << file_text(m.proc->log());
+  }
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1});
+    },
+    10s));
+  // Past a few rounds of the membership table and of asking.
+  std::this_thread::sleep_for(5s);
+  append(nodes_[0].http, 20, "x");
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(metric(1, "dcb_bus_events_fed_total{source=\"peer\"}"), "0");
+  EXPECT_EQ(metric(1, "dcb_head_position"), "0");
+  EXPECT_EQ(file_text(nodes_[0].proc->log()).find("announcing commits to n2"),
+            std::string::npos);
+  nodes_[1].proc.reset();
+  exec_sql("DROP SCHEMA IF EXISTS " + other_schema + " CASCADE");
 }
 
 } // namespace
