@@ -23,6 +23,10 @@
 #                 (--dcbd.cluster-writer=n1: larger groups, one writer);
 #               THROUGHPUT_ROUNDS rounds, the order of the modes
 #               alternating, medians. Target: three or forward >= one.
+#               Each round also gives the CPU of each node and of all
+#               PostgreSQL processes meanwhile, in cores (cpu_n1..cpu_n3,
+#               cpu_postgres). Rounds start once the nodes announce their
+#               commits to each other (a build with shared commits).
 #   latency     one subscriber (GET /v1/subscribe, NDJSON) on each node,
 #               appends of one event through POST /v1/append on node 1 at
 #               LAT_RATE/s for LAT_SECONDS (bench/cluster_bench.py latency):
@@ -279,6 +283,36 @@ start_cluster() {
   local members
   members="$(running_nodes)"
   for i in "$@"; do wait_node "$i" --members "$members"; done
+  wait_shared_commits
+}
+
+# wait_shared_commits: with a build that shares commits (it exports
+# dcb_bus_events_fed_total), until every running node announces its commits
+# to every other one (a few seconds after the mesh: a node hands out its bus
+# once it has read the peer's membership row), so that no round starts with
+# nodes still reading each other's groups back. At most 15 s.
+wait_shared_commits() {
+  local i j t ok first=""
+  for i in 1 2 3; do [[ -n "${PID[i]}" ]] && first="${first:-$i}"; done
+  [[ -n "$first" ]] || return 0
+  curl -s --max-time 5 "http://127.0.0.1:$(metrics_port "$first")/metrics" |
+    grep -q '^dcb_bus_events_fed_total' || return 0
+  for ((t = 0; t < 150; t++)); do
+    ok=1
+    for i in 1 2 3; do
+      [[ -n "${PID[i]}" ]] || continue
+      for j in 1 2 3; do
+        [[ -n "${PID[j]}" && "$j" != "$i" ]] || continue
+        # in the log since this node's last start
+        awk '/^=== bench: start/ { text = "" } { text = text $0 "\n" }
+             END { printf "%s", text }' "$TMP/n$i.log" |
+          grep -q "announcing commits to n$j's bus" || ok=0
+      done
+    done
+    ((ok)) && return 0
+    sleep 0.1
+  done
+  echo "run_cluster_bench: the nodes do not all announce their commits to each other" >&2
 }
 
 # value FILE NAME KEY: see bench/lib.sh
@@ -323,6 +357,21 @@ group_totals() {
               END { printf "%.0f %.0f\n", s, c }'
 }
 
+# cpu_ticks: CPU time (user + system, in clock ticks) of nodes 1, 2 and 3
+# (0 when not running) and of all PostgreSQL server processes, one line.
+cpu_ticks() {
+  local i t out="" pg=0
+  for i in 1 2 3; do
+    t=0
+    [[ -n "${PID[i]}" ]] && t="$(awk '{ print $14 + $15 }' "/proc/${PID[i]}/stat" 2>/dev/null || echo 0)"
+    out+="$t "
+  done
+  for t in $(pgrep -x postgres || true); do
+    pg=$((pg + $(awk '{ print $14 + $15 }' "/proc/$t/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$out$pg"
+}
+
 # wrk_at NAME I I I: one wrk per listed node (CONNECTIONS/3 connections
 # each), all at once; sums their rates into a `round` line, with the group
 # commits of all running nodes meanwhile (mean requests per group, groups/s).
@@ -330,6 +379,8 @@ wrk_at() {
   local name="$1" k=0 i rps=0 errs=0 confl=0 per="" g0 c0 g1 c1 lsn0 h0 wal h1
   shift
   read -r g0 c0 <<<"$(group_totals)"
+  local cpu0 cpu1
+  read -r -a cpu0 <<<"$(cpu_ticks)"
   lsn0="$(sql -c "SELECT pg_current_wal_lsn()")"
   h0="$(head_of)"
   WRK_PIDS=()
@@ -358,6 +409,7 @@ wrk_at() {
     confl=$((confl + ${c:-0}))
   done
   read -r g1 c1 <<<"$(group_totals)"
+  read -r -a cpu1 <<<"$(cpu_ticks)"
   # WAL written meanwhile (the whole server's: nothing else runs on it
   # during a round) per event appended: what a standby has to receive.
   wal="$(sql -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")"
@@ -369,7 +421,14 @@ wrk_at() {
       printf "requests_per_group=%.1f groups_per_s=%.0f", (c > 0) ? g / c : 0, c / d }')" \
     "$(awk -v w="$wal" -v e="$((h1 - h0))" -v d="$DURATION" 'BEGIN {
       printf "wal_bytes_per_event=%.0f wal_mb_per_s=%.1f", (e > 0) ? w / e : 0, w / d / 1048576 }')" \
-    "head_after=$h1"
+    "head_after=$h1" \
+    "$(awk -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
+      -v a="${cpu0[*]}" -v b="${cpu1[*]}" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      # CPU seconds per second of the round: 1.0 is one core
+      printf "cpu_n1=%.2f cpu_n2=%.2f cpu_n3=%.2f cpu_postgres=%.2f",
+        (y[1] - x[1]) / hz / d, (y[2] - x[2]) / hz / d,
+        (y[3] - x[3]) / hz / d, (y[4] - x[4]) / hz / d }')"
 }
 
 # out FILE: the last line of FILE, printed (after a function that changes
@@ -453,6 +512,9 @@ run_throughput() {
       "requests_per_group=$(field "append_$name" requests_per_group | median)" \
       "groups_per_s=$(field "append_$name" groups_per_s | median %.0f)" \
       "wal_bytes_per_event=$(field "append_$name" wal_bytes_per_event | median %.0f)" \
+      "cpu_n1=$(field "append_$name" cpu_n1 | median %.2f)" \
+      "cpu_n2=$(field "append_$name" cpu_n2 | median %.2f)" \
+      "cpu_postgres=$(field "append_$name" cpu_postgres | median %.2f)" \
       "rounds=$ROUNDS connections=$CONNECTIONS"
   done | tee -a "$TMP/summary.txt"
   # the ratio of each round, three / one (same round), and their median
