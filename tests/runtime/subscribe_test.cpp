@@ -133,6 +133,8 @@ TEST_F(Subscribe, NdjsonWithKindsHeartbeatsAndCheckpoints) {
   // Heartbeats every 100 ms while nothing matches (a bound, not a sleep:
   // the subscription starts only after its prev lookup).
   EXPECT_TRUE(c.wait_count("heartbeat", 2, 5s));
+  // Caught up at 3 before the noise (else caught_up says 23 itself).
+  ASSERT_TRUE(c.wait_kind("caught_up")) << c.raw();
   append(20, "Noise");
   // A checkpoint covers the noise without any event.
   ASSERT_TRUE(c.wait_frame([](const json& f) {
@@ -200,6 +202,9 @@ TEST_F(Subscribe, SseCheckpointsAndHeartbeatsInTheirWireForm) {
   hc.subscribe_heartbeat = 100ms;
   auto port = serve(hc);
   sub_client rare{port, target(items({"Rare"}, {}), 1), true};
+  // Caught up at 3 before the noise: a subscription that catches up only
+  // after it says so with caught_up at 23 and owes no checkpoint.
+  ASSERT_TRUE(rare.wait_kind("caught_up")) << rare.raw();
   ASSERT_TRUE(rare.wait_kind("heartbeat", 5s)) << rare.raw();
   append(20, "Noise");
   ASSERT_TRUE(rare.wait_frame([](const json& f) {
