@@ -545,6 +545,15 @@ void fan_out(bus_pointer self, sequenced_event&& e) {
   }
 }
 
+// Keeps `events` (from `first` on, past a gap) until the gap is filled; of
+// two announcements from the same position the longer one stays.
+void park(bus_state& st, std::uint64_t first, bus_feed from,
+          std::vector<sequenced_event>&& events) {
+  auto& slot = st.pending[first];
+  if (slot.events.size() < events.size())
+    slot = bus_state::parked{from, std::move(events)};
+}
+
 // Applies events in position order; what lies past a gap waits in
 // `pending` while the gap is read. `source` is where they came from.
 void apply(bus_pointer self, std::vector<sequenced_event>&& events,
@@ -566,9 +575,7 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events,
         std::vector<sequenced_event> rest(
           std::make_move_iterator(evs.begin() + static_cast<long>(i)),
           std::make_move_iterator(evs.end()));
-        auto& slot = st.pending[pos];
-        if (slot.events.size() < rest.size())
-          slot = bus_state::parked{from, std::move(rest)};
+        park(st, pos, from, std::move(rest));
         return;
       }
       if (pos > cache_hi)
@@ -854,9 +861,7 @@ bus_actor::behavior_type bus_impl(bus_pointer self, store_actor store,
                                                            : bus_feed::store;
       if (!st.ready) {
         auto first = ce.events.front().position;
-        auto& slot = st.pending[first];
-        if (slot.events.size() < ce.events.size())
-          slot = bus_state::parked{from, std::move(ce.events)};
+        park(st, first, from, std::move(ce.events));
         return;
       }
       apply(self, std::move(ce.events), from);

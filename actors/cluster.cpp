@@ -626,6 +626,17 @@ void ask_store(agent_actor* self) {
   }
 }
 
+// The linked peer whose agent sent the current message (null: a stranger).
+const peer_entry* sending_peer(agent_actor* self,
+                               const caf::strong_actor_ptr& sender) {
+  if (!sender)
+    return nullptr;
+  for (auto& [_, p] : self->state.peers)
+    if (p.up && p.handle.address() == sender->address())
+      return &p;
+  return nullptr;
+}
+
 // Asks each linked peer for its bus, once per incarnation (again after a
 // refusal, every second: the peer may not have read this node's row yet),
 // and has this node's store actor announce its commits there.
@@ -795,11 +806,7 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
       auto sender = self->current_sender();
       auto rp = self->make_response_promise();
       // From a linked peer's agent, not a stranger.
-      bool from_peer = false;
-      for (auto& [_, p] : st.peers)
-        from_peer = from_peer
-                    || (p.up && sender
-                        && p.handle.address() == sender->address());
+      bool from_peer = sending_peer(self, sender) != nullptr;
       auto* host = st.env->projectors();
       if (!from_peer || !host
           || action > static_cast<std::uint8_t>(
@@ -858,12 +865,8 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
            const std::string& incarnation) -> caf::result<caf::actor> {
       auto& st = self->state;
       auto& env = *st.env;
-      auto sender = self->current_sender();
-      bool linked_peer = false;
-      for (auto& [_, p] : st.peers)
-        linked_peer = linked_peer
-                      || (p.up && p.incarnation == incarnation && sender
-                          && p.handle.address() == sender->address());
+      auto* peer = sending_peer(self, self->current_sender());
+      bool linked_peer = peer && peer->incarnation == incarnation;
       caf::actor bus;
       {
         std::lock_guard guard{env.mtx};
