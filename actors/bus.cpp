@@ -754,8 +754,12 @@ void on_tick(bus_pointer self) {
       item.position = scanned;
       item.head = st.head;
       send_alone(self, s, std::move(item));
-    } else if (s.heartbeat.count() > 0
+    } else if (st.ready && s.heartbeat.count() > 0
                && now - s.last_heartbeat >= s.heartbeat) {
+      // Only once the bus knows the head: a heartbeat says `head=<h>`,
+      // and 0 would be a lie while the first ask is still out (or the
+      // database is down at start). The first tick after it comes sends
+      // the overdue heartbeat.
       s.last_heartbeat = now;
       bus_item item;
       item.kind = bus_item_kind::heartbeat;

@@ -732,5 +732,90 @@ TEST(MemoryBus, AfterPastTheCacheHeadIsNotPastTheLogHead) {
   EXPECT_TRUE(c.wait_end());
 }
 
+/// The in-memory store, except that its head is unavailable until `up`.
+class head_down_store : public event_store {
+public:
+  explicit head_down_store(std::shared_ptr<event_store> inner)
+    : inner_(std::move(inner)) {
+    // nop
+  }
+
+  std::atomic<bool> up{false};
+
+  std::vector<append_result>
+  append_validated(const std::vector<validated_append>& group) override {
+    return inner_->append_validated(group);
+  }
+
+  read_result read(const query& q, const read_options& options) override {
+    return inner_->read(q, options);
+  }
+
+  std::unique_ptr<event_stream>
+  stream(const query& q, const read_options& options,
+         const stream_options& chunking) override {
+    return inner_->stream(q, options, chunking);
+  }
+
+  std::uint64_t head() override {
+    if (!up.load())
+      throw store_error(errc::unavailable, "the head is down (test)");
+    return inner_->head();
+  }
+
+private:
+  std::shared_ptr<event_store> inner_;
+};
+
+// While the bus cannot learn the head (the database is down at start), a
+// subscription gets no heartbeat: a heartbeat carries the head, and 0 would
+// be a lie. Once the head is known, heartbeats carry it.
+TEST(MemoryBus, NoHeartbeatBeforeTheBusKnowsTheHead) {
+  collector c; // outlives the actors
+  caf::actor_system_config cfg;
+  configure_test_system(cfg);
+  caf::actor_system sys{cfg};
+  auto mem = std::make_shared<memory_event_store>();
+  for (int i = 0; i < 5; ++i)
+    mem->append({make("A", {})});
+  auto gated = std::make_shared<head_down_store>(mem);
+  auto readers = spawn_reader(sys, gated, reader_config{});
+  auto store = spawn_store(sys, gated, group_limits{});
+  bus_config bc;
+  bc.tick = 20ms;
+  auto bus = spawn_bus(sys, store, readers, bc);
+  subscribe_request req;
+  req.q = query::all();
+  req.after = 0;
+  req.heartbeat = 50ms;
+  spawn_subscription_sink(
+    sys, bus, std::move(req),
+    [&c](std::vector<bus_item>& xs, std::function<void(bool)> ack) {
+      c.add(xs);
+      ack(true);
+    },
+    [&c](const bus_end& e) {
+      c.finish(e);
+    },
+    nullptr);
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(c.count(bus_item_kind::heartbeat), 0u);
+  EXPECT_EQ(c.count(bus_item_kind::caught_up), 0u);
+  gated->up = true;
+  EXPECT_TRUE(c.wait_kind(bus_item_kind::caught_up, 5s));
+  EXPECT_TRUE(c.wait_kind(bus_item_kind::heartbeat, 5s));
+  EXPECT_EQ(c.events(), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  for (auto& x : c.items()) {
+    if (x.kind == bus_item_kind::heartbeat) {
+      EXPECT_EQ(x.head, 5u);
+    }
+  }
+  for (auto h :
+       {caf::actor_cast<caf::actor>(bus), caf::actor_cast<caf::actor>(store),
+        caf::actor_cast<caf::actor>(readers)})
+    stop_actor(sys, h);
+  EXPECT_TRUE(c.wait_end());
+}
+
 } // namespace
 } // namespace dcbd::test
