@@ -12,15 +12,19 @@
 // `--dcbd.cluster-writer`). Two more actors per node:
 //   ingress    scheduled; every node has one and its agent hands it out
 //              (`(cl_store_atom) -> actor`): takes `(cl_append_atom, id,
-//              append_request)` from a peer's forwarder, validates again and
-//              appends through this node's own store actor
-//              (`engine::append_local`), and answers `(cl_acked_atom, id,
-//              code, message, first, last)` after the group commit.
+//              forward_batch)` from a peer's forwarder, validates each
+//              append again and appends it through this node's own store
+//              actor (`engine::append_local`), and answers `(cl_acked_atom,
+//              id, forward_answers)` once the whole batch is answered.
 //   forwarder  scheduled; only on a node whose writer is another node: the
 //              engine's route hands it each valid append while the writer's
-//              ingress is known; it sends the append there, at most
-//              `forward_window` in flight, and answers the caller when the
-//              writer answers.
+//              ingress is known; it sends them to the writer in batches, at
+//              most `forward_batches` in flight (what arrives meanwhile
+//              waits and goes as the next batch, so batches grow with the
+//              load like the writer's groups, and an append costs a share
+//              of one message each way instead of two), at most
+//              `forward_window` appends pending or in flight, and answers
+//              each caller when the writer answers its batch.
 // Correctness does not depend on it: the condition is checked in the
 // writer's transaction as in any append. When the writer is not linked (not
 // yet, or DOWN) or the window is full, the append goes to this node's own
@@ -128,6 +132,42 @@ inspect(Inspector& f, cluster_projector_reply& x) {
            x.epoch, x.dead_letters, x.version, x.error);
 }
 
+/// Appends a forwarder sends its writer's ingress in one message.
+struct forward_batch {
+  std::vector<append_request> requests;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, forward_batch& x) {
+  return f(caf::meta::type_name("dcbd::forward_batch"), x.requests);
+}
+
+/// The outcome of one forwarded append: `code` is an errc as a byte (0 is
+/// success) with its message; on success the positions of its first and
+/// last event.
+struct forward_answer {
+  std::uint8_t code = 0;
+  std::string message;
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, forward_answer& x) {
+  return f(caf::meta::type_name("dcbd::forward_answer"), x.code, x.message,
+           x.first, x.last);
+}
+
+/// The ingress's answer to a `forward_batch`, in request order.
+struct forward_answers {
+  std::vector<forward_answer> answers;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, forward_answers& x) {
+  return f(caf::meta::type_name("dcbd::forward_answers"), x.answers);
+}
+
 } // namespace dcbd
 
 namespace dcbd {
@@ -167,6 +207,7 @@ using cl_acked_atom = caf::atom_constant<caf::atom("clAcked")>;
 using cl_fwd_atom = caf::atom_constant<caf::atom("clFwd")>;
 using cl_target_atom = caf::atom_constant<caf::atom("clTarget")>;
 using cl_expire_atom = caf::atom_constant<caf::atom("clExpire")>;
+using cl_flush_atom = caf::atom_constant<caf::atom("clFlush")>;
 using cl_bus_atom = caf::atom_constant<caf::atom("clBus")>;
 
 cluster_projector_reply to_wire(const projector_reply& r) {
@@ -924,35 +965,63 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
 // -- forwarded appends
 // ---------------------------------------------------------
 
-// The answer on the wire: errc as a byte (0 is success) and its message.
-void answer_peer(const caf::actor& to, std::uint64_t id,
-                 const caf::expected<append_ack>& r) {
-  if (r)
-    caf::anon_send(to, cl_acked_atom::value, id, std::uint8_t{0}, std::string{},
-                   r->first_position, r->last_position);
-  else
-    caf::anon_send(to, cl_acked_atom::value, id,
-                   static_cast<std::uint8_t>(code_of(r.error())),
-                   message_of(r.error()), std::uint64_t{0}, std::uint64_t{0});
+forward_answer to_answer(const caf::expected<append_ack>& r) {
+  forward_answer a;
+  if (r) {
+    a.first = r->first_position;
+    a.last = r->last_position;
+  } else {
+    a.code = static_cast<std::uint8_t>(code_of(r.error()));
+    a.message = message_of(r.error());
+  }
+  return a;
 }
 
-// Takes peers' appends into this node's store actor. Answers from the store
-// actor's thread, straight to the peer's forwarder.
+/// A batch the ingress is committing: one slot per request, filled by the
+/// store actor's callbacks (or at once by validation); the last one sends
+/// the answers.
+struct ingress_batch {
+  caf::actor to;
+  std::uint64_t id = 0;
+  forward_answers out;
+  std::atomic<std::size_t> left{0};
+};
+
+// Takes peers' batches of appends into this node's store actor, one append
+// each (the store actor groups them with everything else it has). Answers
+// once per batch, from the thread of the last answer, straight to the
+// peer's forwarder.
 caf::behavior ingress_impl(caf::event_based_actor* self, engine* eng) {
   return {
-    [self, eng](cl_append_atom, std::uint64_t id, append_request& req) {
+    [self, eng](cl_append_atom, std::uint64_t id, forward_batch& batch) {
       auto to = caf::actor_cast<caf::actor>(self->current_sender());
       if (!to)
         return;
-      eng->append_local(std::move(req), [to, id](caf::expected<append_ack> r) {
-        answer_peer(to, id, r);
-      });
+      auto n = batch.requests.size();
+      if (n == 0) {
+        caf::anon_send(to, cl_acked_atom::value, id, forward_answers{});
+        return;
+      }
+      auto b = std::make_shared<ingress_batch>();
+      b->to = std::move(to);
+      b->id = id;
+      b->out.answers.resize(n);
+      b->left.store(n, std::memory_order_relaxed);
+      for (std::size_t i = 0; i < n; ++i)
+        eng->append_local(
+          std::move(batch.requests[i]), [b, i](caf::expected<append_ack> r) {
+            b->out.answers[i] = to_answer(r);
+            if (b->left.fetch_sub(1, std::memory_order_acq_rel) == 1)
+              caf::anon_send(b->to, cl_acked_atom::value, b->id,
+                             std::move(b->out));
+          });
     },
   };
 }
 
+/// A batch sent to the writer and not answered yet.
 struct forward_entry {
-  append_callback_ptr done;
+  std::vector<append_callback_ptr> done;
   clock::time_point deadline;
 };
 
@@ -964,7 +1033,14 @@ struct forwarder_state {
   std::shared_ptr<std::atomic<bool>> linked;
   caf::actor target;
   std::string target_name;
+  /// Appends waiting for a batch to go (never sent yet).
+  forward_batch pending;
+  std::vector<append_callback_ptr> pending_done;
+  /// Batches sent and not answered, by id.
   std::unordered_map<std::uint64_t, forward_entry> inflight;
+  /// Appends pending or in flight.
+  std::size_t requests = 0;
+  bool flush_queued = false;
   std::uint64_t next_id = 0;
   static inline const char* name = "dcbd.cluster_forwarder";
 };
@@ -976,16 +1052,84 @@ void count_forwarded(forwarder_actor* self, const std::string& result) {
     f(result);
 }
 
+// Appends `req` through this node's own store actor (always safe for an
+// append that was never sent).
+void append_here(forwarder_actor* self, append_request req,
+                 append_callback_ptr done) {
+  count_forwarded(self, "local");
+  self->state.eng->append_local(std::move(req),
+                                [done](caf::expected<append_ack> r) {
+                                  (*done)(std::move(r));
+                                });
+}
+
+// Sends what is pending as one batch, while fewer than `forward_batches`
+// are in flight; the rest waits for an answer. So the batches grow with
+// the load, like the writer's groups, and cost one message each way.
+void send_batches(forwarder_actor* self) {
+  auto& st = self->state;
+  auto& cfg = st.env->cfg;
+  auto max_batch = std::max<std::size_t>(cfg.forward_batch_max, 1);
+  while (st.target && !st.pending.requests.empty()
+         && st.inflight.size()
+              < std::max<std::size_t>(cfg.forward_batches, 1)) {
+    forward_batch batch;
+    std::vector<append_callback_ptr> done;
+    if (st.pending.requests.size() <= max_batch) {
+      batch = std::move(st.pending);
+      done = std::move(st.pending_done);
+      st.pending.requests.clear();
+      st.pending_done.clear();
+    } else {
+      auto mid = static_cast<std::ptrdiff_t>(max_batch);
+      auto& rs = st.pending.requests;
+      batch.requests.assign(std::make_move_iterator(rs.begin()),
+                            std::make_move_iterator(rs.begin() + mid));
+      rs.erase(rs.begin(), rs.begin() + mid);
+      done.assign(st.pending_done.begin(), st.pending_done.begin() + mid);
+      st.pending_done.erase(st.pending_done.begin(),
+                            st.pending_done.begin() + mid);
+    }
+    if (cfg.on_forward_batch)
+      cfg.on_forward_batch(batch.requests.size());
+    auto id = ++st.next_id;
+    st.inflight.emplace(id, forward_entry{std::move(done),
+                                          clock::now() + cfg.forward_timeout});
+    self->send(st.target, cl_append_atom::value, id, std::move(batch));
+  }
+}
+
 // Fails every append in flight with `unavailable`: it may or may not be
 // committed, and is never retried.
 void fail_inflight(forwarder_actor* self, const std::string& why) {
   auto& st = self->state;
   auto inflight = std::move(st.inflight);
   st.inflight.clear();
-  for (auto& [_, e] : inflight) {
-    count_forwarded(self, "unavailable");
-    (*e.done)(caf::make_error(
-      errc::unavailable, why + "; the append may or may not be committed"));
+  for (auto& [_, e] : inflight)
+    for (auto& done : e.done) {
+      --st.requests;
+      count_forwarded(self, "unavailable");
+      (*done)(caf::make_error(
+        errc::unavailable, why + "; the append may or may not be committed"));
+    }
+}
+
+// Appends what was never sent here, or fails it (`why`) when the node
+// stops.
+void drain_pending(forwarder_actor* self, const char* why = nullptr) {
+  auto& st = self->state;
+  auto reqs = std::move(st.pending.requests);
+  auto dones = std::move(st.pending_done);
+  st.pending.requests.clear();
+  st.pending_done.clear();
+  st.requests -= reqs.size();
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    if (why) {
+      count_forwarded(self, "unavailable");
+      (*dones[i])(caf::make_error(errc::unavailable, why));
+    } else {
+      append_here(self, std::move(reqs[i]), std::move(dones[i]));
+    }
   }
 }
 
@@ -998,6 +1142,7 @@ void drop_target(forwarder_actor* self, const std::string& why) {
   self->demonitor(st.target);
   st.target = nullptr;
   fail_inflight(self, why);
+  drain_pending(self);
 }
 
 caf::behavior forwarder_impl(forwarder_actor* self,
@@ -1017,39 +1162,54 @@ caf::behavior forwarder_impl(forwarder_actor* self,
   return {
     [self](cl_fwd_atom, append_request& req, append_callback_ptr& done) {
       auto& st = self->state;
-      if (!st.target || st.inflight.size() >= st.env->cfg.forward_window) {
-        count_forwarded(self, "local");
-        st.eng->append_local(std::move(req),
-                             [done](caf::expected<append_ack> r) {
-                               (*done)(std::move(r));
-                             });
+      if (!st.target || st.requests >= st.env->cfg.forward_window) {
+        append_here(self, std::move(req), std::move(done));
         return;
       }
-      auto id = ++st.next_id;
-      st.inflight.emplace(
-        id, forward_entry{std::move(done),
-                          clock::now() + st.env->cfg.forward_timeout});
-      self->send(st.target, cl_append_atom::value, id, std::move(req));
+      ++st.requests;
+      st.pending.requests.push_back(std::move(req));
+      st.pending_done.push_back(std::move(done));
+      // Sent once the appends already in the mailbox have joined it.
+      if (!st.flush_queued) {
+        st.flush_queued = true;
+        self->send(self, cl_flush_atom::value);
+      }
     },
-    [self](cl_acked_atom, std::uint64_t id, std::uint8_t code,
-           std::string& message, std::uint64_t first, std::uint64_t last) {
+    [self](cl_flush_atom) {
+      self->state.flush_queued = false;
+      send_batches(self);
+    },
+    [self](cl_acked_atom, std::uint64_t id, forward_answers& out) {
       auto& st = self->state;
       auto i = st.inflight.find(id);
       if (i == st.inflight.end())
         return; // answered already (timed out, or the link dropped)
       auto done = std::move(i->second.done);
       st.inflight.erase(i);
-      if (code == 0) {
-        count_forwarded(self, "acked");
-        (*done)(append_ack{first, last});
-        return;
+      for (std::size_t k = 0; k < done.size(); ++k) {
+        --st.requests;
+        if (k >= out.answers.size()) {
+          count_forwarded(self, "unavailable");
+          (*done[k])(caf::make_error(errc::unavailable,
+                                     st.target_name
+                                       + " answered a batch only in part; the "
+                                         "append may or may not be committed"));
+          continue;
+        }
+        auto& a = out.answers[k];
+        if (a.code == 0) {
+          count_forwarded(self, "acked");
+          (*done[k])(append_ack{a.first, a.last});
+          continue;
+        }
+        auto c = a.code <= static_cast<std::uint8_t>(errc::internal)
+                   ? static_cast<errc>(a.code)
+                   : errc::internal;
+        count_forwarded(self,
+                        c == errc::unavailable ? "unavailable" : "rejected");
+        (*done[k])(caf::make_error(c, std::move(a.message)));
       }
-      auto c = code <= static_cast<std::uint8_t>(errc::internal)
-                 ? static_cast<errc>(code)
-                 : errc::internal;
-      count_forwarded(self,
-                      c == errc::unavailable ? "unavailable" : "rejected");
-      (*done)(caf::make_error(c, std::move(message)));
+      send_batches(self);
     },
     [self](cl_target_atom, std::string& name, caf::actor& ingress) {
       auto& st = self->state;
@@ -1070,19 +1230,24 @@ caf::behavior forwarder_impl(forwarder_actor* self,
         }
         auto done = std::move(i->second.done);
         i = st.inflight.erase(i);
-        count_forwarded(self, "unavailable");
-        (*done)(caf::make_error(
-          errc::unavailable,
-          st.target_name + " did not answer a forwarded append within "
-            + std::to_string(st.env->cfg.forward_timeout.count())
-            + " ms; the append may or may not be committed"));
+        for (auto& d : done) {
+          --st.requests;
+          count_forwarded(self, "unavailable");
+          (*d)(caf::make_error(
+            errc::unavailable,
+            st.target_name + " did not answer a forwarded append within "
+              + std::to_string(st.env->cfg.forward_timeout.count())
+              + " ms; the append may or may not be committed"));
+        }
       }
+      send_batches(self);
       self->delayed_send(self, 500ms, cl_expire_atom::value);
     },
     [self](cl_stop_atom) {
       auto& st = self->state;
       st.linked->store(false, std::memory_order_relaxed);
       fail_inflight(self, "the node is stopping");
+      drain_pending(self, "the node is stopping");
       self->quit();
       return true;
     },
@@ -1159,6 +1324,8 @@ void configure_cluster(caf::actor_system_config& cfg,
   cfg.add_message_type<cluster_hello>("dcbd::cluster_hello");
   cfg.add_message_type<cluster_projector_reply>(
     "dcbd::cluster_projector_reply");
+  cfg.add_message_type<forward_batch>("dcbd::forward_batch");
+  cfg.add_message_type<forward_answers>("dcbd::forward_answers");
   cfg.set("middleman.heartbeat-interval", caf::timespan{500ms});
   cfg.set("middleman.connection-timeout", caf::timespan{3s});
   cfg.set("middleman.enable-automatic-connections", false);

@@ -88,7 +88,7 @@ parse_cluster_seeds(const std::string& s);
 
 /// Version of the cluster protocol (messages and their fields). Nodes of
 /// other versions do not link.
-inline constexpr std::uint32_t cluster_protocol = 1;
+inline constexpr std::uint32_t cluster_protocol = 2;
 
 /// Prepares an actor system configuration for the cluster, before the
 /// system is made and before the command line is parsed (which may
@@ -133,9 +133,17 @@ struct cluster_config {
   /// linked (`serve_appends`); empty or this node's name: none, appends
   /// stay local.
   std::string writer;
-  /// Forwarded appends in flight to the writer, at most; past it appends
-  /// stay local.
+  /// Forwarded appends waiting for a batch or in flight to the writer, at
+  /// most; past it appends stay local.
   std::size_t forward_window = 256;
+  /// Batches of forwarded appends in flight to the writer, at most; what
+  /// arrives meanwhile waits for the next batch.
+  std::size_t forward_batches = 2;
+  /// Appends per forwarded batch, at most.
+  std::size_t forward_batch_max = 512;
+  /// A batch of `n` appends went to the writer (see
+  /// `dcb_append_forward_batch_size`); runs on an actor's thread.
+  std::function<void(std::size_t n)> on_forward_batch;
   /// How long a forwarded append waits for its answer before it fails with
   /// `unavailable` (it may or may not be committed).
   std::chrono::milliseconds forward_timeout{30'000};

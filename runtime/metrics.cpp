@@ -357,6 +357,13 @@ node_metrics::node_metrics()
                           .Register(r);
   for (auto result : {"acked", "rejected", "unavailable", "local"})
     appends_forwarded_->Add({{"result", result}});
+  forward_batch_ = &BuildHistogram()
+                      .Name("dcb_append_forward_batch_size")
+                      .Help("Appends per batch this node forwarded to the "
+                            "cluster's writer")
+                      .Register(r)
+                      .Add({}, Histogram::BucketBoundaries{1, 2, 5, 10, 20, 50,
+                                                           100, 200, 500});
   jobs_ = &BuildGauge()
              .Name("dcb_jobs")
              .Help("Jobs by queue and state (all nodes' jobs, read from the "
@@ -559,6 +566,10 @@ void node_metrics::cluster(
 
 void node_metrics::append_forwarded(const std::string& result) {
   appends_forwarded_->Add({{"result", result}}).Increment();
+}
+
+void node_metrics::forward_batch(std::size_t n) {
+  forward_batch_->Observe(static_cast<double>(n));
 }
 
 // -- read replicas (issue 14) ------------------------------------------------

@@ -110,6 +110,10 @@ public:
   /// full: appended on this node). `dcb_appends_forwarded_total{result}`.
   void append_forwarded(const std::string& result);
 
+  /// A batch of `n` appends went to the writer.
+  /// `dcb_append_forward_batch_size`.
+  void forward_batch(std::size_t n);
+
   // -- read replicas (issue 14) ----------------------------------------------
 
   /// Hooks for the readers' standby (store/pg_replica.hpp), registering on
@@ -181,6 +185,7 @@ private:
   prometheus::Family<prometheus::Gauge>* cluster_member_up_;
   prometheus::Counter* cluster_refused_;
   prometheus::Family<prometheus::Counter>* appends_forwarded_;
+  prometheus::Histogram* forward_batch_;
   std::set<std::string> cluster_peers_;
   // -- read replicas (issue 14): made by `replica_hooks` ---------------------
   std::shared_ptr<replica_metrics> replica_hooks_;

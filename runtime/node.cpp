@@ -67,6 +67,7 @@ struct node_config : caf::actor_system_config {
   std::size_t jobs_retention_discarded_s = 7 * 24 * 3600;
   std::string cluster_writer;
   std::size_t forward_window = 256;
+  std::size_t forward_batches = 2;
   std::size_t bus_feed_grace_ms = 10;
   // Read replica (DCB_POSTGRES_READ_DSN).
   std::size_t replica_wait_ms = 20;
@@ -128,8 +129,11 @@ struct node_config : caf::actor_system_config {
            "in a cluster: the node whose store actor commits this node's "
            "appends while it is linked (empty: append locally)")
       .add(forward_window, "forward-window",
-           "forwarded appends in flight to the writer, at most (past it: "
-           "append locally)")
+           "forwarded appends waiting or in flight to the writer, at most "
+           "(past it: append locally)")
+      .add(forward_batches, "forward-batches",
+           "batches of forwarded appends in flight to the writer, at most "
+           "(what arrives meanwhile goes in the next batch)")
       .add(bus_feed_grace_ms, "bus-feed-grace-ms",
            "in a cluster: how long the bus waits for a peer's announcement "
            "of a commit before it reads the commit from the database");
@@ -370,6 +374,7 @@ int run_node(int argc, char** argv, node_options options) {
     cc->cluster_name = cluster_name;
     cc->writer = cfg.cluster_writer;
     cc->forward_window = std::max<std::size_t>(cfg.forward_window, 1);
+    cc->forward_batches = std::max<std::size_t>(cfg.forward_batches, 1);
     cc->forward_timeout = std::chrono::milliseconds(cfg.timeout_ms);
   } else if (!cfg.cluster_writer.empty()) {
     return fail("dcbd.cluster-writer needs a cluster (DCB_CLUSTER_ADDR)");
@@ -492,6 +497,9 @@ int run_node(int argc, char** argv, node_options options) {
       cc->on_forwarded = [metrics](const std::string& result) {
         metrics->append_forwarded(result);
       };
+      cc->on_forward_batch = [metrics](std::size_t n) {
+        metrics->forward_batch(n);
+      };
       cluster.emplace(sys, *cc, ec.store);
       cluster->serve(*projectors);
       cluster->serve_appends(*eng);
@@ -499,7 +507,8 @@ int run_node(int argc, char** argv, node_options options) {
       if (!cc->writer.empty() && cc->writer != cc->node)
         std::cout << "dcbd: appends go to " << cc->writer
                   << "'s store actor while it is linked (window "
-                  << cc->forward_window << ")" << std::endl;
+                  << cc->forward_window << ", batches in flight "
+                  << cc->forward_batches << ")" << std::endl;
       std::cout << "dcbd: cluster \"" << cc->cluster_name << "\" on "
                 << cc->addr.to_string() << " (incarnation "
                 << cluster->incarnation() << "), " << cc->seeds.size()

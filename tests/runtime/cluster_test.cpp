@@ -274,6 +274,13 @@ protected:
     return v.empty() ? 0 : std::stol(v);
   }
 
+  // `dcb_append_forward_batch_size_<what>` ("sum" or "count") on node `i`
+  // (0 when absent).
+  long batch_metric(std::size_t i, const std::string& what) {
+    auto v = metric(i, "dcb_append_forward_batch_size_" + what);
+    return v.empty() ? 0 : std::lround(std::stod(v));
+  }
+
   // Rows of StudentSubscribed events, and distinct students among them.
   std::pair<long, long> subscriptions(const std::string& prefix) {
     auto where = " FROM " + schema_
@@ -790,6 +797,28 @@ TEST_F(Cluster, ForwardedAppendsOnceConflictsAndReadYourWrites) {
   EXPECT_EQ(forwarded(1, "local"), 0);
   EXPECT_EQ(forwarded(2, "unavailable"), 0);
   EXPECT_EQ(forwarded(0, "acked"), 0);
+
+  // Eight callers on each forwarding node at once: their appends share
+  // batches (fewer batches than appends), and every forwarded append went
+  // in exactly one batch.
+  std::vector<std::thread> crowd;
+  for (std::size_t i : {1, 2})
+    for (int t = 0; t < 8; ++t)
+      crowd.emplace_back([&, i, t] {
+        append(nodes_[i].http, 40,
+               "g" + std::to_string(i) + "-" + std::to_string(t) + "-");
+      });
+  for (auto& t : crowd)
+    t.join();
+  EXPECT_EQ(subscriptions("g"), std::make_pair(640L, 640L));
+  for (std::size_t i : {1, 2}) {
+    auto ended = forwarded(i, "acked") + forwarded(i, "rejected")
+                 + forwarded(i, "unavailable");
+    EXPECT_EQ(ended, 150 + 320) << nodes_[i].name;
+    EXPECT_EQ(batch_metric(i, "sum"), ended) << nodes_[i].name;
+    EXPECT_LT(batch_metric(i, "count"), ended) << nodes_[i].name;
+    EXPECT_GT(batch_metric(i, "count"), 0) << nodes_[i].name;
+  }
 
   // n2 and n3 race on the same condition, 20 times: one wins each.
   for (int k = 0; k < 20; ++k) {
