@@ -28,11 +28,13 @@
 // Correctness does not depend on it: the condition is checked in the
 // writer's transaction as in any append. When the writer is not linked (not
 // yet, or DOWN) or the window is full, the append goes to this node's own
-// store actor (always safe). When the link drops or no answer comes within
-// `forward_timeout` while an append is in flight, it fails with
+// store actor (always safe), and so do appends still waiting for a batch
+// when the link drops (never sent). When the link drops or no answer comes
+// within `forward_timeout` while an append is in flight, it fails with
 // `unavailable` (it may or may not be committed, as after a local timeout)
 // and is never retried, so nothing is appended twice. This node's cache and
-// bus learn forwarded appends through LISTEN/NOTIFY and catch-up; reads stay
+// bus learn forwarded appends from the writer's announcements (shared
+// commits, below) or else through LISTEN/NOTIFY and catch-up; reads stay
 // linearizable through the read index. Commands (`engine::execute`, the
 // appender pool) still append locally.
 //
