@@ -667,6 +667,21 @@ TEST_F(Bus, WithoutListenPollingStillDelivers) {
   EXPECT_EQ(stats->fed_by_reads, 20u);
 }
 
+/// Subscribes `into` to `bus` directly (without an engine).
+void sink_into(caf::actor_system& sys, bus_actor bus, subscribe_request req,
+               collector& into) {
+  spawn_subscription_sink(
+    sys, std::move(bus), std::move(req),
+    [&into](std::vector<bus_item>& xs, std::function<void(bool)> ack) {
+      into.add(xs);
+      ack(true);
+    },
+    [&into](const bus_end& e) {
+      into.finish(e);
+    },
+    nullptr);
+}
+
 TEST(MemoryBus, FollowsAnInMemoryStore) {
   caf::actor_system_config cfg;
   configure_test_system(cfg);
@@ -717,16 +732,7 @@ TEST(MemoryBus, AfterPastTheCacheHeadIsNotPastTheLogHead) {
     subscribe_request req;
     req.q = query::all();
     req.after = after;
-    spawn_subscription_sink(
-      sys, bus, std::move(req),
-      [&into](std::vector<bus_item>& xs, std::function<void(bool)> ack) {
-        into.add(xs);
-        ack(true);
-      },
-      [&into](const bus_end& e) {
-        into.finish(e);
-      },
-      nullptr);
+    sink_into(sys, bus, std::move(req), into);
   };
   subscribe(5, c);
   EXPECT_TRUE(c.wait_kind(bus_item_kind::caught_up));
@@ -800,16 +806,7 @@ TEST(MemoryBus, NoHeartbeatBeforeTheBusKnowsTheHead) {
   req.q = query::all();
   req.after = 0;
   req.heartbeat = 50ms;
-  spawn_subscription_sink(
-    sys, bus, std::move(req),
-    [&c](std::vector<bus_item>& xs, std::function<void(bool)> ack) {
-      c.add(xs);
-      ack(true);
-    },
-    [&c](const bus_end& e) {
-      c.finish(e);
-    },
-    nullptr);
+  sink_into(sys, bus, std::move(req), c);
   std::this_thread::sleep_for(400ms);
   EXPECT_EQ(c.count(bus_item_kind::heartbeat), 0u);
   EXPECT_EQ(c.count(bus_item_kind::caught_up), 0u);
