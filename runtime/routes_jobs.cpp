@@ -174,9 +174,11 @@ fetch_of_body(const json& body, const exchange& x) {
     if (!v->is_array() || v->size() > max_kinds)
       bad("kinds", "must be an array of at most " + std::to_string(max_kinds)
                      + " strings");
-    for (std::size_t i = 0; i < v->size(); ++i)
-      f.kinds.push_back(
-        string_field((*v)[i], "kinds[" + std::to_string(i) + "]"));
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      auto field = "kinds[" + std::to_string(i) + "]";
+      f.kinds.push_back(string_field((*v)[i], field));
+      validate_job_kind(f.kinds.back(), field);
+    }
   }
   f.max = 1;
   if (auto v = member(body, "max"))

@@ -92,6 +92,15 @@ void validate_job_name(std::string_view name, std::string_view field) {
     invalid(field, "must be 1-100 characters: letters, digits, '_', '-', '.'");
 }
 
+void validate_job_kind(std::string_view kind, std::string_view field,
+                       const job_limits& lim) {
+  if (kind.empty() || kind.size() > lim.max_kind_bytes)
+    invalid(field,
+            "must be 1-" + std::to_string(lim.max_kind_bytes) + " bytes");
+  if (!is_utf8(kind) || kind.find('\0') != std::string_view::npos)
+    invalid(field, "must be UTF-8 without NUL");
+}
+
 void validate(job_request& j, std::string_view field, const job_limits& lim) {
   auto f = [&](const char* name) {
     return std::string{field} + "." + name;
@@ -100,11 +109,7 @@ void validate(job_request& j, std::string_view field, const job_limits& lim) {
       || !std::all_of(j.queue.begin(), j.queue.end(), name_char))
     invalid(f("queue"), "must be 1-" + std::to_string(lim.max_queue_chars)
                           + " characters: letters, digits, '_', '-', '.'");
-  if (j.kind.empty() || j.kind.size() > lim.max_kind_bytes)
-    invalid(f("kind"),
-            "must be 1-" + std::to_string(lim.max_kind_bytes) + " bytes");
-  if (!is_utf8(j.kind) || j.kind.find('\0') != std::string::npos)
-    invalid(f("kind"), "must be UTF-8 without NUL");
+  validate_job_kind(j.kind, f("kind"), lim);
   if (j.args.empty())
     j.args = "{}";
   if (j.args.size() > lim.max_args_bytes)

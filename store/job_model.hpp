@@ -132,6 +132,11 @@ bool valid_queue_name(std::string_view s) noexcept;
 void validate(job_request& j, std::string_view field,
               const job_limits& lim = {});
 
+/// Validates a job kind: 1-`max_kind_bytes` bytes of UTF-8 without NUL;
+/// throws `store_error(invalid_argument)` naming `field`.
+void validate_job_kind(std::string_view kind, std::string_view field,
+                       const job_limits& lim = {});
+
 /// Validates a trigger or worker name: 1-100 characters, letters, digits,
 /// '_', '-', '.'; throws `store_error(invalid_argument)` naming `field`.
 void validate_job_name(std::string_view name, std::string_view field);

@@ -569,13 +569,25 @@ bool pg_jobs::create_trigger(const job_trigger& t,
     throw store_error{errc::invalid_argument, "from must fit a position"};
   auto& m = *impl_;
   return m.plain([&](pqxx::nontransaction& tx, pg_pool::lease&) {
+    // A position past the head is refused, as a subscription's `after` is:
+    // the head only grows, so one that passes here stays valid.
+    if (from) {
+      auto head = tx.exec1("SELECT position FROM " + m.s + ".head")[0]
+                    .as<std::uint64_t>();
+      if (*from > head)
+        throw store_error{errc::invalid_argument,
+                          "from (" + std::to_string(*from)
+                            + ") is past the head of the log ("
+                            + std::to_string(head) + ")"};
+    }
     auto r = tx.exec_params(
       "INSERT INTO " + m.s
         + ".job_triggers (name, query, queue, kind, priority, max_attempts, "
-          "position) VALUES ($1, $2::jsonb, $3, $4, $5, $6, CASE WHEN $7 < 0 "
-          "THEN (SELECT position FROM "
+          "position) VALUES ($1, $2::jsonb, $3, $4, $5, $6, CASE WHEN "
+          "$7::bigint < 0 THEN (SELECT position FROM "
         + m.s
-        + ".head) ELSE $7 END) ON CONFLICT (name) DO NOTHING RETURNING name",
+        + ".head) ELSE $7::bigint END) ON CONFLICT (name) DO NOTHING "
+          "RETURNING name",
       t.name, query_to_json(t.query), t.queue, t.kind, t.priority,
       t.max_attempts, from ? static_cast<std::int64_t>(*from) : -1);
     return !r.empty();

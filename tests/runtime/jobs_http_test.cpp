@@ -662,6 +662,9 @@ TEST_F(JobsHttp, BadWorkerCallsAre400) {
     {json{{"wait_ms", 60'001}}, "wait_ms"},
     {json{{"kinds", "k"}}, "kinds"},
     {json{{"kinds", {1}}}, "kinds[0]"},
+    {json{{"kinds", {"k", std::string("a\0b", 3)}}}, "kinds[1]"},
+    {json{{"kinds", {""}}}, "kinds[0]"},
+    {json{{"kinds", {std::string(256, 'k')}}}, "kinds[0]"},
     {json{{"queue", "a b"}}, "queue"},
     {json{{"worker", ""}}, "worker"},
     {json{{"worker", 5}}, "worker"},
@@ -823,6 +826,14 @@ TEST_F(JobsHttp, TriggersMakeOneJobPerMatchingEvent) {
   expect_bad(c.post("/v1/triggers",
                     json{{"name", "t"}, {"kind", "k"}, {"queue", "a b"}}),
              "queue", "queue a b");
+  // Past the head (1): refused as a subscription's `after` would be, also
+  // past int32 (the position is a bigint throughout).
+  for (std::uint64_t from :
+       {std::uint64_t{2}, std::uint64_t{1} << 31, std::uint64_t{INT64_MAX}})
+    expect_bad(c.post("/v1/triggers",
+                      json{{"name", "t"}, {"kind", "k"}, {"from", from}}),
+               "past the head", "from " + std::to_string(from));
+  EXPECT_EQ(get(c, "/v1/triggers").size(), 1u) << "the refused ones exist";
   // From a position: the events after it.
   post(c, "/v1/triggers",
        json{{"name", "all-from-0"}, {"kind", "audit"}, {"from", 0}}, 201);
