@@ -104,6 +104,9 @@ inline constexpr std::size_t websocket_max_message = 64 * 1024;
 /// How long a WebSocket close handshake (after the frames queued before it)
 /// may take before the connection is dropped.
 inline constexpr std::chrono::milliseconds websocket_close_timeout{2'000};
+/// After that, how long the dropped connection may take to end before the
+/// WebSocket is ended without it (its operations are stuck).
+inline constexpr std::chrono::milliseconds websocket_stuck_timeout{1'000};
 
 /// One WebSocket connection upgraded from an HTTP request. Text frames in
 /// and out. Every call is thread-safe and returns at once; the I/O runs on

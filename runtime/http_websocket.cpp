@@ -9,7 +9,8 @@
 // session is released. Frames and the close frame go out one at a time
 // from a queue. Beast's suggested server timeouts ping an idle peer and
 // drop a dead one; a close handshake that does not finish within
-// `websocket_close_timeout` drops the connection.
+// `websocket_close_timeout` drops the connection (and ends it outright if
+// Beast's operations are stuck, see `close_timed_out`).
 #include "runtime/http_session.hpp"
 
 #include <boost/beast/websocket.hpp>
@@ -183,9 +184,29 @@ private:
     close_timer_.expires_after(websocket_close_timeout);
     close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (!ec)
-        self->drop();
+        self->close_timed_out();
     });
     pump();
+  }
+
+  // The close handshake did not finish in time: disconnect, which ends
+  // the pending read. Beast 1.74 can also deadlock here: a read that fails
+  // the connection (a protocol error from the peer) holds the read block
+  // while it waits for the write block, which our close holds while it
+  // waits for the read block, and neither touches the socket again. So if
+  // nothing finished a moment after the disconnect, finish here and destroy
+  // the stream: that drops the two suspended operations (and the
+  // references to this WebSocket they hold); none of them will run.
+  void close_timed_out() {
+    drop();
+    close_timer_.expires_after(websocket_stuck_timeout);
+    close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->finished_)
+        return;
+      log_error("websocket", "close handshake stuck; connection dropped");
+      self->finish();
+      self->ws_.reset();
+    });
   }
 
   void pump() {
