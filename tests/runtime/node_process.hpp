@@ -142,6 +142,25 @@ public:
     return status_;
   }
 
+  /// Whether it exited within `d` (reaping it then).
+  bool exited_within(std::chrono::milliseconds d) {
+    if (pid_ <= 0)
+      return false;
+    auto until = std::chrono::steady_clock::now() + d;
+    while (!reaped_) {
+      if (::waitpid(pid_, &status_, WNOHANG) == pid_) {
+        reaped_ = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= until)
+        return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    }
+    if (reader_.joinable())
+      reader_.join();
+    return true;
+  }
+
   /// What it wrote to stdout so far (when captured).
   std::string output() {
     std::lock_guard guard{mtx_};
