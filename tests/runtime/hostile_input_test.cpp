@@ -468,6 +468,26 @@ std::string ws_frame(const std::string& payload, int op, bool fin = true,
   return f;
 }
 
+// Connects `s` to `port` and asks for a WebSocket upgrade of /v1/ws;
+// returns the answer's head ("" when the connection failed).
+std::string ws_upgrade(tcp::socket& s, std::uint16_t port) {
+  beast::error_code ec;
+  s.connect({net::ip::make_address("127.0.0.1"), port}, ec);
+  if (!ec)
+    net::write(
+      s,
+      net::buffer(std::string{
+        "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: "
+        "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"}),
+      ec);
+  std::string got;
+  char buf[512];
+  while (!ec && got.find("\r\n\r\n") == std::string::npos)
+    got.append(buf, s.read_some(net::buffer(buf), ec));
+  return ec ? std::string{} : got;
+}
+
 TEST_F(HostileInput, RandomWebSocketFramesFreeEverythingTheyOpened) {
   auto cport = free_tcp_port();
   auto n = node("w1", cport, "127.0.0.1:" + std::to_string(cport));
@@ -496,19 +516,9 @@ TEST_F(HostileInput, RandomWebSocketFramesFreeEverythingTheyOpened) {
   for (int conn = 0; conn < 150; ++conn) {
     net::io_context ioc;
     tcp::socket s{ioc};
-    s.connect({net::ip::make_address("127.0.0.1"), n->port()});
-    std::string upgrade
-      = "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
-    net::write(s, net::buffer(upgrade));
-    std::string got;
+    ASSERT_EQ(ws_upgrade(s, n->port()).substr(0, 12), "HTTP/1.1 101")
+      << "connection " << conn;
     beast::error_code ec;
-    char buf[512];
-    while (got.find("\r\n\r\n") == std::string::npos && !ec)
-      got.append(buf, s.read_some(net::buffer(buf), ec));
-    ASSERT_FALSE(ec) << ec.message();
-    ASSERT_EQ(got.substr(0, 12), "HTTP/1.1 101") << "connection " << conn;
     ++upgraded;
     for (auto k = m.below(20) + 1; k > 0; --k) {
       std::string bytes;
@@ -546,18 +556,8 @@ TEST_F(HostileInput, RandomWebSocketFramesFreeEverythingTheyOpened) {
     for (int k = 0; k < 5; ++k) {
       net::io_context ioc;
       tcp::socket s{ioc};
-      s.connect({net::ip::make_address("127.0.0.1"), n->port()});
-      net::write(s, net::buffer(std::string{
-                      "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Key: "
-                      "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
-                      "13\r\n\r\n"}));
-      std::string got;
+      ASSERT_EQ(ws_upgrade(s, n->port()).substr(0, 12), "HTTP/1.1 101");
       beast::error_code ec;
-      char buf[512];
-      while (got.find("\r\n\r\n") == std::string::npos && !ec)
-        got.append(buf, s.read_some(net::buffer(buf), ec));
-      ASSERT_EQ(got.substr(0, 12), "HTTP/1.1 101");
       net::write(s, net::buffer(ws_frame("bin", 2) + second), ec);
       std::this_thread::sleep_for(20ms);
       s.close(ec);
