@@ -41,8 +41,7 @@ using json = nlohmann::json;
 std::string course_of(const dcbd::sequenced_event& e) {
   auto data = json::parse(e.event.data, nullptr, false);
   if (!data.is_object() || !data.contains("course")
-      || !data["course"].is_string()
-      || data["course"].get_ref<const std::string&>().empty())
+      || !data["course"].is_string())
     throw std::invalid_argument("event " + std::to_string(e.position)
                                 + ": data is not an object with a string "
                                   "\"course\"");

@@ -71,8 +71,10 @@ inline std::string recount(const std::string& schema) {
   return exec_sql(
     "SELECT coalesce(string_agg(course || '=' || n, ',' ORDER BY course), "
     "'') FROM (SELECT course, count(*) AS n FROM (SELECT CASE WHEN "
-    "convert_from(data, 'UTF8') LIKE '{%' THEN "
-    "convert_from(data, 'UTF8')::jsonb ->> 'course' END AS course FROM "
+    "convert_from(data, 'UTF8') LIKE '{%' THEN CASE WHEN "
+    "jsonb_typeof(convert_from(data, 'UTF8')::jsonb -> 'course') = "
+    "'string' THEN convert_from(data, 'UTF8')::jsonb ->> 'course' END END "
+    "AS course FROM "
     + schema
     + ".events WHERE type = 'StudentSubscribed') e WHERE course IS NOT "
       "NULL GROUP BY course) c");

@@ -230,6 +230,13 @@ TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
   ASSERT_EQ(p.status, 200u) << p.body;
   ASSERT_TRUE(caught_up(node->port()));
   EXPECT_EQ(seats(), "c1=2,c2=1");
+  // The empty string is a string: a course of its own (API.md §6).
+  ASSERT_EQ(
+    c.post("/v1/append", json{{"events", {subscribe_event("s4", "")}}}).status,
+    200u);
+  ASSERT_TRUE(caught_up(node->port()));
+  EXPECT_EQ(seats(), "=1,c1=2,c2=1");
+  EXPECT_EQ(status(node->port())["dead_letters"], 0);
   auto running = status(node->port());
   p = c.post("/v1/projectors/course_seats/resume", json::object());
   ASSERT_EQ(p.status, 200u) << p.body;
