@@ -141,10 +141,13 @@ public:
 /// What an upgraded connection calls, on its strand. An exception from a
 /// handler is logged and the connection carries on.
 struct websocket_handlers {
-  /// A complete text message (binary messages close the connection with a
-  /// policy/unsupported-data close code).
+  /// A complete text message.
   std::function<void(const std::shared_ptr<websocket>&, std::string text)>
     on_message;
+  /// A complete binary message (its bytes are not passed on). Without this
+  /// handler a binary message closes the connection with the
+  /// unsupported-data close code.
+  std::function<void(const std::shared_ptr<websocket>&)> on_binary;
   /// The connection closed (either side, error, or server stop); runs once.
   /// Both handlers are dropped after it ran.
   std::function<void()> on_closed;

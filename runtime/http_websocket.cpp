@@ -161,8 +161,14 @@ private:
       return finish();
     if (!ws_->got_text()) {
       rd_buf_.clear();
-      start_close(bws::close_code::unknown_data,
-                  "binary messages are not supported");
+      if (!handlers_.on_binary) {
+        start_close(bws::close_code::unknown_data,
+                    "binary messages are not supported");
+      } else if (!closing_) {
+        guarded("websocket binary message handler", [&] {
+          handlers_.on_binary(shared_from_this());
+        });
+      }
       return read();
     }
     auto text = beast::buffers_to_string(rd_buf_.data());

@@ -183,9 +183,10 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     if (after
         > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
       throw store_error{errc::invalid_argument, "after is too large"};
+    // No credit given is none yet; a credit given is a positive integer.
     std::uint64_t credit = 0;
     if (frame.contains("credit"))
-      credit = number(frame["credit"], "credit", false);
+      credit = number(frame["credit"], "credit", true);
     auto s = std::make_shared<ws_sub>();
     s->name = name;
     s->client_left = credit;
@@ -306,6 +307,14 @@ void ws(route_env& env, const std::shared_ptr<exchange>& x) {
   h.on_message = [conn](const std::shared_ptr<websocket>& w, std::string text) {
     conn->ws = w;
     conn->on_message(text);
+  };
+  // A binary frame is a frame that is not JSON: an error frame, and the
+  // connection and its subscriptions carry on.
+  h.on_binary = [conn](const std::shared_ptr<websocket>& w) {
+    conn->ws = w;
+    conn->error("invalid_argument",
+                "a frame must be a JSON object in a text message (binary "
+                "messages are not supported)");
   };
   h.on_closed = [conn] {
     conn->on_closed();

@@ -187,6 +187,37 @@ TEST_F(WebSocket, BinaryMessageClosesWithUnsupportedData) {
   EXPECT_TRUE(closed_once());
 }
 
+// Beast 1.74 deadlocks its close against a read that fails the connection
+// (a binary message starts the server's close, then a text message that is
+// no UTF-8, or a ping, arrives). Each such connection still ends: on_closed
+// runs for it and a stop does not wait for it.
+TEST_F(WebSocket, CloseStuckInBeastStillEndsTheConnection) {
+  auto sequences = {ws_frame("bin", 2) + ws_frame("\xff\xfe", 1),
+                    ws_frame("bin", 2) + ws_frame("p", 9)};
+  int n = 0;
+  for (const auto& bytes : sequences)
+    for (int k = 0; k < 3; ++k, ++n) {
+      net::io_context ioc;
+      tcp::socket s{ioc};
+      ASSERT_EQ(ws_upgrade(s, port(), "/ws").substr(0, 12), "HTTP/1.1 101");
+      beast::error_code ec;
+      net::write(s, net::buffer(bytes), ec);
+      std::this_thread::sleep_for(20ms);
+      s.close(ec);
+    }
+  EXPECT_TRUE(eventually(
+    [&] {
+      return closed_ == n;
+    },
+    http::websocket_close_timeout + http::websocket_stuck_timeout + 5s))
+    << closed_ << " of " << n << " connections ended";
+  auto stopped = std::async(std::launch::async, [this] {
+    transport_->stop(1s);
+  });
+  EXPECT_EQ(stopped.wait_for(10s), std::future_status::ready)
+    << "stop waits for a connection that never ends";
+}
+
 TEST_F(WebSocket, MessageOverTheLimitClosesWithTooBig) {
   ws_client c{port()};
   ASSERT_FALSE(c.handshake());

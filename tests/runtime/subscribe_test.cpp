@@ -546,9 +546,14 @@ TEST_F(WsSubscribe, BadFramesGetErrorFramesAndChangeNothing) {
     R"({"op":"subscribe","sub":"q","query":{"items":[{}]}})",
     R"({"op":"subscribe","sub":"q","after":-2})",
     R"({"op":"subscribe","sub":"q","credit":1.5})",
+    R"({"op":"subscribe","sub":"q","credit":0})",
     R"({"op":"unsubscribe","sub":"missing"})"};
   for (auto& b : bad)
     ASSERT_FALSE(c.send(b));
+  // A binary message is no JSON frame either: an error frame, the
+  // connection stays.
+  ASSERT_FALSE(c.send(R"({"op":"subscribe","sub":"b","credit":1})", true));
+  bad.emplace_back("binary");
   std::vector<json> frames;
   read_until(c, frames, [&](auto& fs) {
     return static_cast<std::size_t>(std::count_if(fs.begin(), fs.end(),

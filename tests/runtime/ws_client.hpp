@@ -8,6 +8,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -96,5 +97,55 @@ private:
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   boost::beast::websocket::response_type res_;
 };
+
+// Raw frames for hostile clients: a client frame with opcode `op` (masked
+// unless told otherwise), whatever the payload.
+inline std::string ws_frame(const std::string& payload, int op, bool fin = true,
+                            bool masked = true) {
+  std::string f;
+  f += static_cast<char>((fin ? 0x80 : 0) | op);
+  auto len = payload.size();
+  auto m = masked ? 0x80 : 0;
+  if (len < 126) {
+    f += static_cast<char>(m | static_cast<int>(len));
+  } else if (len < 65536) {
+    f += static_cast<char>(m | 126);
+    f += static_cast<char>(len >> 8);
+    f += static_cast<char>(len & 0xff);
+  } else {
+    f += static_cast<char>(m | 127);
+    for (int s = 56; s >= 0; s -= 8)
+      f += static_cast<char>((len >> s) & 0xff);
+  }
+  std::string key = masked ? "\x12\x34\x56\x78" : "";
+  f += key;
+  for (std::size_t i = 0; i < len; ++i)
+    f += masked ? static_cast<char>(payload[i] ^ key[i % 4]) : payload[i];
+  return f;
+}
+
+// Connects `s` to `port` and asks for a WebSocket upgrade of `target` by
+// hand; returns the answer's head ("" when the connection failed).
+inline std::string ws_upgrade(boost::asio::ip::tcp::socket& s,
+                              std::uint16_t port,
+                              const std::string& target = "/v1/ws") {
+  namespace net = boost::asio;
+  boost::beast::error_code ec;
+  s.connect({net::ip::make_address("127.0.0.1"), port}, ec);
+  if (!ec)
+    net::write(s,
+               net::buffer("GET " + target
+                           + " HTTP/1.1\r\nHost: x\r\nUpgrade: "
+                             "websocket\r\nConnection: "
+                             "Upgrade\r\nSec-WebSocket-Key: "
+                             "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-"
+                             "Version: 13\r\n\r\n"),
+               ec);
+  std::string got;
+  char buf[512];
+  while (!ec && got.find("\r\n\r\n") == std::string::npos)
+    got.append(buf, s.read_some(net::buffer(buf), ec));
+  return ec ? std::string{} : got;
+}
 
 } // namespace dcbd::test
