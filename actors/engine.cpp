@@ -254,6 +254,36 @@ read_index_stats engine::index_stats() const {
   return impl_->index ? impl_->index->stats() : read_index_stats{};
 }
 
+void engine::read_from_cache(
+  query q, read_options options, std::size_t max_events,
+  std::function<void(std::function<void()>)> run,
+  std::function<void(std::optional<read_result>)> done) const {
+  auto& d = *impl_;
+  auto cache = d.cache;
+  if (!cache || !d.index || !cache_may_answer(*cache, options))
+    return done(std::nullopt);
+  auto lim = d.cfg.store.limits;
+  d.index->get_async([cache, lim, max_events, q = std::move(q), options,
+                      run = std::move(run), done = std::move(done)](
+                       std::optional<std::uint64_t> index) mutable {
+    if (!index)
+      return run([done = std::move(done)] {
+        done(std::nullopt);
+      });
+    // On the index's thread only the hand-over: the read runs on `run`'s.
+    run([cache, lim, max_events, q = std::move(q), options, index,
+         done = std::move(done)] {
+      std::optional<read_result> r;
+      try {
+        r = dcbd::read_from_cache(*cache, q, options, *index, max_events, lim);
+      } catch (const std::exception&) {
+        // The usual path reports it.
+      }
+      done(std::move(r));
+    });
+  });
+}
+
 replica_stats engine::replica() const {
   return impl_->replica ? impl_->replica->stats() : replica_stats{};
 }

@@ -314,26 +314,115 @@ void exchange::count(unsigned status) {
 // -- stream slots -------------------------------------------------------------
 
 stream_slots::stream_slots(std::size_t max,
-                           std::shared_ptr<node_metrics> metrics)
+                           std::shared_ptr<node_metrics> metrics,
+                           std::chrono::milliseconds max_wait)
   : max_(max)
-  , metrics_(std::move(metrics)) {
+  , metrics_(std::move(metrics))
+  , max_wait_(max_wait) {
   // nop
 }
 
-bool stream_slots::acquire() {
-  if (used_.fetch_add(1) >= max_) {
-    --used_;
-    return false;
+void stream_slots::expire_locked(clock::time_point now,
+                                 std::vector<grant>& out) {
+  while (!line_.empty() && line_.front().deadline <= now) {
+    out.push_back(std::move(line_.front().g));
+    line_.pop_front();
   }
-  if (metrics_)
+}
+
+stream_slots::outcome stream_slots::acquire(grant g) {
+  std::vector<grant> expired;
+  auto result = outcome::queued;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto now = clock::now();
+    expire_locked(now, expired);
+    if (used_ < max_) {
+      ++used_;
+      result = outcome::taken;
+    } else if (line_.size() >= max_waiting()) {
+      result = outcome::refused;
+    } else {
+      line_.push_back({std::move(g), now + max_wait_});
+    }
+  }
+  for (auto& e : expired)
+    e(false);
+  if (result == outcome::taken && metrics_)
     metrics_->open_streams().Increment();
-  return true;
+  return result;
 }
 
 void stream_slots::release() {
-  --used_;
-  if (metrics_)
+  std::vector<grant> expired;
+  grant next;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    expire_locked(clock::now(), expired);
+    if (!line_.empty()) {
+      // The slot passes on: `used_` and the gauge stay.
+      next = std::move(line_.front().g);
+      line_.pop_front();
+    } else if (used_ > 0) {
+      --used_;
+    }
+  }
+  for (auto& e : expired)
+    e(false);
+  if (next)
+    next(true);
+  else if (metrics_)
     metrics_->open_streams().Decrement();
+}
+
+std::size_t stream_slots::in_use() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return used_;
+}
+
+std::size_t stream_slots::waiting() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return line_.size();
+}
+
+namespace {
+
+void refuse_stream(const stream_slots& slots, exchange& x) {
+  x.error(503, "overloaded",
+          "too many streaming reads (" + std::to_string(slots.max())
+            + " running, up to " + std::to_string(slots.max_waiting())
+            + " waiting); retry later");
+}
+
+} // namespace
+
+void with_stream_slot(stream_slots& slots, const std::shared_ptr<exchange>& x,
+                      std::function<void(std::shared_ptr<stream_slot>)> start) {
+  auto r = slots.acquire([&slots, x, start](bool granted) {
+    // On the thread of the release that handed the slot over: hold it
+    // before anything else, so that it goes back whatever happens next.
+    auto slot = granted ? std::make_shared<stream_slot>(slots) : nullptr;
+    x->on_strand([&slots, x, start, slot] {
+      // Answered already: the wait timed out (the slot goes back here).
+      if (x->answered())
+        return;
+      if (!slot)
+        return refuse_stream(slots, *x);
+      start(slot);
+    });
+  });
+  switch (r) {
+    case stream_slots::outcome::taken:
+      return start(std::make_shared<stream_slot>(slots));
+    case stream_slots::outcome::refused:
+      return refuse_stream(slots, *x);
+    case stream_slots::outcome::queued:
+      // Without this timer a waiter past its time would only learn it at
+      // the next acquire or release.
+      return x->set_deadline(slots.max_wait(), [&slots, x] {
+        refuse_stream(slots, *x);
+      });
+  }
 }
 
 // -- subscription hub ---------------------------------------------------------

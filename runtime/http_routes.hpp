@@ -37,6 +37,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -216,31 +217,97 @@ struct route {
 // `route_table` (a vector of them) and `route_source` are declared in
 // runtime/http_server.hpp.
 
-/// Streaming responses at once, across areas; past `max`, 503. Keeps the
-/// open-streams gauge.
+/// Streaming responses at once, across areas. Past `max` a stream waits for
+/// a slot, first come first served, at most `max_wait` and with at most
+/// `max_waiting()` others; a stream that gets no slot is answered 503 by its
+/// route. A pool's queue, as pgbouncer's: a burst of readers past the limit
+/// is served late rather than refused. Keeps the open-streams gauge.
 class stream_slots {
 public:
-  stream_slots(std::size_t max, std::shared_ptr<node_metrics> metrics);
+  /// Runs with true when the caller now holds a slot (and must `release`
+  /// it), with false when it gets none. Called on the thread of `acquire`
+  /// or of the `release` that hands the slot over, with no lock held: post
+  /// to a strand before doing real work.
+  using grant = std::function<void(bool granted)>;
 
-  /// Takes a slot; false when all are taken.
-  bool acquire();
+  stream_slots(std::size_t max, std::shared_ptr<node_metrics> metrics,
+               std::chrono::milliseconds max_wait = std::chrono::seconds{10});
 
-  /// Gives a slot back.
+  enum class outcome { taken, queued, refused };
+
+  /// Takes a slot: `taken` when one was free (the caller holds it now;
+  /// `g` is dropped), `refused` when all are taken and the line is full
+  /// (`g` is dropped), else `queued`: `g` runs later, with true when a
+  /// `release` hands it a slot, with false at the first `acquire` or
+  /// `release` after it waited `max_wait`.
+  outcome acquire(grant g);
+
+  /// Gives a slot back, or hands it to the first in line.
   void release();
 
-  std::size_t in_use() const {
-    return used_;
-  }
+  std::size_t in_use() const;
+  std::size_t waiting() const;
 
   std::size_t max() const {
     return max_;
   }
 
+  std::size_t max_waiting() const {
+    return max_ * 8;
+  }
+
+  std::chrono::milliseconds max_wait() const {
+    return max_wait_;
+  }
+
 private:
+  using clock = std::chrono::steady_clock;
+  struct waiter {
+    grant g;
+    clock::time_point deadline;
+  };
+
+  // Moves the waiters past their deadline to `out` (the line is in
+  // deadline order: one `max_wait` for all).
+  void expire_locked(clock::time_point now, std::vector<grant>& out);
+
   std::size_t max_;
   std::shared_ptr<node_metrics> metrics_;
-  std::atomic<std::size_t> used_{0};
+  std::chrono::milliseconds max_wait_;
+  mutable std::mutex mtx_;
+  std::size_t used_ = 0;
+  std::deque<waiter> line_;
 };
+
+/// One held stream slot, given back by `release` or when destroyed.
+class stream_slot {
+public:
+  explicit stream_slot(stream_slots& slots) : slots_(&slots) {
+    // nop
+  }
+
+  stream_slot(const stream_slot&) = delete;
+  stream_slot& operator=(const stream_slot&) = delete;
+
+  ~stream_slot() {
+    release();
+  }
+
+  void release() {
+    if (auto* s = std::exchange(slots_, nullptr))
+      s->release();
+  }
+
+private:
+  stream_slots* slots_;
+};
+
+/// Runs `start` on `x`'s strand with a held slot of `slots`: at once when
+/// one is free, after a wait in line otherwise; answers 503 `overloaded`
+/// when none comes. A slot nobody holds any more is given back, also when
+/// the client went away while waiting.
+void with_stream_slot(stream_slots& slots, const std::shared_ptr<exchange>& x,
+                      std::function<void(std::shared_ptr<stream_slot>)> start);
 
 /// Live subscriptions (SSE, NDJSON and WebSocket ones) at once: past
 /// `max`, 503. When the server stops, `close_all` ends every one of them

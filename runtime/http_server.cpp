@@ -60,7 +60,7 @@ struct http_server::impl {
 
   impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg,
        const http_extensions& ext)
-    : streams(cfg.max_streams, metrics)
+    : streams(cfg.max_streams, metrics, cfg.request_timeout)
     , subscriptions(cfg.max_subscriptions)
     , env{eng,      metrics,       cfg,
           streams,  subscriptions, ext.projectors,
@@ -96,6 +96,14 @@ http_server::~http_server() {
 
 std::uint16_t http_server::port() const {
   return impl_->transport.port();
+}
+
+std::size_t http_server::open_streams() const {
+  return impl_->streams.in_use();
+}
+
+std::size_t http_server::waiting_streams() const {
+  return impl_->streams.waiting();
 }
 
 void http_server::stop(std::chrono::milliseconds grace) {

@@ -90,7 +90,8 @@ struct http_config {
   std::chrono::milliseconds idle_timeout{60'000};
   /// Time to write one response (or one chunk of a stream).
   std::chrono::milliseconds write_timeout{30'000};
-  /// Streaming reads at once; more get 503.
+  /// Streaming reads at once; more wait in line for a slot (at most 8 per
+  /// slot, at most `request_timeout`), past that 503.
   std::size_t max_streams = 32;
   /// Events per chunk of a streaming read.
   std::size_t stream_chunk_events = 1000;
@@ -138,6 +139,10 @@ public:
 
   /// The port it listens on.
   std::uint16_t port() const;
+
+  /// Streaming reads running, and waiting in line for a slot.
+  std::size_t open_streams() const;
+  std::size_t waiting_streams() const;
 
   /// Graceful stop: stops accepting, waits up to `grace` for the requests
   /// in flight to be answered, then closes every connection and waits for

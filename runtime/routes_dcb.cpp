@@ -10,12 +10,19 @@
 // extension of the contract: the body may carry "jobs" (as /v1/append,
 // runtime/json_api), enqueued iff the events are appended.
 //
+// /read first asks the event cache (engine::read_from_cache): a read index
+// taken without blocking a thread, shared with every read waiting for one,
+// then the answer read from memory on the connection's strand, without the
+// actors, when the cache holds the whole range and at most one chunk's worth
+// of events (`http_config::stream_chunk_events`). Otherwise:
+//
 // /read answers results of any size with bounded memory: like /v1/read it
 // runs `engine::stream_paced` into the session's chunk writer, a chunk
 // acknowledged once it is on the socket, and takes one of the
-// `http_config::max_streams` slots (503 past them; 499 in the metrics when
-// the client goes away). The body is the same JSON array as a whole answer
-// would be, `[` + elements separated by `,` + `]`, sent chunked.
+// `http_config::max_streams` slots (waiting in line for one past them, 503
+// when none comes; 499 in the metrics when the client goes away). The body
+// is the same JSON array as a whole answer would be, `[` + elements
+// separated by `,` + `]`, sent chunked.
 //
 // - The response opens with the first event, so an error before it (a bad
 //   query or options, the database down) is still a plain {"code",
@@ -64,18 +71,17 @@ void read_bounded(route_env& env, const std::shared_ptr<exchange>& x, query q,
 // delivered. The strand serializes every use after `read` returns.
 struct array_stream {
   std::shared_ptr<exchange> x;
-  stream_slots& slots;
+  std::shared_ptr<stream_slot> slot;
   // Null until the first event: until then nothing was sent.
   std::shared_ptr<chunk_writer> out;
   std::uint64_t events = 0;
   // Set when a chunk could not be formatted (the stream is then cancelled).
   errc failure = errc::none;
   std::string failure_message;
-  bool slot_held = true;
 
-  array_stream(std::shared_ptr<exchange> ex, stream_slots& s)
+  array_stream(std::shared_ptr<exchange> ex, std::shared_ptr<stream_slot> s)
     : x(std::move(ex))
-    , slots(s) {
+    , slot(std::move(s)) {
     // nop
   }
 
@@ -84,9 +90,8 @@ struct array_stream {
   }
 
   void release() {
-    if (slot_held)
-      slots.release();
-    slot_held = false;
+    if (slot)
+      slot->release();
   }
 
   // Formats a chunk as array elements and queues it, opening the response
@@ -158,16 +163,63 @@ struct array_stream {
   }
 };
 
+void stream_array(route_env& env, const std::shared_ptr<exchange>& x,
+                  std::shared_ptr<stream_slot> slot, query q,
+                  read_options options);
+
+void reply_array(exchange& x, const read_result& r);
+void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,
+                 read_options options);
+
 void read(route_env& env, const std::shared_ptr<exchange>& x) {
   auto q = query_parameter(*x);
   auto options = options_parameter(*x);
   if (x->msgpack_out() || x->req().method() == bhttp::verb::head)
     return read_bounded(env, x, std::move(q), options);
-  if (!env.streams.acquire())
-    return x->error(503, "overloaded",
-                    "too many streaming reads ("
-                      + std::to_string(env.streams.max()) + "); retry later");
-  auto s = std::make_shared<array_stream>(x, env.streams);
+  // From memory when the cache can answer whole (one chunk's worth at
+  // most), else streamed.
+  auto max_events = env.cfg.stream_chunk_events;
+  env.eng.read_from_cache(
+    q, options, max_events,
+    [x](std::function<void()> f) {
+      x->on_strand(std::move(f));
+    },
+    [&env, x, q, options](std::optional<read_result> r) mutable {
+      if (x->answered())
+        return;
+      if (r)
+        return reply_array(*x, *r);
+      stream_read(env, x, std::move(q), options);
+    });
+}
+
+// The whole answer at once, as the stream would have sent it.
+void reply_array(exchange& x, const read_result& r) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < r.events.size(); ++i) {
+    if (i > 0)
+      text += ',';
+    text += dump(to_json(r.events[i]));
+  }
+  text += ']';
+  read_done(x, errc::none, r.events.size());
+  x.reply_bytes(200, json_type, std::move(text));
+}
+
+void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,
+                 read_options options) {
+  with_stream_slot(env.streams, x,
+                   [&env, x, q = std::move(q),
+                    options](std::shared_ptr<stream_slot> slot) mutable {
+                     stream_array(env, x, std::move(slot), std::move(q),
+                                  options);
+                   });
+}
+
+void stream_array(route_env& env, const std::shared_ptr<exchange>& x,
+                  std::shared_ptr<stream_slot> slot, query q,
+                  read_options options) {
+  auto s = std::make_shared<array_stream>(x, std::move(slot));
   stream_options chunking;
   chunking.chunk_events = env.cfg.stream_chunk_events;
   // Chunks arrive on an actor thread; they are formatted on the strand, in

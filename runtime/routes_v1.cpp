@@ -11,11 +11,14 @@
 //                                      message}} when it fails midway
 //   GET  /v1/head                   -> {"head": n}
 //
-// /v1/read runs `engine::stream_paced` into the session's chunk writer: a
-// chunk is acknowledged once it is on the socket, so memory stays bounded
-// by the credit window however slow the client, and no thread is started
-// per stream. At most `http_config::max_streams` run at once (503 past
-// that); a client that goes away cancels its stream (499 in the metrics).
+// /v1/read is answered from the event cache in one body when the cache can
+// (see /read in routes_dcb.cpp), else it runs `engine::stream_paced` into
+// the session's chunk writer: a chunk is acknowledged once it is on the
+// socket, so memory stays bounded by the credit window however slow the
+// client, and no thread is started per stream. At most
+// `http_config::max_streams` run at once (more wait in line for a slot, 503
+// when none comes); a client that goes away cancels its stream (499 in the
+// metrics).
 #include "actors/engine.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/json_api.hpp"
@@ -55,15 +58,14 @@ void head(route_env& env, const std::shared_ptr<exchange>& x) {
 struct read_stream {
   std::shared_ptr<exchange> x;
   std::shared_ptr<chunk_writer> out;
-  stream_slots& slots;
+  std::shared_ptr<stream_slot> slot;
   std::uint64_t events = 0;
-  bool slot_held = true;
 
   read_stream(std::shared_ptr<exchange> ex, std::shared_ptr<chunk_writer> w,
-              stream_slots& s)
+              std::shared_ptr<stream_slot> s)
     : x(std::move(ex))
     , out(std::move(w))
-    , slots(s) {
+    , slot(std::move(s)) {
     // nop
   }
 
@@ -72,9 +74,8 @@ struct read_stream {
   }
 
   void release() {
-    if (slot_held)
-      slots.release();
-    slot_held = false;
+    if (slot)
+      slot->release();
   }
 
   // Formats a chunk as lines and queues it; `ack` follows its write.
@@ -119,18 +120,56 @@ struct read_stream {
   }
 };
 
+void stream_lines(route_env& env, const std::shared_ptr<exchange>& x,
+                  std::shared_ptr<stream_slot> slot, query q,
+                  read_options options);
+
+void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,
+                 read_options options);
+
 void read(route_env& env, const std::shared_ptr<exchange>& x) {
   auto q = query_parameter(*x);
   auto options = options_parameter(*x);
-  if (!env.streams.acquire())
-    return x->error(503, "overloaded",
-                    "too many streaming reads ("
-                      + std::to_string(env.streams.max()) + "); retry later");
+  // From memory when the cache can answer whole (one chunk's worth at
+  // most): the same lines, in one body.
+  env.eng.read_from_cache(
+    q, options, env.cfg.stream_chunk_events,
+    [x](std::function<void()> f) {
+      x->on_strand(std::move(f));
+    },
+    [&env, x, q, options](std::optional<read_result> r) mutable {
+      if (x->answered())
+        return;
+      if (!r)
+        return stream_read(env, x, std::move(q), options);
+      std::string lines;
+      for (auto& e : r->events)
+        lines += x->line(to_json(e, true, x->msgpack_out()));
+      lines += x->line(json{{"head", r->head}});
+      read_done(*x, errc::none, r->events.size());
+      x->reply_bytes(200, x->msgpack_out() ? msgpack_type : ndjson_type,
+                     std::move(lines));
+    });
+}
+
+void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,
+                 read_options options) {
+  with_stream_slot(env.streams, x,
+                   [&env, x, q = std::move(q),
+                    options](std::shared_ptr<stream_slot> slot) mutable {
+                     stream_lines(env, x, std::move(slot), std::move(q),
+                                  options);
+                   });
+}
+
+void stream_lines(route_env& env, const std::shared_ptr<exchange>& x,
+                  std::shared_ptr<stream_slot> slot, query q,
+                  read_options options) {
   // The head goes out before the first event: the status is 200 from here
   // on, and a failure later is the last line.
   auto s = std::make_shared<read_stream>(
     x, x->open_stream(x->msgpack_out() ? msgpack_type : ndjson_type),
-    env.streams);
+    std::move(slot));
   stream_options chunking;
   chunking.chunk_events = env.cfg.stream_chunk_events;
   // Chunks arrive on an actor thread; they are formatted on the strand, in

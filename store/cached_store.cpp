@@ -327,6 +327,45 @@ std::uint64_t cached_event_store::reconnects() const noexcept {
   return backend_->reconnects();
 }
 
+bool cache_may_answer(const event_cache& cache, const read_options& options) {
+  if (!cache.started())
+    return false;
+  read_cursor cursor{options};
+  return cursor.lo() > cache.lo();
+}
+
+std::optional<read_result>
+read_from_cache(event_cache& cache, const query& q, const read_options& options,
+                std::uint64_t index, std::size_t max_events,
+                const limits& lim) {
+  if (!cache.started())
+    return std::nullopt;
+  auto head = cache.hi();
+  if (head < index)
+    return std::nullopt;
+  auto normalized = validate_read(q, options, lim);
+  read_cursor cursor{options};
+  cursor.cap(head);
+  read_result out;
+  out.head = head;
+  if (!cursor.done()) {
+    // One more than allowed tells "too many" from "exactly enough"; the
+    // read's own limit may stop it earlier, and then it is complete.
+    auto room = std::min<std::uint64_t>(cursor.remaining(),
+                                        std::uint64_t{max_events} + 1);
+    std::uint64_t next = 0;
+    std::uint64_t snapshot = 0;
+    if (!cache.collect(normalized, cursor.lo(), cursor.hi(), cursor.backwards(),
+                       room, std::numeric_limits<std::size_t>::max(),
+                       out.events, next, snapshot))
+      return std::nullopt;
+    if (out.events.size() > max_events)
+      return std::nullopt;
+  }
+  cache.record(cache_route::read, cache_outcome::hit);
+  return out;
+}
+
 std::shared_ptr<read_index>
 make_read_index(std::shared_ptr<event_store> store) {
   return std::make_shared<read_index>([store] {

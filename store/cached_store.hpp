@@ -11,11 +11,11 @@
 // to the cache before `append_validated` returns, so the caller acknowledges
 // them only once the cache holds them.
 //
-// Left for later (issue 13's figures, README "Through HTTP"): the read index
-// blocks the reading thread (a reader actor) for its round trip, so a node
-// runs at most `readers` reads per head query; an asynchronous index shared
-// by the HTTP threads, and cache hits answered without the stream machinery,
-// are the next steps to memory-speed HTTP reads.
+// The reader actors' reads block on the read index (`read_index::get`),
+// so they share at most `readers` reads per head query. HTTP reads take the
+// index asynchronously (`read_index::get_async`, shared by every read
+// waiting) and, when the cache can answer whole, read it with
+// `read_from_cache` on their own thread, without the actors.
 #pragma once
 
 #include "store/event_cache.hpp"
@@ -143,6 +143,22 @@ private:
   std::shared_ptr<read_index> index_;
   cached_store_config cfg_;
 };
+
+/// A read from `cache` alone, without waiting and without the backend: the
+/// events of `q` in the range of `options`, at the cache's head, provided
+/// that head is at least `index` (a read index taken after the read
+/// began). Nothing when the cache cannot answer whole right away: not
+/// started, behind `index`, the range not all in memory, or more than
+/// `max_events` events to return. Validates as every read does (throws
+/// `store_error`). Counts a hit on `cache_route::read` when it answers.
+std::optional<read_result>
+read_from_cache(event_cache& cache, const query& q, const read_options& options,
+                std::uint64_t index, std::size_t max_events, const limits& lim);
+
+/// Whether `read_from_cache` may answer a read of `options` at all (cheap,
+/// before any read index): the cache has started and holds where the
+/// read's range begins.
+bool cache_may_answer(const event_cache& cache, const read_options& options);
 
 /// Makes a read index over `store`'s `head()`.
 std::shared_ptr<read_index> make_read_index(std::shared_ptr<event_store> store);

@@ -13,9 +13,11 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 namespace dcbd {
 
@@ -39,14 +41,39 @@ public:
   read_index(const read_index&) = delete;
   read_index& operator=(const read_index&) = delete;
 
+  /// Stops the thread of `get_async`; callbacks still waiting get nothing.
+  ~read_index();
+
   /// Returns a head at least as recent as a query started after this call
   /// began, or nothing when that query failed. Blocks; the calling thread
   /// runs the query itself unless another one is in flight.
   std::optional<std::uint64_t> get();
 
+  /// As `get`, without blocking: `done` runs with the head (or nothing) on
+  /// the index's own thread once a query started after this call finished,
+  /// the same query every other read waiting then shares. Keep `done`
+  /// short (post the work elsewhere).
+  void get_async(std::function<void(std::optional<std::uint64_t>)> done);
+
   read_index_stats stats() const;
 
 private:
+  using callback = std::function<void(std::optional<std::uint64_t>)>;
+  struct waiter {
+    std::uint64_t need;
+    callback done;
+  };
+
+  // Runs one round as its leader (`lock` held on entry and on return).
+  void lead_round(std::unique_lock<std::mutex>& lock);
+
+  // The result for a read that needs round `need` (finished).
+  std::optional<std::uint64_t> result_for(std::uint64_t need) const;
+
+  // The thread of `get_async`: leads rounds while callbacks wait and runs
+  // the callbacks whose round finished.
+  void run_async();
+
   std::function<std::uint64_t()> fetch_;
   mutable std::mutex mutex_;
   std::condition_variable done_cv_;
@@ -62,6 +89,11 @@ private:
   // them).
   std::uint64_t unassigned_ = 0;
   read_index_stats stats_;
+  // Callbacks of `get_async`, in arrival order (so by `need`).
+  std::deque<waiter> waiters_;
+  std::condition_variable async_cv_;
+  bool stopping_ = false;
+  std::thread async_thread_;
 };
 
 } // namespace dcbd

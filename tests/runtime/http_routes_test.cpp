@@ -20,7 +20,9 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace dcbd::test {
 namespace {
@@ -450,6 +452,47 @@ TEST_F(Route, EveryRouteIsCountedUnderItsTableLabel) {
     sample(text, R"(dcb_http_requests_total{code="405",route="/v1/head"})"), 1);
   EXPECT_EQ(
     sample(text, R"(dcb_http_requests_total{code="404",route="other"})"), 1);
+}
+
+// The stream slots' line: taken while free, then queued (first come first
+// served, the slot passed on by release), refused past the line, and a
+// waiter past its time told so at the next acquire or release.
+TEST(StreamSlots, TakenQueuedRefusedAndExpired) {
+  using outcome = http::stream_slots::outcome;
+  http::stream_slots slots{1, nullptr, std::chrono::milliseconds{200}};
+  std::vector<std::string> got;
+  auto waiter = [&got](std::string name) {
+    return [&got, name](bool granted) {
+      got.push_back(name + (granted ? "+" : "-"));
+    };
+  };
+  EXPECT_EQ(slots.acquire(waiter("a")), outcome::taken);
+  EXPECT_EQ(slots.in_use(), 1u);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(slots.acquire(waiter("w" + std::to_string(i))), outcome::queued);
+  EXPECT_EQ(slots.waiting(), 8u);
+  EXPECT_EQ(slots.acquire(waiter("x")), outcome::refused);
+  EXPECT_TRUE(got.empty());
+  // The slot passes to the first in line; the count stays.
+  slots.release();
+  EXPECT_EQ(got, (std::vector<std::string>{"w0+"}));
+  EXPECT_EQ(slots.in_use(), 1u);
+  EXPECT_EQ(slots.waiting(), 7u);
+  slots.release();
+  EXPECT_EQ(got.back(), "w1+");
+  // Past their time, the rest are refused at the next release, which then
+  // gives the slot back.
+  std::this_thread::sleep_for(std::chrono::milliseconds{250});
+  slots.release();
+  EXPECT_EQ(got.size(), 8u);
+  for (std::size_t i = 2; i < got.size(); ++i)
+    EXPECT_EQ(got[i], "w" + std::to_string(i) + "-");
+  EXPECT_EQ(slots.in_use(), 0u);
+  EXPECT_EQ(slots.waiting(), 0u);
+  EXPECT_EQ(slots.acquire(waiter("b")), outcome::taken);
+  // A held slot goes back when its holder is destroyed.
+  { http::stream_slot held{slots}; }
+  EXPECT_EQ(slots.in_use(), 0u);
 }
 
 } // namespace

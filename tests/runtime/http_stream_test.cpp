@@ -61,10 +61,13 @@ protected:
     EngineTest::TearDown();
   }
 
-  void serve(std::size_t max_streams) {
+  void serve(std::size_t max_streams,
+             std::chrono::milliseconds max_wait = 10'000ms) {
     http_config hc;
     hc.port = 0;
     hc.max_streams = max_streams;
+    // A stream waits for a slot this long.
+    hc.request_timeout = max_wait;
     hc.stream_chunk_events = 10;
     server_.emplace(*engine_, metrics_, hc);
   }
@@ -161,23 +164,63 @@ TEST_F(HttpStream, ManyStalledStreamsNeedNoThreadEachAndDeliverAll) {
             streams);
 }
 
-TEST_F(HttpStream, ClientGoingAwayFreesItsSlot) {
+TEST_F(HttpStream, ClientGoingAwayFreesItsSlotForTheNextInLine) {
   serve(1);
   slow_client gone{server_->port()};
   gone.request(target());
   EXPECT_GT(gone.read_some(), 0u);
   ASSERT_TRUE(open_streams_reach(1, 10s));
-  // The one slot is taken.
+  // The one slot is taken: the next stream waits in line.
   slow_client second{server_->port()};
   second.request(target());
-  auto busy = second.response();
-  EXPECT_EQ(busy.result_int(), 503u);
-  EXPECT_EQ(json::parse(busy.body())["code"], "overloaded");
-  // The client leaves with the stream half read.
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(server_->open_streams(), 1u);
+  EXPECT_EQ(server_->waiting_streams(), 1u);
+  // The client leaves with the stream half read; its slot passes on.
   gone.close();
+  auto res = second.response();
+  ASSERT_EQ(res.result_int(), 200u) << res.body();
+  expect_complete(res.body());
   EXPECT_TRUE(open_streams_reach(0, 20s)) << "the slot was not freed";
   EXPECT_EQ(metric(R"(dcb_http_requests_total{code="499",route="/v1/read"})"),
             1);
+  EXPECT_EQ(server_->waiting_streams(), 0u);
+}
+
+TEST_F(HttpStream, PastTheLineOrItsWaitA503) {
+  serve(1, 3s);
+  slow_client holder{server_->port()};
+  holder.request(target());
+  EXPECT_GT(holder.read_some(), 0u);
+  ASSERT_TRUE(open_streams_reach(1, 10s));
+  // Eight may wait for the one slot; the ninth is refused at once.
+  std::vector<std::unique_ptr<slow_client>> line;
+  for (int i = 0; i < 8; ++i) {
+    line.push_back(std::make_unique<slow_client>(server_->port()));
+    line.back()->request(target());
+  }
+  std::this_thread::sleep_for(100ms);
+  slow_client ninth{server_->port()};
+  auto t0 = std::chrono::steady_clock::now();
+  ninth.request(target());
+  auto refused = ninth.response();
+  EXPECT_EQ(refused.result_int(), 503u) << refused.body();
+  EXPECT_EQ(json::parse(refused.body())["code"], "overloaded");
+  EXPECT_FALSE(refused[bhttp::field::retry_after].empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "it waited";
+  // Those in line get 503 once they waited 3 s with the slot held.
+  for (auto& c : line) {
+    auto r = c->response();
+    EXPECT_EQ(r.result_int(), 503u) << r.body();
+    EXPECT_EQ(json::parse(r.body())["code"], "overloaded") << r.body();
+  }
+  EXPECT_EQ(metric(R"(dcb_http_requests_total{code="503",route="/v1/read"})"),
+            9);
+  // Nothing leaked: once the holder leaves, the line is empty (those past
+  // their time leave it at the next release) and a stream runs.
+  holder.close();
+  ASSERT_TRUE(open_streams_reach(0, 20s));
+  EXPECT_EQ(server_->waiting_streams(), 0u);
   slow_client next{server_->port()};
   next.request(target());
   auto res = next.response();

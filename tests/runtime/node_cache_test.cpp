@@ -91,7 +91,7 @@ TEST_F(NodeCache, ReadsOnOneNodeSeeEveryAppendTheOtherAcknowledged) {
   // The cache served them (not the database alone), and the reads shared
   // head queries.
   for (auto* n : {&a, &b}) {
-    // (The JSON /read streams: route "stream".)
+    // (Answered from memory: route "read"; streamed: route "stream".)
     auto hits = metric(n->metrics_port(),
                        R"(dcb_cache_reads_total{result="hit",)");
     EXPECT_GT(hits, rounds) << "port " << n->port();

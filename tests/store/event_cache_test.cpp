@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <random>
 #include <string>
@@ -165,6 +166,94 @@ TEST(ReadIndex, ConcurrentReadsShareQueriesThatStartedAfterThem) {
   EXPECT_EQ(s.reads, 1600u);
   EXPECT_LT(s.rounds, s.reads) << "reads in flight together share a query";
   EXPECT_GT(s.max_batch, 1u);
+}
+
+// The asynchronous index: as fresh as the blocking one, mixed with it,
+// sharing rounds among all waiting callbacks; every callback runs once.
+TEST(ReadIndex, AsyncReadsSeeEverythingBeforeThemAndShareRounds) {
+  std::atomic<std::uint64_t> head{0};
+  std::atomic<int> in_query{0};
+  read_index idx{[&] {
+    EXPECT_EQ(in_query.fetch_add(1), 0) << "two queries in flight";
+    std::this_thread::sleep_for(std::chrono::microseconds{300});
+    auto h = head.load();
+    in_query.fetch_sub(1);
+    return h;
+  }};
+  constexpr int per_thread = 300;
+  std::atomic<int> stale{0};
+  std::atomic<int> answered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        auto before = head.fetch_add(1) + 1;
+        if (t == 0) { // one thread blocks, the others do not
+          auto got = idx.get();
+          if (!got || *got < before)
+            ++stale;
+          ++answered;
+          continue;
+        }
+        idx.get_async([&, before](std::optional<std::uint64_t> got) {
+          if (!got || *got < before)
+            ++stale;
+          ++answered;
+        });
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+  while (answered.load() < 4 * per_thread
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  EXPECT_EQ(answered.load(), 4 * per_thread);
+  EXPECT_EQ(stale.load(), 0);
+  auto s = idx.stats();
+  EXPECT_EQ(s.reads, 4u * per_thread);
+  // The blocking thread's reads take a round each, one after the other;
+  // the 900 callbacks, queued at once, share theirs (and those).
+  EXPECT_LT(s.rounds, 2u * per_thread) << "callbacks share rounds";
+  EXPECT_GT(s.max_batch, 10u);
+}
+
+TEST(ReadIndex, AsyncCallbacksStillWaitingAtDestructionGetNothing) {
+  std::atomic<bool> release{false};
+  std::atomic<int> called{0};
+  {
+    read_index idx{[&]() -> std::uint64_t {
+      while (!release.load())
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      return 1;
+    }};
+    for (int i = 0; i < 5; ++i)
+      idx.get_async([&](std::optional<std::uint64_t>) {
+        ++called;
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    EXPECT_EQ(called.load(), 0) << "answered before the round ended";
+    // The first round is in flight; the destructor waits for it, and every
+    // callback runs once (with the head, or with nothing).
+    release = true;
+  }
+  EXPECT_EQ(called.load(), 5);
+  bool fail = true;
+  read_index idx{[&]() -> std::uint64_t {
+    if (fail)
+      throw std::runtime_error("down");
+    return 7;
+  }};
+  std::promise<std::optional<std::uint64_t>> first, second;
+  idx.get_async([&](std::optional<std::uint64_t> h) {
+    first.set_value(h);
+  });
+  EXPECT_FALSE(first.get_future().get().has_value());
+  fail = false;
+  idx.get_async([&](std::optional<std::uint64_t> h) {
+    second.set_value(h);
+  });
+  EXPECT_EQ(second.get_future().get(), std::optional<std::uint64_t>{7});
 }
 
 TEST(ReadIndex, AFailedQueryIsReportedAndTheNextOneWorks) {
