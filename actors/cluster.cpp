@@ -380,6 +380,9 @@ struct peer_entry {
   bool dialing = false;
   /// Said goodbye: hidden until it comes back.
   bool left = false;
+  /// A seed address whose node is now at another address: hidden (and
+  /// still dialed, as a seed) until a node answers there again.
+  bool moved = false;
   /// Learned or last lost at; a peer that sorts before this node gets a
   /// second to dial before this node dials it.
   clock::time_point learned = clock::now();
@@ -432,7 +435,7 @@ void publish_board(agent_actor* self) {
   std::map<std::string, caf::actor> up;
   std::vector<cluster_member> peers;
   for (auto& [key, p] : st.peers) {
-    if (p.left)
+    if (p.left || (p.moved && !p.up))
       continue;
     cluster_member m;
     m.name = p.name;
@@ -475,6 +478,49 @@ peer_entry* learn(agent_actor* self, const std::string& key) {
   peer_entry p;
   p.addr = *addr;
   return &st.peers.emplace(key, std::move(p)).first->second;
+}
+
+// The node `name` is now at `addr`: an entry for it at another address that
+// is not up is its past (a restart on a new address) and goes; a configured
+// seed's entry stays, nameless and hidden, and is still dialed. Without this
+// the old address stayed on the board as unreachable forever.
+void forget_old_addresses(agent_actor* self, const std::string& name,
+                          const std::string& addr) {
+  auto& st = self->state;
+  auto seed = [&](const std::string& key) {
+    for (auto& s : st.env->cfg.seeds)
+      if (s.to_string() == key)
+        return true;
+    return false;
+  };
+  for (auto i = st.peers.begin(); i != st.peers.end();) {
+    auto& [key, p] = *i;
+    auto known_as = p.name;
+    if (known_as.empty()) {
+      auto r = st.row_names.find(key);
+      if (r != st.row_names.end())
+        known_as = r->second;
+    }
+    if (key == addr || p.up || known_as != name) {
+      ++i;
+      continue;
+    }
+    std::cout << "dcbd: cluster: " << name << " moved from " << key << " to "
+              << addr << std::endl;
+    if (p.handle)
+      self->demonitor(p.handle);
+    p.handle = nullptr;
+    st.row_names.erase(key);
+    if (seed(key)) {
+      p.name.clear();
+      p.http.clear();
+      p.incarnation.clear();
+      p.moved = true;
+      ++i;
+    } else {
+      i = st.peers.erase(i);
+    }
+  }
 }
 
 cluster_hello hello_of(agent_actor* self) {
@@ -538,6 +584,7 @@ void linked(agent_actor* self, const std::string& dialed, const caf::actor& h,
     // A seed under another name of the same node: keep the advertised one.
     st.peers.erase(dialed);
   }
+  forget_old_addresses(self, theirs.name, theirs.addr);
   auto* p = learn(self, theirs.addr);
   if (!p)
     return;
@@ -554,6 +601,7 @@ void linked(agent_actor* self, const std::string& dialed, const caf::actor& h,
   p->handle = h;
   p->up = true;
   p->left = false;
+  p->moved = false;
   p->dialing = false;
   p->backoff = 0ms;
   p->last_error.clear();
@@ -831,6 +879,7 @@ caf::behavior agent_impl(agent_actor* self, std::shared_ptr<cluster_env> env) {
       for (auto& row : rows) {
         if (row.name == st.env->cfg.node)
           continue;
+        forget_old_addresses(self, row.name, row.addr);
         st.row_names[row.addr] = row.name;
         auto* p = learn(self, row.addr);
         if (p && p->left && p->incarnation != row.incarnation) {

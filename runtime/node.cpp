@@ -94,7 +94,8 @@ struct node_config : caf::actor_system_config {
            "time to receive a request once its header arrived")
       .add(idle_timeout_ms, "idle-timeout-ms",
            "keep-alive idle time and time to receive a header")
-      .add(max_streams, "max-streams", "streaming reads at once (else 503)")
+      .add(max_streams, "max-streams",
+           "streaming reads at once (more wait in line, then 503)")
       .add(shutdown_grace_ms, "shutdown-grace-ms",
            "how long a stop waits for requests in flight")
       .add(max_subscriptions, "max-subscriptions",
@@ -370,7 +371,10 @@ int run_node(int argc, char** argv, node_options options) {
     cc->node = name;
     cc->addr = *addr;
     cc->seeds = std::move(*seeds);
-    cc->http = http_addr;
+    // What peers, `/v1/cluster` and the console show as this node's HTTP
+    // address: the listening one unless it is told otherwise (a container
+    // listens on 0.0.0.0:8080 and is reached at a published port).
+    cc->http = env_or("DCB_HTTP_ADVERTISE", http_addr);
     cc->cluster_name = cluster_name;
     cc->writer = cfg.cluster_writer;
     cc->forward_window = std::max<std::size_t>(cfg.forward_window, 1);

@@ -5,8 +5,9 @@
 // equals the recount); SIGSTOP of the owner for 10 s (a survivor takes over,
 // the woken node is fenced and rejoins); SIGKILL of a non-owner (nothing
 // moves); a restart of PostgreSQL (every node recovers, one owner); a node
-// restarted on the same ports rejoins with a new incarnation; nodes with
-// other middleman settings or of another cluster are refused.
+// restarted on the same ports rejoins with a new incarnation, one restarted
+// on a new address is listed once; nodes with other middleman settings, of
+// another cluster or with a name already up are refused.
 //
 // Times (takeover, mesh) are printed, not asserted: `./dev bench cluster`
 // measures them. These tests run alone (RUN_SERIAL): one restarts the
@@ -25,6 +26,9 @@
 
 #ifndef DCBD_COURSES_BINARY
 #  error "DCBD_COURSES_BINARY must name the dcbd-courses executable"
+#endif
+#ifndef DCBCTL_BINARY
+#  error "DCBCTL_BINARY must name the dcbctl executable"
 #endif
 
 namespace dcbd::test {
@@ -682,6 +686,63 @@ TEST_F(Cluster, ANodeRestartedOnTheSamePortsRejoins) {
     EXPECT_EQ(cluster_of(nodes_[i].http)["members"].size(), 3u);
 }
 
+// A node restarted under its name on another cluster address is listed
+// once, at the new address, not also as an unreachable ghost of the old
+// one; `dcbctl cluster` shows the same.
+TEST_F(Cluster, ANodeRestartedOnANewAddressIsListedOnce) {
+  start_all();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1, 2});
+    },
+    10s));
+  nodes_[1].proc->process().signal(SIGKILL);
+  nodes_[1].proc->process().wait();
+  ASSERT_TRUE(eventually(
+    [&] {
+      return view(0)["n2"] == "unreachable";
+    },
+    10s));
+  auto old_addr = addr(nodes_[1]);
+  nodes_[1].cluster = free_tcp_port();
+  auto new_addr = addr(nodes_[1]);
+  // Also told which HTTP address to show (a published port, say).
+  start(1, {}, {{"DCB_HTTP_ADVERTISE", "n2.example:18082"}});
+  // n1 and n3 list three members, n2 up at its new address. (n2 itself
+  // still dials its old address, a configured seed nobody answers at.)
+  auto listed_once = [&](std::size_t i) {
+    auto j = cluster_of(nodes_[i].http);
+    if (!j.contains("members") || j["members"].size() != 3)
+      return false;
+    for (auto& m : j["members"])
+      if (m["name"] == "n2")
+        return m["addr"] == new_addr && m["status"] == "up"
+               && m["http"] == "n2.example:18082";
+    return false;
+  };
+  EXPECT_TRUE(eventually(
+    [&] {
+      return listed_once(0) && listed_once(2);
+    },
+    15s))
+    << cluster_of(nodes_[0].http).dump() << "\n"
+    << cluster_of(nodes_[2].http).dump();
+  auto v = view(1);
+  EXPECT_EQ(v["n1"], "up");
+  EXPECT_EQ(v["n3"], "up");
+  // dcbctl cluster on n1: n2 once, at the new address.
+  child_process ctl{{DCBCTL_BINARY, "--url",
+                     "http://127.0.0.1:" + std::to_string(nodes_[0].http),
+                     "cluster"},
+                    {}};
+  EXPECT_EQ(WEXITSTATUS(ctl.wait()), 0) << ctl.output();
+  auto out = ctl.output();
+  EXPECT_NE(out.find("n1 (self)"), std::string::npos) << out;
+  EXPECT_NE(out.find(new_addr), std::string::npos) << out;
+  EXPECT_EQ(out.find(old_addr), std::string::npos) << out;
+  EXPECT_NE(out.find("up"), std::string::npos) << out;
+}
+
 TEST_F(Cluster, OtherSettingsOrAnotherClusterAreRefused) {
   start(0);
   start(1);
@@ -721,6 +782,39 @@ TEST_F(Cluster, OtherSettingsOrAnotherClusterAreRefused) {
             std::string::npos)
     << file_text(nodes_[2].proc->log());
   EXPECT_TRUE(mesh({0, 1}));
+  nodes_[2].proc.reset();
+
+  // A second node named n1 while n1 is up: both n1 and n2 refuse it, and
+  // n2 still lists the real n1.
+  auto refused_before = metric(1, "dcb_cluster_handshakes_refused_total");
+  start(2, {}, {{"DCB_NODE_NAME", "n1"}});
+  EXPECT_TRUE(eventually(
+    [&] {
+      return metric(1, "dcb_cluster_handshakes_refused_total")
+             != refused_before;
+    },
+    10s))
+    << file_text(nodes_[1].proc->log());
+  EXPECT_NE(file_text(nodes_[1].proc->log()).find("the name n1 is taken"),
+            std::string::npos)
+    << file_text(nodes_[1].proc->log());
+  // (The two n1s take turns at the membership row, so the impostor's
+  // address may be listed too, but never as up.)
+  auto board = cluster_of(nodes_[1].http);
+  int up_n1 = 0;
+  for (auto& m : board["members"])
+    if (m["name"] == "n1" && m["status"] == "up") {
+      ++up_n1;
+      EXPECT_EQ(m["addr"], addr(nodes_[0])) << board.dump();
+    }
+  EXPECT_EQ(up_n1, 1) << board.dump();
+  nodes_[2].proc.reset();
+  EXPECT_TRUE(eventually(
+    [&] {
+      return mesh({0, 1});
+    },
+    10s))
+    << cluster_of(nodes_[1].http).dump();
 }
 
 TEST_F(Cluster, BadClusterSettingsStopTheNodeWithAClearError) {
