@@ -16,8 +16,8 @@
 //   POST   /v1/jobs/{id}/fail       {"lease","error","retry_in_ms","discard"}
 //   POST   /v1/jobs/{id}/heartbeat  {"lease","lease_ms"}
 //                                   200 {"id","state"}; 409 lease_lost when
-//                                   the lease is not current (also for an id
-//                                   that does not exist)
+//                                   the lease is not current; 404 when there
+//                                   is no such job
 //   POST   /v1/triggers             201 with the trigger; 409 name taken
 //   GET    /v1/triggers
 //   DELETE /v1/triggers/{name}      200 {"name","deleted"}; 404
@@ -307,12 +307,18 @@ json counts_json(const queue_counts& c) {
   return out;
 }
 
-void lease_lost(exchange& x, std::int64_t id) {
-  x.error(409, "lease_lost",
-          "the lease of job " + std::to_string(id)
-            + " is not current: the job was cancelled, finished, or its "
-              "lease expired and it was given to another worker (or there "
-              "is no such job)");
+// A complete, fail or heartbeat that changed nothing: 404 when there is no
+// such job (one more query, on this path only), else 409 lease_lost.
+void lease_lost(job_service& jobs, const std::shared_ptr<exchange>& x,
+                std::int64_t id) {
+  jobs.get(id, [x, id](caf::expected<std::optional<job>> r) {
+    if (r && !*r)
+      return x->error(404, "not_found", "no job with id " + std::to_string(id));
+    x->error(409, "lease_lost",
+             "the lease of job " + std::to_string(id)
+               + " is not current: the job was cancelled, finished, or its "
+                 "lease expired and it was given to another worker");
+  });
 }
 
 // -- management ---------------------------------------------------------------
@@ -441,13 +447,14 @@ void finish(job_service& jobs, const std::shared_ptr<exchange>& x,
                                  jobs.config().limits.max_delay_ms);
     }
   }
-  jobs.finish(std::move(o), [x, id](caf::expected<std::optional<job_state>> r) {
-    if (!r)
-      return x->fail(r.error());
-    if (!*r)
-      return lease_lost(*x, id);
-    x->reply(200, json{{"id", id}, {"state", to_string(**r)}});
-  });
+  jobs.finish(std::move(o),
+              [&jobs, x, id](caf::expected<std::optional<job_state>> r) {
+                if (!r)
+                  return x->fail(r.error());
+                if (!*r)
+                  return lease_lost(jobs, x, id);
+                x->reply(200, json{{"id", id}, {"state", to_string(**r)}});
+              });
 }
 
 void heartbeat(job_service& jobs, const std::shared_ptr<exchange>& x) {
@@ -457,11 +464,11 @@ void heartbeat(job_service& jobs, const std::shared_ptr<exchange>& x) {
   auto lease_ms = default_lease_ms;
   if (auto v = member(body, "lease_ms"))
     lease_ms = integer_field(*v, "lease_ms", min_lease_ms, max_lease_ms);
-  jobs.heartbeat(id, lease, lease_ms, [x, id](caf::expected<bool> r) {
+  jobs.heartbeat(id, lease, lease_ms, [&jobs, x, id](caf::expected<bool> r) {
     if (!r)
       return x->fail(r.error());
     if (!*r)
-      return lease_lost(*x, id);
+      return lease_lost(jobs, x, id);
     x->reply(200, json{{"id", id}, {"state", to_string(job_state::running)}});
   });
 }

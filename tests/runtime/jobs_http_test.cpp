@@ -461,10 +461,12 @@ TEST_F(JobsHttp, AWorkerFetchesAndCompletes) {
   EXPECT_EQ(j["state"], "completed");
   EXPECT_TRUE(j["finalized_at"].is_string());
   EXPECT_TRUE(j["lease_expires_at"].is_null());
-  // An id that does not exist: lease_lost as well.
-  EXPECT_EQ(post(c, job_path(777777, "/complete"), json{{"lease", lease}},
-                 409)["code"],
-            "lease_lost");
+  // An id that does not exist: 404, for each of the three.
+  for (auto what : {"/complete", "/fail", "/heartbeat"})
+    EXPECT_EQ(post(c, job_path(777777, what), json{{"lease", lease}},
+                   404)["code"],
+              "not_found")
+      << what;
 }
 
 TEST_F(JobsHttp, AFailedAttemptIsRetryableWithItsErrorThenDiscarded) {
