@@ -11,8 +11,10 @@
 //              a NOTIFY (it polls)
 //   sse        500 SSE connections following every event while appenders
 //              run: frames/s received
+//   ws         the same over 500 WebSocket connections (/v1/ws, one
+//              subscription each)
 //   catchup    one subscriber from 0 over the whole log vs a streaming read
-//              of the same range (in process)
+//              of the same range, in process and as GET /v1/read
 //
 // Each prints `summary <name> key=value ...` lines that the script turns
 // into the table. The dataset lives in schema `bench_bus` (dropped first).
@@ -23,6 +25,9 @@
 #include "runtime/metrics.hpp"
 #include "store/pg_store.hpp"
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <nlohmann/json.hpp>
@@ -420,6 +425,32 @@ void latency_sse_only() {
 // -- SSE fan-out
 // ---------------------------------------------------------------
 
+// Once `open` reaches `connections` (30 s at most), appenders run while
+// `frames` is sampled for `secs`: prints `summary <name> ...`.
+void measure_fanout(const char* name, dcbd::engine& eng,
+                    std::size_t connections, std::atomic<std::size_t>& open,
+                    std::atomic<std::uint64_t>& frames, double secs) {
+  auto until = steady::now() + 30s;
+  while (open < connections && steady::now() < until)
+    std::this_thread::sleep_for(20ms);
+  append_load load{eng, 16, 1};
+  std::this_thread::sleep_for(1s);
+  auto f0 = frames.load();
+  auto a0 = load.events();
+  auto t0 = steady::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  auto f1 = frames.load();
+  auto a1 = load.events();
+  auto elapsed = std::chrono::duration<double>(steady::now() - t0).count();
+  load.stop();
+  std::printf("summary %s connections=%zu open=%zu "
+              "frames_per_s=%.0f append_events_per_s=%.0f\n",
+              name, connections, open.load(),
+              static_cast<double>(f1 - f0) / elapsed,
+              static_cast<double>(a1 - a0) / elapsed);
+  std::fflush(stdout);
+}
+
 void sse_fanout() {
   auto secs = seconds_env("SSE_SECONDS", 5);
   std::size_t connections
@@ -463,26 +494,90 @@ void sse_fanout() {
       }
     });
   }
-  auto until = steady::now() + 30s;
-  while (open < connections && steady::now() < until)
-    std::this_thread::sleep_for(20ms);
-  append_load load{eng, 16, 1};
-  std::this_thread::sleep_for(1s);
-  auto f0 = frames.load();
-  auto a0 = load.events();
-  auto t0 = steady::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-  auto f1 = frames.load();
-  auto a1 = load.events();
-  auto elapsed = std::chrono::duration<double>(steady::now() - t0).count();
-  load.stop();
-  std::printf("summary sse_fanout connections=%zu open=%zu "
-              "frames_per_s=%.0f append_events_per_s=%.0f\n",
-              connections, open.load(), static_cast<double>(f1 - f0) / elapsed,
-              static_cast<double>(a1 - a0) / elapsed);
-  std::fflush(stdout);
+  measure_fanout("sse_fanout", eng, connections, open, frames, secs);
   for (auto& g : gets)
     g->close();
+  for (auto& t : threads)
+    t.join();
+  server.stop(1s);
+}
+
+// -- WebSocket fan-out -------------------------------------------------------
+
+// One WebSocket client of /v1/ws with one subscription to everything and
+// (practically) unbounded credit, counting event frames. Blocking; `stop`
+// from another thread ends `run`.
+class ws_follower {
+public:
+  explicit ws_follower(std::uint16_t port) : ws_(ioc_), port_(port) {
+    // nop
+  }
+
+  void run(std::atomic<std::size_t>& open, std::atomic<std::uint64_t>& frames) {
+    namespace bws = boost::beast::websocket;
+    boost::beast::get_lowest_layer(ws_).connect(
+      {boost::asio::ip::make_address("127.0.0.1"), port_});
+    ws_.handshake("127.0.0.1", "/v1/ws");
+    ws_.text(true);
+    ws_.write(boost::asio::buffer(std::string{
+      R"({"op":"subscribe","sub":"s","after":0,"credit":1000000000000})"}));
+    ++open;
+    boost::beast::flat_buffer buf;
+    boost::beast::error_code ec;
+    while (!stopping_) {
+      ws_.read(buf, ec);
+      if (ec)
+        break;
+      auto text = boost::beast::buffers_to_string(buf.data());
+      buf.consume(buf.size());
+      if (text.find(R"("kind":"event")") != std::string::npos)
+        ++frames;
+    }
+  }
+
+  void stop() {
+    stopping_ = true;
+    boost::beast::error_code ec;
+    boost::beast::get_lowest_layer(ws_).socket().shutdown(
+      boost::asio::ip::tcp::socket::shutdown_both, ec);
+  }
+
+private:
+  boost::asio::io_context ioc_;
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  std::uint16_t port_;
+  std::atomic<bool> stopping_{false};
+};
+
+void ws_fanout() {
+  auto secs = seconds_env("SSE_SECONDS", 5);
+  std::size_t connections
+    = static_cast<std::size_t>(seconds_env("SSE_CONNECTIONS", 500));
+  drop_schema();
+  system_holder h;
+  dcbd::engine eng{*h.sys, engine_cfg()};
+  auto metrics = std::make_shared<dcbd::node_metrics>();
+  dcbd::http_config hc;
+  hc.port = 0;
+  hc.max_subscriptions = connections + 10;
+  dcbd::http_server server{eng, metrics, hc};
+  std::atomic<std::uint64_t> frames{0};
+  std::atomic<std::size_t> open{0};
+  std::vector<std::unique_ptr<ws_follower>> clients;
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < connections; ++i) {
+    clients.push_back(std::make_unique<ws_follower>(server.port()));
+    threads.emplace_back([&, c = clients.back().get()] {
+      try {
+        c->run(open, frames);
+      } catch (const std::exception& e) {
+        std::cerr << "ws client: " << e.what() << std::endl;
+      }
+    });
+  }
+  measure_fanout("ws_fanout", eng, connections, open, frames, secs);
+  for (auto& c : clients)
+    c->stop();
   for (auto& t : threads)
     t.join();
   server.stop(1s);
@@ -504,8 +599,29 @@ void catchup() {
   }
   system_holder h;
   dcbd::engine eng{*h.sys, engine_cfg()};
+  auto metrics = std::make_shared<dcbd::node_metrics>();
+  dcbd::http_config hc;
+  hc.port = 0;
+  dcbd::http_server server{eng, metrics, hc};
+  auto ep = dcbd::client::parse_url("http://127.0.0.1:"
+                                    + std::to_string(server.port()));
   for (int round = 0; round < 2; ++round) {
+    // GET /v1/read of the whole range, as a client of the node reads it.
     auto t0 = steady::now();
+    std::uint64_t lines = 0;
+    {
+      dcbd::client::streaming_get get{ep, "/v1/read"};
+      get.run([](const dcbd::client::stream_head&) {},
+              [&](std::string_view data) {
+                lines += static_cast<std::uint64_t>(
+                  std::count(data.begin(), data.end(), '\n'));
+                return true;
+              });
+    }
+    auto http_secs = std::chrono::duration<double>(steady::now() - t0).count();
+    // The last line is the head.
+    auto http_events = lines > 0 ? lines - 1 : 0;
+    t0 = steady::now();
     std::uint64_t streamed = 0;
     auto s = eng.stream(dcbd::query::all(), {},
                         [&](std::vector<dcbd::sequenced_event>& chunk) {
@@ -522,10 +638,13 @@ void catchup() {
     while (!c.ended)
       std::this_thread::sleep_for(1ms);
     std::printf("summary catchup_%d events=%zu read_events_per_s=%.0f "
-                "subscription_events_per_s=%.0f ordered=%d read_ok=%d\n",
+                "http_v1_read_events_per_s=%.0f "
+                "subscription_events_per_s=%.0f ordered=%d read_ok=%d "
+                "http_read_ok=%d\n",
                 round, n, static_cast<double>(streamed) / read_secs,
+                static_cast<double>(http_events) / http_secs,
                 static_cast<double>(c.events) / sub_secs, c.ordered ? 1 : 0,
-                s && streamed == n ? 1 : 0);
+                s && streamed == n ? 1 : 0, http_events == n ? 1 : 0);
     std::fflush(stdout);
   }
 }
@@ -535,7 +654,7 @@ void catchup() {
 int main(int argc, char** argv) {
   std::vector<std::string> which(argv + 1, argv + argc);
   if (which.empty())
-    which = {"fanout", "latency", "sse", "catchup"};
+    which = {"fanout", "latency", "sse", "ws", "catchup"};
   try {
     for (auto& w : which) {
       if (w == "fanout")
@@ -546,6 +665,8 @@ int main(int argc, char** argv) {
         latency();
       } else if (w == "sse")
         sse_fanout();
+      else if (w == "ws")
+        ws_fanout();
       else if (w == "catchup")
         catchup();
       else

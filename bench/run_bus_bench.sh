@@ -3,7 +3,7 @@
 # workloads, then the targets of the bus issue checked against the figures
 # of the same run. Saved to .bench/bus-<timestamp>.txt and printed.
 #
-# usage: bench/run_bus_bench.sh [workload...]   (fanout latency sse catchup;
+# usage: bench/run_bus_bench.sh [workload...]   (fanout latency sse ws catchup;
 #          default: all)
 # env:   DCBD_TEST_PG_DSN (set by ./dev), FANOUT_SECONDS (5),
 #        LATENCY_SECONDS (5), SSE_SECONDS (5), SSE_CONNECTIONS (500),
@@ -50,10 +50,12 @@ target() { bench_target "$@"; }
   target "other process, NOTIFY never heard, p99 (ms)" \
     "$(value latency_other_process_no_notify p99_ms)" "<=" 1100
   echo "  SSE fan-out: $(value sse_fanout open) connections, $(value sse_fanout frames_per_s) frames/s (arrwDB: ~40,000 msg/s at 500)"
+  echo "  WebSocket fan-out: $(value ws_fanout open) connections, $(value ws_fanout frames_per_s) frames/s"
   for r in 0 1; do
     rd="$(value catchup_$r read_events_per_s)"
+    hr="$(value catchup_$r http_v1_read_events_per_s)"
     sb="$(value catchup_$r subscription_events_per_s)"
-    [[ -n "$rd" ]] && echo "  catch-up round $r: subscription $sb events/s vs streaming read $rd events/s ($(awk -v a="$sb" -v b="$rd" 'BEGIN { printf "%.2f", a / b }')x)"
+    [[ -n "$rd" ]] && echo "  catch-up round $r: subscription $sb events/s vs GET /v1/read $hr events/s ($(awk -v a="$sb" -v b="$hr" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')x), in-process streaming read $rd events/s"
   done
 } | tee "$OUT"
 echo "saved to $OUT"
