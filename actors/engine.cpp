@@ -250,6 +250,10 @@ std::shared_ptr<event_cache> engine::cache() const {
   return impl_->cache;
 }
 
+std::shared_ptr<read_index> engine::index() const {
+  return impl_->index;
+}
+
 read_index_stats engine::index_stats() const {
   return impl_->index ? impl_->index->stats() : read_index_stats{};
 }
@@ -257,31 +261,38 @@ read_index_stats engine::index_stats() const {
 void engine::read_from_cache(
   query q, read_options options, std::size_t max_events,
   std::function<void(std::function<void()>)> run,
-  std::function<void(std::optional<read_result>)> done) const {
+  std::function<void(const sequenced_event&)> each,
+  std::function<void(std::optional<cache_answer>)> done) const {
   auto& d = *impl_;
   auto cache = d.cache;
   if (!cache || !d.index || !cache_may_answer(*cache, options))
     return done(std::nullopt);
   auto lim = d.cfg.store.limits;
-  d.index->get_async([cache, lim, max_events, q = std::move(q), options,
-                      run = std::move(run), done = std::move(done)](
-                       std::optional<std::uint64_t> index) mutable {
-    if (!index)
-      return run([done = std::move(done)] {
-        done(std::nullopt);
+  d.index->get_async(
+    [cache, lim, max_events, q = std::move(q), options, run = std::move(run),
+     each = std::move(each),
+     done = std::move(done)](std::optional<std::uint64_t> index) mutable {
+      if (!index)
+        return run([done = std::move(done)] {
+          done(std::nullopt);
+        });
+      // On the index's thread only the hand-over: the read runs on `run`'s.
+      run([cache, lim, max_events, q = std::move(q), options, index,
+           each = std::move(each), done = std::move(done)] {
+        // Initialized, never assigned: g++ 12 built `r = visit_from_cache(..)`
+        // to write the answer in place, and a call that threw (bad input)
+        // left `r` half-written, a garbage answer instead of none.
+        auto answer = [&]() -> std::optional<cache_answer> {
+          try {
+            return visit_from_cache(*cache, q, options, *index, max_events, lim,
+                                    each);
+          } catch (const std::exception&) {
+            return std::nullopt; // the usual path reports it
+          }
+        }();
+        done(answer);
       });
-    // On the index's thread only the hand-over: the read runs on `run`'s.
-    run([cache, lim, max_events, q = std::move(q), options, index,
-         done = std::move(done)] {
-      std::optional<read_result> r;
-      try {
-        r = dcbd::read_from_cache(*cache, q, options, *index, max_events, lim);
-      } catch (const std::exception&) {
-        // The usual path reports it.
-      }
-      done(std::move(r));
     });
-  });
 }
 
 replica_stats engine::replica() const {

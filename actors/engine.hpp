@@ -170,23 +170,30 @@ public:
   /// The event cache, or null when it is off.
   std::shared_ptr<event_cache> cache() const;
 
+  /// The read index of reads from the cache, or null when it is off (e.g.
+  /// for `read_index::lead_with`).
+  std::shared_ptr<read_index> index() const;
+
   /// The read index's counters (all zero when neither the cache nor a
   /// replica is on).
   read_index_stats index_stats() const;
 
   /// A read answered from the event cache without the actors, the way
-  /// HTTP reads try first: `done` gets the result, read on the thread
-  /// `run` gives it (e.g. a connection's strand), or nothing when the
-  /// cache cannot answer whole right away (off, behind the read index, the
-  /// range not in memory, more than `max_events` events, input the store
-  /// refuses); then read the usual way, which waits, reads the database
-  /// and reports errors. Linearizable as every read: the answer's head is
-  /// at least a read index taken after this call, a query shared with
-  /// every read waiting for one then.
+  /// HTTP reads try first. On the thread `run` gives (e.g. a connection's
+  /// strand), `each` gets the events in the read's order, straight from
+  /// memory (under the cache's read lock: format them, do not call back),
+  /// then `done` the head and count; or `done` gets nothing when the cache
+  /// cannot answer whole right away (off, behind the read index, the range
+  /// not in memory, more than `max_events` events, input the store
+  /// refuses): then drop what `each` made and read the usual way, which
+  /// waits, reads the database and reports errors. Linearizable as every
+  /// read: the answer's head is at least a read index taken after this
+  /// call, a query shared with every read waiting for one then.
   void
   read_from_cache(query q, read_options options, std::size_t max_events,
                   std::function<void(std::function<void()>)> run,
-                  std::function<void(std::optional<read_result>)> done) const;
+                  std::function<void(const sequenced_event&)> each,
+                  std::function<void(std::optional<cache_answer>)> done) const;
 
   /// The standby's counters (all zero without `replica.dsn`).
   replica_stats replica() const;

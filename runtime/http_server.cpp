@@ -3,8 +3,11 @@
 // (runtime/http_transport.hpp) that feeds the router.
 #include "runtime/http_server.hpp"
 
+#include "actors/engine.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/http_transport.hpp"
+#include "runtime/pg_head_reader.hpp"
+#include "store/pg_head.hpp"
 
 #include <algorithm>
 #include <iostream>
@@ -57,6 +60,9 @@ struct http_server::impl {
   http::router routes;
   // Last: stopped and destroyed before what its handlers use.
   http::http_transport transport;
+  // Leads the engine's read index on the transport's loop (when set up).
+  std::shared_ptr<read_index> index;
+  std::shared_ptr<http::pg_head_reader> head_reader;
 
   impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg,
        const http_extensions& ext)
@@ -67,7 +73,20 @@ struct http_server::impl {
           ext.jobs, ext.node,      ext.cluster}
     , routes(http::assemble(env, ext), metrics, cfg.max_body)
     , transport(cfg, handlers()) {
-    // nop
+    index = eng.index();
+    if (index && !cfg.read_index_dsn.empty()) {
+      http::pg_head_reader::config rc;
+      rc.dsn = cfg.read_index_dsn;
+      rc.sql = pg_head_sql(cfg.read_index_schema);
+      head_reader = http::pg_head_reader::make(transport.context(), rc);
+      index->lead_with(head_reader->leader());
+    }
+  }
+
+  // Hands the read index back to its own thread before the loop stops.
+  void stop_leading() {
+    if (head_reader)
+      index->lead_alone();
   }
 
   http::transport_handlers handlers() {
@@ -119,7 +138,11 @@ void http_server::stop(std::chrono::milliseconds grace) {
     std::cerr << "dcbd http: " << impl_->subscriptions.in_use()
               << " subscriptions have not ended yet; waiting for them"
               << std::endl;
+  impl_->stop_leading();
   impl_->transport.stop(grace);
+  // The loop has stopped: its connection closes here (what it had in
+  // flight was ended by `lead_alone`).
+  impl_->head_reader.reset();
 }
 
 } // namespace dcbd

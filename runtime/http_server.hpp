@@ -102,6 +102,12 @@ struct http_config {
   std::chrono::milliseconds subscribe_heartbeat{15'000};
   /// Events a subscription may have in flight towards its socket.
   std::uint32_t subscribe_window = 512;
+  /// Where the read index of reads from the cache queries the head on the
+  /// I/O threads, without a thread hand-off (runtime/pg_head_reader.hpp):
+  /// a libpq connection string (the primary) and the store's schema. Empty
+  /// dsn: the index queries on a thread of its own.
+  std::string read_index_dsn;
+  std::string read_index_schema = "dcb";
 };
 
 /// What an embedding adds to the server besides the built-in API areas.

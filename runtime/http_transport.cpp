@@ -127,6 +127,10 @@ std::uint16_t http_transport::port() const {
   return core_->acceptor.local_endpoint().port();
 }
 
+boost::asio::io_context& http_transport::context() {
+  return core_->ioc;
+}
+
 void http_transport::stop(std::chrono::milliseconds grace) {
   auto& d = *core_;
   if (d.stopped)

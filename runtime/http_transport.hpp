@@ -28,6 +28,7 @@
 
 #include "runtime/http_server.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -239,6 +240,10 @@ public:
 
   /// The port it listens on.
   std::uint16_t port() const;
+
+  /// The event loop of the I/O threads (e.g. for another socket the
+  /// handlers wait on); it runs until `stop` is done.
+  boost::asio::io_context& context();
 
   /// Graceful stop: stops accepting, waits up to `grace` for the requests
   /// in flight (streams included) to be answered, then closes every

@@ -4,6 +4,7 @@
 #include "store/job_model.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -243,6 +244,89 @@ json to_json(const sequenced_event& e, bool with_metadata, bool binary) {
 
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  // Bytes past ASCII may be invalid UTF-8, which the dump replaces in its
+  // own way: leave those strings to it.
+  for (unsigned char c : s)
+    if (c >= 0x80) {
+      out += dump(json(s));
+      return;
+    }
+  out += '"';
+  auto clean = s.begin();
+  auto flush = [&](std::string_view::iterator to) {
+    out.append(clean, to);
+  };
+  for (auto i = s.begin(); i != s.end(); ++i) {
+    auto c = static_cast<unsigned char>(*i);
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    flush(i);
+    clean = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default: {
+        static constexpr char hex[] = "0123456789abcdef";
+        out += "\\u00";
+        out += hex[c >> 4];
+        out += hex[c & 0xF];
+      }
+    }
+  }
+  flush(s.end());
+  out += '"';
+}
+
+void append_json(std::string& out, const sequenced_event& e, bool with_metadata,
+                 std::optional<std::uint64_t> prev) {
+  // The keys in the order the dump sorts them.
+  out += "{\"data\":";
+  append_json_string(out, e.event.data);
+  if (with_metadata && !e.event.metadata.empty()) {
+    out += ",\"metadata\":";
+    append_json_string(out, e.event.metadata);
+  }
+  char digits[24];
+  auto number = [&](std::uint64_t n) {
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
+  };
+  out += ",\"position\":";
+  number(e.position);
+  if (prev) {
+    out += ",\"prev\":";
+    number(*prev);
+  }
+  out += ",\"tags\":[";
+  for (std::size_t i = 0; i < e.event.tags.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    append_json_string(out, e.event.tags[i]);
+  }
+  out += "],\"type\":";
+  append_json_string(out, e.event.type);
+  out += '}';
 }
 
 } // namespace dcbd::http

@@ -106,7 +106,7 @@ struct array_stream {
       for (auto& e : events_in) {
         text += first ? '[' : ',';
         first = false;
-        text += dump(to_json(e));
+        append_json(text, e);
       }
     } catch (const std::exception& e) {
       failure = errc::internal;
@@ -167,7 +167,6 @@ void stream_array(route_env& env, const std::shared_ptr<exchange>& x,
                   std::shared_ptr<stream_slot> slot, query q,
                   read_options options);
 
-void reply_array(exchange& x, const read_result& r);
 void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,
                  read_options options);
 
@@ -178,32 +177,27 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
     return read_bounded(env, x, std::move(q), options);
   // From memory when the cache can answer whole (one chunk's worth at
   // most), else streamed.
-  auto max_events = env.cfg.stream_chunk_events;
+  // The whole answer at once, as the stream would have sent it.
+  auto text = std::make_shared<std::string>("[");
   env.eng.read_from_cache(
-    q, options, max_events,
+    q, options, env.cfg.stream_chunk_events,
     [x](std::function<void()> f) {
       x->on_strand(std::move(f));
     },
-    [&env, x, q, options](std::optional<read_result> r) mutable {
+    [text](const sequenced_event& e) {
+      if (text->size() > 1)
+        *text += ',';
+      append_json(*text, e);
+    },
+    [&env, x, q, options, text](std::optional<cache_answer> r) mutable {
       if (x->answered())
         return;
-      if (r)
-        return reply_array(*x, *r);
-      stream_read(env, x, std::move(q), options);
+      if (!r)
+        return stream_read(env, x, std::move(q), options);
+      *text += ']';
+      read_done(*x, errc::none, r->events);
+      x->reply_bytes(200, json_type, std::move(*text));
     });
-}
-
-// The whole answer at once, as the stream would have sent it.
-void reply_array(exchange& x, const read_result& r) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < r.events.size(); ++i) {
-    if (i > 0)
-      text += ',';
-    text += dump(to_json(r.events[i]));
-  }
-  text += ']';
-  read_done(x, errc::none, r.events.size());
-  x.reply_bytes(200, json_type, std::move(text));
 }
 
 void stream_read(route_env& env, const std::shared_ptr<exchange>& x, query q,

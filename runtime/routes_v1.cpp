@@ -31,6 +31,17 @@ namespace dcbd::http {
 
 namespace {
 
+// One event as a /v1/read line: JSON text with its metadata, or msgpack.
+void append_line(const exchange& x, std::string& out,
+                 const sequenced_event& e) {
+  if (x.msgpack_out())
+    out += x.line(to_json(e, true, true));
+  else {
+    append_json(out, e, true);
+    out += '\n';
+  }
+}
+
 void append(route_env& env, const std::shared_ptr<exchange>& x) {
   auto req = parse_append(x->body());
   append_within_timeout(
@@ -84,7 +95,7 @@ struct read_stream {
     std::string lines;
     try {
       for (auto& e : events_in)
-        lines += x->line(to_json(e, true, x->msgpack_out()));
+        append_line(*x, lines, e);
     } catch (const std::exception& e) {
       // Cancel rather than leave the stream waiting for this chunk.
       std::cerr << "dcbd http: /v1/read: " << e.what() << std::endl;
@@ -132,23 +143,24 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
   auto options = options_parameter(*x);
   // From memory when the cache can answer whole (one chunk's worth at
   // most): the same lines, in one body.
+  auto lines = std::make_shared<std::string>();
   env.eng.read_from_cache(
     q, options, env.cfg.stream_chunk_events,
     [x](std::function<void()> f) {
       x->on_strand(std::move(f));
     },
-    [&env, x, q, options](std::optional<read_result> r) mutable {
+    [x = x.get(), lines](const sequenced_event& e) {
+      append_line(*x, *lines, e);
+    },
+    [&env, x, q, options, lines](std::optional<cache_answer> r) mutable {
       if (x->answered())
         return;
       if (!r)
         return stream_read(env, x, std::move(q), options);
-      std::string lines;
-      for (auto& e : r->events)
-        lines += x->line(to_json(e, true, x->msgpack_out()));
-      lines += x->line(json{{"head", r->head}});
-      read_done(*x, errc::none, r->events.size());
+      *lines += x->line(json{{"head", r->head}});
+      read_done(*x, errc::none, r->events);
       x->reply_bytes(200, x->msgpack_out() ? msgpack_type : ndjson_type,
-                     std::move(lines));
+                     std::move(*lines));
     });
 }
 

@@ -48,8 +48,13 @@ std::string sse_frame(const bus_item& item) {
   std::string out;
   switch (item.kind) {
     case bus_item_kind::event:
-      out = "id: " + std::to_string(item.position)
-            + "\nevent: event\ndata: " + dump(event_json(item)) + "\n\n";
+      out = "id: " + std::to_string(item.position) + "\nevent: event\ndata: ";
+      // The same bytes as dump(event_json(item)), without the json.
+      if (item.event && item.event->position == item.position)
+        append_json(out, *item.event, false, item.prev);
+      else
+        out += dump(event_json(item));
+      out += "\n\n";
       break;
     case bus_item_kind::checkpoint:
       out = "id: " + std::to_string(item.position)

@@ -334,10 +334,11 @@ bool cache_may_answer(const event_cache& cache, const read_options& options) {
   return cursor.lo() > cache.lo();
 }
 
-std::optional<read_result>
-read_from_cache(event_cache& cache, const query& q, const read_options& options,
-                std::uint64_t index, std::size_t max_events,
-                const limits& lim) {
+std::optional<cache_answer>
+visit_from_cache(event_cache& cache, const query& q,
+                 const read_options& options, std::uint64_t index,
+                 std::size_t max_events, const limits& lim,
+                 const std::function<void(const sequenced_event&)>& sink) {
   if (!cache.started())
     return std::nullopt;
   auto head = cache.hi();
@@ -346,7 +347,7 @@ read_from_cache(event_cache& cache, const query& q, const read_options& options,
   auto normalized = validate_read(q, options, lim);
   read_cursor cursor{options};
   cursor.cap(head);
-  read_result out;
+  cache_answer out;
   out.head = head;
   if (!cursor.done()) {
     // One more than allowed tells "too many" from "exactly enough"; the
@@ -355,14 +356,33 @@ read_from_cache(event_cache& cache, const query& q, const read_options& options,
                                         std::uint64_t{max_events} + 1);
     std::uint64_t next = 0;
     std::uint64_t snapshot = 0;
-    if (!cache.collect(normalized, cursor.lo(), cursor.hi(), cursor.backwards(),
-                       room, std::numeric_limits<std::size_t>::max(),
-                       out.events, next, snapshot))
+    auto count = [&out, &sink](const sequenced_event& e) {
+      ++out.events;
+      sink(e);
+    };
+    if (!cache.visit(normalized, cursor.lo(), cursor.hi(), cursor.backwards(),
+                     room, std::numeric_limits<std::size_t>::max(), count, next,
+                     snapshot))
       return std::nullopt;
-    if (out.events.size() > max_events)
+    if (out.events > max_events)
       return std::nullopt;
   }
   cache.record(cache_route::read, cache_outcome::hit);
+  return out;
+}
+
+std::optional<read_result>
+read_from_cache(event_cache& cache, const query& q, const read_options& options,
+                std::uint64_t index, std::size_t max_events,
+                const limits& lim) {
+  read_result out;
+  auto answer = visit_from_cache(cache, q, options, index, max_events, lim,
+                                 [&out](const sequenced_event& e) {
+                                   out.events.push_back(e);
+                                 });
+  if (!answer)
+    return std::nullopt;
+  out.head = answer->head;
   return out;
 }
 

@@ -155,6 +155,17 @@ std::optional<read_result>
 read_from_cache(event_cache& cache, const query& q, const read_options& options,
                 std::uint64_t index, std::size_t max_events, const limits& lim);
 
+/// As `read_from_cache`, but hands the events to `sink` in the read's order
+/// (under the cache's read lock) instead of copying them. When it answers
+/// nothing after all because the read holds more than `max_events`, the
+/// sink has already had up to `max_events` + 1 of them: the caller drops
+/// what it made of them.
+std::optional<cache_answer>
+visit_from_cache(event_cache& cache, const query& q,
+                 const read_options& options, std::uint64_t index,
+                 std::size_t max_events, const limits& lim,
+                 const std::function<void(const sequenced_event&)>& sink);
+
 /// Whether `read_from_cache` may answer a read of `options` at all (cheap,
 /// before any read index): the cache has started and holds where the
 /// read's range begins.

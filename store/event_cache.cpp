@@ -264,6 +264,19 @@ bool event_cache::collect(const query& q, std::uint64_t first,
                           std::vector<sequenced_event>& out,
                           std::uint64_t& next,
                           std::uint64_t& snapshot_hi) const {
+  return visit(
+    q, first, last, backwards, limit, max_bytes,
+    [&out](const sequenced_event& e) {
+      out.push_back(e);
+    },
+    next, snapshot_hi);
+}
+
+bool event_cache::visit(const query& q, std::uint64_t first, std::uint64_t last,
+                        bool backwards, std::uint64_t limit,
+                        std::size_t max_bytes,
+                        const std::function<void(const sequenced_event&)>& sink,
+                        std::uint64_t& next, std::uint64_t& snapshot_hi) const {
   std::shared_lock lock{mutex_};
   if (!started_.load(std::memory_order_relaxed))
     return false;
@@ -297,7 +310,7 @@ bool event_cache::collect(const query& q, std::uint64_t first,
     if (taken > 0 && bytes + size > max_bytes)
       return false;
     next = backwards ? p - 1 : p + 1;
-    out.push_back(e);
+    sink(e);
     ++taken;
     bytes += size;
     return taken < limit && bytes < max_bytes;

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -62,6 +63,13 @@ struct cache_snapshot {
   /// of them that gave up and read from the database.
   std::uint64_t waits = 0;
   std::uint64_t wait_timeouts = 0;
+};
+
+/// What a read answered from the cache alone (`visit_from_cache`): the
+/// head of the snapshot read and how many events it handed over.
+struct cache_answer {
+  std::uint64_t head = 0;
+  std::size_t events = 0;
 };
 
 class event_cache {
@@ -111,6 +119,14 @@ public:
                bool backwards, std::uint64_t limit, std::size_t max_bytes,
                std::vector<sequenced_event>& out, std::uint64_t& next,
                std::uint64_t& snapshot_hi) const;
+
+  /// As `collect`, but hands each event to `sink` instead of copying it
+  /// (a reply can be formatted straight from memory). The sink runs under
+  /// the cache's read lock: it must not call back into the cache.
+  bool visit(const query& q, std::uint64_t first, std::uint64_t last,
+             bool backwards, std::uint64_t limit, std::size_t max_bytes,
+             const std::function<void(const sequenced_event&)>& sink,
+             std::uint64_t& next, std::uint64_t& snapshot_hi) const;
 
   /// The low and high ends. `hi` is also readable without the lock.
   std::uint64_t lo() const;

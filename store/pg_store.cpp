@@ -4,6 +4,7 @@
 #include "store/pg_store.hpp"
 
 #include "store/pg_group.hpp"
+#include "store/pg_head.hpp"
 #include "store/pg_internal.hpp"
 #include "store/pg_jobs.hpp"
 #include "store/pg_pool.hpp"
@@ -169,7 +170,7 @@ pg_event_store::pg_event_store(pg_config cfg)
                       + commit_time;
   sql_.append_unconditional_jobs = unconditional_jobs_sql(cfg_.schema);
   sql_.append_group_jobs = group_jobs_sql(cfg_.schema);
-  sql_.head = "SELECT position FROM " + s + ".head";
+  sql_.head = pg_head_sql(cfg_.schema);
   sql_.channel = notify_channel(cfg_.schema);
   sql_.job_channel = job_channel(cfg_.schema);
   pool_ = std::make_unique<pg_pool>(cfg_);

@@ -15,9 +15,12 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace dcbd {
 
@@ -32,7 +35,19 @@ struct read_index_stats {
   std::uint64_t max_batch = 0;
 };
 
-class read_index {
+/// Leads the rounds of `read_index::get_async` without a thread of the
+/// index's own, e.g. on an event loop that owns an asynchronous database
+/// connection: the loop's thread then runs the callbacks too, and reads
+/// that arrive while it is busy join the next round.
+struct read_index_leader {
+  /// Runs `f` later, never inside the call (e.g. `asio::post`).
+  std::function<void(std::function<void()>)> post;
+  /// Sends one query for the head now and calls `done` once with it, or
+  /// with nothing when it failed (also when the leader goes away first).
+  std::function<void(std::function<void(std::optional<std::uint64_t>)>)> fetch;
+};
+
+class read_index : public std::enable_shared_from_this<read_index> {
 public:
   /// `fetch_head` reads the head from the database (thread-safe; called by
   /// one thread at a time).
@@ -55,6 +70,17 @@ public:
   /// short (post the work elsewhere).
   void get_async(std::function<void(std::optional<std::uint64_t>)> done);
 
+  /// From now on `get_async` rounds are led by `leader` (its callbacks run
+  /// where the leader's `post` and `fetch` call back), until `lead_alone`.
+  /// The index must be owned by a `std::shared_ptr` (what is posted holds
+  /// it weakly).
+  void lead_with(std::shared_ptr<read_index_leader> leader);
+
+  /// Back to the index's own thread: a round the leader still has in
+  /// flight counts as failed (its reads go to the database), and nothing is
+  /// posted to the leader any more. Call before the leader's loop stops.
+  void lead_alone();
+
   read_index_stats stats() const;
 
 private:
@@ -73,6 +99,26 @@ private:
   // The thread of `get_async`: leads rounds while callbacks wait and runs
   // the callbacks whose round finished.
   void run_async();
+
+  // Has waiting callbacks served: by the thread, or by a round the leader
+  // is asked to start (`lock` held).
+  void wake(std::unique_lock<std::mutex>& lock);
+
+  // The leader's turn: answers the callbacks whose round finished and
+  // starts a round for the others.
+  void lead_async();
+
+  // A round of the leader finished (`round` numbered, `batch` reads).
+  void finish_async(std::uint64_t round, std::uint64_t batch,
+                    std::optional<std::uint64_t> head);
+
+  // Ends round `round` (`lock` held): counts it, keeps its head.
+  void finish_round(std::uint64_t round, std::uint64_t batch,
+                    std::optional<std::uint64_t> head);
+
+  // Moves the callbacks whose round finished into `ready` (`lock` held).
+  void take_ready(
+    std::vector<std::pair<callback, std::optional<std::uint64_t>>>& ready);
 
   std::function<std::uint64_t()> fetch_;
   mutable std::mutex mutex_;
@@ -94,6 +140,12 @@ private:
   std::condition_variable async_cv_;
   bool stopping_ = false;
   std::thread async_thread_;
+  // The leader (if any), whether its turn is posted, and the round it has
+  // in flight (0 if none).
+  std::shared_ptr<read_index_leader> leader_;
+  bool posted_ = false;
+  std::uint64_t leader_round_ = 0;
+  std::uint64_t leader_batch_ = 0;
 };
 
 } // namespace dcbd

@@ -269,6 +269,142 @@ TEST(ReadIndex, AFailedQueryIsReportedAndTheNextOneWorks) {
   EXPECT_EQ(idx.stats().failures, 1u);
 }
 
+// A leader driven by hand, as an event loop would drive it: what it is asked
+// to post and the round it has in flight wait until the test runs them.
+struct manual_leader {
+  std::vector<std::function<void()>> posted;
+  std::vector<std::function<void(std::optional<std::uint64_t>)>> fetches;
+  std::shared_ptr<read_index_leader> leader
+    = std::make_shared<read_index_leader>();
+
+  manual_leader() {
+    leader->post = [this](std::function<void()> f) {
+      posted.push_back(std::move(f));
+    };
+    leader->fetch
+      = [this](std::function<void(std::optional<std::uint64_t>)> done) {
+          fetches.push_back(std::move(done));
+        };
+  }
+
+  // Runs what was posted so far; returns how many.
+  std::size_t run_posted() {
+    auto now = std::exchange(posted, {});
+    for (auto& f : now)
+      f();
+    return now.size();
+  }
+};
+
+// Every read gets a head from a round that started after it arrived; reads
+// arriving while a round is in flight share the next one; nothing runs on
+// a thread of the index's own.
+TEST(ReadIndex, ALeaderStartsRoundsOnItsLoopAndAnswersThere) {
+  auto idx = std::make_shared<read_index>([]() -> std::uint64_t {
+    ADD_FAILURE() << "the index queried by itself while led";
+    return 0;
+  });
+  manual_leader loop;
+  idx->lead_with(loop.leader);
+  std::vector<std::optional<std::uint64_t>> got(5);
+  std::vector<bool> answered(5, false);
+  auto read = [&](int i) {
+    idx->get_async([&, i](std::optional<std::uint64_t> h) {
+      got[i] = h;
+      answered[i] = true;
+    });
+  };
+  read(0);
+  read(1);
+  read(2);
+  EXPECT_EQ(loop.posted.size(), 1u) << "one turn for all three";
+  EXPECT_TRUE(loop.fetches.empty()) << "a round starts on the loop only";
+  EXPECT_EQ(loop.run_posted(), 1u);
+  ASSERT_EQ(loop.fetches.size(), 1u);
+  // These arrive while the round is in flight: it may miss what was
+  // acknowledged just before them, so they wait for the next.
+  read(3);
+  read(4);
+  EXPECT_TRUE(loop.posted.empty()) << "the round in flight wakes them";
+  std::exchange(loop.fetches, {})[0](10);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(answered[i]) << i;
+    EXPECT_EQ(got[i], std::optional<std::uint64_t>{10}) << i;
+  }
+  EXPECT_FALSE(answered[3]);
+  EXPECT_FALSE(answered[4]);
+  EXPECT_EQ(loop.run_posted(), 1u);
+  ASSERT_EQ(loop.fetches.size(), 1u);
+  std::exchange(loop.fetches, {})[0](12);
+  EXPECT_EQ(got[3], std::optional<std::uint64_t>{12});
+  EXPECT_EQ(got[4], std::optional<std::uint64_t>{12});
+  EXPECT_TRUE(loop.posted.empty()) << "nobody waits, nothing to start";
+  auto s = idx->stats();
+  EXPECT_EQ(s.rounds, 2u);
+  EXPECT_EQ(s.reads, 5u);
+  EXPECT_EQ(s.max_batch, 3u);
+  // A failed round answers nothing; the next works again.
+  std::optional<std::uint64_t> after_failure = 99;
+  idx->get_async([&](std::optional<std::uint64_t> h) {
+    after_failure = h;
+  });
+  loop.run_posted();
+  std::exchange(loop.fetches, {})[0](std::nullopt);
+  EXPECT_FALSE(after_failure.has_value());
+  EXPECT_EQ(idx->stats().failures, 1u);
+}
+
+// A blocking read leads its own round even while a leader leads; the
+// leader's waiting reads then share whatever round serves them.
+TEST(ReadIndex, BlockingReadsMixWithALeader) {
+  std::atomic<std::uint64_t> head{5};
+  auto idx = std::make_shared<read_index>([&] {
+    return head.load();
+  });
+  manual_leader loop;
+  idx->lead_with(loop.leader);
+  EXPECT_EQ(idx->get(), std::optional<std::uint64_t>{5});
+  std::optional<std::uint64_t> got;
+  idx->get_async([&](std::optional<std::uint64_t> h) {
+    got = h;
+  });
+  // Its round has to start after it: the blocking one before does not do.
+  EXPECT_FALSE(got.has_value());
+  head = 6;
+  // A blocking read arrives before the loop's turn and leads a round that
+  // started after the waiting read: the turn answers it from that round.
+  EXPECT_EQ(idx->get(), std::optional<std::uint64_t>{6});
+  loop.run_posted();
+  EXPECT_EQ(got, std::optional<std::uint64_t>{6});
+  EXPECT_TRUE(loop.fetches.empty()) << "no round needed any more";
+}
+
+// Handing back to the index's thread ends the leader's round as failed (its
+// reads go to the database) and ignores its late answer; the thread serves
+// the reads after that.
+TEST(ReadIndex, LeadingAloneAgainEndsTheLeadersRound) {
+  auto idx = std::make_shared<read_index>([]() -> std::uint64_t {
+    return 7;
+  });
+  manual_leader loop;
+  idx->lead_with(loop.leader);
+  std::promise<std::optional<std::uint64_t>> first, second;
+  idx->get_async([&](std::optional<std::uint64_t> h) {
+    first.set_value(h);
+  });
+  loop.run_posted();
+  ASSERT_EQ(loop.fetches.size(), 1u);
+  idx->lead_alone();
+  EXPECT_FALSE(first.get_future().get().has_value());
+  std::exchange(loop.fetches, {})[0](1000); // late: changes nothing
+  idx->get_async([&](std::optional<std::uint64_t> h) {
+    second.set_value(h);
+  });
+  EXPECT_EQ(second.get_future().get(), std::optional<std::uint64_t>{7});
+  EXPECT_TRUE(loop.posted.empty()) << "nothing posted to a former leader";
+  EXPECT_EQ(idx->stats().failures, 1u);
+}
+
 // -- the cached store over the in-memory store
 // ---------------------------------
 
