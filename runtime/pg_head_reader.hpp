@@ -15,7 +15,10 @@
 //
 // A failed or slow round (past `timeout`) answers nothing (the reads then go
 // to the database the usual way) and drops the connection; the next round
-// reconnects, at most once per `retry`.
+// reconnects, at most once per `retry`. Connecting is non-blocking too
+// (PQconnectStart and PQconnectPoll on the loop), except for resolving a
+// host name, which libpq does inside PQconnectStart: a DSN with `hostaddr`
+// (or an IP address as `host`) avoids that short block of the loop.
 #pragma once
 
 #include "store/read_index.hpp"
