@@ -176,8 +176,7 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
   if (x->msgpack_out() || x->req().method() == bhttp::verb::head)
     return read_bounded(env, x, std::move(q), options);
   // From memory when the cache can answer whole (one chunk's worth at
-  // most), else streamed.
-  // The whole answer at once, as the stream would have sent it.
+  // most), in one body as the stream would have sent it; else streamed.
   auto text = std::make_shared<std::string>("[");
   env.eng.read_from_cache(
     q, options, env.cfg.stream_chunk_events,

@@ -371,21 +371,6 @@ visit_from_cache(event_cache& cache, const query& q,
   return out;
 }
 
-std::optional<read_result>
-read_from_cache(event_cache& cache, const query& q, const read_options& options,
-                std::uint64_t index, std::size_t max_events,
-                const limits& lim) {
-  read_result out;
-  auto answer = visit_from_cache(cache, q, options, index, max_events, lim,
-                                 [&out](const sequenced_event& e) {
-                                   out.events.push_back(e);
-                                 });
-  if (!answer)
-    return std::nullopt;
-  out.head = answer->head;
-  return out;
-}
-
 std::shared_ptr<read_index>
 make_read_index(std::shared_ptr<event_store> store) {
   return std::make_shared<read_index>([store] {

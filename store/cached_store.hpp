@@ -15,7 +15,7 @@
 // so they share at most `readers` reads per head query. HTTP reads take the
 // index asynchronously (`read_index::get_async`, shared by every read
 // waiting) and, when the cache can answer whole, read it with
-// `read_from_cache` on their own thread, without the actors.
+// `visit_from_cache` on their own thread, without the actors.
 #pragma once
 
 #include "store/event_cache.hpp"
@@ -151,22 +151,17 @@ private:
 /// started, behind `index`, the range not all in memory, or more than
 /// `max_events` events to return. Validates as every read does (throws
 /// `store_error`). Counts a hit on `cache_route::read` when it answers.
-std::optional<read_result>
-read_from_cache(event_cache& cache, const query& q, const read_options& options,
-                std::uint64_t index, std::size_t max_events, const limits& lim);
-
-/// As `read_from_cache`, but hands the events to `sink` in the read's order
-/// (under the cache's read lock) instead of copying them. When it answers
-/// nothing after all because the read holds more than `max_events`, the
-/// sink has already had up to `max_events` + 1 of them: the caller drops
-/// what it made of them.
+/// The events go to `sink` in the read's order (under the cache's read
+/// lock), not copied. When it answers nothing after all because the read
+/// holds more than `max_events`, the sink has already had up to
+/// `max_events` + 1 of them: the caller drops what it made of them.
 std::optional<cache_answer>
 visit_from_cache(event_cache& cache, const query& q,
                  const read_options& options, std::uint64_t index,
                  std::size_t max_events, const limits& lim,
                  const std::function<void(const sequenced_event&)>& sink);
 
-/// Whether `read_from_cache` may answer a read of `options` at all (cheap,
+/// Whether `visit_from_cache` may answer a read of `options` at all (cheap,
 /// before any read index): the cache has started and holds where the
 /// read's range begins.
 bool cache_may_answer(const event_cache& cache, const read_options& options);
