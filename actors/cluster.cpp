@@ -1114,6 +1114,28 @@ void append_here(forwarder_actor* self, append_request req,
                                 });
 }
 
+// About the bytes `r` takes in a forwarded batch.
+std::size_t forward_bytes(const append_request& r) {
+  std::size_t n = 64;
+  for (auto& e : r.events) {
+    n += 32 + e.type.size() + e.data.size() + e.metadata.size();
+    for (auto& t : e.tags)
+      n += 8 + t.size();
+  }
+  for (auto& j : r.jobs)
+    n += 64 + j.queue.size() + j.kind.size() + j.args.size()
+         + j.unique_key.size();
+  if (r.condition)
+    for (auto& item : r.condition->fail_if_events_match.items) {
+      n += 16;
+      for (auto& t : item.types)
+        n += 8 + t.size();
+      for (auto& t : item.tags)
+        n += 8 + t.size();
+    }
+  return n;
+}
+
 // Sends what is pending as one batch, while fewer than `forward_batches`
 // are in flight; the rest waits for an answer. So the batches grow with
 // the load, like the writer's groups, and cost one message each way.
@@ -1126,13 +1148,23 @@ void send_batches(forwarder_actor* self) {
               < std::max<std::size_t>(cfg.forward_batches, 1)) {
     forward_batch batch;
     std::vector<append_callback_ptr> done;
-    if (st.pending.requests.size() <= max_batch) {
+    // At most max_batch requests and forward_batch_bytes (at least one).
+    std::size_t take = 0, bytes = 0;
+    for (auto& r : st.pending.requests) {
+      auto b = forward_bytes(r);
+      if (take == max_batch
+          || (take > 0 && bytes + b > cfg.forward_batch_bytes))
+        break;
+      bytes += b;
+      ++take;
+    }
+    if (take == st.pending.requests.size()) {
       batch = std::move(st.pending);
       done = std::move(st.pending_done);
       st.pending.requests.clear();
       st.pending_done.clear();
     } else {
-      auto mid = static_cast<std::ptrdiff_t>(max_batch);
+      auto mid = static_cast<std::ptrdiff_t>(take);
       auto& rs = st.pending.requests;
       batch.requests.assign(std::make_move_iterator(rs.begin()),
                             std::make_move_iterator(rs.begin() + mid));
@@ -1213,7 +1245,10 @@ caf::behavior forwarder_impl(forwarder_actor* self,
   return {
     [self](cl_fwd_atom, append_request& req, append_callback_ptr& done) {
       auto& st = self->state;
-      if (!st.target || st.requests >= st.env->cfg.forward_window) {
+      // An append larger than a batch may be would not pass the writer's
+      // cluster guard (basp_guard_limits::max_message): it stays local.
+      if (!st.target || st.requests >= st.env->cfg.forward_window
+          || forward_bytes(req) > st.env->cfg.forward_batch_bytes) {
         append_here(self, std::move(req), std::move(done));
         return;
       }
@@ -1407,7 +1442,10 @@ struct cluster_service::impl {
   std::shared_ptr<cluster_env> env;
   caf::actor agent;
   caf::actor registry;
+  // Peers dial the guard's port; the agent is published on `published`.
+  std::unique_ptr<basp_guard> guard;
   std::uint16_t port = 0;
+  std::uint16_t published = 0;
   std::mutex mtx;
   bool stopped = false;
   // Forwarded appends (`serve_appends`).
@@ -1436,15 +1474,27 @@ cluster_service::cluster_service(caf::actor_system& sys, cluster_config cfg,
   d.env->cfg = std::move(cfg);
   d.agent = sys.spawn(agent_impl, d.env);
   auto& addr = d.env->cfg.addr;
-  auto port = sys.middleman().publish(d.agent, addr.port, addr.host.c_str(),
-                                      true);
+  // The agent on a loopback port of its own; peers reach it through the
+  // guard on the cluster address.
+  auto port = sys.middleman().publish(d.agent, 0, "127.0.0.1", true);
   if (!port) {
+    caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
+    throw store_error{errc::invalid_argument,
+                      "cluster: cannot publish the agent on 127.0.0.1: "
+                        + sys.render(port.error())};
+  }
+  d.published = *port;
+  try {
+    d.guard = std::make_unique<basp_guard>(addr.host, addr.port, "127.0.0.1",
+                                           d.published, d.env->cfg.guard);
+  } catch (const std::exception& e) {
+    sys.middleman().unpublish(d.agent, d.published);
     caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
     throw store_error{errc::invalid_argument, "cluster: cannot listen on "
                                                 + d.env->self_addr + ": "
-                                                + sys.render(port.error())};
+                                                + e.what()};
   }
-  d.port = *port;
+  d.port = d.guard->port();
   d.registry = sys.spawn<caf::detached>(registry_impl, d.env, std::move(db),
                                         d.agent);
 }
@@ -1574,7 +1624,9 @@ void cluster_service::stop() {
   ask(d.registry, 5s);
   if (d.ingress)
     caf::anon_send_exit(d.ingress, caf::exit_reason::user_shutdown);
-  d.sys.middleman().unpublish(d.agent, d.port);
+  if (d.guard)
+    d.guard->stop();
+  d.sys.middleman().unpublish(d.agent, d.published);
   caf::anon_send_exit(d.agent, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
 }

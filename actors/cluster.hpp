@@ -9,9 +9,12 @@
 //   cluster.serve(projectors);          // forwards management, fast failover
 //   cluster.members();                  // self and peers, up or unreachable
 //
-// Membership. Each node publishes one agent actor on its explicit cluster
-// address (never on every interface; `reuse_addr`, so a node restarted on
-// the same port can listen at once). It dials its seeds and every node it
+// Membership. Each node publishes one agent actor, reached on its explicit
+// cluster address (never on every interface; `reuse_addr`, so a node
+// restarted on the same port can listen at once) through a guard that
+// passes the middleman only whole, well-formed BASP messages of bounded
+// size (actors/basp_guard.hpp); the agent itself listens on the loopback
+// interface. It dials its seeds and every node it
 // learns of (from a peer's handshake, and from the membership table in
 // PostgreSQL, store/pg_cluster.hpp) asynchronously, with a timeout: a node
 // dials the addresses that sort after its own at once and the others only
@@ -47,6 +50,7 @@
 // commands (`engine::execute`) always append locally.
 #pragma once
 
+#include "actors/basp_guard.hpp"
 #include "store/pg_config.hpp"
 
 #include <caf/fwd.hpp>
@@ -141,6 +145,13 @@ struct cluster_config {
   std::size_t forward_batches = 2;
   /// Appends per forwarded batch, at most.
   std::size_t forward_batch_max = 512;
+  /// Bytes of one forwarded batch, about, at most (a batch holds at least
+  /// one append); an append larger than this is appended locally. Keep it
+  /// below the writer's `guard.max_message`.
+  std::size_t forward_batch_bytes = std::size_t{16} << 20;
+  /// The checks on what peers send to this node's cluster port
+  /// (actors/basp_guard.hpp).
+  basp_guard_limits guard{};
   /// A batch of `n` appends went to the writer (see
   /// `dcb_append_forward_batch_size`); runs on an actor's thread.
   std::function<void(std::size_t n)> on_forward_batch;
