@@ -461,7 +461,9 @@ void heartbeat(job_service& jobs, const std::shared_ptr<exchange>& x) {
   auto id = id_of(*x);
   auto body = body_of(*x);
   auto lease = lease_of_body(body);
-  auto lease_ms = default_lease_ms;
+  // Without lease_ms: the length the fetch (or the latest heartbeat) asked
+  // for, so a worker that leased for an hour is not cut to 30 s.
+  std::int64_t lease_ms = 0;
   if (auto v = member(body, "lease_ms"))
     lease_ms = integer_field(*v, "lease_ms", min_lease_ms, max_lease_ms);
   jobs.heartbeat(id, lease, lease_ms, [&jobs, x, id](caf::expected<bool> r) {

@@ -238,7 +238,9 @@ pg_jobs::pg_jobs(pg_config cfg, std::size_t pool) : impl_(new impl) {
         "attempted_at = now(), lease = nextval('"
       + m.s
       + ".job_leases'::regclass), lease_expires_at = now() + $4 * interval "
-        "'1 millisecond', worker = $5 FROM j WHERE d.id = j.id RETURNING "
+        "'1 millisecond', lease_ms = $4::bigint, worker = $5 FROM j WHERE "
+        "d.id = "
+        "j.id RETURNING "
       + job_columns;
   // Outcome kinds: 0 complete, 1 fail, 2 snooze, 3 discard (job_outcome).
   m.finish_sql
@@ -275,8 +277,10 @@ pg_jobs::pg_jobs(pg_config cfg, std::size_t pool) : impl_(new impl) {
     = "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) WITH "
       "ORDINALITY AS u(id, lease, ord)), upd AS (UPDATE "
       + m.s
-      + ".jobs d SET lease_expires_at = now() + $3 * interval '1 "
-        "millisecond' FROM u WHERE d.id = u.id AND d.state = 'running' AND "
+      + ".jobs d SET lease_expires_at = now() + coalesce(nullif($3::bigint, "
+        "0), d.lease_ms, 30000) * interval '1 millisecond', lease_ms = "
+        "coalesce(nullif($3::bigint, 0), d.lease_ms) FROM u WHERE d.id = u.id "
+        "AND d.state = 'running' AND "
         "d.lease = u.lease RETURNING d.id) SELECT upd.id IS NOT NULL FROM u "
         "LEFT JOIN upd ON upd.id = u.id ORDER BY u.ord";
 }

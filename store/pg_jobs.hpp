@@ -195,8 +195,9 @@ public:
   /// `lease`: false (and nothing changes) when the lease is not current.
   bool complete(pqxx::work& tx, std::int64_t id, std::int64_t lease);
 
-  /// Extends the leases of running jobs to now + `lease_ms`; per job,
-  /// whether its lease was current.
+  /// Extends the leases of running jobs to now + `lease_ms` (0: the length
+  /// the attempt's fetch or latest heartbeat asked for); per job, whether
+  /// its lease was current.
   std::vector<bool> heartbeat(const std::vector<std::int64_t>& ids,
                               const std::vector<std::int64_t>& leases,
                               std::int64_t lease_ms);

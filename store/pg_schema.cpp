@@ -258,6 +258,12 @@ CREATE TABLE @S.cluster_members (
   last_seen    timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+  {6, "jobs: the lease length of the attempt", R"sql(
+-- What the running attempt's worker asked for at fetch (or its latest
+-- heartbeat): a heartbeat that names no length extends by it. A nullable
+-- column without a default changes the catalog only.
+ALTER TABLE @S.jobs ADD COLUMN lease_ms bigint;
+)sql"},
 };
 
 std::string expand(std::string sql, const std::string& schema,

@@ -589,6 +589,44 @@ TEST_F(JobsHttp, HeartbeatsExtendALeaseUntilTheJobIsCancelled) {
   EXPECT_EQ(j["errors"], json::array()) << "the stale fail wrote nothing";
 }
 
+// A heartbeat that names no lease_ms extends by what the worker asked for
+// at fetch (or in its latest heartbeat), not by a fixed 30 s: a worker that
+// leased for an hour is not cut short, one that leased for a second is not
+// kept alive for 30 after it vanishes.
+TEST_F(JobsHttp, AHeartbeatWithoutLeaseMsKeepsTheLengthTheWorkerAskedFor) {
+  serve();
+  client c{port()};
+  auto expires_in_us = [&](std::int64_t id) {
+    auto at = parse_rfc3339(
+      get(c, job_path(id))["lease_expires_at"].get<std::string>());
+    EXPECT_TRUE(at);
+    auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    return at ? *at - now_us : 0;
+  };
+  auto long_id = enqueue(c, json{{"kind", "hour"}});
+  auto f = post(c, "/v1/jobs/fetch",
+                json{{"kinds", {"hour"}}, {"lease_ms", 3'600'000}}, 200);
+  ASSERT_EQ(f["jobs"].size(), 1u);
+  auto lease = f["jobs"][0]["lease"].get<std::int64_t>();
+  post(c, job_path(long_id, "/heartbeat"), json{{"lease", lease}}, 200);
+  EXPECT_GT(expires_in_us(long_id), std::int64_t{3'000'000'000});
+  // A heartbeat that names a length sets it for the ones after it.
+  post(c, job_path(long_id, "/heartbeat"),
+       json{{"lease", lease}, {"lease_ms", 2000}}, 200);
+  post(c, job_path(long_id, "/heartbeat"), json{{"lease", lease}}, 200);
+  EXPECT_LT(expires_in_us(long_id), std::int64_t{10'000'000});
+
+  auto short_id = enqueue(c, json{{"kind", "second"}});
+  f = post(c, "/v1/jobs/fetch", json{{"kinds", {"second"}}, {"lease_ms", 1000}},
+           200);
+  ASSERT_EQ(f["jobs"].size(), 1u);
+  post(c, job_path(short_id, "/heartbeat"),
+       json{{"lease", f["jobs"][0]["lease"]}}, 200);
+  EXPECT_LT(expires_in_us(short_id), std::int64_t{10'000'000});
+}
+
 // API.md §7: "An expired lease makes the job fetchable again (attempt+1)
 // within lease_ms + 1 s"; the vanished worker's lease is fenced from then on.
 TEST_F(JobsHttp, AnExpiredLeaseMakesTheJobFetchableAgainAndFencesTheOldOne) {
