@@ -581,7 +581,12 @@ TEST_F(HostileInput, GarbageOnTheClusterPortIsDroppedAndPeersStillLink) {
   // middleman so that the peer below linked only after 11-47 s.
   std::cout << "[          ] RSS " << rss0 << " KiB before, " << rss1
             << " KiB after" << std::endl;
+#if !defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer freed memory sits in quarantine (256 MiB by
+  // default), so RSS measures the sanitizer; the link time below still
+  // catches a stalled middleman there.
   EXPECT_LT(rss1, rss0 + 32 * 1024) << "the garbage grew the node";
+#endif
   auto b = node("g2", p2, seeds);
   ASSERT_TRUE(b->up()) << b->log();
   auto both_up = [&] {
