@@ -40,6 +40,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dcbd::http {
 
@@ -122,6 +123,12 @@ public:
 
   /// Queues one text frame (after `close`: completes with false).
   virtual void send(std::string text, completion done = {}) = 0;
+
+  /// Queues text frames to go out in this order, one after another, with
+  /// one completion for all: true once the last is on the socket, false
+  /// when any never will be. One hop to the strand for the lot.
+  virtual void send_batch(std::vector<std::string> texts, completion done = {})
+    = 0;
 
   /// Sends a close frame with `reason` (normal closure) and closes. The
   /// reason is cut to the frame's 123 bytes. Frames queued before go out

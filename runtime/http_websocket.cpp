@@ -7,10 +7,10 @@
 // peer closed, an error, the socket closed under it) is the one place the
 // connection ends: queued frames complete with false, `on_closed` runs, the
 // session is released. Frames and the close frame go out one at a time
-// from a queue. Beast's suggested server timeouts ping an idle peer and
-// drop a dead one; a close handshake that does not finish within
-// `websocket_close_timeout` drops the connection (and ends it outright if
-// Beast's operations are stuck, see `close_timed_out`).
+// from a queue (a batch of frames: one after another). Beast's suggested server
+// timeouts ping an idle peer and drop a dead one; a close handshake that does
+// not finish within `websocket_close_timeout` drops the connection (and ends it
+// outright if Beast's operations are stuck, see `close_timed_out`).
 #include "runtime/http_session.hpp"
 
 #include <boost/beast/websocket.hpp>
@@ -36,6 +36,150 @@ std::string fit_reason(std::string reason) {
   return reason;
 }
 
+// Bytes a connection's write layer holds before the next frame waits for
+// the socket.
+constexpr std::size_t write_buffer_limit = 64 * 1024;
+
+// The layer under Beast's WebSocket stream that coalesces writes: Beast
+// writes one frame at a time and waits for each, so a batch of N frames
+// was N `sendmsg` calls (and N reads for the client). Here a write copies
+// its bytes and completes at once, and one socket write at a time takes
+// everything gathered since the last (frames, and Beast's own pongs and
+// close frame, in the order written). While corked (a batch is being
+// written) bytes gather until `write_buffer_limit`; uncorked, they go out
+// at once. The state is shared with the
+// socket write in flight, so it outlives the layer when Beast's stream is
+// destroyed with a write pending. A failed socket write closes the socket
+// (the pending read fails and ends the connection) and fails every later
+// write. Used on the connection's strand only.
+class coalescing_stream {
+public:
+  using executor_type = beast::tcp_stream::executor_type;
+
+  explicit coalescing_stream(net::ip::tcp::socket&& socket)
+    : st_(std::make_shared<state>(std::move(socket))) {
+    // nop
+  }
+
+  executor_type get_executor() noexcept {
+    return st_->next.get_executor();
+  }
+
+  beast::tcp_stream& next_layer() noexcept {
+    return st_->next;
+  }
+
+  /// Bytes written and not yet on the socket.
+  std::size_t buffered() const noexcept {
+    return st_->pending.size() + st_->out.size();
+  }
+
+  /// Corked, written bytes wait for the cork to come off or for
+  /// `write_buffer_limit` of them.
+  void cork(bool on) {
+    st_->corked = on;
+    flush(st_);
+  }
+
+  /// Runs after every socket write (on the strand), so a writer waiting for
+  /// `buffered()` to fall can go on.
+  void on_drained(std::function<void()> f) {
+    st_->drained = std::move(f);
+  }
+
+  template <class MutableBuffers, class Handler>
+  auto async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    return st_->next.async_read_some(buffers, std::forward<Handler>(handler));
+  }
+
+  template <class ConstBuffers, class Handler>
+  auto async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    return net::async_initiate<Handler, void(beast::error_code, std::size_t)>(
+      [st = st_](auto h, const ConstBuffers& b) {
+        auto n = net::buffer_size(b);
+        beast::error_code ec = st->error;
+        if (ec) {
+          n = 0;
+        } else {
+          auto at = st->pending.size();
+          st->pending.resize(at + n);
+          net::buffer_copy(net::buffer(st->pending.data() + at, n), b);
+          flush(st);
+        }
+        net::post(st->next.get_executor(),
+                  beast::bind_front_handler(std::move(h), ec, n));
+      },
+      handler, buffers);
+  }
+
+  // Beast's close ends here once the close handshake is done: the bytes
+  // still buffered (the close frame among them) go out first.
+  template <class Handler>
+  friend void async_teardown(beast::role_type role, coalescing_stream& s,
+                             Handler&& handler) {
+    auto st = s.st_;
+    auto h
+      = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
+    st->after_flush.push_back([st, role, h] {
+      using beast::websocket::async_teardown;
+      async_teardown(role, st->next.socket(), std::move(*h));
+    });
+    st->corked = false;
+    flush(st);
+    if (!st->flushing)
+      run_after_flush(*st);
+  }
+
+private:
+  struct state {
+    explicit state(net::ip::tcp::socket&& socket) : next(std::move(socket)) {
+      // nop
+    }
+
+    beast::tcp_stream next;
+    // Written since the socket write in flight began; that write's bytes.
+    std::string pending, out;
+    bool flushing = false;
+    bool corked = false;
+    beast::error_code error;
+    std::function<void()> drained;
+    std::vector<std::function<void()>> after_flush;
+  };
+
+  static void run_after_flush(state& st) {
+    auto fs = std::move(st.after_flush);
+    st.after_flush.clear();
+    for (auto& f : fs)
+      f();
+  }
+
+  static void flush(const std::shared_ptr<state>& st) {
+    if (st->flushing || st->pending.empty() || st->error
+        || (st->corked && st->pending.size() < write_buffer_limit))
+      return;
+    st->flushing = true;
+    std::swap(st->out, st->pending);
+    net::async_write(st->next, net::buffer(st->out),
+                     [st](beast::error_code ec, std::size_t) {
+                       st->flushing = false;
+                       st->out.clear();
+                       if (ec && !st->error) {
+                         st->error = ec;
+                         st->pending.clear();
+                         beast::error_code ignored;
+                         st->next.socket().close(ignored);
+                       }
+                       flush(st);
+                       if (!st->flushing)
+                         run_after_flush(*st);
+                       if (st->drained)
+                         st->drained();
+                     });
+  }
+
+  std::shared_ptr<state> st_;
+};
+
 } // namespace
 
 class session_websocket final
@@ -53,15 +197,24 @@ public:
   // -- websocket --------------------------------------------------------------
 
   void send(std::string text, completion done) override {
-    ++queued_;
-    net::post(ex_, [self = shared_from_this(), text = std::move(text),
-                    done = std::move(done)]() mutable {
-      if (self->closing_) {
-        --self->queued_;
-        return complete(done, false);
+    std::vector<std::string> texts;
+    texts.push_back(std::move(text));
+    send_batch(std::move(texts), std::move(done));
+  }
+
+  void send_batch(std::vector<std::string> texts, completion done) override {
+    auto n = texts.size();
+    queued_ += n;
+    net::post(ex_, [self = shared_from_this(), texts = std::move(texts),
+                    done = std::move(done), n]() mutable {
+      if (self->closing_ || n == 0) {
+        self->queued_ -= n;
+        return complete(done, n == 0 && !self->closing_);
       }
-      self->queue_.push_back(item{item::text, std::move(text), std::move(done),
-                                  bws::close_code::normal});
+      item it;
+      it.frames = std::move(texts);
+      it.done = std::move(done);
+      self->queue_.push_back(std::move(it));
       self->pump();
     });
   }
@@ -97,6 +250,10 @@ public:
       auto& s = *s_;
       s.stream_.expires_never();
       ws_.emplace(s.stream_.release_socket());
+      ws_->next_layer().on_drained([weak = weak_from_this()] {
+        if (auto self = weak.lock())
+          self->on_drained();
+      });
       s.ws_ = weak_from_this();
       ws_->set_option(
         bws::stream_base::timeout::suggested(beast::role_type::server));
@@ -123,11 +280,20 @@ public:
   }
 
 private:
+  // Text frames written one after another with one completion, or the
+  // close frame.
   struct item {
-    enum kind_t { text, close } kind;
-    std::string data;
+    enum kind_t { text, close } kind = text;
+    std::vector<std::string> frames;
+    // The next frame to write.
+    std::size_t next = 0;
     completion done;
-    bws::close_code code;
+    std::string reason;
+    bws::close_code code = bws::close_code::normal;
+
+    std::size_t unwritten() const {
+      return kind == text ? frames.size() - next : 0;
+    }
   };
 
   static void complete(completion& done, bool ok) {
@@ -186,7 +352,11 @@ private:
       return;
     closing_ = true;
     open_ = false;
-    queue_.push_back(item{item::close, reason, {}, code});
+    item it;
+    it.kind = item::close;
+    it.reason = reason;
+    it.code = code;
+    queue_.push_back(std::move(it));
     close_timer_.expires_after(websocket_close_timeout);
     close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (!ec)
@@ -215,40 +385,74 @@ private:
     });
   }
 
+  // The write layer holds enough: the next frame waits for the socket.
+  bool layer_full() const {
+    return ws_->next_layer().buffered() >= write_buffer_limit;
+  }
+
+  void on_drained() {
+    if (finished_ || !ws_ || layer_full())
+      return;
+    if (waiting_) {
+      waiting_ = false;
+      return write_next();
+    }
+    pump();
+  }
+
   void pump() {
-    if (writing_ || !accepted_ || finished_ || queue_.empty())
+    if (writing_ || !accepted_ || finished_ || queue_.empty() || layer_full())
       return;
     writing_ = true;
     current_ = std::move(queue_.front());
     queue_.pop_front();
-    auto self = shared_from_this();
     if (current_.kind == item::text) {
       ws_->text(true);
-      ws_->async_write(net::buffer(current_.data),
-                       [self](beast::error_code ec, std::size_t) {
-                         self->on_write(ec);
-                       });
+      ws_->next_layer().cork(true);
+      write_next();
     } else {
-      ws_->async_close(bws::close_reason{current_.code, current_.data},
-                       [self](beast::error_code ec) {
+      ws_->next_layer().cork(false);
+      ws_->async_close(bws::close_reason{current_.code, current_.reason},
+                       [self = shared_from_this()](beast::error_code ec) {
                          self->on_write(ec);
                        });
     }
   }
 
+  void write_next() {
+    ws_->async_write(net::buffer(current_.frames[current_.next]),
+                     [self = shared_from_this()](beast::error_code ec,
+                                                 std::size_t) {
+                       self->on_write(ec);
+                     });
+  }
+
   void on_write(beast::error_code ec) {
+    if (current_.kind == item::text) {
+      --queued_;
+      ++current_.next;
+      if (!ec && !finished_ && current_.unwritten() > 0) {
+        if (!layer_full())
+          return write_next();
+        waiting_ = true;
+        return;
+      }
+      queued_ -= current_.unwritten();
+    }
     writing_ = false;
     auto it = std::move(current_);
-    if (it.kind == item::text) {
-      --queued_;
+    if (it.kind == item::text)
       complete(it.done, !ec);
-    }
     // A failed write ends the connection (the read fails next); after the
     // close frame nothing more goes out.
     if (ec)
       return drop();
-    if (it.kind == item::text)
-      pump();
+    if (it.kind != item::text)
+      return;
+    // The frames gathered go out when nothing more is queued to join them.
+    pump();
+    if (!writing_ && ws_)
+      ws_->next_layer().cork(false);
   }
 
   // Disconnects at once; the pending read fails and finishes.
@@ -281,7 +485,7 @@ private:
       auto it = std::move(queue_.front());
       queue_.pop_front();
       if (it.kind == item::text) {
-        --queued_;
+        queued_ -= it.unwritten();
         complete(it.done, false);
       }
     }
@@ -295,13 +499,15 @@ private:
   std::shared_ptr<session> s_;
   net::any_io_executor ex_;
   websocket_handlers handlers_;
-  std::optional<bws::stream<beast::tcp_stream>> ws_;
+  std::optional<bws::stream<coalescing_stream>> ws_;
   beast::flat_buffer rd_buf_;
   net::steady_timer close_timer_;
   std::deque<item> queue_;
-  item current_{item::text, {}, {}, bws::close_code::normal};
+  item current_;
   bool accepted_ = false;
   bool writing_ = false;
+  // A batch waits for the write layer to drain.
+  bool waiting_ = false;
   bool closing_ = false;
   bool finished_ = false;
   std::atomic<bool> open_{true};

@@ -301,10 +301,19 @@ void append_json_string(std::string& out, std::string_view s) {
 
 void append_json(std::string& out, const sequenced_event& e, bool with_metadata,
                  std::optional<std::uint64_t> prev) {
+  append_json(out, e, event_json_keys{with_metadata, prev, {}, std::nullopt});
+}
+
+void append_json(std::string& out, const sequenced_event& e,
+                 const event_json_keys& keys) {
   // The keys in the order the dump sorts them.
   out += "{\"data\":";
   append_json_string(out, e.event.data);
-  if (with_metadata && !e.event.metadata.empty()) {
+  if (!keys.kind.empty()) {
+    out += ",\"kind\":";
+    append_json_string(out, keys.kind);
+  }
+  if (keys.metadata && !e.event.metadata.empty()) {
     out += ",\"metadata\":";
     append_json_string(out, e.event.metadata);
   }
@@ -314,9 +323,13 @@ void append_json(std::string& out, const sequenced_event& e, bool with_metadata,
   };
   out += ",\"position\":";
   number(e.position);
-  if (prev) {
+  if (keys.prev) {
     out += ",\"prev\":";
-    number(*prev);
+    number(*keys.prev);
+  }
+  if (keys.sub) {
+    out += ",\"sub\":";
+    append_json_string(out, *keys.sub);
   }
   out += ",\"tags\":[";
   for (std::size_t i = 0; i < e.event.tags.size(); ++i) {

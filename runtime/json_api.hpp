@@ -67,6 +67,21 @@ void append_json(std::string& out, const sequenced_event& e,
                  bool with_metadata = false,
                  std::optional<std::uint64_t> prev = std::nullopt);
 
+/// The keys `append_json` may add to an event's object besides its own.
+struct event_json_keys {
+  bool metadata = false;
+  std::optional<std::uint64_t> prev;
+  /// "kind" (a subscription's NDJSON / WebSocket frame), when not empty.
+  std::string_view kind;
+  /// "sub" (a WebSocket frame: the subscription's name), when given.
+  std::optional<std::string_view> sub;
+};
+
+/// Appends exactly `dump` of `to_json(e, keys.metadata)` with the other
+/// keys of `keys` set, without building the json.
+void append_json(std::string& out, const sequenced_event& e,
+                 const event_json_keys& keys);
+
 /// Appends `s` to `out` as a JSON string, exactly as `dump(json(s))`.
 void append_json_string(std::string& out, std::string_view s);
 

@@ -72,7 +72,12 @@ struct sub_stream : std::enable_shared_from_this<sub_stream> {
     for (auto& item : items) {
       if (item.kind == bus_item_kind::event)
         ++events;
-      text += sse ? sse_frame(item) : dump(frame_json(item)) + "\n";
+      if (sse) {
+        text += sse_frame(item);
+      } else {
+        append_frame(text, item);
+        text += '\n';
+      }
     }
     if (text.empty())
       return ack(true);

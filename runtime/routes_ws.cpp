@@ -27,6 +27,8 @@
 #include <atomic>
 #include <limits>
 #include <map>
+#include <string>
+#include <vector>
 
 namespace dcbd::http {
 
@@ -114,21 +116,27 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
                 std::function<void(bool)> ack) {
     if (s->ended || closed)
       return ack(false);
+    if (!ws)
+      return ack(false);
+    // The batch's frames in order (events and checkpoints interleaved), in
+    // one hop to the socket's strand and one completion.
     std::uint64_t events = 0;
+    std::vector<std::string> frames;
+    frames.reserve(items.size());
     for (auto& item : items) {
-      auto j = frame_json(item);
-      j["sub"] = s->name;
-      if (item.kind != bus_item_kind::event) {
-        send(std::move(j));
-        continue;
-      }
-      ++events;
-      ++s->unwritten;
-      send(std::move(j), [self = shared_from_this(), s](bool) {
-        --s->unwritten;
-        self->top_up(*s);
-      });
+      events += item.kind == bus_item_kind::event ? 1 : 0;
+      append_frame(frames.emplace_back(), item, s->name);
     }
+    if (ws->queued() >= max_queued_frames) {
+      ws->close("the client does not read its frames");
+      return ack(false);
+    }
+    s->unwritten += events;
+    ws->send_batch(std::move(frames),
+                   [self = shared_from_this(), s, events](bool) {
+                     s->unwritten -= std::min(s->unwritten, events);
+                     self->top_up(*s);
+                   });
     s->bus_left -= std::min(s->bus_left, events);
     s->client_left -= std::min(s->client_left, events);
     // Latency is measured here; credit flows through top_up.

@@ -40,6 +40,20 @@ json frame_json(const bus_item& item) {
   return j;
 }
 
+void append_frame(std::string& out, const bus_item& item,
+                  std::optional<std::string_view> sub) {
+  if (item.kind == bus_item_kind::event && item.event
+      && item.event->position == item.position) {
+    append_json(out, *item.event,
+                event_json_keys{false, item.prev, "event", sub});
+    return;
+  }
+  auto j = frame_json(item);
+  if (sub)
+    j["sub"] = *sub;
+  out += dump(j);
+}
+
 json error_frame_json(std::string_view code, std::string_view message) {
   return json{{"kind", "error"}, {"code", code}, {"message", message}};
 }

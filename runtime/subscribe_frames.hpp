@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,12 @@ namespace dcbd::http {
 
 /// An item as an NDJSON / WebSocket object.
 nlohmann::json frame_json(const bus_item& item);
+
+/// Appends `dump(frame_json(item))` to `out`, with "sub" set to `sub` when
+/// given (a WebSocket frame), byte for byte; an event's frame is written
+/// without building the json (each connection formats every event).
+void append_frame(std::string& out, const bus_item& item,
+                  std::optional<std::string_view> sub = std::nullopt);
 
 /// The error object that ends a subscription.
 nlohmann::json error_frame_json(std::string_view code,

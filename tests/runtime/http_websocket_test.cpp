@@ -17,6 +17,7 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 namespace dcbd::test {
@@ -36,7 +37,8 @@ protected:
   }
 
   // The echo route "/ws": echoes text; "bye" closes with reason "bye";
-  // "burst" sends 100 numbered messages; "throw" throws.
+  // "burst" sends 100 numbered messages; "batches" sends batches
+  // (`send_batch`); "throw" throws.
   http::route_table routes() {
     return {{"/ws", bhttp::verb::get, [this](const auto& x) {
                http::websocket_handlers h;
@@ -48,6 +50,25 @@ protected:
                    return ws->close(std::string(200, 'z'));
                  if (text == "throw")
                    throw std::runtime_error("a test handler throws");
+                 if (text == "batches") {
+                   // Two batches, a single frame and an empty batch; each
+                   // completion answers "done <batch> <ok>".
+                   for (int b = 0; b < 2; ++b) {
+                     std::vector<std::string> frames;
+                     for (int i = 0; i < 50; ++i)
+                       frames.push_back(std::to_string(b) + "-"
+                                        + std::to_string(i));
+                     ws->send_batch(std::move(frames), [ws, b](bool ok) {
+                       ws->send("done " + std::to_string(b) + " "
+                                + std::to_string(ok));
+                     });
+                   }
+                   ws->send("single");
+                   ws->send_batch({}, [ws](bool ok) {
+                     ws->send("done empty " + std::to_string(ok));
+                   });
+                   return;
+                 }
                  if (text == "burst") {
                    for (int i = 0; i < 100; ++i)
                      ws->send(std::to_string(i));
@@ -307,6 +328,74 @@ TEST_F(WebSocket, HundredMessagesInABurstArriveInOrder) {
     },
     2s));
   EXPECT_TRUE(ws->open());
+}
+
+TEST_F(WebSocket, BatchesGoOutWholeInOrderWithOneCompletionEach) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("batches"));
+  std::vector<std::string> expected;
+  for (int b = 0; b < 2; ++b)
+    for (int i = 0; i < 50; ++i)
+      expected.push_back(std::to_string(b) + "-" + std::to_string(i));
+  expected.push_back("single");
+  for (auto& want : expected) {
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_EQ(text, want);
+  }
+  // The completions come after the frames, each once and successful.
+  std::multiset<std::string> done;
+  for (int i = 0; i < 3; ++i) {
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    done.insert(text);
+  }
+  EXPECT_EQ(
+    done, (std::multiset<std::string>{"done 0 1", "done 1 1", "done empty 1"}));
+  auto ws = last();
+  ASSERT_TRUE(ws);
+  EXPECT_TRUE(eventually(
+    [&ws] {
+      return ws->queued() == 0;
+    },
+    2s));
+  // After a close, a batch completes with false and goes nowhere.
+  std::promise<bool> after_close;
+  ws->close("bye");
+  ws->send_batch({"late"}, [&after_close](bool ok) {
+    after_close.set_value(ok);
+  });
+  auto f = after_close.get_future();
+  ASSERT_EQ(f.wait_for(2s), std::future_status::ready);
+  EXPECT_FALSE(f.get());
+  EXPECT_EQ(ws->queued(), 0u);
+}
+
+// Beast answers a ping itself, through the same write layer as the frames
+// (runtime/http_websocket `coalescing_stream`): the pong goes out whole,
+// between frames, while batches gather.
+TEST_F(WebSocket, APingDuringBatchesIsAnsweredAndNoFrameIsTorn) {
+  ws_client c{port()};
+  ASSERT_FALSE(c.handshake());
+  ASSERT_FALSE(c.send("batches"));
+  ASSERT_FALSE(c.ping("p1"));
+  std::vector<std::string> frames;
+  // 100 batched, "single", three completions.
+  for (int i = 0; i < 104; ++i) {
+    auto [ec, text] = c.read();
+    ASSERT_FALSE(ec) << ec.message();
+    frames.push_back(text);
+  }
+  EXPECT_EQ(frames[0], "0-0");
+  EXPECT_EQ(frames[99], "1-49");
+  EXPECT_EQ(frames[100], "single");
+  // The ping came before the echo's request, so its pong before the echo.
+  ASSERT_FALSE(c.send("after"));
+  auto [ec, text] = c.read();
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(text, "after");
+  EXPECT_EQ(c.pongs(), std::vector<std::string>{"p1"});
 }
 
 TEST_F(WebSocket, HandlerExceptionIsLoggedAndTheConnectionCarriesOn) {

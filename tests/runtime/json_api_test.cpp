@@ -103,6 +103,39 @@ TEST(JsonApi, SseEventFramesCarryTheEventAndItsPrev) {
             "id: 9\nevent: event\ndata: " + dump(j) + "\n\n");
 }
 
+// NDJSON and WebSocket frames: `append_frame` writes what the dump of
+// `frame_json` (plus "sub") writes, for events and for the other kinds.
+TEST(JsonApi, SubscriptionFramesMatchTheDumpWithAndWithoutSub) {
+  std::vector<bus_item> items(5);
+  items[0].position = 9;
+  items[0].prev = 4;
+  items[0].event = std::make_shared<const sequenced_event>(
+    make("T\xc3\xa9", {"a:1", "b\n"}, "d\"q\x01", "meta", 9));
+  items[1].kind = bus_item_kind::checkpoint;
+  items[1].position = 10;
+  items[1].head = 12;
+  items[2].kind = bus_item_kind::caught_up;
+  items[2].position = 12;
+  items[2].head = 12;
+  items[3].kind = bus_item_kind::heartbeat;
+  items[3].head = 13;
+  // An event whose position differs from its item's takes the json path.
+  items[4] = items[0];
+  items[4].position = 11;
+  for (auto& item : items) {
+    std::string fast = "x";
+    http::append_frame(fast, item);
+    EXPECT_EQ(fast, "x" + dump(http::frame_json(item)));
+    for (std::string sub : {"s1", "", "q\"\xff"}) {
+      std::string with_sub;
+      http::append_frame(with_sub, item, sub);
+      auto j = http::frame_json(item);
+      j["sub"] = sub;
+      EXPECT_EQ(with_sub, dump(j)) << "sub " << sub;
+    }
+  }
+}
+
 TEST(JsonApi, RandomEventsMatchTheDump) {
   std::mt19937_64 rng{20261202};
   // Mostly printable, some escapes, some bytes past ASCII.
@@ -124,7 +157,18 @@ TEST(JsonApi, RandomEventsMatchTheDump) {
     std::vector<std::string> tags(rng() % 4);
     for (auto& t : tags)
       t = text();
-    expect_same(make(text(), std::move(tags), text(), text(), rng()));
+    auto e = make(text(), std::move(tags), text(), text(), rng());
+    expect_same(e);
+    bus_item item;
+    item.position = e.position;
+    item.prev = e.position / 3;
+    item.event = std::make_shared<const sequenced_event>(e);
+    auto sub = text();
+    std::string fast;
+    http::append_frame(fast, item, sub);
+    auto j = http::frame_json(item);
+    j["sub"] = sub;
+    EXPECT_EQ(fast, dump(j));
   }
 }
 

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace dcbd::test {
 
@@ -24,6 +25,22 @@ public:
   explicit ws_client(std::uint16_t port) : ws_(ioc_) {
     boost::beast::get_lowest_layer(ws_).connect(
       {boost::asio::ip::make_address("127.0.0.1"), port});
+    ws_.control_callback([this](boost::beast::websocket::frame_type kind,
+                                boost::beast::string_view payload) {
+      if (kind == boost::beast::websocket::frame_type::pong)
+        pongs_.emplace_back(payload);
+    });
+  }
+
+  boost::beast::error_code ping(const std::string& payload) {
+    return run([&](auto h) {
+      ws_.async_ping(boost::beast::websocket::ping_data{payload}, std::move(h));
+    });
+  }
+
+  // The payloads of the pongs seen while reading, in order.
+  const std::vector<std::string>& pongs() const {
+    return pongs_;
   }
 
   // The handshake; the server's answer is in `upgrade_response()`.
@@ -96,6 +113,7 @@ private:
   boost::asio::io_context ioc_;
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   boost::beast::websocket::response_type res_;
+  std::vector<std::string> pongs_;
 };
 
 // Raw frames for hostile clients: a client frame with opcode `op` (masked
