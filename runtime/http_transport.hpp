@@ -115,8 +115,9 @@ inline constexpr std::chrono::milliseconds websocket_stuck_timeout{1'000};
 /// the connection's strand. Do not keep it past the transport's life.
 class websocket {
 public:
-  /// Called once per `send`, on the strand: true once the frame is on the
-  /// socket, false when it never will be.
+  /// Called once per `send`, on the strand: true once the frame is written
+  /// (to the connection's write layer, which holds at most 64 KiB before
+  /// the next frame waits for the socket), false when it never will be.
   using completion = std::function<void(bool written)>;
 
   virtual ~websocket() = default;
