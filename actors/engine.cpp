@@ -2,6 +2,7 @@
 // requests to them.
 #include "actors/engine.hpp"
 
+#include "actors/errors.hpp"
 #include "actors/pool.hpp"
 #include "store/cached_store.hpp"
 #include "store/pg_listener.hpp"
@@ -16,6 +17,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -134,6 +137,112 @@ struct engine::impl {
     };
     return std::make_shared<cached_event_store>(std::move(backend), cache,
                                                 index, std::move(cc));
+  }
+
+  // A read index for a blocking call served on the caller's thread, and
+  // the cache caught up to it: the head the answer must reach; nothing when
+  // the readers must serve the call instead (the index failed or the cache
+  // stayed behind it: they read the database and report its errors); an
+  // error when no index came by `deadline`.
+  caf::expected<std::optional<std::uint64_t>>
+  index_here(std::chrono::steady_clock::time_point deadline) {
+    struct waiter {
+      std::mutex mtx;
+      std::condition_variable cv;
+      bool done = false;
+      std::optional<std::uint64_t> head;
+    };
+    auto w = std::make_shared<waiter>();
+    index->get_async([w](std::optional<std::uint64_t> head) {
+      {
+        std::lock_guard lock{w->mtx};
+        w->head = head;
+        w->done = true;
+      }
+      w->cv.notify_one();
+    });
+    std::optional<std::uint64_t> head;
+    {
+      std::unique_lock lock{w->mtx};
+      if (!w->cv.wait_until(lock, deadline, [&w] {
+            return w->done;
+          }))
+        return caf::make_error(errc::unavailable,
+                               "no read index within the timeout");
+      head = w->head;
+    }
+    if (!head || cache->hi() >= *head)
+      return head;
+    if (bus_ready->load(std::memory_order_acquire))
+      caf::anon_send(bus, wake_atom::value, *head);
+    auto reached = cache->wait_for(
+      *head,
+      std::min(deadline, std::chrono::steady_clock::now() + cfg.cache_wait));
+    cache->record_wait(!reached);
+    if (!reached)
+      return std::optional<std::uint64_t>{};
+    return head;
+  }
+
+  // The blocking projection on the caller's thread when the cache holds the
+  // whole log: a read index (the query every read waiting then shares),
+  // then the fold over memory, with no actor in between. Nothing when the
+  // readers must do it (also when the cache does not hold the whole log).
+  std::optional<caf::expected<projection>>
+  project_here(std::vector<projector>& projectors,
+               std::chrono::steady_clock::time_point deadline) {
+    if (!cache || !index || !cache_may_answer(*cache, read_options{}))
+      return std::nullopt;
+    try {
+      validate(projectors, cfg.store.limits);
+    } catch (...) {
+      return caf::expected<projection>{detail::error_from_current_exception()};
+    }
+    auto head = index_here(deadline);
+    if (!head)
+      return caf::expected<projection>{std::move(head.error())};
+    if (!*head)
+      return std::nullopt;
+    try {
+      auto p = project_from_cache(*cache, projectors, **head, cfg.store.limits,
+                                  cfg.reader.project_chunking);
+      if (!p)
+        return std::nullopt;
+      return caf::expected<projection>{std::move(*p)};
+    } catch (...) {
+      return caf::expected<projection>{detail::error_from_current_exception()};
+    }
+  }
+
+  // The blocking read on the caller's thread when the cache can answer it
+  // whole (at most `max_read_events` events, as the readers allow), after a
+  // read index. Nothing when the readers must serve it: they also report
+  // bad input and reads too large.
+  std::optional<caf::expected<read_result>>
+  read_here(const query& q, const read_options& options,
+            std::chrono::steady_clock::time_point deadline) {
+    if (!cache || !index || !cache_may_answer(*cache, options))
+      return std::nullopt;
+    auto head = index_here(deadline);
+    if (!head)
+      return caf::expected<read_result>{std::move(head.error())};
+    if (!*head)
+      return std::nullopt;
+    read_result out;
+    try {
+      auto answer = visit_from_cache(*cache, q, options, **head,
+                                     cfg.reader.max_read_events,
+                                     cfg.store.limits,
+                                     [&out](const sequenced_event& e) {
+                                       out.events.push_back(e);
+                                     });
+      if (!answer)
+        return std::nullopt;
+      out.head = answer->head;
+    } catch (...) {
+      return std::nullopt; // the readers report it
+    }
+    return caf::expected<read_result>{std::move(out)};
   }
 
   reader_actor readers() const {
@@ -333,6 +442,9 @@ caf::expected<append_ack> engine::append(append_request req) {
 
 caf::expected<read_result> engine::read(query q, read_options options) {
   auto& d = *impl_;
+  auto deadline = std::chrono::steady_clock::now() + d.cfg.timeout;
+  if (auto here = d.read_here(q, options, deadline))
+    return std::move(*here);
   return blocking_request<read_result>(d.sys, d.cfg.timeout, d.readers(),
                                        read_atom::value, std::move(q), options);
 }
@@ -380,6 +492,9 @@ engine::stream(query q, read_options options, const chunk_handler& on_chunk,
 
 caf::expected<projection> engine::project(std::vector<projector> projectors) {
   auto& d = *impl_;
+  auto deadline = std::chrono::steady_clock::now() + d.cfg.timeout;
+  if (auto here = d.project_here(projectors, deadline))
+    return std::move(*here);
   auto model = decision_model{
     std::make_shared<const std::vector<projector>>(std::move(projectors))};
   return blocking_request<projection>(d.sys, d.cfg.timeout, d.readers(),

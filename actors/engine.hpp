@@ -213,7 +213,9 @@ public:
     return append(append_request{std::move(events), std::move(condition)});
   }
 
-  /// Reads a bounded result (see `reader_config::max_read_events`).
+  /// Reads a bounded result (see `reader_config::max_read_events`). When
+  /// the cache can answer whole, on the calling thread after a read index
+  /// (no actor in between); otherwise through the readers.
   caf::expected<read_result> read(query q, read_options options = {});
 
   /// Streams the events matching `q` chunk by chunk into `on_chunk`, with at
@@ -222,7 +224,9 @@ public:
   stream(query q, read_options options, const chunk_handler& on_chunk,
          std::uint32_t window = 4, stream_options chunking = {});
 
-  /// Projects a decision model.
+  /// Projects a decision model. When the cache holds the whole log, on the
+  /// calling thread after a read index (the `apply` functions run there, on
+  /// copies of the cached events); otherwise through the readers.
   caf::expected<projection> project(std::vector<projector> projectors);
 
   /// Runs a command (project, decide, append, retry on conflict).

@@ -371,6 +371,40 @@ visit_from_cache(event_cache& cache, const query& q,
   return out;
 }
 
+std::optional<decision>
+project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
+                   std::uint64_t index, const limits& lim,
+                   const stream_options& chunking) {
+  if (!cache_may_answer(cache, read_options{}))
+    return std::nullopt;
+  auto head = cache.hi();
+  if (head < index)
+    return std::nullopt;
+  decision_fold fold{projectors};
+  if (projectors.empty())
+    return fold.finish({}, 0); // as `project`: nothing read
+  auto q = union_query(projectors);
+  auto normalized = validate_read(q, read_options{}, lim);
+  read_cursor cursor{read_options{}};
+  cursor.cap(head);
+  auto room = std::max<std::size_t>(chunking.chunk_events, 1);
+  std::vector<sequenced_event> piece;
+  while (!cursor.done()) {
+    piece.clear();
+    std::uint64_t next = 0;
+    std::uint64_t snapshot = 0;
+    if (!cache.collect(normalized, cursor.lo(), cursor.hi(), false,
+                       std::min<std::uint64_t>(cursor.remaining(), room),
+                       chunking.chunk_bytes, piece, next, snapshot))
+      return std::nullopt; // evicted past where this piece starts
+    for (auto& e : piece)
+      fold.apply(e);
+    cursor.passed(next - 1, piece.size());
+  }
+  cache.record(cache_route::project, cache_outcome::hit);
+  return fold.finish(std::move(q), head);
+}
+
 std::shared_ptr<read_index>
 make_read_index(std::shared_ptr<event_store> store) {
   return std::make_shared<read_index>([store] {

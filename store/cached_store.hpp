@@ -18,6 +18,7 @@
 // `visit_from_cache` on their own thread, without the actors.
 #pragma once
 
+#include "store/decision.hpp"
 #include "store/event_cache.hpp"
 #include "store/event_store.hpp"
 #include "store/read_index.hpp"
@@ -160,6 +161,20 @@ visit_from_cache(event_cache& cache, const query& q,
                  const read_options& options, std::uint64_t index,
                  std::size_t max_events, const limits& lim,
                  const std::function<void(const sequenced_event&)>& sink);
+
+/// A decision model projected from `cache` alone, without waiting and
+/// without the backend: the validated `projectors` over the whole log, at
+/// the cache's head, provided the cache holds the whole log (from position
+/// 1) and its head is at least `index` (a read index taken after the
+/// projection began). Nothing when it cannot answer whole, also when
+/// eviction takes the start of the log meanwhile. The `apply` functions run
+/// outside the cache's lock, on copies of at most `chunking` events at a
+/// time (user code never holds up the writers). Throws as `project` does;
+/// counts a hit on `cache_route::project` when it answers.
+std::optional<decision>
+project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
+                   std::uint64_t index, const limits& lim,
+                   const stream_options& chunking = {});
 
 /// Whether `visit_from_cache` may answer a read of `options` at all (cheap,
 /// before any read index): the cache has started and holds where the

@@ -46,45 +46,55 @@ void validate(std::vector<projector>& projectors, const limits& lim) {
   }
 }
 
+decision_fold::decision_fold(const std::vector<projector>& projectors)
+  : projectors_(projectors) {
+  states_.reserve(projectors_.size());
+  for (auto& p : projectors_)
+    states_.push_back(p.initial);
+}
+
+void decision_fold::apply(const sequenced_event& e) {
+  ++events_;
+  for (std::size_t i = 0; i < projectors_.size(); ++i) {
+    auto& p = projectors_[i];
+    if (!matches(p.query, e.event))
+      continue;
+    try {
+      p.apply(states_[i], e);
+    } catch (const std::exception& ex) {
+      throw store_error(errc::internal,
+                        "projector '" + p.id + "' threw: " + ex.what());
+    } catch (...) {
+      throw store_error(errc::internal, "projector '" + p.id + "' threw");
+    }
+  }
+}
+
+decision decision_fold::finish(query q, std::uint64_t head) {
+  decision result;
+  result.head = head;
+  result.events_read = events_;
+  auto out = std::make_shared<decision_states>();
+  for (std::size_t i = 0; i < projectors_.size(); ++i)
+    out->add(projectors_[i].id, std::move(states_[i]));
+  result.states = std::move(out);
+  if (!projectors_.empty())
+    result.condition = append_condition{std::move(q), head};
+  return result;
+}
+
 decision project(event_store& store, const std::vector<projector>& projectors,
                  const stream_options& chunking) {
-  decision result;
-  if (projectors.empty()) {
-    result.states = std::make_shared<const decision_states>();
-    return result;
-  }
-  std::vector<std::any> states;
-  states.reserve(projectors.size());
-  for (auto& p : projectors)
-    states.push_back(p.initial);
+  if (projectors.empty())
+    return decision_fold{projectors}.finish({}, 0);
+  decision_fold fold{projectors};
   auto q = union_query(projectors);
   auto stream = store.stream(q, {}, chunking);
   std::vector<sequenced_event> chunk;
-  while (stream->next(chunk)) {
-    for (auto& e : chunk) {
-      for (std::size_t i = 0; i < projectors.size(); ++i) {
-        auto& p = projectors[i];
-        if (!matches(p.query, e.event))
-          continue;
-        try {
-          p.apply(states[i], e);
-        } catch (const std::exception& ex) {
-          throw store_error(errc::internal,
-                            "projector '" + p.id + "' threw: " + ex.what());
-        } catch (...) {
-          throw store_error(errc::internal, "projector '" + p.id + "' threw");
-        }
-      }
-    }
-    result.events_read += chunk.size();
-  }
-  result.head = stream->head();
-  auto out = std::make_shared<decision_states>();
-  for (std::size_t i = 0; i < projectors.size(); ++i)
-    out->add(projectors[i].id, std::move(states[i]));
-  result.states = std::move(out);
-  result.condition = append_condition{std::move(q), result.head};
-  return result;
+  while (stream->next(chunk))
+    for (auto& e : chunk)
+      fold.apply(e);
+  return fold.finish(std::move(q), stream->head());
 }
 
 } // namespace dcbd

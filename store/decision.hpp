@@ -102,6 +102,29 @@ void validate(std::vector<projector>& projectors, const limits& lim);
 decision project(event_store& store, const std::vector<projector>& projectors,
                  const stream_options& chunking = {});
 
+/// The fold under `project`, for callers that read the events themselves
+/// (e.g. from the event cache): feed it the events of the union query in
+/// position order, then `finish` at the head they were read at.
+class decision_fold {
+public:
+  /// Starts every projector of the validated `projectors` (which must
+  /// outlive the fold) at its initial state.
+  explicit decision_fold(const std::vector<projector>& projectors);
+
+  /// Applies `e` to the projectors whose query matches it. Throws
+  /// `store_error(internal)` naming the projector when an `apply` throws.
+  void apply(const sequenced_event& e);
+
+  /// The states, the condition {`q`, after = `head`} (none for an empty
+  /// model) and the count; the fold is spent.
+  decision finish(query q, std::uint64_t head);
+
+private:
+  const std::vector<projector>& projectors_;
+  std::vector<std::any> states_;
+  std::uint64_t events_ = 0;
+};
+
 /// What a command's `decide` returns: events to append (possibly none), or a
 /// business rejection.
 struct verdict {

@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 
 namespace dcbd::test {
 namespace {
@@ -212,6 +213,91 @@ TEST_F(Engine, AsyncReadProjectExecuteAndStream) {
   ASSERT_TRUE(s) << message_of(s.error());
   EXPECT_EQ(s->events, 31u);
   EXPECT_EQ(streamed, 31u);
+}
+
+std::uint64_t served(engine& eng, cache_route r, cache_outcome o) {
+  return eng.cache()->snapshot().served[static_cast<int>(r)]
+                                       [static_cast<int>(o)];
+}
+
+// The blocking read and projection are served on the caller's thread from
+// the cache after a read index, and still see every append another engine
+// on the same schema acknowledged before they began (its commits reach
+// this engine's cache only through the bus).
+TEST_F(Engine, BlockingReadsAndDecisionsFromMemorySeeAnotherEnginesAppends) {
+  auto& eng = start();
+  engine other{*sys_, config()};
+  std::vector<projector> ps;
+  ps.push_back(make_projector<int>("ks", query{{query_item{{}, {"k:x"}}}}, 0,
+                                   [](int& n, const sequenced_event&) {
+                                     ++n;
+                                   }));
+  read_options last;
+  last.limit = 1;
+  last.backwards = true;
+  for (int i = 1; i <= 200; ++i) {
+    auto ack = other.append({make("A", {"k:x"})});
+    ASSERT_TRUE(ack) << message_of(ack.error());
+    auto r = eng.read(query{{query_item{{}, {"k:x"}}}}, last);
+    ASSERT_TRUE(r) << message_of(r.error());
+    ASSERT_EQ(r->events.size(), 1u) << i;
+    EXPECT_EQ(r->events[0].position, ack->last_position) << i;
+    EXPECT_GE(r->head, ack->last_position);
+    auto p = eng.project(ps);
+    ASSERT_TRUE(p) << message_of(p.error());
+    EXPECT_EQ(p->states->get<int>("ks"), i);
+    EXPECT_EQ(p->events_read, static_cast<std::uint64_t>(i));
+    ASSERT_TRUE(p->condition);
+    EXPECT_GE(p->condition->after.value_or(0), ack->last_position);
+    if (HasFailure())
+      return;
+  }
+  // Most from memory (a read that finds the cache behind the index waits
+  // 50 ms for the bus, then goes to the readers).
+  EXPECT_GT(served(eng, cache_route::project, cache_outcome::hit), 100u);
+  EXPECT_GT(served(eng, cache_route::read, cache_outcome::hit), 100u);
+
+  // Errors come back as they do from the readers.
+  auto bad = eng.project(
+    {make_projector<int>("", query{}, 0, [](int&, const sequenced_event&) {})});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(code_of(bad.error()), errc::invalid_argument);
+  auto boom = eng.project({make_projector<int>(
+    "boom", query{}, 0, [](int&, const sequenced_event& e) {
+      if (e.position == 3)
+        throw std::runtime_error("three");
+    })});
+  ASSERT_FALSE(boom);
+  EXPECT_EQ(code_of(boom.error()), errc::internal);
+  EXPECT_NE(message_of(boom.error()).find("boom"), std::string::npos);
+  auto unknown = eng.read(query{{query_item{{""}, {}}}});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(code_of(unknown.error()), errc::invalid_argument);
+}
+
+// With a cache too small for the whole log, blocking projections go to the
+// readers (the old part from the database) with the same answers.
+TEST_F(Engine, BlockingDecisionsOverASmallCacheComeFromTheReaders) {
+  auto cfg = config();
+  cfg.cache_bytes = 4096;
+  auto& eng = start(cfg);
+  for (int i = 0; i < 10; ++i) {
+    std::vector<event> evs;
+    for (int j = 0; j < 30; ++j)
+      evs.push_back(make(j % 2 == 0 ? "A" : "B", {"k:" + std::to_string(j)}));
+    ASSERT_TRUE(eng.append(evs));
+  }
+  ASSERT_GT(eng.cache()->snapshot().lo, 0u);
+  auto p
+    = eng.project({make_projector<int>("as", query{{query_item{{"A"}, {}}}}, 0,
+                                       [](int& n, const sequenced_event&) {
+                                         ++n;
+                                       })});
+  ASSERT_TRUE(p) << message_of(p.error());
+  EXPECT_EQ(p->states->get<int>("as"), 150);
+  EXPECT_EQ(p->head, 300u);
+  EXPECT_EQ(served(eng, cache_route::project, cache_outcome::hit), 0u);
+  EXPECT_EQ(served(eng, cache_route::project, cache_outcome::partial), 1u);
 }
 
 TEST_F(Engine, StopAnswersEveryCallerAndKeepsAcknowledgedWrites) {

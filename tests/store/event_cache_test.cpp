@@ -16,6 +16,7 @@
 #include <future>
 #include <iostream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -560,6 +561,146 @@ TEST(CachedStore, EvictionUnderConcurrentReadsNeverServesAPartialRange) {
   EXPECT_EQ(bad.load(), 0);
   EXPECT_GT(reads.load(), 100u);
   EXPECT_GT(m.cache->snapshot().evicted, 2000u);
+}
+
+// A decision model whose projectors keep the positions they saw, over a
+// random query each.
+std::vector<projector> position_keepers(std::mt19937_64& rng) {
+  std::vector<projector> ps;
+  auto n = 1 + rng() % 3;
+  for (std::size_t i = 0; i < n; ++i) {
+    query q;
+    if (rng() % 5 != 0) {
+      query_item item;
+      if (rng() % 2 == 0)
+        item.types.push_back("t" + std::to_string(rng() % 3));
+      if (item.types.empty() || rng() % 2 == 0)
+        item.tags.push_back("k:" + std::to_string(rng() % 5));
+      q.items.push_back(item);
+    }
+    ps.push_back(make_projector(
+      "p" + std::to_string(i), q, std::vector<std::uint64_t>{},
+      [](std::vector<std::uint64_t>& seen, const sequenced_event& e) {
+        seen.push_back(e.position);
+      }));
+  }
+  validate(ps, limits{});
+  return ps;
+}
+
+void expect_same(const decision& got, const decision& want,
+                 const std::vector<projector>& ps, const std::string& what) {
+  EXPECT_EQ(got.head, want.head) << what;
+  EXPECT_EQ(got.events_read, want.events_read) << what;
+  ASSERT_EQ(got.condition.has_value(), want.condition.has_value()) << what;
+  if (got.condition) {
+    EXPECT_EQ(got.condition->after, want.condition->after) << what;
+    EXPECT_EQ(got.condition->fail_if_events_match,
+              want.condition->fail_if_events_match)
+      << what;
+  }
+  for (auto& p : ps)
+    EXPECT_EQ(got.states->get<std::vector<std::uint64_t>>(p.id),
+              want.states->get<std::vector<std::uint64_t>>(p.id))
+      << what << " " << p.id;
+}
+
+// A decision model projected from memory (the engine's blocking
+// `project`) equals the reference store's projection, in pieces of any
+// size; it answers nothing when the cache does not hold the whole log or
+// is behind the read index, and reports a throwing projector.
+TEST(CachedStore, ProjectFromCacheAgreesWithTheReferenceStore) {
+  memory_cached m{std::size_t{1} << 20};
+  std::mt19937_64 rng{42};
+  for (int i = 0; i < 300; ++i)
+    m.store->append({event{"t" + std::to_string(rng() % 3),
+                           {"k:" + std::to_string(rng() % 5)},
+                           std::string(rng() % 20, 'd'),
+                           {}}});
+  for (int round = 0; round < 200; ++round) {
+    auto ps = position_keepers(rng);
+    stream_options chunking;
+    chunking.chunk_events = 1 + rng() % 50;
+    auto what = "round " + std::to_string(round);
+    auto got = project_from_cache(*m.cache, ps, m.backend->head(), limits{},
+                                  chunking);
+    ASSERT_TRUE(got) << what;
+    expect_same(*got, project(*m.backend, ps), ps, what);
+    if (HasFailure())
+      return;
+  }
+  auto hits = m.cache->snapshot().served[static_cast<int>(cache_route::project)]
+                                        [static_cast<int>(cache_outcome::hit)];
+  EXPECT_EQ(hits, 200u);
+
+  auto ps = position_keepers(rng);
+  EXPECT_FALSE(
+    project_from_cache(*m.cache, ps, m.backend->head() + 1, limits{}))
+    << "behind the read index";
+  auto throwing = std::vector<projector>{
+    make_projector("boom", query{}, 0, [](int&, const sequenced_event& e) {
+      if (e.position == 7)
+        throw std::runtime_error("seven");
+    })};
+  try {
+    project_from_cache(*m.cache, throwing, 0, limits{});
+    ADD_FAILURE() << "a throwing projector was not reported";
+  } catch (const store_error& e) {
+    EXPECT_EQ(e.code(), errc::internal);
+    EXPECT_NE(std::string{e.what()}.find("boom"), std::string::npos);
+  }
+
+  // A cache that has evicted the start of the log cannot answer.
+  memory_cached tiny{2000};
+  for (int i = 0; i < 200; ++i)
+    tiny.store->append({event{"t0", {"k:1"}, "payload", {}}});
+  ASSERT_GT(tiny.cache->lo(), 0u);
+  EXPECT_FALSE(project_from_cache(*tiny.cache, ps, 0, limits{}));
+}
+
+// Projections racing a writer that makes a small cache evict the start of
+// the log: each answers whole (the projection at its head) or not at all.
+TEST(CachedStore, ProjectFromCacheUnderEvictionAnswersWholeOrNothing) {
+  // About a thousand events fit before the start of the log goes.
+  memory_cached m{std::size_t{200} << 10};
+  std::mt19937_64 rng{7};
+  auto ps = position_keepers(rng);
+  std::atomic<bool> stop{false};
+  std::thread writer{[&] {
+    for (int i = 0; i < 100'000 && !stop; ++i)
+      m.store->append({event{
+        "t" + std::to_string(i % 3), {"k:" + std::to_string(i % 5)}, "p", {}}});
+  }};
+  int answered = 0, refused = 0;
+  stream_options chunking;
+  chunking.chunk_events = 3;
+  // On a little past the first eviction, when answers start to fail.
+  for (int after = 0;
+       after < 50 && answered<100'000; after += m.cache->lo()> 0 ? 1 : 0) {
+    auto got = project_from_cache(*m.cache, ps, 0, limits{}, chunking);
+    if (!got) {
+      ++refused;
+      continue;
+    }
+    ++answered;
+    // The reference: the same model over the log up to the answer's head.
+    auto want = project(*m.backend, ps);
+    for (auto& p : ps) {
+      auto& seen = got->states->get<std::vector<std::uint64_t>>(p.id);
+      auto all = want.states->get<std::vector<std::uint64_t>>(p.id);
+      std::vector<std::uint64_t> upto;
+      for (auto pos : all)
+        if (pos <= got->head)
+          upto.push_back(pos);
+      ASSERT_EQ(seen, upto) << "answer " << answered << " " << p.id;
+    }
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(answered, 0) << refused << " refused";
+  EXPECT_GT(refused, 0) << "no projection met the evicted log";
+  EXPECT_GT(m.cache->lo(), 0u) << "the cache never evicted";
+  EXPECT_FALSE(project_from_cache(*m.cache, ps, 0, limits{}));
 }
 
 // The bound holds in the process's memory, not only in the cache's own
