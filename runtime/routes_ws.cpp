@@ -76,11 +76,19 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
     // nop
   }
 
+  // Closes the socket when its client has stopped reading (too many frames
+  // queued); true when it did.
+  bool close_if_not_reading() {
+    if (ws->queued() < max_queued_frames)
+      return false;
+    ws->close("the client does not read its frames");
+    return true;
+  }
+
   void send(json j, websocket::completion done = {}) {
     if (!ws)
       return;
-    if (ws->queued() >= max_queued_frames) {
-      ws->close("the client does not read its frames");
+    if (close_if_not_reading()) {
       if (done)
         done(false);
       return;
@@ -127,10 +135,8 @@ struct ws_conn : std::enable_shared_from_this<ws_conn> {
       events += item.kind == bus_item_kind::event ? 1 : 0;
       append_frame(frames.emplace_back(), item, s->name);
     }
-    if (ws->queued() >= max_queued_frames) {
-      ws->close("the client does not read its frames");
+    if (close_if_not_reading())
       return ack(false);
-    }
     s->unwritten += events;
     ws->send_batch(std::move(frames),
                    [self = shared_from_this(), s, events](bool) {
