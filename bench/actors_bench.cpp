@@ -38,6 +38,12 @@
 //                                    against jobs:1 is the cost of enqueueing
 //                                    with appends (the jobs are never run;
 //                                    the table grows)
+//   Execute/callers:N                (execute_atom to the appenders) a
+//                                    command: the Project model, then one
+//                                    fresh subscription outside its
+//                                    boundary under its condition (never
+//                                    conflicts: the model stays at 100
+//                                    events)
 //   ConflictingAppend/callers:N      real conflicts: callers:1 appends to a
 //                                    boundary that already has an event past
 //                                    its stale `after`, so every call fails;
@@ -48,8 +54,11 @@
 //                                    boundary wins and the rest conflict
 //   Blocking*/...                    the same single-caller calls through the
 //                                    engine's blocking API (eng.append,
-//                                    eng.read, eng.project), which spawns a
-//                                    helper actor per call
+//                                    eng.read, eng.project, eng.execute):
+//                                    reads and projections on the calling
+//                                    thread from the cache, appends straight
+//                                    to the store actor, commands through
+//                                    the appenders
 //   Direct*/...                      the same single-caller calls on a
 //                                    pg_event_store of the same schema, on
 //                                    the benchmark thread, without actors:
@@ -376,6 +385,70 @@ void BM_BlockingConditionalAppend(benchmark::State& state) {
   });
 }
 
+// A command: the project workload's model, then one subscription of a
+// fresh student to a random course (outside the model's boundary, so the
+// model stays at 100 events) under the model's condition. Rejected (and
+// the benchmark fails) when the counts are wrong.
+dcbd::command subscribe_command(std::mt19937_64& rng) {
+  auto course = course_tag(rng() % n_courses);
+  return dcbd::command{"subscribe", counting_projectors(),
+                       [course](const dcbd::decision_states& s) {
+                         if (auto err = check_counts(s); !err.empty())
+                           return dcbd::verdict::reject(err);
+                         return dcbd::verdict::accept(
+                           {subscription(course, student_tag(fresh_id()))});
+                       }};
+}
+
+std::string check_outcome(const dcbd::command_outcome& o) {
+  if (!o.accepted)
+    return "rejected: " + o.rejection;
+  if (o.attempts != 1)
+    return "took " + std::to_string(o.attempts) + " attempts";
+  return {};
+}
+
+void BM_Execute(benchmark::State& state) {
+  auto callers = static_cast<std::size_t>(state.range(0));
+  if (auto* env = get_env(state); env != nullptr) {
+    auto appenders = env->eng->appenders();
+    auto rng = std::make_shared<std::mt19937_64>(11);
+    run_rounds(state, callers,
+               [appenders, rng](caf::event_based_actor* self, std::uint64_t,
+                                std::size_t, const call_done& done) {
+                 auto cmd = std::make_shared<const dcbd::command>(
+                   subscribe_command(*rng));
+                 self
+                   ->request(appenders, request_timeout,
+                             dcbd::execute_atom::value,
+                             dcbd::command_request{cmd->name, cmd})
+                   .then(
+                     [done](const dcbd::command_outcome& o) {
+                       if (auto err = check_outcome(o); !err.empty())
+                         done(outcome::failed, 0, err);
+                       else
+                         done(outcome::ok, 1);
+                     },
+                     [done](caf::error& err) {
+                       done(outcome::failed, 0, dcbd::message_of(err));
+                     });
+               });
+  }
+}
+
+void BM_BlockingExecute(benchmark::State& state) {
+  std::mt19937_64 rng{12};
+  run_blocking(state, [&](bench_env& env, std::uint64_t& events) {
+    auto o = env.eng->execute(subscribe_command(rng));
+    if (!o)
+      return dcbd::message_of(o.error());
+    if (auto err = check_outcome(*o); !err.empty())
+      return err;
+    events += 1;
+    return std::string{};
+  });
+}
+
 // The bare PostgreSQL store on the benchmark thread, no actors: the floor
 // the actor benchmarks above stand on.
 
@@ -481,6 +554,13 @@ BENCHMARK(BM_BlockingConditionalAppend)
 BENCHMARK(BM_DirectConditionalAppend)
   ->UseRealTime()
   ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Execute)
+  ->ArgName("callers")
+  ->Arg(1)
+  ->Arg(100)
+  ->UseRealTime()
+  ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BlockingExecute)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ConflictingAppend)
   ->ArgName("callers")
   ->Arg(1)
