@@ -8,9 +8,12 @@
 //   auto ack = eng.append({event}, std::nullopt);      // blocks
 //   eng.execute(cmd, [](caf::expected<dcbd::command_outcome> r) { ... });
 //
-// Blocking calls wait at most `engine_config::timeout`. Asynchronous calls run
-// their callback once, on an actor thread; keep callbacks short. Errors are
-// `caf::error`s in the "dcbd" category (see `code_of` and `message_of`).
+// Blocking calls wait at most `engine_config::timeout`; make them from your
+// own threads, never from an actor's or a node's HTTP threads (they wait for
+// answers those threads give: a read index a node leads on its HTTP loop, a
+// reply from an actor). Asynchronous calls run their callback once, on an
+// actor thread; keep callbacks short. Errors are `caf::error`s in the "dcbd"
+// category (see `code_of` and `message_of`).
 #pragma once
 
 #include "actors/appender_protocol.hpp"
