@@ -117,6 +117,15 @@ struct engine::impl {
     return std::make_shared<pg_event_store>(std::move(pc));
   }
 
+  // Wakes the bus when a read finds the cache behind the database (it then
+  // reads past its head at once instead of at its next poll).
+  std::function<void(std::uint64_t)> wake_bus() {
+    return [ready = bus_ready, this](std::uint64_t head) {
+      if (ready->load(std::memory_order_acquire))
+        caf::anon_send(bus, wake_atom::value, head);
+    };
+  }
+
   // A store with `connections` connections, behind the cache when it is on;
   // a reader's (`reads`) reads from the standby when there is one.
   std::shared_ptr<event_store> open_cached(std::size_t connections,
@@ -129,12 +138,7 @@ struct engine::impl {
       return backend;
     cached_store_config cc;
     cc.wait = cfg.cache_wait;
-    // Wakes the bus when a read finds the cache behind the database (it
-    // then reads past its head at once instead of at its next poll).
-    cc.on_behind = [ready = bus_ready, this](std::uint64_t head) {
-      if (ready->load(std::memory_order_acquire))
-        caf::anon_send(bus, wake_atom::value, head);
-    };
+    cc.on_behind = wake_bus();
     return std::make_shared<cached_event_store>(std::move(backend), cache,
                                                 index, std::move(cc));
   }
@@ -171,15 +175,11 @@ struct engine::impl {
                                "no read index within the timeout");
       head = w->head;
     }
-    if (!head || cache->hi() >= *head)
-      return head;
-    if (bus_ready->load(std::memory_order_acquire))
-      caf::anon_send(bus, wake_atom::value, *head);
-    auto reached = cache->wait_for(
-      *head,
-      std::min(deadline, std::chrono::steady_clock::now() + cfg.cache_wait));
-    cache->record_wait(!reached);
-    if (!reached)
+    if (head
+        && !await_cache(
+          *cache, *head,
+          std::min(deadline, std::chrono::steady_clock::now() + cfg.cache_wait),
+          wake_bus()))
       return std::optional<std::uint64_t>{};
     return head;
   }

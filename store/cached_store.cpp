@@ -260,15 +260,10 @@ cached_event_store::open(const query& q, const read_options& options,
     if (!index)
       return nullptr;
     index_out = index;
-    if (cache_->hi() < *index) {
-      if (cfg_.on_behind)
-        cfg_.on_behind(*index);
-      auto reached = cache_->wait_for(*index, std::chrono::steady_clock::now()
-                                                + cfg_.wait);
-      cache_->record_wait(!reached);
-      if (!reached)
-        return nullptr;
-    }
+    if (!await_cache(*cache_, *index,
+                     std::chrono::steady_clock::now() + cfg_.wait,
+                     cfg_.on_behind))
+      return nullptr;
   }
   return std::make_unique<stream_impl>(*this, q, std::move(normalized), options,
                                        chunking, cache_->hi(), route,
@@ -325,6 +320,18 @@ std::uint64_t cached_event_store::head() {
 
 std::uint64_t cached_event_store::reconnects() const noexcept {
   return backend_->reconnects();
+}
+
+bool await_cache(event_cache& cache, std::uint64_t index,
+                 std::chrono::steady_clock::time_point until,
+                 const std::function<void(std::uint64_t)>& on_behind) {
+  if (cache.hi() >= index)
+    return true;
+  if (on_behind)
+    on_behind(index);
+  auto reached = cache.wait_for(index, until);
+  cache.record_wait(!reached);
+  return reached;
 }
 
 bool cache_may_answer(const event_cache& cache, const read_options& options) {

@@ -176,6 +176,13 @@ project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
                    std::uint64_t index, const limits& lim,
                    const stream_options& chunking = {});
 
+/// Waits (until `until`) for `cache` to hold the log up to `index`, calling
+/// `on_behind` (if set) first when it is behind; counts the wait. True when
+/// the cache has reached `index`.
+bool await_cache(event_cache& cache, std::uint64_t index,
+                 std::chrono::steady_clock::time_point until,
+                 const std::function<void(std::uint64_t)>& on_behind);
+
 /// Whether `visit_from_cache` may answer a read of `options` at all (cheap,
 /// before any read index): the cache has started and holds where the
 /// read's range begins.
