@@ -5,6 +5,7 @@
 #include "actors/errors.hpp"
 #include "actors/pool.hpp"
 #include "store/cached_store.hpp"
+#include "store/pg_lease.hpp"
 #include "store/pg_listener.hpp"
 #include "store/pg_store.hpp"
 #include "store/validation.hpp"
@@ -93,6 +94,8 @@ struct engine::impl {
   // when the cache is off.
   std::shared_ptr<event_cache> cache;
   std::shared_ptr<read_index> index;
+  // The read lease that spares `index` its queries; null without one.
+  std::shared_ptr<read_lease> lease;
   // The standby the readers read from; null without `replica.dsn`.
   std::shared_ptr<standby> replica;
   // The bus, once spawned, for the cache's readers to wake (they start
@@ -267,6 +270,20 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
     // One connection of its own to the primary: the read index is one
     // query at a time.
     d.index = make_read_index(d.open(1));
+    // After the schema is installed (it adds the lease's columns), before
+    // the store actor's store opens (its commits carry the lease's id).
+    if (d.cfg.read_lease.count() > 0 && !d.cfg.store_factory) {
+      read_lease_config lc;
+      lc.dsn = d.cfg.store.dsn;
+      lc.schema = d.cfg.store.schema;
+      lc.term = d.cfg.read_lease;
+      lc.quiet = d.cfg.read_lease_quiet;
+      d.lease = std::make_shared<read_lease>(std::move(lc));
+      d.cfg.store.lease = d.lease;
+      d.index->use_lease([lease = d.lease] {
+        return lease->index();
+      });
+    }
   }
   // The store actor writes with one connection; a second one lets it settle
   // an in-doubt group while the first reconnects. Behind the cache, it adds
@@ -364,7 +381,14 @@ std::shared_ptr<read_index> engine::index() const {
 }
 
 read_index_stats engine::index_stats() const {
-  return impl_->index ? impl_->index->stats() : read_index_stats{};
+  auto s = impl_->index ? impl_->index->stats() : read_index_stats{};
+  if (impl_->lease) {
+    auto l = impl_->lease->stats();
+    s.lease_held = l.held;
+    s.lease_acquisitions = l.acquisitions;
+    s.lease_losses = l.losses;
+  }
+  return s;
 }
 
 void engine::read_from_cache(

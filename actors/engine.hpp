@@ -78,6 +78,14 @@ struct engine_config {
   /// How long a read waits for the cache to reach its read index before it
   /// reads from the database instead.
   std::chrono::milliseconds cache_wait{50};
+  /// The read lease (store/pg_lease.hpp): its term, 0 (the default) to take
+  /// none. A node that holds it answers reads from the cache (or the
+  /// standby) with no query of the head; another writer's commit waits up
+  /// to a term for it. For a node that is its schema's only writer. Needs
+  /// the cache or a standby and the PostgreSQL store.
+  std::chrono::milliseconds read_lease{0};
+  /// How long nobody else must have committed before the lease is taken.
+  std::chrono::milliseconds read_lease_quiet{5000};
   /// A PostgreSQL streaming-replication standby of `store` for the readers
   /// (reads, streams, decision models, and the bus's reads that feed the
   /// cache and catch subscribers and projectors up), kept linearizable

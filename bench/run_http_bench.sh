@@ -14,6 +14,7 @@
 #      BASELINE_SECONDS (default 10), READ_CONNECTIONS (default "16 100"),
 #      DCBD_NODE (the dcbd binary; default:
 #      this build's, set it to another build's to compare before and after),
+#      DCBD_NODE_ARGS (more flags for the node, e.g. --dcbd.read-lease-ms=1000),
 #      DCBD_ACTORS_BENCH (default: this build's; the store-alone figure is
 #      skipped when it is missing), STORE_REPS (its repetitions, default 3)
 set -euo pipefail
@@ -30,6 +31,7 @@ BASELINE_SECONDS="${BASELINE_SECONDS:-10}"
 READ_CONNECTIONS="${READ_CONNECTIONS:-16 100}"
 ACTORS_BENCH="${DCBD_ACTORS_BENCH:-build/release/bench/dcbd_actors_bench}"
 STORE_REPS="${STORE_REPS:-3}"
+read -r -a NODE_ARGS <<<"${DCBD_NODE_ARGS:-}"
 SCHEMA=bench_http
 
 # shellcheck source=bench/lib.sh
@@ -83,6 +85,7 @@ run() {
   bench_header "HTTP benchmark"
   echo "# node: $NODE"
   echo "# wrk: $WRK_THREADS threads, $CONNECTIONS connections, ${DURATION} s per run"
+  echo "# node: $NODE --dcbd.max-streams=256 ${DCBD_NODE_ARGS:-}"
   echo
   echo "## baseline (before)"
   bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/before.txt"
@@ -93,7 +96,7 @@ run() {
   metrics_port="$(free_port)"
   DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
     DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
-    "$NODE" --dcbd.max-streams=256 >"$TMP/node.log" 2>&1 &
+    "$NODE" --dcbd.max-streams=256 "${NODE_ARGS[@]}" >"$TMP/node.log" 2>&1 &
   NODE_PID=$!
   local url="http://127.0.0.1:$http_port" i
   for ((i = 0; i < 300; i++)); do
@@ -137,7 +140,7 @@ SQL
   echo
   echo "## event cache after the reads"
   curl -s "http://127.0.0.1:$metrics_port/metrics" \
-    | grep -E '^dcb_(cache_reads_total|cache_bytes|cache_events|cache_waits_total|read_index_(rounds|reads)_total|read_index_max_batch)' || true
+    | grep -E '^dcb_(cache_reads_total|cache_bytes|cache_events|cache_waits_total|read_index_(rounds|reads|lease_reads)_total|read_index_max_batch|read_lease_[a-z_]+)' || true
   local returned
   returned="$(curl -s "$url/read?query=$q" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
   echo "# one GET /read returns $returned events"

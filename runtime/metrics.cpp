@@ -238,6 +238,28 @@ node_metrics::node_metrics()
                           "batch size)")
                     .Register(r)
                     .Add({});
+  index_lease_reads_ = &BuildCounter()
+                          .Name("dcb_read_index_lease_reads_total")
+                          .Help("Reads the read lease served without a head "
+                                "query")
+                          .Register(r)
+                          .Add({});
+  lease_held_ = &BuildGauge()
+                   .Name("dcb_read_lease_held")
+                   .Help("1 while this node holds the read lease")
+                   .Register(r)
+                   .Add({});
+  lease_acquisitions_ = &BuildCounter()
+                           .Name("dcb_read_lease_acquisitions_total")
+                           .Help("Times the read lease was taken")
+                           .Register(r)
+                           .Add({});
+  lease_losses_ = &BuildCounter()
+                     .Name("dcb_read_lease_losses_total")
+                     .Help("Times another writer's commit ended the read "
+                           "lease")
+                     .Register(r)
+                     .Add({});
   index_max_batch_ = &BuildGauge()
                         .Name("dcb_read_index_max_batch")
                         .Help("The most reads one head query served")
@@ -488,6 +510,10 @@ void node_metrics::cache_state(const cache_snapshot& cache,
   raise(*index_rounds_, index.rounds);
   raise(*index_reads_, index.reads);
   index_max_batch_->Set(static_cast<double>(index.max_batch));
+  raise(*index_lease_reads_, index.lease_reads);
+  raise(*lease_acquisitions_, index.lease_acquisitions);
+  raise(*lease_losses_, index.lease_losses);
+  lease_held_->Set(index.lease_held ? 1.0 : 0.0);
 }
 
 void node_metrics::projectors(const std::vector<projector_status>& statuses) {

@@ -181,6 +181,10 @@ private:
   prometheus::Counter* index_rounds_;
   prometheus::Counter* index_reads_;
   prometheus::Gauge* index_max_batch_;
+  prometheus::Counter* index_lease_reads_;
+  prometheus::Gauge* lease_held_;
+  prometheus::Counter* lease_acquisitions_;
+  prometheus::Counter* lease_losses_;
   prometheus::Family<prometheus::Gauge>* cluster_members_;
   prometheus::Family<prometheus::Gauge>* cluster_member_up_;
   prometheus::Counter* cluster_refused_;

@@ -72,6 +72,8 @@ struct node_config : caf::actor_system_config {
   std::size_t bus_recent_bytes = std::size_t{64} << 20;
   std::size_t cache_bytes = std::size_t{256} << 20;
   std::size_t cache_wait_ms = 50;
+  std::size_t read_lease_ms = 0;
+  std::size_t read_lease_quiet_ms = 5000;
   std::size_t jobs_poll_ms = 1000;
   std::size_t jobs_lease_ms = 5000;
   std::size_t jobs_shutdown_grace_ms = 10'000;
@@ -127,6 +129,12 @@ struct node_config : caf::actor_system_config {
       .add(cache_wait_ms, "cache-wait-ms",
            "how long a read waits for the cache to catch up with the "
            "database before it reads the database")
+      .add(read_lease_ms, "read-lease-ms",
+           "term of the read lease, which spares this node's reads a query "
+           "while no other process writes (0: off; see README)")
+      .add(read_lease_quiet_ms, "read-lease-quiet-ms",
+           "how long no other process must have written before the read "
+           "lease is taken")
       .add(jobs_poll_ms, "jobs-poll-ms",
            "how often the job dispatcher looks for due jobs besides NOTIFY")
       .add(jobs_lease_ms, "jobs-lease-ms",
@@ -444,6 +452,8 @@ int run_node(int argc, char** argv, node_options options) {
     ec.bus.feed_grace = std::chrono::milliseconds(cfg.bus_feed_grace_ms);
   ec.cache_bytes = cfg.cache_bytes;
   ec.cache_wait = std::chrono::milliseconds(cfg.cache_wait_ms);
+  ec.read_lease = std::chrono::milliseconds(cfg.read_lease_ms);
+  ec.read_lease_quiet = std::chrono::milliseconds(cfg.read_lease_quiet_ms);
   // Read replica: a streaming-replication standby for the readers.
   ec.replica.dsn = env_or("DCB_POSTGRES_READ_DSN", "");
   ec.replica.wait = std::chrono::milliseconds(cfg.replica_wait_ms);

@@ -5,9 +5,12 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 
 namespace dcbd {
+
+class read_lease;
 
 /// How to reach PostgreSQL and where the store lives.
 struct pg_config {
@@ -23,6 +26,10 @@ struct pg_config {
   std::chrono::milliseconds connect_timeout{5000};
   /// Input limits.
   dcbd::limits limits;
+  /// The process's read lease (store/pg_lease.hpp), if it takes one: the
+  /// store's commits carry its writer id and report their positions to it.
+  /// Null: the store writes as writer 0 and waits out any lease.
+  std::shared_ptr<read_lease> lease;
 };
 
 } // namespace dcbd

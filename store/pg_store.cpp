@@ -7,6 +7,7 @@
 #include "store/pg_head.hpp"
 #include "store/pg_internal.hpp"
 #include "store/pg_jobs.hpp"
+#include "store/pg_lease.hpp"
 #include "store/pg_pool.hpp"
 #include "store/pg_read.hpp"
 
@@ -35,14 +36,24 @@ const std::string commit_time = "(extract(epoch FROM now()) * 1000000)::bigint";
 // instead of a function call: the UPDATE takes the head lock (waiting for
 // the current holder and then reading its committed head) and reserves the
 // positions; the INSERT fills them; the outcome row and the notification
-// commit with them. Same invariants as `append_group`, less overhead.
+// commit with them. Same invariants as `append_group`, less overhead,
+// and the same read lease rule (store/pg_lease.hpp): the writer ($14)
+// clears another writer's lease and `w` waits it out before the commit
+// (after the UPDATE, no owner and a future `lease_until` mean exactly that);
+// `written_at` is then when the wait ends.
 std::string unconditional_sql(const std::string& schema) {
   auto s = pg::quoted(schema);
   return "WITH h AS (UPDATE " + s
          + ".head SET position = position + "
-           "cardinality($3::text[]) RETURNING position - "
-           "cardinality($3::text[])"
-           " AS base), "
+           "cardinality($3::text[]), writer = $14::bigint, "
+           "written_at = greatest(clock_timestamp(), CASE WHEN lease_owner "
+           "<> $14::bigint THEN lease_until END), lease_owner = CASE WHEN "
+           "lease_owner = $14::bigint THEN lease_owner END "
+           "RETURNING position - cardinality($3::text[]) AS base, "
+           "lease_owner, lease_until), "
+           "w AS (SELECT pg_sleep(extract(epoch FROM h.lease_until - "
+           "clock_timestamp())) FROM h WHERE h.lease_owner IS NULL AND "
+           "h.lease_until > clock_timestamp()), "
            "ins AS (INSERT INTO "
          + s
          + ".events (position, type, tags, data, metadata) "
@@ -64,7 +75,7 @@ std::string unconditional_sql(const std::string& schema) {
          + ".append_outcomes WHERE $1::bigint % 1024 = 0 AND token < "
            "$1::bigint - (600000000::bigint << 12)) "
            "SELECT res.results, pg_notify($13::text, (h.base + "
-           "cardinality($3::text[]))::text), "
+           "cardinality($3::text[]))::text), (SELECT count(*) FROM w), "
          + commit_time + " FROM res, h";
 }
 
@@ -123,7 +134,7 @@ std::string unconditional_jobs_sql(const std::string& schema) {
   auto sql = unconditional_sql(schema);
   auto final_select = sql.rfind("SELECT res.results");
   return sql.substr(0, final_select) + ", "
-         + jobs_ctes(pg::quoted(schema), 14, "h", "true", false)
+         + jobs_ctes(pg::quoted(schema), 15, "h", "true", false)
          + sql.substr(final_select) + ", job_notify";
 }
 
@@ -135,8 +146,8 @@ std::string group_jobs_sql(const std::string& schema) {
   return "WITH r AS MATERIALIZED (SELECT " + s
          + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
            "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
-           "$26) AS res), "
-         + jobs_ctes(s, 27, "r", "r.res[j.req] > 0", true) + "SELECT r.res, "
+           "$26, $27) AS res), "
+         + jobs_ctes(s, 28, "r", "r.res[j.req] > 0", true) + "SELECT r.res, "
          + commit_time + " FROM r, job_notify";
 }
 
@@ -166,7 +177,7 @@ pg_event_store::pg_event_store(pg_config cfg)
   sql_.append_group = "SELECT " + s
                       + ".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
                         "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, "
-                        "$20, $21, $22, $23, $24, $25, $26), "
+                        "$20, $21, $22, $23, $24, $25, $26, $27), "
                       + commit_time;
   sql_.append_unconditional_jobs = unconditional_jobs_sql(cfg_.schema);
   sql_.append_group_jobs = group_jobs_sql(cfg_.schema);
@@ -233,7 +244,8 @@ group_reply reply_of(const pqxx::row& row) {
 
 group_reply run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
                                 const group_statements& sql,
-                                const pg::group_arrays& a, std::int64_t token,
+                                std::int64_t writer, const pg::group_arrays& a,
+                                std::int64_t token,
                                 const pqxx::binarystring& data,
                                 const pqxx::binarystring& meta) {
   if (!a.conditional) {
@@ -242,9 +254,10 @@ group_reply run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
       a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
       a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
       a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta,
-      sql.channel, a.job_queue.str(), a.job_kind.str(), a.job_args.str(),
-      a.job_priority.str(), a.job_run_at.str(), a.job_delay.str(),
-      a.job_max_attempts.str(), a.job_unique_key.str(), sql.job_channel);
+      sql.channel, writer, a.job_queue.str(), a.job_kind.str(),
+      a.job_args.str(), a.job_priority.str(), a.job_run_at.str(),
+      a.job_delay.str(), a.job_max_attempts.str(), a.job_unique_key.str(),
+      sql.job_channel);
     return reply_of(row);
   }
   const auto& stmt = l.statement("append_group_jobs", sql.conditional_jobs);
@@ -255,30 +268,30 @@ group_reply run_group_with_jobs(pg_pool::lease& l, pqxx::nontransaction& tx,
     data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta, a.it_req.str(),
     a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
     a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(), a.dep_req.str(),
-    a.dep_on.str(), a.dep_off.str(), a.job_queue.str(), a.job_kind.str(),
-    a.job_args.str(), a.job_priority.str(), a.job_run_at.str(),
-    a.job_delay.str(), a.job_max_attempts.str(), a.job_unique_key.str(),
-    a.job_req.str(), sql.job_channel);
+    a.dep_on.str(), a.dep_off.str(), writer, a.job_queue.str(),
+    a.job_kind.str(), a.job_args.str(), a.job_priority.str(),
+    a.job_run_at.str(), a.job_delay.str(), a.job_max_attempts.str(),
+    a.job_unique_key.str(), a.job_req.str(), sql.job_channel);
   return reply_of(row);
 }
 
 group_reply run_group(pg_pool::lease& l, const group_statements& sql,
-                      const pg::group_arrays& a, std::int64_t token,
-                      int& backend, bool& sent) {
+                      std::int64_t writer, const pg::group_arrays& a,
+                      std::int64_t token, int& backend, bool& sent) {
   backend = l.conn().backendpid();
   pqxx::nontransaction tx{l.conn()};
   pqxx::binarystring data{a.data.data(), a.data.size()};
   pqxx::binarystring meta{a.meta.data(), a.meta.size()};
   sent = true;
   if (a.has_jobs)
-    return run_group_with_jobs(l, tx, sql, a, token, data, meta);
+    return run_group_with_jobs(l, tx, sql, writer, a, token, data, meta);
   if (!a.conditional) {
     auto row = tx.exec_prepared1(
       l.statement("append_unconditional", sql.unconditional), token,
       a.req_last_event.str(), a.ev_type.str(), a.ev_tag_off.str(),
       a.ev_tag_cnt.str(), a.tags.str(), a.ev_data_off.str(),
       a.ev_data_len.str(), data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta,
-      sql.channel);
+      sql.channel, writer);
     return reply_of(row);
   }
   const auto& stmt = l.statement("append_group", sql.conditional);
@@ -289,7 +302,7 @@ group_reply run_group(pg_pool::lease& l, const group_statements& sql,
     data, a.ev_meta_off.str(), a.ev_meta_len.str(), meta, a.it_req.str(),
     a.it_type_off.str(), a.it_type_cnt.str(), a.it_types.str(),
     a.it_tag_off.str(), a.it_tag_cnt.str(), a.it_tags.str(), a.dep_req.str(),
-    a.dep_on.str(), a.dep_off.str());
+    a.dep_on.str(), a.dep_off.str(), writer);
   return reply_of(row);
 }
 
@@ -305,6 +318,7 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
                        sql_.append_group_jobs,
                        sql_.channel,
                        sql_.job_channel};
+  auto writer = cfg_.lease ? cfg_.lease->writer() : std::int64_t{0};
   std::int64_t token = 0;
   int backend = 0;
   bool sent = false;
@@ -315,7 +329,7 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
       for (int attempt = 1;; ++attempt) {
         token = group_token();
         try {
-          return run_group(l, sql, a, token, backend, sent);
+          return run_group(l, sql, writer, a, token, backend, sent);
         } catch (const pqxx::unique_violation&) {
           // Only the outcome token can collide (positions are reserved
           // under the lock); the statement failed whole, so retry.
@@ -343,6 +357,11 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
     throw store_error{errc::internal,
                       "append_group returned " + std::to_string(last.size())
                         + " results for " + std::to_string(part.size())};
+  if (cfg_.lease) {
+    auto top = *std::max_element(last.begin(), last.end());
+    if (top > 0)
+      cfg_.lease->committed(static_cast<std::uint64_t>(top));
+  }
   for (std::size_t k = 0; k < part.size(); ++k) {
     auto& res = results[part[k]];
     if (last[k] > 0) {

@@ -11,6 +11,7 @@
 // could miss an append acknowledged just before they began).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -33,6 +34,14 @@ struct read_index_stats {
   std::uint64_t failures = 0;
   /// The largest round so far, in reads.
   std::uint64_t max_batch = 0;
+  /// Reads the lease served without a query (not counted in `reads`).
+  std::uint64_t lease_reads = 0;
+  /// The engine's read lease (store/pg_lease.hpp), filled in by
+  /// `engine::index_stats`: held now, times taken, times lost to another
+  /// writer.
+  bool lease_held = false;
+  std::uint64_t lease_acquisitions = 0;
+  std::uint64_t lease_losses = 0;
 };
 
 /// Leads the rounds of `read_index::get_async` without a thread of the
@@ -61,14 +70,21 @@ public:
 
   /// Returns a head at least as recent as a query started after this call
   /// began, or nothing when that query failed. Blocks; the calling thread
-  /// runs the query itself unless another one is in flight.
+  /// runs the query itself unless another one is in flight. While the lease
+  /// (`use_lease`) gives a head, that head, at once and with no query.
   std::optional<std::uint64_t> get();
 
   /// As `get`, without blocking: `done` runs with the head (or nothing) on
   /// the index's own thread once a query started after this call finished,
-  /// the same query every other read waiting then shares. Keep `done`
-  /// short (post the work elsewhere).
+  /// the same query every other read waiting then shares; or inside this
+  /// call with the lease's head. Keep `done` short (post the work
+  /// elsewhere).
   void get_async(std::function<void(std::optional<std::uint64_t>)> done);
+
+  /// Reads first ask `lease` (store/pg_lease.hpp): a head it gives must,
+  /// like a query's, be at least the position of every commit acknowledged
+  /// before the call. Call before the first read (not synchronized).
+  void use_lease(std::function<std::optional<std::uint64_t>()> lease);
 
   /// From now on `get_async` rounds are led by `leader` (its callbacks run
   /// where the leader's `post` and `fetch` call back), until `lead_alone`.
@@ -89,6 +105,9 @@ private:
     std::uint64_t need;
     callback done;
   };
+
+  // The lease's head, if it gives one (counted).
+  std::optional<std::uint64_t> leased();
 
   // Runs one round as its leader (`lock` held on entry and on return).
   void lead_round(std::unique_lock<std::mutex>& lock);
@@ -121,6 +140,8 @@ private:
     std::vector<std::pair<callback, std::optional<std::uint64_t>>>& ready);
 
   std::function<std::uint64_t()> fetch_;
+  std::function<std::optional<std::uint64_t>()> lease_;
+  std::atomic<std::uint64_t> lease_reads_{0};
   mutable std::mutex mutex_;
   std::condition_variable done_cv_;
   bool in_flight_ = false;

@@ -108,6 +108,100 @@ TEST_F(NodeCache, ReadsOnOneNodeSeeEveryAppendTheOtherAcknowledged) {
   }
 }
 
+// The read lease (store/pg_lease.hpp): B takes it while it is the only
+// writer and then reads with no query of the head; A's appends wait it out.
+// A read on B that starts after any acknowledgement (A's or B's) sees it,
+// the whole time: while B holds the lease, while A's append waits, after.
+TEST_F(NodeCache, ALeaseHoldersReadsSeeEveryAppendAcknowledgedElsewhere) {
+  node_process a{schema_};
+  node_process b{
+    schema_, {"--dcbd.read-lease-ms=400", "--dcbd.read-lease-quiet-ms=300"}};
+  ASSERT_TRUE(a.up()) << a.log();
+  ASSERT_TRUE(b.up()) << b.log();
+  std::atomic<std::uint64_t> acked{0};
+  auto ack = [&acked](std::uint64_t pos) {
+    auto cur = acked.load();
+    while (cur < pos && !acked.compare_exchange_weak(cur, pos))
+      ;
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<int> missed{0}, failed{0}, reads{0};
+  // Reads on B all along, each from the latest acknowledged position known
+  // when it starts.
+  std::thread reader([&] {
+    client c{b.port()};
+    while (!stop) {
+      auto pos = acked.load();
+      if (pos == 0) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      auto r = c.get(read_target("/read", json{{"items", json::array()}},
+                                 json{{"from", pos}, {"limit", 1}}));
+      ++reads;
+      if (r.status != 200u) {
+        ++failed;
+        continue;
+      }
+      auto events = json::parse(r.body);
+      if (events.size() != 1
+          || events[0]["position"].get<std::uint64_t>() != pos)
+        ++missed;
+    }
+  });
+  client on_a{a.port()};
+  client on_b{b.port()};
+  constexpr int rounds = 10;
+  int held_rounds = 0;
+  for (int i = 0; i < rounds; ++i) {
+    // B writes until it holds the lease (the head row says so; the metrics
+    // poller's copy lags by up to a second).
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    bool held = false;
+    for (int k = 0; !held && std::chrono::steady_clock::now() < deadline; ++k) {
+      auto r = on_b.post(
+        "/v1/append", json{{"events", {ev("B", {"b:" + std::to_string(k)})}}});
+      ASSERT_EQ(r.status, 200u) << r.body;
+      ack(r.j()["last_position"].get<std::uint64_t>());
+      held = exec_sql("SELECT lease_owner IS NOT NULL AND lease_until > "
+                      "clock_timestamp() FROM \""
+                      + schema_ + "\".head")
+             == "t";
+      std::this_thread::sleep_for(20ms);
+    }
+    held_rounds += held;
+    // A appends (and waits the lease out); a read on B that starts after
+    // the acknowledgement finds it by tag.
+    auto tag = "a:" + std::to_string(i);
+    auto r = on_a.post(
+      "/v1/append",
+      json{{"events", {ev("A", {tag})}},
+           {"condition", {{"failIfEventsMatch", items({}, {tag})}}}});
+    ASSERT_EQ(r.status, 200u) << r.body;
+    ack(r.j()["last_position"].get<std::uint64_t>());
+    auto seen = on_b.get(read_target("/read", items({}, {tag})));
+    ASSERT_EQ(seen.status, 200u);
+    if (json::parse(seen.body).size() != 1)
+      ++missed;
+  }
+  stop = true;
+  reader.join();
+  EXPECT_EQ(held_rounds, rounds) << "B did not take the lease every round";
+  EXPECT_EQ(missed.load(), 0) << "a read missed an acknowledged append";
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(reads.load(), 100);
+  // The lease served reads, and each of A's appends ended it (the poller
+  // copies the counters once a second).
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_GT(metric(b.metrics_port(), "dcb_read_index_lease_reads_total"), 0);
+  EXPECT_EQ(metric(b.metrics_port(), "dcb_read_lease_losses_total"), rounds);
+  std::cout << "[          ] " << reads.load() << " reads on B, "
+            << metric(b.metrics_port(), "dcb_read_index_lease_reads_total")
+            << " by the lease, "
+            << metric(b.metrics_port(), "dcb_read_index_rounds_total")
+            << " head queries\n";
+}
+
 TEST_F(NodeCache, TheCacheStaysWithinItsBoundUnderLoad) {
   constexpr std::size_t bound = std::size_t{8} << 20;
   node_process n{schema_,

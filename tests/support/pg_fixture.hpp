@@ -3,6 +3,7 @@
 
 #include "store/cached_store.hpp"
 #include "store/memory_store.hpp"
+#include "store/pg_lease.hpp"
 #include "store/pg_store.hpp"
 
 #include <gtest/gtest.h>
@@ -87,17 +88,34 @@ struct pg_store_factory {
 
 /// The PostgreSQL store behind a node's event cache (store/cached_store):
 /// `Bytes` large enough for every test's log, or tiny, so reads straddle
-/// the cache's low end and streams outlive evictions.
-template <std::size_t Bytes>
+/// the cache's low end and streams outlive evictions. `Leased`: the store
+/// takes the read lease (store/pg_lease.hpp) as soon as it can, so most
+/// reads take their read index from it instead of a query.
+template <std::size_t Bytes, bool Leased = false>
 struct pg_cached_factory {
-  static constexpr const char* name = Bytes >= 1'000'000 ? "pg_cached"
-                                                         : "pg_tiny_cache";
+  static constexpr const char* name = Leased               ? "pg_leased"
+                                      : Bytes >= 1'000'000 ? "pg_cached"
+                                                           : "pg_tiny_cache";
   std::string schema;
   std::unique_ptr<event_store> make() {
     schema = unique_schema();
-    auto backend = std::make_shared<pg_event_store>(test_config(schema));
+    auto cfg = test_config(schema);
+    auto backend = std::make_shared<pg_event_store>(cfg);
+    auto index = make_read_index(backend);
+    if (Leased) {
+      // The first store installed the schema the lease needs.
+      read_lease_config lc;
+      lc.dsn = cfg.dsn;
+      lc.schema = schema;
+      lc.quiet = std::chrono::milliseconds{0};
+      cfg.lease = std::make_shared<read_lease>(lc);
+      backend = std::make_shared<pg_event_store>(cfg);
+      index->use_lease([lease = cfg.lease] {
+        return lease->index();
+      });
+    }
     return std::make_unique<cached_event_store>(
-      backend, std::make_shared<event_cache>(Bytes), make_read_index(backend));
+      backend, std::make_shared<event_cache>(Bytes), index);
   }
   void cleanup() {
     if (!schema.empty())
@@ -122,12 +140,14 @@ protected:
   std::unique_ptr<event_store> store_;
 };
 
-using store_kinds = ::testing::Types<memory_store_factory, pg_store_factory,
-                                     pg_cached_factory<std::size_t{256} << 20>,
-                                     pg_cached_factory<2048>>;
+using store_kinds
+  = ::testing::Types<memory_store_factory, pg_store_factory,
+                     pg_cached_factory<std::size_t{256} << 20>,
+                     pg_cached_factory<2048>,
+                     pg_cached_factory<std::size_t{256} << 20, true>>;
 
-/// Names typed-test instances "memory", "pg", "pg_cached" and
-/// "pg_tiny_cache".
+/// Names typed-test instances "memory", "pg", "pg_cached", "pg_tiny_cache"
+/// and "pg_leased".
 struct store_kind_names {
   template <class T>
   static std::string GetName(int) {
