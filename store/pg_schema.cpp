@@ -274,8 +274,15 @@ ALTER TABLE @S.jobs ADD COLUMN lease_ms bigint;
 ALTER TABLE @S.head ADD COLUMN lease_owner bigint,
   ADD COLUMN lease_until timestamptz, ADD COLUMN writer bigint,
   ADD COLUMN written_at timestamptz;
--- append_group of migration 2 with the writer last (p_writer). A group that
--- appends waits out another writer's lease, then ends it.
+-- Migration 2's function keeps its body under another name; append_group
+-- now takes the writer last (p_writer) and, when the group appended, waits
+-- out another writer's lease before the commit (the head lock is the
+-- group's: its holder cannot renew meanwhile) and ends it.
+ALTER FUNCTION @S.append_group(bigint, smallint[], bigint[], int[], int[],
+    int[], text[], int[], int[], text[], int[], int[], bytea, int[], int[],
+    bytea, int[], int[], int[], text[], int[], int[], text[], int[], int[],
+    int[])
+  RENAME TO append_group_unleased;
 CREATE FUNCTION @S.append_group(
   p_token bigint,
   p_req_kind smallint[], p_req_after bigint[], p_req_nev int[],
@@ -289,103 +296,32 @@ CREATE FUNCTION @S.append_group(
   p_writer bigint)
 RETURNS bigint[] LANGUAGE plpgsql AS $fn$
 DECLARE
-  n int := coalesce(array_length(p_req_kind, 1), 0);
-  ndeps int := coalesce(array_length(p_dep_req, 1), 0);
-  v_head bigint;
-  v_lease_owner bigint;
-  v_lease_until timestamptz;
-  v_next bigint;
-  v_conflict boolean[] := array_fill(false, ARRAY[n]);
-  v_start bigint[] := array_fill(0::bigint, ARRAY[n]);
-  v_result bigint[] := array_fill(0::bigint, ARRAY[n]);
-  v_ok boolean;
-  r int;
-  k int := 1;
+  v_result bigint[];
+  v_until timestamptz;
 BEGIN
-  -- The lock. Every statement below takes a fresh snapshot (READ COMMITTED,
-  -- volatile function), so it sees every append committed before ours.
-  SELECT h.position, h.lease_owner, h.lease_until
-    INTO v_head, v_lease_owner, v_lease_until FROM @S.head h FOR UPDATE;
-
-  -- Check every condition item against the database in one query.
-  IF array_length(p_it_req, 1) > 0 THEN
-  FOR r IN
-    SELECT i.req
-      FROM unnest(p_it_req, p_it_type_off, p_it_type_cnt, p_it_tag_off,
-                  p_it_tag_cnt) AS i(req, toff, tcnt, goff, gcnt)
-     WHERE i.gcnt > 0 AND p_req_after[i.req] < v_head
-       AND EXISTS (
-         SELECT 1 FROM @S.events e
-          WHERE e.tags @> p_it_tags[i.goff : i.goff + i.gcnt - 1]
-            AND e.position > p_req_after[i.req]
-            AND (i.tcnt = 0
-                 OR e.type = ANY (p_it_types[i.toff : i.toff + i.tcnt - 1])))
-    UNION
-    SELECT i.req
-      FROM unnest(p_it_req, p_it_type_off, p_it_type_cnt,
-                  p_it_tag_cnt) AS i(req, toff, tcnt, gcnt)
-     WHERE i.gcnt = 0 AND p_req_after[i.req] < v_head
-       AND EXISTS (
-         SELECT 1 FROM @S.events e
-          WHERE e.type = ANY (p_it_types[i.toff : i.toff + i.tcnt - 1])
-            AND e.position > p_req_after[i.req])
-  LOOP
-    v_conflict[r] := true;
-  END LOOP;
-  END IF;
-
-  v_next := v_head + 1;
-  FOR r IN 1 .. n LOOP
-    v_ok := NOT v_conflict[r]
-            AND NOT (p_req_kind[r] = 2 AND v_head > p_req_after[r]);
-    WHILE k <= ndeps AND p_dep_req[k] = r LOOP
-      IF v_start[p_dep_on[k]] > 0
-         AND v_start[p_dep_on[k]] + p_dep_off[k] > p_req_after[r] THEN
-        v_ok := false;
-      END IF;
-      k := k + 1;
-    END LOOP;
-    IF v_ok THEN
-      v_start[r] := v_next;
-      v_next := v_next + p_req_nev[r];
-      v_result[r] := v_next - 1;
+  v_result := @S.append_group_unleased(p_token, p_req_kind, p_req_after,
+    p_req_nev, p_ev_req, p_ev_idx, p_ev_type, p_ev_tag_off, p_ev_tag_cnt,
+    p_tags, p_ev_data_off, p_ev_data_len, p_data, p_ev_meta_off,
+    p_ev_meta_len, p_meta, p_it_req, p_it_type_off, p_it_type_cnt,
+    p_it_types, p_it_tag_off, p_it_tag_cnt, p_it_tags, p_dep_req, p_dep_on,
+    p_dep_off);
+  IF EXISTS (SELECT 1 FROM unnest(v_result) AS r(last) WHERE r.last > 0) THEN
+    SELECT CASE WHEN h.lease_owner IS DISTINCT FROM p_writer
+                THEN h.lease_until END
+      INTO v_until FROM @S.head h;
+    IF v_until > clock_timestamp() THEN
+      PERFORM pg_sleep(extract(epoch FROM v_until - clock_timestamp()));
     END IF;
-  END LOOP;
-
-  IF v_next > v_head + 1 THEN
-    -- Another writer's read lease: wait it out (its holder cannot renew it
-    -- while we hold the lock) and end it.
-    IF v_lease_owner IS DISTINCT FROM p_writer
-       AND v_lease_until > clock_timestamp() THEN
-      PERFORM pg_sleep(extract(epoch FROM v_lease_until - clock_timestamp()));
-    END IF;
-    INSERT INTO @S.events (position, type, tags, data, metadata)
-    SELECT v_start[e.req] + e.idx, e.type,
-           p_tags[e.toff : e.toff + e.tcnt - 1],
-           substring(p_data FROM e.doff FOR e.dlen),
-           substring(p_meta FROM e.moff FOR e.mlen)
-      FROM unnest(p_ev_req, p_ev_idx, p_ev_type, p_ev_tag_off, p_ev_tag_cnt,
-                  p_ev_data_off, p_ev_data_len, p_ev_meta_off, p_ev_meta_len)
-           AS e(req, idx, type, toff, tcnt, doff, dlen, moff, mlen)
-     WHERE v_start[e.req] > 0;
     UPDATE @S.head
-       SET position = v_next - 1, writer = p_writer,
-           written_at = clock_timestamp(),
+       SET writer = p_writer, written_at = clock_timestamp(),
            lease_owner = CASE WHEN lease_owner = p_writer THEN lease_owner END;
-    PERFORM pg_notify(@C, (v_next - 1)::text);
-    INSERT INTO @S.append_outcomes (token, results) VALUES (p_token, v_result);
-    -- In-doubt groups are resolved within seconds; keep ten minutes.
-    IF p_token % 1024 = 0 THEN
-      DELETE FROM @S.append_outcomes
-       WHERE token < p_token - (600000000::bigint << 12);
-    END IF;
   END IF;
   RETURN v_result;
 END
 $fn$;
 -- The old signature, for processes still running an older build: they write
 -- as writer 0, so they wait out any lease too.
-CREATE OR REPLACE FUNCTION @S.append_group(
+CREATE FUNCTION @S.append_group(
   p_token bigint,
   p_req_kind smallint[], p_req_after bigint[], p_req_nev int[],
   p_ev_req int[], p_ev_idx int[], p_ev_type text[],
