@@ -153,6 +153,11 @@ struct bus_state {
   // Within a `feed_grace`: the head to reach before it ends (else read).
   bool grace_running = false;
   std::uint64_t grace_until_head = 0;
+  // Woken while a local group was in flight: the next local announcement
+  // (or the grace's end) decides whether to read.
+  bool awaiting_local = false;
+  // Announcements of the local store actor received (see `store_groups`).
+  std::uint64_t local_announced = 0;
   // Warming the cache: a read in flight, and the low end where a page
   // brought nothing new.
   bool warming = false;
@@ -587,6 +592,13 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events,
   };
   if (!events.empty())
     run(events, source);
+  // The announcement a wake-up waited for: if the head still falls short of
+  // what the NOTIFY said, the rest is another process's (see `wake_atom`).
+  auto read_now = false;
+  if (source == bus_feed::store && st.awaiting_local) {
+    st.awaiting_local = false;
+    read_now = st.head < st.grace_until_head;
+  }
   while (!st.pending.empty() && st.pending.begin()->first <= st.head + 1) {
     auto p = std::move(st.pending.begin()->second);
     st.pending.erase(st.pending.begin());
@@ -602,6 +614,8 @@ void apply(bus_pointer self, std::vector<sequenced_event>&& events,
     st.cfg.cache->extend(for_cache, true);
   if (!st.pending.empty())
     feed_soon(self, st.pending.begin()->first - 1);
+  else if (read_now && st.head < st.grace_until_head)
+    request_feed(self);
   if (st.head != old_head) {
     st.stats.head = st.head;
     if (st.cfg.metrics)
@@ -624,6 +638,32 @@ void feed_soon(bus_pointer self, std::uint64_t wanted) {
   self->delayed_send(self, st.cfg.feed_grace, feed_due_atom::value);
 }
 
+// A group of the local store actor is sent and not yet announced.
+bool local_commit_pending(const bus_state& st) {
+  auto& g = st.cfg.local_groups;
+  if (!g)
+    return false;
+  auto unannounced = g->unannounced.load(std::memory_order_acquire);
+  auto sent = g->sent.load(std::memory_order_acquire);
+  return sent > unannounced + st.local_announced;
+}
+
+// Woken with `wanted` while a local group is in flight: the NOTIFY is most
+// likely that group's, whose announcement brings the events without a read.
+// The store starts a group only after it announced the one before, so the
+// next local announcement the bus takes is the one of the group in flight
+// (or of one before the NOTIFY): past it, what is still missing is read.
+void await_local(bus_pointer self, std::uint64_t wanted) {
+  auto& st = self->state;
+  ++st.stats.local_waits;
+  st.awaiting_local = true;
+  st.grace_until_head = std::max(st.grace_until_head, wanted);
+  if (st.grace_running)
+    return;
+  st.grace_running = true;
+  self->delayed_send(self, st.cfg.local_grace, feed_due_atom::value);
+}
+
 // Reads the log past `head` (commits of other processes, or a gap).
 void request_feed(bus_pointer self) {
   auto& st = self->state;
@@ -635,6 +675,7 @@ void request_feed(bus_pointer self) {
   }
   st.feeding = true;
   st.feed_again = false;
+  ++st.stats.feed_reads;
   read_options o;
   o.from = st.head + 1;
   o.limit = st.cfg.feed_page;
@@ -715,6 +756,8 @@ void ask_head(bus_pointer self) {
         for (auto& [id, s] : st.subs)
           touch(st, *s);
         pump_touched(self);
+        // This read is the first poll.
+        st.last_poll = steady::now();
         request_feed(self);
       },
       [self](caf::error& err) {
@@ -863,6 +906,8 @@ bus_actor::behavior_type bus_impl(bus_pointer self, store_actor store,
       auto sender = self->current_sender();
       auto from = sender && sender->node() != self->node() ? bus_feed::peer
                                                            : bus_feed::store;
+      if (from == bus_feed::store)
+        ++st.local_announced;
       if (!st.ready) {
         auto first = ce.events.front().position;
         park(st, first, from, std::move(ce.events));
@@ -876,11 +921,14 @@ bus_actor::behavior_type bus_impl(bus_pointer self, store_actor store,
         return;
       if (hint == 0)
         return request_feed(self);
+      if (st.cfg.feed_grace.count() <= 0 && local_commit_pending(st))
+        return await_local(self, hint);
       feed_soon(self, hint);
     },
     [self](feed_due_atom) {
       auto& st = self->state;
       st.grace_running = false;
+      st.awaiting_local = false;
       if (st.head < st.grace_until_head || !st.pending.empty())
         request_feed(self);
     },

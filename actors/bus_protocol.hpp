@@ -143,6 +143,11 @@ struct bus_stats {
   /// Events it took from the announcements of peers' store actors (other
   /// nodes of a cluster) before it had read them.
   std::uint64_t fed_by_peers = 0;
+  /// Reads of the log past the bus head (woken, polled, or a gap).
+  std::uint64_t feed_reads = 0;
+  /// Wake-ups that waited for the local store's announcement instead of
+  /// reading at once (see `bus_config::local_groups`).
+  std::uint64_t local_waits = 0;
   /// Catch-up reads done for subscribers.
   std::uint64_t catch_up_reads = 0;
   /// Events subscribers caught up on from the bus's recent events.
@@ -249,6 +254,13 @@ struct bus_config {
   /// (0: read at once). Worth it only where other writers announce their
   /// commits to this bus: the nodes of a cluster.
   std::chrono::milliseconds feed_grace{0};
+  /// The local store actor's group counts (see `store_groups`), or null.
+  /// Woken while a local group is sent and not yet announced, the bus waits
+  /// for that announcement, at most `local_grace`, before it reads past its
+  /// head: the NOTIFY of the node's own commit often arrives first, and
+  /// reading the commit back cost the database a query per group.
+  std::shared_ptr<const store_groups> local_groups;
+  std::chrono::milliseconds local_grace{20};
   /// Most time between two checkpoints of a subscription while the log
   /// moves past events it does not match: checked every `tick`, a
   /// checkpoint goes out up to a tick early rather than late.

@@ -96,6 +96,9 @@ struct engine::impl {
   std::shared_ptr<read_index> index;
   // The read lease that spares `index` its queries; null without one.
   std::shared_ptr<read_lease> lease;
+  // Groups the store actor sent and announced: the bus waits for a local
+  // announcement rather than read its own commit back (bus_config).
+  std::shared_ptr<store_groups> groups = std::make_shared<store_groups>();
   // The standby the readers read from; null without `replica.dsn`.
   std::shared_ptr<standby> replica;
   // The bus, once spawned, for the cache's readers to wake (they start
@@ -288,7 +291,8 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   // The store actor writes with one connection; a second one lets it settle
   // an in-doubt group while the first reconnects. Behind the cache, it adds
   // each group's events to it before it answers.
-  d.store = spawn_store(sys, d.open_cached(2), d.cfg.group, d.cfg.metrics);
+  d.store = spawn_store(sys, d.open_cached(2), d.cfg.group, d.cfg.metrics,
+                        spawn_mode::detached, d.groups);
   auto reader_cfg = d.cfg.reader;
   auto connections = d.cfg.reader_connections;
   d.reader_pool = spawn_pool(
@@ -318,6 +322,7 @@ engine::engine(caf::actor_system& sys, engine_config cfg)
   bcfg.feed_page = std::clamp<std::size_t>(bcfg.feed_page, 1,
                                            d.cfg.reader.max_read_events);
   bcfg.cache = d.cache;
+  bcfg.local_groups = d.groups;
   d.bus = spawn_bus(sys, d.store, d.readers(), std::move(bcfg));
   d.bus_ready->store(true, std::memory_order_release);
   if (d.cfg.listen && !d.cfg.store_factory) {

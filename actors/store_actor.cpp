@@ -49,6 +49,7 @@ struct store_state {
   std::shared_ptr<event_store> backend;
   group_limits limits;
   std::shared_ptr<store_metrics> metrics;
+  std::shared_ptr<store_groups> groups;
   std::vector<parked> queue;
   std::size_t queued_events = 0;
   std::size_t queued_bytes = 0;
@@ -102,6 +103,9 @@ void commit(store_pointer self) {
   for (auto& p : batch)
     group.push_back(std::move(p.request));
   auto t0 = std::chrono::steady_clock::now();
+  // Before anything goes on the wire, hence before its NOTIFY can.
+  if (st.groups)
+    st.groups->sent.fetch_add(1, std::memory_order_release);
   std::vector<append_result> results;
   try {
     results = st.backend->append_validated(group);
@@ -167,6 +171,8 @@ void commit(store_pointer self) {
     for (auto& l : st.listeners)
       self->send(caf::actor_cast<listener_actor>(l), committed_atom::value,
                  announcement);
+  } else if (st.groups) {
+    st.groups->unannounced.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -212,9 +218,11 @@ void park(store_pointer self, parked p) {
 
 store_actor::behavior_type
 store_impl(store_pointer self, std::shared_ptr<event_store> backend,
-           group_limits limits, std::shared_ptr<store_metrics> metrics) {
+           group_limits limits, std::shared_ptr<store_metrics> metrics,
+           std::shared_ptr<store_groups> groups) {
   auto& st = self->state;
   st.backend = std::move(backend);
+  st.groups = std::move(groups);
   st.limits = limits;
   st.limits.max_requests = std::max<std::size_t>(st.limits.max_requests, 1);
   st.metrics = std::move(metrics);
@@ -279,12 +287,12 @@ store_impl(store_pointer self, std::shared_ptr<event_store> backend,
 store_actor
 spawn_store(caf::actor_system& sys, std::shared_ptr<event_store> backend,
             group_limits limits, std::shared_ptr<store_metrics> metrics,
-            spawn_mode mode) {
+            spawn_mode mode, std::shared_ptr<store_groups> groups) {
   if (mode == spawn_mode::scheduled)
-    return sys.spawn(store_impl, std::move(backend), limits,
-                     std::move(metrics));
+    return sys.spawn(store_impl, std::move(backend), limits, std::move(metrics),
+                     std::move(groups));
   return sys.spawn<caf::detached>(store_impl, std::move(backend), limits,
-                                  std::move(metrics));
+                                  std::move(metrics), std::move(groups));
 }
 
 } // namespace dcbd

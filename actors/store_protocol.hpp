@@ -242,6 +242,18 @@ public:
   }
 };
 
+/// What a store actor tells its node's bus without a message: how many
+/// groups it sent to the database, and how many of those it will never
+/// announce (they appended nothing, or no one listens). The NOTIFY of a
+/// group's commit may reach the bus before the store's announcement of it;
+/// while a group is sent and not yet announced, the bus woken by a NOTIFY
+/// waits for the announcement instead of reading the commit back from the
+/// database. Only an optimization: the bus stays correct on any count.
+struct store_groups {
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint64_t> unannounced{0};
+};
+
 /// How an actor that may block runs.
 enum class spawn_mode {
   /// On a thread of its own (for a backend that blocks, e.g. PostgreSQL).
@@ -252,11 +264,12 @@ enum class spawn_mode {
 };
 
 /// Spawns a store actor that owns `backend` (no one else should append
-/// through it). `metrics` may be null.
+/// through it). `metrics` and `groups` may be null.
 store_actor spawn_store(caf::actor_system& sys,
                         std::shared_ptr<event_store> backend,
                         group_limits limits,
                         std::shared_ptr<store_metrics> metrics = nullptr,
-                        spawn_mode mode = spawn_mode::detached);
+                        spawn_mode mode = spawn_mode::detached,
+                        std::shared_ptr<store_groups> groups = nullptr);
 
 } // namespace dcbd
