@@ -406,31 +406,35 @@ void engine::read_from_cache(
   if (!cache || !d.index || !cache_may_answer(*cache, options))
     return done(std::nullopt);
   auto lim = d.cfg.store.limits;
-  d.index->get_async(
-    [cache, lim, max_events, q = std::move(q), options, run = std::move(run),
-     each = std::move(each),
+  auto answer =
+    [cache, lim, max_events, q = std::move(q), options, each = std::move(each),
      done = std::move(done)](std::optional<std::uint64_t> index) mutable {
       if (!index)
-        return run([done = std::move(done)] {
-          done(std::nullopt);
-        });
-      // On the index's thread only the hand-over: the read runs on `run`'s.
-      run([cache, lim, max_events, q = std::move(q), options, index,
-           each = std::move(each), done = std::move(done)] {
-        // Initialized, never assigned: g++ 12 built `r = visit_from_cache(..)`
-        // to write the answer in place, and a call that threw (bad input)
-        // left `r` half-written, a garbage answer instead of none.
-        auto answer = [&]() -> std::optional<cache_answer> {
-          try {
-            return visit_from_cache(*cache, q, options, *index, max_events, lim,
-                                    each);
-          } catch (const std::exception&) {
-            return std::nullopt; // the usual path reports it
-          }
-        }();
-        done(answer);
-      });
+        return done(std::nullopt);
+      // Initialized, never assigned: g++ 12 built `r = visit_from_cache(..)`
+      // to write the answer in place, and a call that threw (bad input) left
+      // `r` half-written, a garbage answer instead of none.
+      auto r = [&]() -> std::optional<cache_answer> {
+        try {
+          return visit_from_cache(*cache, q, options, *index, max_events, lim,
+                                  each);
+        } catch (const std::exception&) {
+          return std::nullopt; // the usual path reports it
+        }
+      }();
+      done(r);
+    };
+  // A held read lease gives the index at once: read on the caller's thread,
+  // with no hand-over.
+  if (auto index = d.index->leased())
+    return answer(index);
+  d.index->get_async([answer = std::move(answer), run = std::move(run)](
+                       std::optional<std::uint64_t> index) mutable {
+    // On the index's thread only the hand-over: the read runs on `run`'s.
+    run([answer = std::move(answer), index]() mutable {
+      answer(index);
     });
+  });
 }
 
 replica_stats engine::replica() const {

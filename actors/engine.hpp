@@ -191,8 +191,9 @@ public:
 
   /// A read answered from the event cache without the actors, the way
   /// HTTP reads try first. On the thread `run` gives (e.g. a connection's
-  /// strand), `each` gets the events in the read's order, straight from
-  /// memory (under the cache's read lock: format them, do not call back),
+  /// strand), or before this call returns when a held read lease gives the
+  /// read index at once, `each` gets the events in the read's order, straight
+  /// from memory (under the cache's read lock: format them, do not call back),
   /// then `done` the head and count; or `done` gets nothing when the cache
   /// cannot answer whole right away (off, behind the read index, the range
   /// not in memory, more than `max_events` events, input the store

@@ -99,15 +99,17 @@ public:
 
   read_index_stats stats() const;
 
+  /// The read lease's head when the lease is held (counted as a lease
+  /// read), else nothing: a read index without a query or a wait, which
+  /// `get` and `get_async` return themselves when they can.
+  std::optional<std::uint64_t> leased();
+
 private:
   using callback = std::function<void(std::optional<std::uint64_t>)>;
   struct waiter {
     std::uint64_t need;
     callback done;
   };
-
-  // The lease's head, if it gives one (counted).
-  std::optional<std::uint64_t> leased();
 
   // Runs one round as its leader (`lock` held on entry and on return).
   void lead_round(std::unique_lock<std::mutex>& lock);
