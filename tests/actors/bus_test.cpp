@@ -202,6 +202,24 @@ void check_stream(engine& eng, const query& q, std::uint64_t after,
   EXPECT_EQ(got, want);
 }
 
+/// A second node on the test's schema: its own actor system and engine
+/// (stopped before its system).
+struct other_node {
+  explicit other_node(const engine_config& ec)
+    : sys{configured(cfg)}
+    , eng{sys, ec} {
+  }
+
+  static caf::actor_system_config& configured(caf::actor_system_config& c) {
+    configure_test_system(c);
+    return c;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  engine eng;
+};
+
 class Bus : public EngineTest {
 protected:
   // Collectors outlive the engine (stopped in TearDown), which ends every
@@ -599,13 +617,10 @@ TEST_F(Bus, CancelEndsOneAndStoppingTheNodeEndsAll) {
 
 TEST_F(Bus, CommitsOfAnotherEngineOnTheSchemaAreDelivered) {
   auto& writer = start(fast());
-  // A second node on the same schema: its own actor system and engine.
-  caf::actor_system_config cfg2;
-  configure_test_system(cfg2);
-  caf::actor_system sys2{cfg2};
   auto ec = fast();
   ec.bus.poll = 300ms;
-  engine reader{sys2, ec};
+  other_node second{ec};
+  auto& reader = second.eng;
   ASSERT_TRUE(writer.append({make("A", {"n:1"})}));
   auto& c = fresh();
   auto sub = follow(reader, query::all(), 0, c);
@@ -676,13 +691,11 @@ TEST_F(Bus, OwnCommitsAreNotReadBack) {
 // the bus reads it then, not after the (here 10 s) grace.
 TEST_F(Bus, AnotherEnginesCommitsAreNotHeldBehindLocalOnes) {
   auto& other = start(fast());
-  caf::actor_system_config cfg2;
-  configure_test_system(cfg2);
-  caf::actor_system sys2{cfg2};
   auto ec = fast();
   ec.bus.poll = 60s;
   ec.bus.local_grace = 10s;
-  engine node{sys2, ec};
+  other_node second{ec};
+  auto& node = second.eng;
   ASSERT_TRUE(node.append({make("B", {})}));
   ASSERT_EQ(bus_head_at_least(node, 1), 1u);
   auto& c = fresh();
@@ -691,9 +704,8 @@ TEST_F(Bus, AnotherEnginesCommitsAreNotHeldBehindLocalOnes) {
   std::size_t want = 0;
   auto deliver = [&] {
     ASSERT_TRUE(other.append({make("A", {})}));
-    auto t0 = std::chrono::steady_clock::now();
+    // Well below the grace: the wait did not hold it back.
     ASSERT_TRUE(c.wait_events(++want, 3s)) << "event " << want;
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   };
   for (int i = 0; i < 5; ++i)
     deliver();
@@ -719,13 +731,11 @@ TEST_F(Bus, AnotherEnginesCommitsAreNotHeldBehindLocalOnes) {
 
 TEST_F(Bus, WithoutListenPollingStillDelivers) {
   auto& writer = start(fast());
-  caf::actor_system_config cfg2;
-  configure_test_system(cfg2);
-  caf::actor_system sys2{cfg2};
   auto ec = fast();
   ec.listen = false;
   ec.bus.poll = 200ms;
-  engine reader{sys2, ec};
+  other_node second{ec};
+  auto& reader = second.eng;
   EXPECT_EQ(reader.listener_pid(), 0);
   auto& c = fresh();
   auto sub = follow(reader, types({"A"}), 0, c);
