@@ -666,10 +666,23 @@ TEST(CachedStore, ProjectFromCacheUnderEvictionAnswersWholeOrNothing) {
   std::mt19937_64 rng{7};
   auto ps = position_keepers(rng);
   std::atomic<bool> stop{false};
+  auto append = [&](int i) {
+    m.store->append({event{
+      "t" + std::to_string(i % 3), {"k:" + std::to_string(i % 5)}, "p", {}}});
+  };
+  // A start well below the first eviction, so the first projection below
+  // answers however the threads are scheduled (with the writer started at
+  // once, a busy machine could let it evict before the first projection).
+  constexpr int prefill = 100;
+  for (int i = 0; i < prefill; ++i)
+    append(i);
+  ASSERT_EQ(m.cache->lo(), 0u);
+  std::atomic<bool> go{false};
   std::thread writer{[&] {
-    for (int i = 0; i < 100'000 && !stop; ++i)
-      m.store->append({event{
-        "t" + std::to_string(i % 3), {"k:" + std::to_string(i % 5)}, "p", {}}});
+    while (!go && !stop)
+      std::this_thread::yield();
+    for (int i = prefill; i < 100'000 && !stop; ++i)
+      append(i);
   }};
   int answered = 0, refused = 0;
   stream_options chunking;
@@ -678,6 +691,7 @@ TEST(CachedStore, ProjectFromCacheUnderEvictionAnswersWholeOrNothing) {
   for (int after = 0;
        after < 50 && answered<100'000; after += m.cache->lo()> 0 ? 1 : 0) {
     auto got = project_from_cache(*m.cache, ps, 0, limits{}, chunking);
+    go = true;
     if (!got) {
       ++refused;
       continue;
