@@ -83,15 +83,25 @@ command_outcome accepted(std::uint32_t attempt, std::uint64_t first = 0,
 }
 
 // One round of the DCB loop: project, decide, append; on a conflict, again.
+//
+// The first round projects at the event cache's own head, without a read
+// index (`decision_model::at_cache_head`): no head query, no wait. That is
+// safe for a verdict that appends, because the append carries the model's
+// condition: an event the stale model missed fails it, and the next round
+// projects linearizably. A verdict that appends nothing (a rejection, an
+// empty accept) has no condition to protect it, so after an optimistic
+// round it is decided again on a linearizable model before it is answered:
+// that re-check is not a conflict and does not count as an attempt.
 void attempt(appender_pointer self, command_ptr cmd,
-             tracked_promise<command_outcome> rp, std::uint32_t n) {
+             tracked_promise<command_outcome> rp, std::uint32_t n,
+             bool optimistic) {
   auto& cfg = self->state.cfg;
   projectors_ptr projectors{cmd, &cmd->projectors};
   self
     ->request(cfg.readers, cfg.timeout, project_atom::value,
-              decision_model{std::move(projectors)})
+              decision_model{std::move(projectors), optimistic})
     .then(
-      [self, cmd, rp, n](const projection& d) mutable {
+      [self, cmd, rp, n, optimistic](const projection& d) mutable {
         auto& cfg = self->state.cfg;
         auto prefix = "command '" + cmd->name + "': ";
         verdict v;
@@ -106,6 +116,8 @@ void attempt(appender_pointer self, command_ptr cmd,
             caf::make_error(errc::internal, prefix + "decide() threw"));
           return;
         }
+        if (optimistic && (v.rejection || (v.events.empty() && v.jobs.empty())))
+          return attempt(self, cmd, rp, n, false);
         if (v.rejection) {
           command_outcome o;
           o.rejection = std::move(*v.rejection);
@@ -147,7 +159,7 @@ void attempt(appender_pointer self, command_ptr cmd,
               if (code_of(err) != errc::append_condition_failed) {
                 rp.deliver(std::move(err));
               } else if (n < self->state.cfg.max_attempts) {
-                attempt(self, cmd, rp, n + 1);
+                attempt(self, cmd, rp, n + 1, false);
               } else {
                 rp.deliver(caf::make_error(errc::append_condition_failed,
                                            prefix + "conflicted on all "
@@ -217,7 +229,7 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
         return shutting_down();
       tracked_promise<command_outcome> rp{
         self, self->make_response_promise<command_outcome>()};
-      attempt(self, std::move(req.code), rp, 1);
+      attempt(self, std::move(req.code), rp, 1, true);
       return rp.rp;
     },
   };

@@ -235,7 +235,9 @@ reader_actor::behavior_type reader_impl(reader_pointer self,
       try {
         auto projectors = *model.projectors;
         validate(projectors, st.cfg.limits);
-        read_scope scope{cache_route::project};
+        read_scope scope{cache_route::project,
+                         model.at_cache_head ? read_consistency::snapshot
+                                             : read_consistency::linearizable};
         return project(*st.backend, projectors, st.cfg.project_chunking);
       } catch (...) {
         return error_from_current_exception();

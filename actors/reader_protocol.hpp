@@ -120,11 +120,19 @@ typename Inspector::result_type inspect(Inspector& f, stream_end& x) {
 struct decision_model {
   /// Node-local; see `projectors_ptr`.
   projectors_ptr projectors;
+  /// Project at the event cache's own head, without a read index
+  /// (`read_consistency::snapshot`): a consistent prefix of the log that
+  /// may lack appends acknowledged by other processes. Only for a decision
+  /// whose append the model's condition protects (a command's first
+  /// attempt). False: the model sees every append acknowledged before the
+  /// projection began.
+  bool at_cache_head = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, decision_model& x) {
-  return f(caf::meta::type_name("dcbd::decision_model"), x.projectors);
+  return f(caf::meta::type_name("dcbd::decision_model"), x.projectors,
+           x.at_cache_head);
 }
 
 /// A projected decision model: states plus the condition that protects a

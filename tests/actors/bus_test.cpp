@@ -202,24 +202,6 @@ void check_stream(engine& eng, const query& q, std::uint64_t after,
   EXPECT_EQ(got, want);
 }
 
-/// A second node on the test's schema: its own actor system and engine
-/// (stopped before its system).
-struct other_node {
-  explicit other_node(const engine_config& ec)
-    : sys{configured(cfg)}
-    , eng{sys, ec} {
-  }
-
-  static caf::actor_system_config& configured(caf::actor_system_config& c) {
-    configure_test_system(c);
-    return c;
-  }
-
-  caf::actor_system_config cfg;
-  caf::actor_system sys;
-  engine eng;
-};
-
 class Bus : public EngineTest {
 protected:
   // Collectors outlive the engine (stopped in TearDown), which ends every

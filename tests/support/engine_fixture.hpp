@@ -45,6 +45,25 @@ protected:
   std::unique_ptr<engine> engine_;
 };
 
+/// A second node in the same process (e.g. on the test's schema, as another
+/// dcbd process would be): its own actor system and engine (stopped before
+/// its system).
+struct other_node {
+  explicit other_node(const engine_config& ec)
+    : sys{configured(cfg)}
+    , eng{sys, ec} {
+  }
+
+  static caf::actor_system_config& configured(caf::actor_system_config& c) {
+    configure_test_system(c);
+    return c;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  engine eng;
+};
+
 /// Sends `xs...` to `dest` as a request from a short-lived event-based actor
 /// and waits for the reply (a scoped_actor's blocking receive does not match
 /// typed replies delivered through response promises in CAF 0.17.6).
