@@ -7,7 +7,10 @@
 namespace dcbd::test {
 namespace {
 
-class Commands : public CommandsTest {};
+class Commands : public CommandsTest {
+protected:
+  void commands_see_the_other_node(engine& here, const engine_config& cfg);
+};
 
 // -- the domain, one command at a time ----------------------------------------
 
@@ -421,9 +424,10 @@ command mark_full(const std::string& course_id) {
 // lack what another node acknowledged a moment ago (its bus has not brought
 // it yet). No outcome may show that: a rejection or an empty accept is
 // decided again on a linearizable model, an accept conflicts and is retried.
-TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedBeforeThem) {
-  auto& here = start();
-  other_node there{config()};
+// Two engines on the schema, both with `cfg`.
+void Commands::commands_see_the_other_node(engine& here,
+                                           const engine_config& cfg) {
+  other_node there{cfg};
   constexpr int rounds = 100;
   // s1 joins two courses a round.
   constexpr std::size_t most = 2 * rounds;
@@ -432,7 +436,8 @@ TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedBeforeThem) {
     SCOPED_TRACE("round " + std::to_string(i));
     auto a = "a" + std::to_string(i);
     // Defined there: a model without the definition would reject.
-    define(there.eng, a, 1);
+    auto def = there.eng.execute(courses::define_course(a, 1));
+    ASSERT_TRUE(def && def->accepted);
     auto sub = here.execute(courses::subscribe("s1", a, most));
     ASSERT_TRUE(sub) << message_of(sub.error());
     ASSERT_TRUE(sub->accepted) << sub->rejection;
@@ -446,7 +451,8 @@ TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedBeforeThem) {
       ++conflicted;
     // Filled here: a model without it would append nothing.
     auto b = "b" + std::to_string(i);
-    define(here, b, 1);
+    auto defb = here.execute(courses::define_course(b, 1));
+    ASSERT_TRUE(defb && defb->accepted);
     auto filled = here.execute(courses::subscribe("s1", b, most));
     ASSERT_TRUE(filled && filled->accepted);
     auto marked = there.eng.execute(mark_full(b));
@@ -463,6 +469,26 @@ TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedBeforeThem) {
     std::to_string(rounds));
   std::cout << "[          ] " << conflicted << " of " << rounds
             << " rejections came after a conflict on a stale model\n";
+}
+
+// The cache holds the whole log: the first attempt is served from memory.
+TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedBeforeThem) {
+  auto cfg = config();
+  auto& here = start(cfg);
+  commands_see_the_other_node(here, cfg);
+  ASSERT_TRUE(here.cache());
+  EXPECT_EQ(here.cache()->lo(), 0u);
+}
+
+// The start of the log is evicted: the first attempt reads the old part
+// from the database and the rest from memory, at the cache's head.
+TEST_F(Commands, CommandsSeeWhatAnotherNodeAcknowledgedWithATinyCache) {
+  auto cfg = config();
+  cfg.cache_bytes = 8 << 10;
+  auto& here = start(cfg);
+  commands_see_the_other_node(here, cfg);
+  ASSERT_TRUE(here.cache());
+  EXPECT_GT(here.cache()->lo(), 0u) << "the cache kept the start of the log";
 }
 
 TEST_F(Commands, VerdictJobsAreEnqueuedOnceWithTheAcceptedEvents) {
