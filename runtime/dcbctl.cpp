@@ -29,6 +29,11 @@
 //                                     [--from now|P]
 //   dcbctl [--url URL] [--json] jobs triggers delete NAME
 //   dcbctl [--url URL] [--json] cluster
+//   dcbctl [--url URL] [--json] commands
+//   dcbctl [--url URL] [--json] run NAME [--args JSON]
+//
+// `run` runs a command the node registered (POST /v1/commands/NAME) and
+// prints its outcome; a rejection exits 1, as an error answer does.
 //
 // `subscribe` follows the log like `tail -f` (GET /v1/subscribe, NDJSON):
 // the matching events after N, then new ones as they are committed. When
@@ -471,6 +476,55 @@ int cmd_projectors(const options& o, node& n) {
   return 0;
 }
 
+// -- commands -----------------------------------------------------------------
+
+// commands: what the node registered (GET /v1/commands).
+int cmd_commands(const options& o, node& n) {
+  if (!o.args.empty())
+    throw usage_error("commands: takes no arguments");
+  auto r = n.get("/v1/commands");
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  if (o.as_json) {
+    std::cout << r.body << std::endl;
+    return 0;
+  }
+  for (auto& c : json::parse(r.body))
+    std::printf("%-32s %s\n", c.value("name", std::string{}).c_str(),
+                c.value("description", std::string{}).c_str());
+  return 0;
+}
+
+// run NAME [--args JSON]: one command; exit 1 when it was rejected.
+int cmd_run(const options& o, node& n) {
+  auto& a = o.args;
+  if (a.empty() || a[0].rfind("--", 0) == 0)
+    throw usage_error("run: needs NAME");
+  json args = json::object();
+  for (std::size_t i = 1; i < a.size(); ++i) {
+    if (a[i] == "--args")
+      args = parse_json_arg(a[i], value(a, i));
+    else
+      throw usage_error("run: unknown argument " + a[i]);
+  }
+  auto r = n.post("/v1/commands/" + dcbd::client::url_encode(a[0]),
+                  args.dump());
+  if (r.status != 200)
+    return node_error(r, o.as_json);
+  auto j = json::parse(r.body);
+  auto accepted = j.value("accepted", false);
+  if (o.as_json)
+    std::cout << r.body << std::endl;
+  else if (accepted)
+    std::cout << "accepted: positions " << j.value("first_position", 0ull)
+              << ".." << j.value("last_position", 0ull) << " ("
+              << j.value("attempts", 0ull) << " attempts)" << std::endl;
+  else
+    std::cout << "rejected: " << j.value("rejection", std::string{})
+              << std::endl;
+  return accepted ? 0 : 1;
+}
+
 // -- cluster ------------------------------------------------------------------
 
 // cluster: the members as the node sees them (GET /v1/cluster).
@@ -819,6 +873,10 @@ void usage(std::ostream& os) {
         "  jobs triggers delete NAME\n"
         "  cluster                                  the members and their "
         "status\n"
+        "  commands                                 the commands the node "
+        "runs\n"
+        "  run NAME [--args JSON]                   run one; exit 1 when "
+        "rejected\n"
         "QUERY is JSON: {\"items\":[{\"types\":[..],\"tags\":[..]}]}\n"
         "URL defaults to $DCB_URL, else http://127.0.0.1:8080\n";
 }
@@ -872,6 +930,10 @@ int main(int argc, char** argv) {
       return cmd_jobs(o, *n);
     if (o.command == "cluster")
       return cmd_cluster(o, *n);
+    if (o.command == "commands")
+      return cmd_commands(o, *n);
+    if (o.command == "run")
+      return cmd_run(o, *n);
     throw usage_error("unknown command " + o.command);
   } catch (const usage_error& e) {
     std::cerr << "dcbctl: " << e.what() << "\n";

@@ -49,6 +49,10 @@
 #include <utility>
 #include <vector>
 
+namespace dcbd {
+class command_registry;
+} // namespace dcbd
+
 namespace dcbd::http {
 
 using json = nlohmann::json;
@@ -431,6 +435,8 @@ struct route_env {
   /// The node's name, and its cluster (null: a node of its own).
   std::string node{};
   cluster_service* cluster = nullptr;
+  /// The commands HTTP clients may run (null: none).
+  const command_registry* commands = nullptr;
 };
 
 // -- API areas: one file each -------------------------------------------------
@@ -445,6 +451,7 @@ route_table job_routes(route_env& env);       // runtime/routes_jobs.cpp
 route_table cluster_routes(route_env& env);   // runtime/routes_cluster.cpp
 route_table stats_routes(route_env& env);     // runtime/routes_stats.cpp
 route_table ui_routes(route_env& env);        // runtime/routes_ui.cpp
+route_table command_routes(route_env& env);   // runtime/routes_commands.cpp
 
 /// Every area's routes, as the server serves them (runtime/http_server.cpp).
 route_table all_routes(route_env& env);

@@ -22,9 +22,9 @@ namespace http {
 // goes into this list (and its declaration into http_routes.hpp).
 route_table all_routes(route_env& env) {
   route_table all;
-  for (auto area :
-       {dcb_routes, v1_routes, subscribe_routes, ws_routes, projector_routes,
-        job_routes, cluster_routes, stats_routes, ui_routes, health_routes})
+  for (auto area : {dcb_routes, v1_routes, subscribe_routes, ws_routes,
+                    projector_routes, job_routes, cluster_routes,
+                    command_routes, stats_routes, ui_routes, health_routes})
     for (auto& r : area(env))
       all.push_back(std::move(r));
   return all;
@@ -68,9 +68,9 @@ struct http_server::impl {
        const http_extensions& ext)
     : streams(cfg.max_streams, metrics, cfg.request_timeout)
     , subscriptions(cfg.max_subscriptions)
-    , env{eng,      metrics,       cfg,
-          streams,  subscriptions, ext.projectors,
-          ext.jobs, ext.node,      ext.cluster}
+    , env{eng,           metrics,        cfg,      streams,
+          subscriptions, ext.projectors, ext.jobs, ext.node,
+          ext.cluster,   ext.commands}
     , routes(http::assemble(env, ext), metrics, cfg.max_body)
     , transport(cfg, handlers()) {
     index = eng.index();

@@ -18,6 +18,9 @@
 //                                            credits (API.md §5)
 //   /v1/projectors...                        projectors (API.md §6)
 //   /v1/jobs..., /v1/triggers..., /v1/queues jobs (API.md §7)
+//   GET  /v1/commands, POST /v1/commands/{name}
+//                                            the commands the embedding
+//                                            program registered
 //   GET  /healthz, /readyz
 //
 // Bodies are JSON, or msgpack with `Content-Type: application/msgpack` (the
@@ -58,6 +61,7 @@ class engine;
 class cluster_service;
 class job_service;
 class projector_host;
+class command_registry;
 class node_metrics;
 
 namespace http {
@@ -126,6 +130,8 @@ struct http_extensions {
   /// its own).
   std::string node{};
   cluster_service* cluster = nullptr;
+  /// The commands HTTP clients may run, for /v1/commands (null: none).
+  const command_registry* commands = nullptr;
 };
 
 class http_server {

@@ -9,6 +9,7 @@
 #include "actors/jobs.hpp"
 #include "actors/projector.hpp"
 #include "actors/types.hpp"
+#include "runtime/command_registry.hpp"
 #include "runtime/metrics.hpp"
 #include "store/error.hpp"
 
@@ -244,6 +245,8 @@ struct node::impl {
   bool setting_up = true;
   std::vector<http::route_source> routes{};
 
+  command_registry commands{};
+
   std::mutex mtx{};
   bool stopping = false;
   std::vector<std::function<void()>> stop_hooks{};
@@ -280,6 +283,10 @@ engine& node::engine() {
 
 projector_host& node::projectors() {
   return impl_.projectors;
+}
+
+command_registry& node::commands() {
+  return impl_.commands;
 }
 
 job_service& node::jobs() {
@@ -583,10 +590,10 @@ int run_node(int argc, char** argv, node_options options) {
   try {
     exposer.emplace(metrics_addr, 1);
     exposer->RegisterCollectable(metrics->registry());
-    server.emplace(*eng, metrics, hc,
-                   http_extensions{std::move(state.routes), &*projectors,
-                                   &*jobs, state.name,
-                                   cluster ? &*cluster : nullptr});
+    server.emplace(
+      *eng, metrics, hc,
+      http_extensions{std::move(state.routes), &*projectors, &*jobs, state.name,
+                      cluster ? &*cluster : nullptr, &state.commands});
   } catch (const std::invalid_argument& e) {
     return give_up(std::string{"bad routes: "} + e.what());
   } catch (const std::exception& e) {

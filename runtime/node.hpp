@@ -36,6 +36,7 @@
 namespace dcbd {
 
 class cluster_service;
+class command_registry;
 class engine;
 class job_service;
 class node;
@@ -91,6 +92,11 @@ public:
   /// a transaction of your own. Workers stop (running attempts finish
   /// within `--dcbd.jobs-shutdown-grace-ms`) before the stop hooks run.
   job_service& jobs();
+
+  /// The node's commands for HTTP clients (runtime/command_registry.hpp):
+  /// `commands().add(name, factory)` lets `POST /v1/commands/{name}` run
+  /// the command the factory makes of the request's JSON arguments.
+  command_registry& commands();
 
   /// The node's cluster (actors/cluster.hpp): its members; null when
   /// `DCB_CLUSTER_ADDR` is not set (a node of its own).

@@ -19,9 +19,17 @@
 // {"position": P, "seats": {"course": n, ...}}, where every subscription at
 // or below P is counted.
 //
+// And the rules, as commands for HTTP clients (POST /v1/commands/{name}):
+// `define_course` {"course", "capacity"} (once per course) and `subscribe`
+// {"student", "course"} (a defined course with a free seat, once per
+// student). Each decides on the events of its course (and student) and
+// appends under their condition, so concurrent clients never overfill a
+// course.
+//
 // Same environment and options as dcbd (`dcbd-courses --help`).
 #include "actors/jobs.hpp"
 #include "actors/projector.hpp"
+#include "runtime/command_registry.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/node.hpp"
 
@@ -120,11 +128,108 @@ dcbd::job_trigger confirm_subscription() {
   return t;
 }
 
+// -- the rules, as commands ---------------------------------------------------
+
+std::string course_tag(const std::string& course) {
+  return "course:" + course;
+}
+
+std::string student_tag(const std::string& student) {
+  return "student:" + student;
+}
+
+// A non-empty string argument; throws for the client's 400.
+std::string text_arg(const json& args, const char* key) {
+  auto i = args.find(key);
+  if (i == args.end() || !i->is_string() || i->get<std::string>().empty())
+    throw std::invalid_argument(std::string{"\""} + key
+                                + "\" must be a non-empty string");
+  return i->get<std::string>();
+}
+
+struct course_state {
+  bool defined = false;
+  long capacity = 0;
+  long subscribed = 0;
+};
+
+// A course's definition and its subscriptions.
+dcbd::projector course_projector(const std::string& course) {
+  return dcbd::make_projector(
+    "course",
+    dcbd::query{{dcbd::query_item{{"CourseDefined", "StudentSubscribed"},
+                                  {course_tag(course)}}}},
+    course_state{}, [](course_state& s, const dcbd::sequenced_event& e) {
+      if (e.event.type == "CourseDefined") {
+        s.defined = true;
+        s.capacity = json::parse(e.event.data).value("capacity", 0L);
+      } else {
+        ++s.subscribed;
+      }
+    });
+}
+
+dcbd::command define_course(const json& args) {
+  auto course = text_arg(args, "course");
+  auto i = args.find("capacity");
+  if (i == args.end() || !i->is_number_integer() || i->get<long>() < 1)
+    throw std::invalid_argument("\"capacity\" must be a positive integer");
+  auto capacity = i->get<long>();
+  return dcbd::command{
+    "define_course",
+    {course_projector(course)},
+    [course, capacity](const dcbd::decision_states& s) {
+      if (s.get<course_state>("course").defined)
+        return dcbd::verdict::reject("course '" + course + "' exists");
+      return dcbd::verdict::accept(
+        {dcbd::event{"CourseDefined",
+                     {course_tag(course)},
+                     json{{"course", course}, {"capacity", capacity}}.dump(),
+                     {}}});
+    }};
+}
+
+dcbd::command subscribe(const json& args) {
+  auto student = text_arg(args, "student");
+  auto course = text_arg(args, "course");
+  auto already = dcbd::make_projector(
+    "already",
+    dcbd::query{{dcbd::query_item{{"StudentSubscribed"},
+                                  {course_tag(course), student_tag(student)}}}},
+    false, [](bool& yes, const dcbd::sequenced_event&) {
+      yes = true;
+    });
+  return dcbd::command{
+    "subscribe",
+    {course_projector(course), std::move(already)},
+    [student, course](const dcbd::decision_states& s) {
+      auto& c = s.get<course_state>("course");
+      if (!c.defined)
+        return dcbd::verdict::reject("course '" + course + "' does not exist");
+      if (s.get<bool>("already"))
+        return dcbd::verdict::reject("student '" + student
+                                     + "' is subscribed to '" + course
+                                     + "' already");
+      if (c.subscribed >= c.capacity)
+        return dcbd::verdict::reject("course '" + course + "' is full");
+      return dcbd::verdict::accept(
+        {dcbd::event{"StudentSubscribed",
+                     {course_tag(course), student_tag(student)},
+                     json{{"course", course}, {"student", student}}.dump(),
+                     {}}});
+    }};
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   return dcbd::run_node(argc, argv, [](dcbd::node& n) {
     n.projectors().add(course_seats(n.schema()));
+    n.commands().add("define_course", define_course,
+                     "defines a course: {\"course\", \"capacity\"}");
+    n.commands().add("subscribe", subscribe,
+                     "subscribes a student to a course with a free seat: "
+                     "{\"student\", \"course\"}");
     {
       pqxx::connection conn{n.dsn()};
       pqxx::work tx{conn};

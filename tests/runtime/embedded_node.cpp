@@ -1,10 +1,11 @@
 // A program that embeds a node (runtime/node.hpp) the way a user would: an
 // option group of its own, an actor of its own, a patterned route, a metric,
-// a job worker, and stop hooks. tests/runtime/node_embedding_test.cpp runs it
-// as a child process; its "embedded: ..." lines on stdout tell the test what
-// ran when.
+// a job worker, commands for HTTP clients, and stop hooks.
+// tests/runtime/node_embedding_test.cpp runs it as a child process; its
+// "embedded: ..." lines on stdout tell the test what ran when.
 #include "actors/engine.hpp"
 #include "actors/jobs.hpp"
+#include "runtime/command_registry.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node.hpp"
@@ -35,6 +36,41 @@ caf::behavior idler(caf::event_based_actor*) {
   }};
 }
 
+// Claims a name once: rejected when a NameClaimed event holds it.
+dcbd::command claim(const std::string& name) {
+  auto tag = "name:" + name;
+  auto claimed = dcbd::make_projector(
+    "claimed", dcbd::query{{dcbd::query_item{{"NameClaimed"}, {tag}}}}, false,
+    [](bool& taken, const dcbd::sequenced_event&) {
+      taken = true;
+    });
+  return dcbd::command{
+    "claim", {std::move(claimed)}, [name, tag](const dcbd::decision_states& s) {
+      if (s.get<bool>("claimed"))
+        return dcbd::verdict::reject("name '" + name + "' is taken");
+      return dcbd::verdict::accept(
+        {dcbd::event{"NameClaimed", {tag}, name, {}}});
+    }};
+}
+
+void add_commands(dcbd::command_registry& commands) {
+  commands.add(
+    "claim",
+    [](const json& args) {
+      auto i = args.find("name");
+      if (i == args.end() || !i->is_string() || i->get<std::string>().empty())
+        throw std::invalid_argument("\"name\" must be a non-empty string");
+      return claim(i->get<std::string>());
+    },
+    "claims a name once");
+  commands.add("explode", [](const json&) {
+    return dcbd::command{"explode", {}, [](const dcbd::decision_states&) {
+                           throw std::runtime_error("boom");
+                           return dcbd::verdict::reject("unreachable");
+                         }};
+  });
+}
+
 void setup(dcbd::node& n) {
   auto& cfg = n.config();
   if (caf::get_or(cfg, "embedded.fail-setup", false)) {
@@ -58,6 +94,7 @@ void setup(dcbd::node& n) {
     return dcbd::job_result::ok();
   };
   n.jobs().add_worker(std::move(echo));
+  add_commands(n.commands());
   n.add_routes([&n, &hellos, greeting](dcbd::http::route_env&) {
     return dcbd::http::route_table{
       {"/v1/hello/{name}", verb::get,

@@ -85,7 +85,8 @@ TEST_F(NodeEmbedding, ServesItsRoutesAndMetricsAndStopsItsActorsFirst) {
   EXPECT_EQ(r.status, 404u);
   // The added routes come after the built-in ones (the last built-in
   // path, then the added ones).
-  EXPECT_NE(r.body.find("/v1/queues, /v1/cluster, /v1/stats, /ui, "
+  EXPECT_NE(r.body.find("/v1/queues, /v1/cluster, /v1/commands, "
+                        "/v1/commands/{name}, /v1/stats, /ui, "
                         "/v1/hello/{name}, /v1/stop/{code}\""),
             std::string::npos)
     << r.body;
@@ -134,6 +135,86 @@ TEST_F(NodeEmbedding, ServesItsRoutesAndMetricsAndStopsItsActorsFirst) {
   EXPECT_LT(actor, engine) << out;
   EXPECT_LT(engine, stopped) << out;
   std::remove(n->log().c_str());
+}
+
+// Commands the program registered run over HTTP: outcomes as the C++ API
+// gives them, bad input refused before anything runs, and the rule holds
+// under concurrent clients.
+TEST_F(NodeEmbedding, RunsItsCommandsForHttpClients) {
+  auto n = start();
+  ASSERT_TRUE(n->up()) << slurp(n->log());
+  client c{n->port()};
+  auto r = c.get("/v1/commands");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(),
+            (json{{{"name", "claim"}, {"description", "claims a name once"}},
+                  {{"name", "explode"}, {"description", ""}}}));
+  r = c.post("/v1/commands/claim", json{{"name", "ann"}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(), (json{{"accepted", true},
+                         {"first_position", 1},
+                         {"last_position", 1},
+                         {"attempts", 1}}));
+  r = c.post("/v1/commands/claim", json{{"name", "ann"}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.j(), (json{{"accepted", false},
+                         {"rejection", "name 'ann' is taken"},
+                         {"attempts", 1}}));
+  // Refused before anything runs: nothing is appended.
+  auto refused = [&](const std::string& target, const std::string& body,
+                     unsigned status, const std::string& code,
+                     const std::string& part) {
+    auto x = c.send(bhttp::verb::post, target, body);
+    EXPECT_EQ(x.status, status) << target << " " << body << ": " << x.body;
+    if (x.status != status)
+      return;
+    EXPECT_EQ(x.j()["code"], code) << x.body;
+    EXPECT_NE(x.j()["message"].get<std::string>().find(part), std::string::npos)
+      << x.body;
+  };
+  refused("/v1/commands/claim", "", 400, "invalid_argument",
+          "command 'claim': \"name\" must be a non-empty string");
+  refused("/v1/commands/claim", R"({"name": 7})", 400, "invalid_argument",
+          "\"name\" must be a non-empty string");
+  refused("/v1/commands/claim", "[1]", 400, "invalid_argument",
+          "must be a JSON object of arguments");
+  refused("/v1/commands/claim", "{", 400, "invalid_argument", "");
+  refused("/v1/commands/nope", "{}", 404, "not_found", "no command 'nope'");
+  refused("/v1/commands/explode", "{}", 500, "internal",
+          "command 'explode': decide() threw: boom");
+  EXPECT_EQ(c.get("/v1/commands/claim").status, 405u);
+  EXPECT_EQ(c.get("/v1/head").j(), (json{{"head", 1}}));
+  // 16 clients claim one name at once: exactly one wins.
+  constexpr int clients = 16;
+  std::vector<std::thread> threads;
+  std::vector<reply> replies(clients);
+  for (int i = 0; i < clients; ++i)
+    threads.emplace_back([&, i] {
+      client mine{n->port()};
+      replies[i] = mine.post("/v1/commands/claim", json{{"name", "bob"}});
+    });
+  for (auto& t : threads)
+    t.join();
+  int won = 0;
+  for (auto& x : replies) {
+    ASSERT_EQ(x.status, 200u) << x.body;
+    if (x.j()["accepted"].get<bool>())
+      ++won;
+    else
+      EXPECT_EQ(x.j()["rejection"], "name 'bob' is taken");
+  }
+  EXPECT_EQ(won, 1);
+  EXPECT_EQ(exec_sql("SELECT count(*) FROM " + schema_
+                     + ".events WHERE 'name:bob' = ANY(tags)"),
+            "1");
+  client scraper{n->metrics_port()};
+  auto m = scraper.get("/metrics");
+  EXPECT_EQ(
+    sample(
+      m.body,
+      R"(dcb_http_requests_total{code="200",route="/v1/commands/{name}"})"),
+    2 + clients)
+    << m.body;
 }
 
 TEST_F(NodeEmbedding, StopFromInsideIsGracefulAndReturnsItsCode) {

@@ -145,6 +145,88 @@ TEST_F(NodeProjector, OneOwnerAmongTwoProcessesAndTakeoverAfterSigkill) {
   EXPECT_EQ(seats(), recount());
 }
 
+// The example's rules as commands over HTTP, from clients of two processes
+// at once: a course takes no more students than its capacity, a student
+// once, and the read model counts exactly the accepted subscriptions.
+TEST_F(NodeProjector, TheRulesAsCommandsHoldForClientsOfTwoNodes) {
+  auto a = courses("a");
+  ASSERT_TRUE(a->up()) << a->log();
+  auto b = courses("b");
+  ASSERT_TRUE(b->up()) << b->log();
+  client ca{a->port()};
+  client cb{b->port()};
+  auto run = [](client& c, const std::string& command, const json& args) {
+    auto r = c.post("/v1/commands/" + command, args);
+    EXPECT_EQ(r.status, 200u)
+      << command << " " << args.dump() << ": " << r.body;
+    return r.status == 200u ? r.j() : json{};
+  };
+  auto def = run(ca, "define_course", {{"course", "c1"}, {"capacity", 5}});
+  EXPECT_EQ(def["accepted"], true) << def.dump();
+  // Defined on a a moment ago: b's first model may not hold it yet.
+  auto first = run(cb, "subscribe", {{"student", "s0"}, {"course", "c1"}});
+  EXPECT_EQ(first["accepted"], true) << first.dump();
+  auto again = run(ca, "subscribe", {{"student", "s0"}, {"course", "c1"}});
+  EXPECT_EQ(again["rejection"], "student 's0' is subscribed to 'c1' already");
+  auto twice = run(cb, "define_course", {{"course", "c1"}, {"capacity", 9}});
+  EXPECT_EQ(twice["rejection"], "course 'c1' exists");
+  auto bad = ca.post("/v1/commands/define_course",
+                     json{{"course", "c2"}, {"capacity", 0}});
+  EXPECT_EQ(bad.status, 400u) << bad.body;
+  // 20 more students at once, half through each node: 4 seats are left.
+  constexpr int students = 20;
+  std::vector<json> outcomes(students);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < students; ++i)
+    threads.emplace_back([&, i] {
+      client c{i % 2 == 0 ? a->port() : b->port()};
+      auto r = c.post("/v1/commands/subscribe",
+                      json{{"student", "s" + std::to_string(i + 1)},
+                           {"course", "c1"}});
+      if (r.status == 200u)
+        outcomes[i] = r.j();
+    });
+  for (auto& t : threads)
+    t.join();
+  int accepted = 0;
+  for (auto& o : outcomes) {
+    ASSERT_TRUE(o.is_object()) << "a request failed";
+    if (o["accepted"].get<bool>())
+      ++accepted;
+    else
+      EXPECT_EQ(o["rejection"], "course 'c1' is full") << o.dump();
+  }
+  EXPECT_EQ(accepted, 4);
+  EXPECT_EQ(recount(), "c1=5");
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (seats() != "c1=5" && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(seats(), "c1=5");
+  auto listed = ca.get("/v1/commands").j();
+  ASSERT_EQ(listed.size(), 2u) << listed.dump();
+  EXPECT_EQ(listed[0]["name"], "define_course");
+  EXPECT_EQ(listed[1]["name"], "subscribe");
+
+  // dcbctl: a rejection exits 1, an acceptance 0.
+  auto url = "http://127.0.0.1:" + std::to_string(b->port());
+  child_process full{{DCBCTL_BINARY, "--url", url, "run", "subscribe", "--args",
+                      R"({"student":"late","course":"c1"})"},
+                     {}};
+  EXPECT_EQ(WEXITSTATUS(full.wait()), 1) << full.output();
+  EXPECT_NE(full.output().find("rejected: course 'c1' is full"),
+            std::string::npos)
+    << full.output();
+  child_process define{{DCBCTL_BINARY, "--url", url, "run", "define_course",
+                        "--args", R"({"course":"c2","capacity":1})"},
+                       {}};
+  EXPECT_EQ(WEXITSTATUS(define.wait()), 0) << define.output();
+  EXPECT_NE(define.output().find("accepted: positions"), std::string::npos)
+    << define.output();
+  child_process ls{{DCBCTL_BINARY, "--url", url, "commands"}, {}};
+  EXPECT_EQ(WEXITSTATUS(ls.wait()), 0);
+  EXPECT_NE(ls.output().find("subscribe"), std::string::npos) << ls.output();
+}
+
 TEST_F(NodeProjector, ManagementOverHttpAndDcbctl) {
   auto node = courses("a");
   ASSERT_TRUE(node->up()) << node->log();
