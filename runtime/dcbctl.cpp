@@ -517,8 +517,9 @@ int cmd_run(const options& o, node& n) {
     std::cout << r.body << std::endl;
   else if (accepted)
     std::cout << "accepted: positions " << j.value("first_position", 0ull)
-              << ".." << j.value("last_position", 0ull) << " ("
-              << j.value("attempts", 0ull) << " attempts)" << std::endl;
+              << ".." << j.value("last_position", 0ull)
+              << " (attempts: " << j.value("attempts", 0ull) << ")"
+              << std::endl;
   else
     std::cout << "rejected: " << j.value("rejection", std::string{})
               << std::endl;
