@@ -63,3 +63,37 @@ bench_target() {
     printf "  %-66s %12.3f %s %-10s %s\n", l, v, op, lim, ok ? "ok" : "MISSED"
   }'
 }
+
+# free_port: a TCP port free on 127.0.0.1 now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# psql_dsn ARGS..: psql on the benchmark's server, stopping at the first
+# error, without NOTICEs (DROP SCHEMA ... CASCADE lists every object).
+psql_dsn() {
+  PGOPTIONS='-c client_min_messages=warning' \
+    psql "$DCBD_TEST_PG_DSN" -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+# bench_start_node LOG NODE [ARGS..]: starts the node binary NODE on schema
+# $SCHEMA with free HTTP and metrics ports (HTTP_PORT, METRICS_PORT; its pid
+# in NODE_PID, for the caller to stop) and waits until it answers; prints
+# LOG and fails when it does not within a minute.
+bench_start_node() {
+  local log="$1" node="$2" dcbctl="${BIN:-build/release/runtime}/dcbctl" i
+  shift 2
+  HTTP_PORT="$(free_port)"
+  METRICS_PORT="$(free_port)"
+  DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
+    DCB_HTTP_ADDR="127.0.0.1:$HTTP_PORT" DCB_METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
+    "$node" "$@" >"$log" 2>&1 &
+  NODE_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    "$dcbctl" --url "http://127.0.0.1:$HTTP_PORT" status >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  cat "$log"
+  echo "bench: $node did not start" >&2
+  return 1
+}

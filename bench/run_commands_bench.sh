@@ -41,15 +41,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-psql_dsn() {
-  PGOPTIONS='-c client_min_messages=warning' \
-    psql "$DCBD_TEST_PG_DSN" -v ON_ERROR_STOP=1 -qAt "$@"
-}
-
 rps_of() {
   awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"
 }
@@ -62,24 +53,8 @@ run() {
   bench_header "commands over HTTP benchmark"
   echo "# node: $NODE; wrk: $WRK_THREADS threads, ${DURATION} s per run, $ROUNDS rounds"
   psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
-  local http_port metrics_port
-  http_port="$(free_port)"
-  metrics_port="$(free_port)"
-  DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
-    DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
-    "$NODE" >"$TMP/node.log" 2>&1 &
-  NODE_PID=$!
-  local url="http://127.0.0.1:$http_port" i
-  for ((i = 0; i < 300; i++)); do
-    "$BIN/dcbctl" --url "$url" status >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  "$BIN/dcbctl" --url "$url" status >/dev/null || {
-    cat "$TMP/node.log"
-    echo "run_commands_bench: the node did not start" >&2
-    return 1
-  }
-  local r c w
+  bench_start_node "$TMP/node.log" "$NODE"
+  local url="http://127.0.0.1:$HTTP_PORT" r c w
   for ((r = 1; r <= ROUNDS; r++)); do
     for c in "$CONNECTIONS" 1; do
       for w in command append; do

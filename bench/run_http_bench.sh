@@ -53,14 +53,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-psql_dsn() {
-  psql "$DCBD_TEST_PG_DSN" -v ON_ERROR_STOP=1 -qAt "$@"
-}
-
 # wrk prints latencies with units; convert to microseconds.
 to_us() {
   awk -v v="$1" 'BEGIN {
@@ -91,23 +83,9 @@ run() {
   bench/pgbench_baseline.sh "$BASELINE_SECONDS" | tee "$TMP/before.txt"
 
   psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
-  local http_port metrics_port
-  http_port="$(free_port)"
-  metrics_port="$(free_port)"
-  DCB_POSTGRES_DSN="$DCBD_TEST_PG_DSN" DCB_SCHEMA="$SCHEMA" \
-    DCB_HTTP_ADDR="127.0.0.1:$http_port" DCB_METRICS_ADDR="127.0.0.1:$metrics_port" \
-    "$NODE" --dcbd.max-streams=256 "${NODE_ARGS[@]}" >"$TMP/node.log" 2>&1 &
-  NODE_PID=$!
-  local url="http://127.0.0.1:$http_port" i
-  for ((i = 0; i < 300; i++)); do
-    "$BIN/dcbctl" --url "$url" status >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  "$BIN/dcbctl" --url "$url" status >/dev/null || {
-    cat "$TMP/node.log"
-    echo "run_http_bench: the node did not start" >&2
-    return 1
-  }
+  bench_start_node "$TMP/node.log" "$NODE" --dcbd.max-streams=256 \
+    "${NODE_ARGS[@]}"
+  local url="http://127.0.0.1:$HTTP_PORT" metrics_port="$METRICS_PORT"
   # 34 events on one tag for the read workload.
   local events
   events="$(python3 -c 'import json; print(json.dumps([{"type":"Read","tags":["read:34"],"data":"payload-%d" % i} for i in range(34)]))')"

@@ -48,7 +48,7 @@ json outcome_json(const command_outcome& o) {
 // The command `entry` makes of the request's arguments; throws store_error
 // (invalid_argument) when the body or the arguments are bad.
 command make_command(const command_entry& entry, const exchange& x) {
-  auto args = x.req().body().empty() ? json::object() : x.body();
+  auto args = body_of(x);
   if (!args.is_object())
     throw store_error{errc::invalid_argument,
                       "command '" + entry.name
@@ -56,9 +56,6 @@ command make_command(const command_entry& entry, const exchange& x) {
   command cmd;
   try {
     cmd = entry.make(args);
-  } catch (const store_error& e) {
-    throw store_error{errc::invalid_argument,
-                      "command '" + entry.name + "': " + e.what()};
   } catch (const std::exception& e) {
     throw store_error{errc::invalid_argument,
                       "command '" + entry.name + "': " + e.what()};

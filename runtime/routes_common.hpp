@@ -1,5 +1,5 @@
-// Helpers the route files share: query parameters, the metrics of appends
-// and reads, and the append path of /append and /v1/append.
+// Helpers the route files share: the body, query parameters, the metrics of
+// appends and reads, and the append path of /append and /v1/append.
 #pragma once
 
 #include "actors/engine.hpp"
@@ -14,6 +14,14 @@
 #include <utility>
 
 namespace dcbd::http {
+
+/// The body as JSON (or msgpack); an empty one is {} (every field at its
+/// default).
+inline json body_of(const exchange& x) {
+  if (x.req().body().empty())
+    return json::object();
+  return x.body();
+}
 
 /// The `query` URL parameter (JSON); every event when absent.
 inline query query_parameter(const exchange& x) {

@@ -68,13 +68,6 @@ const json* member(const json& j, const char* key) {
   return &*i;
 }
 
-// The body as JSON; an empty one is {} (every field at its default).
-json body_of(const exchange& x) {
-  if (x.req().body().empty())
-    return json::object();
-  return x.body();
-}
-
 const json& object(const json& j) {
   if (!j.is_object())
     bad("body", "must be a JSON object");
