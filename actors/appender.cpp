@@ -2,6 +2,7 @@
 // run commands (project -> decide -> conditional append -> on conflict
 // again, bounded).
 #include "actors/appender_protocol.hpp"
+#include "actors/command_round.hpp"
 #include "actors/errors.hpp"
 #include "store/validation.hpp"
 
@@ -72,16 +73,6 @@ caf::error overloaded_error(const store_gate& gate) {
                                              + " requests); retry later");
 }
 
-command_outcome accepted(std::uint32_t attempt, std::uint64_t first = 0,
-                         std::uint64_t last = 0) {
-  command_outcome o;
-  o.accepted = true;
-  o.first_position = first;
-  o.last_position = last;
-  o.attempts = attempt;
-  return o;
-}
-
 // One round of the DCB loop: project, decide, append; on a conflict, again.
 //
 // The first round projects at the event cache's own head, without a read
@@ -103,43 +94,20 @@ void attempt(appender_pointer self, command_ptr cmd,
     .then(
       [self, cmd, rp, n, optimistic](const projection& d) mutable {
         auto& cfg = self->state.cfg;
-        auto prefix = "command '" + cmd->name + "': ";
-        verdict v;
-        try {
-          v = cmd->decide(*d.states);
-        } catch (const std::exception& e) {
-          rp.deliver(caf::make_error(errc::internal,
-                                     prefix + "decide() threw: " + e.what()));
-          return;
-        } catch (...) {
-          rp.deliver(
-            caf::make_error(errc::internal, prefix + "decide() threw"));
+        auto v = command_round::decide(*cmd, *d.states);
+        if (!v) {
+          rp.deliver(std::move(v.error()));
           return;
         }
-        if (optimistic && (v.rejection || (v.events.empty() && v.jobs.empty())))
-          return attempt(self, cmd, rp, n, false);
-        if (v.rejection) {
-          command_outcome o;
-          o.rejection = std::move(*v.rejection);
-          o.attempts = n;
-          rp.deliver(std::move(o));
+        if (!command_round::writes(*v)) {
+          if (optimistic)
+            return attempt(self, cmd, rp, n, false);
+          rp.deliver(command_round::without_append(*v, n));
           return;
         }
-        if (v.events.empty() && v.jobs.empty()) {
-          rp.deliver(accepted(n));
-          return;
-        }
-        // Jobs without events are refused by validation, as an append
-        // without events is: they would have no transaction to ride in.
-        std::optional<validated_append> req;
-        try {
-          req = validate_append(append_request{std::move(v.events), d.condition,
-                                               std::move(v.jobs)},
-                                cfg.limits);
-        } catch (const store_error& e) {
-          rp.deliver(caf::make_error(
-            errc::invalid_argument,
-            prefix + "decide() returned invalid events or jobs: " + e.what()));
+        auto req = command_round::to_append(*cmd, *v, d.condition, cfg.limits);
+        if (!req) {
+          rp.deliver(std::move(req.error()));
           return;
         }
         auto gate = cfg.gate;
@@ -152,19 +120,17 @@ void attempt(appender_pointer self, command_ptr cmd,
           .then(
             [gate, rp, n](const append_ack& ack) mutable {
               gate->leave();
-              rp.deliver(accepted(n, ack.first_position, ack.last_position));
+              rp.deliver(command_round::accepted(n, ack.first_position,
+                                                 ack.last_position));
             },
-            [self, cmd, gate, rp, n, prefix](caf::error& err) mutable {
+            [self, cmd, gate, rp, n](caf::error& err) mutable {
               gate->leave();
               if (code_of(err) != errc::append_condition_failed) {
                 rp.deliver(std::move(err));
               } else if (n < self->state.cfg.max_attempts) {
                 attempt(self, cmd, rp, n + 1, false);
               } else {
-                rp.deliver(caf::make_error(errc::append_condition_failed,
-                                           prefix + "conflicted on all "
-                                             + std::to_string(n) + " attempts: "
-                                             + message_of(err)));
+                rp.deliver(command_round::exhausted(*cmd, n, err));
               }
             });
       },
@@ -229,7 +195,15 @@ appender_actor::behavior_type appender_impl(appender_pointer self,
         return shutting_down();
       tracked_promise<command_outcome> rp{
         self, self->make_response_promise<command_outcome>()};
-      attempt(self, std::move(req.code), rp, 1, true);
+      // A caller that ran earlier rounds itself (`engine::execute_unbounded`)
+      // says where the loop stands.
+      auto first = std::max<std::uint32_t>(req.first_attempt, 1);
+      if (first > self->state.cfg.max_attempts)
+        return caf::make_error(
+          errc::invalid_argument,
+          "command '" + req.name + "': attempt " + std::to_string(first)
+            + " of at most " + std::to_string(self->state.cfg.max_attempts));
+      attempt(self, std::move(req.code), rp, first, req.optimistic);
       return rp.rp;
     },
   };

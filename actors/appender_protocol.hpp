@@ -46,11 +46,20 @@ struct command_request {
   std::string name;
   /// Node-local; see `command_ptr`.
   command_ptr code;
+  /// The number of the first round the appender runs: above 1 when the
+  /// caller already ran rounds that conflicted (`engine::execute_unbounded`
+  /// runs the first on its own thread). At most `max_attempts`.
+  std::uint32_t first_attempt = 1;
+  /// Whether that round may project at the event cache's head
+  /// (`decision_model::at_cache_head`); false after a conflict or a verdict
+  /// without append made on such a model.
+  bool optimistic = true;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, command_request& x) {
-  return f(caf::meta::type_name("dcbd::command_request"), x.name, x.code);
+  return f(caf::meta::type_name("dcbd::command_request"), x.name, x.code,
+           x.first_attempt, x.optimistic);
 }
 
 /// What became of a command that did not fail.

@@ -2,6 +2,7 @@
 // requests to them.
 #include "actors/engine.hpp"
 
+#include "actors/command_round.hpp"
 #include "actors/errors.hpp"
 #include "actors/pool.hpp"
 #include "store/cached_store.hpp"
@@ -257,6 +258,127 @@ struct engine::impl {
 
   appender_actor appenders() const {
     return caf::actor_cast<appender_actor>(appender_pool);
+  }
+
+  // Hands a valid append to this node's store actor through the gate.
+  void submit_local(validated_append valid,
+                    std::function<void(caf::expected<append_ack>)> done) {
+    auto g = gate;
+    if (!g->try_enter())
+      return done(
+        caf::make_error(errc::overloaded, "the store queue is full ("
+                                            + std::to_string(g->capacity())
+                                            + " requests); retry later"));
+    // The gate is left with the answer, whichever way it comes (see
+    // `append_callback`: also when the store never takes the message).
+    auto callback = std::make_shared<append_callback>(
+      [g, done = std::move(done)](caf::expected<append_ack> r) {
+        g->leave();
+        done(std::move(r));
+      });
+    caf::anon_send(store, append_atom::value, std::move(valid),
+                   std::move(callback));
+  }
+
+  // Hands a valid append where appends go: the route when one is set and
+  // takes it (its receiver validates again on arrival), else this node's
+  // store actor.
+  void submit(validated_append valid,
+              std::function<void(caf::expected<append_ack>)> done) {
+    std::shared_ptr<const append_route> r;
+    {
+      std::lock_guard guard{route_mtx};
+      r = route;
+    }
+    if (!r)
+      return submit_local(std::move(valid), std::move(done));
+    auto normalized = std::move(valid).take_request();
+    if ((*r)(normalized, done))
+      return;
+    try {
+      valid = validate_append(std::move(normalized), cfg.store.limits);
+    } catch (const store_error& e) {
+      return done(to_error(e));
+    }
+    submit_local(std::move(valid), std::move(done));
+  }
+
+  // Runs a command's rounds from `first` on the appenders (all of them
+  // when `first` is 1 and `optimistic`), bounded by the timeout.
+  void execute_on_appenders(
+    command_ptr cmd, std::uint32_t first, bool optimistic,
+    std::function<void(caf::expected<command_outcome>)> done) const {
+    auto name = cmd->name;
+    command_request req{std::move(name), std::move(cmd)};
+    req.first_attempt = first;
+    req.optimistic = optimistic;
+    async_request<command_outcome>(sys, cfg.timeout, appenders(),
+                                   std::move(done), execute_atom::value,
+                                   std::move(req));
+  }
+
+  // A command's first round on the calling thread, as the appenders' first
+  // round runs it (see actors/appender.cpp): the model projected at the
+  // cache's head with no read index, decide(), and the append with the
+  // model's condition straight to this node's store actor (as the
+  // appenders send it, never through the append route). What needs another
+  // round (a conflict; a verdict without append, which no condition
+  // protects) goes to the appenders, linearizably. False, having done
+  // nothing, when the cache cannot project the model whole or the model
+  // holds more than one projection chunk of events (user code on the
+  // caller's thread stays short): then the appenders run it all. The
+  // projectors are valid (`execute_unbounded` validated them).
+  bool execute_here(const command_ptr& cmd,
+                    std::function<void(caf::expected<command_outcome>)>& done) {
+    if (!cache || !cache_may_answer(*cache, read_options{}))
+      return false;
+    std::optional<projection> model;
+    try {
+      model = project_from_cache(*cache, cmd->projectors, 0, cfg.store.limits,
+                                 cfg.reader.project_chunking,
+                                 cfg.reader.project_chunking.chunk_events);
+    } catch (...) {
+      done(detail::error_from_current_exception());
+      return true;
+    }
+    if (!model)
+      return false;
+    auto v = command_round::decide(*cmd, *model->states);
+    if (!v) {
+      done(std::move(v.error()));
+      return true;
+    }
+    if (!command_round::writes(*v)) {
+      execute_on_appenders(cmd, 1, false, std::move(done));
+      return true;
+    }
+    auto req = command_round::to_append(*cmd, *v, model->condition,
+                                        cfg.store.limits);
+    if (!req) {
+      done(std::move(req.error()));
+      return true;
+    }
+    // The answer comes on the store actor's thread: a conflict only starts
+    // the next round there, as an actor of its own.
+    auto next = [&sys = sys, timeout = cfg.timeout, appenders = appenders(),
+                 max = std::max<std::uint32_t>(cfg.max_attempts, 1), cmd,
+                 done = std::move(done)](caf::expected<append_ack> r) mutable {
+      if (r)
+        return done(
+          command_round::accepted(1, r->first_position, r->last_position));
+      if (code_of(r.error()) != errc::append_condition_failed)
+        return done(std::move(r.error()));
+      if (max <= 1)
+        return done(command_round::exhausted(*cmd, 1, r.error()));
+      auto name = cmd->name;
+      command_request again{std::move(name), std::move(cmd)};
+      again.first_attempt = 2;
+      again.optimistic = false;
+      async_request<command_outcome>(sys, timeout, appenders, std::move(done),
+                                     execute_atom::value, std::move(again));
+    };
+    submit_local(std::move(*req), std::move(next));
+    return true;
   }
 };
 
@@ -536,11 +658,18 @@ caf::expected<projection> engine::project(std::vector<projector> projectors) {
 
 caf::expected<command_outcome> engine::execute(command cmd) {
   auto& d = *impl_;
-  auto name = cmd.name;
-  return blocking_request<command_outcome>(
-    d.sys, d.cfg.timeout, d.appenders(), execute_atom::value,
-    command_request{std::move(name),
-                    std::make_shared<const command>(std::move(cmd))});
+  // Shared: the command may finish after this call gave up.
+  auto p = std::make_shared<std::promise<caf::expected<command_outcome>>>();
+  auto f = p->get_future();
+  execute_unbounded(std::move(cmd), [p](caf::expected<command_outcome> r) {
+    p->set_value(std::move(r));
+  });
+  if (f.wait_for(d.cfg.timeout) != std::future_status::ready)
+    return caf::make_error(errc::unavailable,
+                           "the command did not finish within "
+                             + std::to_string(d.cfg.timeout.count())
+                             + " ms; its append may still be committed");
+  return f.get();
 }
 
 caf::expected<std::uint64_t> engine::head() {
@@ -582,24 +711,13 @@ void engine::set_append_route(append_route route) {
 void engine::append_unbounded(
   append_request req, std::function<void(caf::expected<append_ack>)> done) {
   auto& d = *impl_;
-  std::shared_ptr<const append_route> route;
-  {
-    std::lock_guard guard{d.route_mtx};
-    route = d.route;
-  }
-  if (!route)
-    return append_local(std::move(req), std::move(done));
-  // Validated here, so an invalid append never travels; the route's
-  // receiver validates again on arrival.
   std::optional<validated_append> valid;
   try {
     valid = validate_append(std::move(req), d.cfg.store.limits);
   } catch (const store_error& e) {
     return done(to_error(e));
   }
-  auto normalized = std::move(*valid).take_request();
-  if (!(*route)(normalized, done))
-    append_local(std::move(normalized), std::move(done));
+  d.submit(std::move(*valid), std::move(done));
 }
 
 void engine::append_local(append_request req,
@@ -611,21 +729,7 @@ void engine::append_local(append_request req,
   } catch (const store_error& e) {
     return done(to_error(e));
   }
-  auto gate = d.gate;
-  if (!gate->try_enter())
-    return done(
-      caf::make_error(errc::overloaded, "the store queue is full ("
-                                          + std::to_string(gate->capacity())
-                                          + " requests); retry later"));
-  // The gate is left with the answer, whichever way it comes (see
-  // `append_callback`: also when the store never takes the message).
-  auto callback = std::make_shared<append_callback>(
-    [gate, done = std::move(done)](caf::expected<append_ack> r) {
-      gate->leave();
-      done(std::move(r));
-    });
-  caf::anon_send(d.store, append_atom::value, std::move(*valid),
-                 std::move(callback));
+  d.submit_local(std::move(*valid), std::move(done));
 }
 
 void engine::head(std::function<void(caf::expected<std::uint64_t>)> done) {
@@ -672,11 +776,27 @@ void engine::project(std::vector<projector> projectors,
 void engine::execute(command cmd,
                      std::function<void(caf::expected<command_outcome>)> done) {
   auto& d = *impl_;
-  auto name = cmd.name;
-  async_request<command_outcome>(
-    d.sys, d.cfg.timeout, d.appenders(), std::move(done), execute_atom::value,
-    command_request{std::move(name),
-                    std::make_shared<const command>(std::move(cmd))});
+  d.execute_on_appenders(std::make_shared<const command>(std::move(cmd)), 1,
+                         true, std::move(done));
+}
+
+void engine::execute_unbounded(
+  command cmd, std::function<void(caf::expected<command_outcome>)> done) {
+  auto& d = *impl_;
+  // A command without decide() goes to the appenders, which refuse it.
+  if (!cmd.decide)
+    return d.execute_on_appenders(
+      std::make_shared<const command>(std::move(cmd)), 1, true,
+      std::move(done));
+  // Validated (and normalized) once, before the command is shared.
+  try {
+    validate(cmd.projectors, d.cfg.store.limits);
+  } catch (...) {
+    return done(detail::error_from_current_exception());
+  }
+  auto code = std::make_shared<const command>(std::move(cmd));
+  if (!d.execute_here(code, done))
+    d.execute_on_appenders(std::move(code), 1, true, std::move(done));
 }
 
 // -- subscriptions ------------------------------------------------------------

@@ -241,7 +241,9 @@ public:
   /// copies of the cached events); otherwise through the readers.
   caf::expected<projection> project(std::vector<projector> projectors);
 
-  /// Runs a command (project, decide, append, retry on conflict).
+  /// Runs a command (project, decide, append, retry on conflict) on the
+  /// path of `execute_unbounded`, waiting at most `engine_config::timeout`
+  /// (then `unavailable`: its append may still be committed later).
   caf::expected<command_outcome> execute(command cmd);
 
   /// Position of the last committed event.
@@ -314,8 +316,32 @@ public:
   void project(std::vector<projector> projectors,
                std::function<void(caf::expected<projection>)> done);
 
+  /// Runs a command on the appenders (every round), bounded by
+  /// `engine_config::timeout`; `done` runs once, on an actor thread.
   void execute(command cmd,
                std::function<void(caf::expected<command_outcome>)> done);
+
+  /// Runs a command on the shortest path. When the event cache holds the
+  /// whole log and the model at most one projection chunk of events
+  /// (`reader_config::project_chunking`), the first round runs on the
+  /// calling thread: the projectors' `apply` and `decide` run here, on the
+  /// model at the cache's head (as the appenders' first round projects it:
+  /// no read index, the append's condition protects the verdict), and the
+  /// append goes straight to this node's store actor as `append_local`
+  /// sends it (no appender, no reader; as the appenders, never through the
+  /// append route).
+  /// A conflict, or a verdict that appends nothing (no condition protects
+  /// it), continues on the appenders with linearizable models; so does the
+  /// whole command when the cache cannot project it. The outcome is the one
+  /// `execute` gives. `done` runs once: on the calling thread when the
+  /// first round fails there (an invalid model, a projector or decide()
+  /// that threw, invalid events, overloaded),
+  /// else on the store actor's or an actor thread, so keep it short. No
+  /// timeout of its own, as `append_unbounded`: bound the wait yourself
+  /// and let `done` cope with an answer that comes after you gave up.
+  void
+  execute_unbounded(command cmd,
+                    std::function<void(caf::expected<command_outcome>)> done);
 
   // -- subscriptions
   // -----------------------------------------------------------

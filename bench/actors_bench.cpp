@@ -44,6 +44,11 @@
 //                                    boundary under its condition (never
 //                                    conflicts: the model stays at 100
 //                                    events)
+//   ExecuteUnbounded/callers:N       the same commands through
+//                                    eng.execute_unbounded from the driver:
+//                                    the first round on the driver's thread
+//                                    from the cache, the append straight to
+//                                    the store actor
 //   ConflictingAppend/callers:N      real conflicts: callers:1 appends to a
 //                                    boundary that already has an event past
 //                                    its stale `after`, so every call fails;
@@ -57,8 +62,8 @@
 //                                    eng.read, eng.project, eng.execute):
 //                                    reads and projections on the calling
 //                                    thread from the cache, appends straight
-//                                    to the store actor, commands through
-//                                    the appenders
+//                                    to the store actor, commands as
+//                                    ExecuteUnbounded
 //   Direct*/...                      the same single-caller calls on a
 //                                    pg_event_store of the same schema, on
 //                                    the benchmark thread, without actors:
@@ -436,6 +441,28 @@ void BM_Execute(benchmark::State& state) {
   }
 }
 
+void BM_ExecuteUnbounded(benchmark::State& state) {
+  auto callers = static_cast<std::size_t>(state.range(0));
+  if (auto* env = get_env(state); env != nullptr) {
+    auto* eng = env->eng.get();
+    auto rng = std::make_shared<std::mt19937_64>(13);
+    run_rounds(state, callers,
+               [eng, rng](caf::event_based_actor*, std::uint64_t, std::size_t,
+                          const call_done& done) {
+                 eng->execute_unbounded(
+                   subscribe_command(*rng),
+                   [done](caf::expected<dcbd::command_outcome> o) {
+                     if (!o)
+                       done(outcome::failed, 0, dcbd::message_of(o.error()));
+                     else if (auto err = check_outcome(*o); !err.empty())
+                       done(outcome::failed, 0, err);
+                     else
+                       done(outcome::ok, 1);
+                   });
+               });
+  }
+}
+
 void BM_BlockingExecute(benchmark::State& state) {
   std::mt19937_64 rng{12};
   run_blocking(state, [&](bench_env& env, std::uint64_t& events) {
@@ -555,6 +582,12 @@ BENCHMARK(BM_DirectConditionalAppend)
   ->UseRealTime()
   ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Execute)
+  ->ArgName("callers")
+  ->Arg(1)
+  ->Arg(100)
+  ->UseRealTime()
+  ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ExecuteUnbounded)
   ->ArgName("callers")
   ->Arg(1)
   ->Arg(100)

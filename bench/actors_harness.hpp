@@ -295,7 +295,8 @@ struct round_sync {
   }
 
   const std::size_t callers;
-  // Driver only: calls of the current round still waiting for a reply.
+  // Calls of the current round still waiting for a reply (set by the
+  // driver when no call is out; then under `mu`, as the tallies).
   std::size_t pending = 0;
   std::mutex mu;
   std::condition_variable cv;
@@ -318,7 +319,8 @@ struct round_sync {
   }
 };
 
-// Completes one call: a reply handler calls it exactly once.
+// Completes one call: a reply handler calls it exactly once, from any
+// thread (the engine's `*_unbounded` calls answer on the store actor's).
 struct call_done {
   std::shared_ptr<round_sync> sync;
   std::uint64_t round;
@@ -328,6 +330,7 @@ struct call_done {
                   const std::string& error = {},
                   std::uint64_t last_position = 0) const {
     auto& s = *sync;
+    std::lock_guard<std::mutex> guard{s.mu};
     s.head = std::max(s.head, last_position);
     s.latencies_us.push_back(
       std::chrono::duration<double, std::micro>(clock_type::now() - started)
@@ -346,7 +349,6 @@ struct call_done {
         break;
     }
     if (--s.pending == 0) {
-      std::lock_guard<std::mutex> guard{s.mu};
       s.finished_round = round;
       s.cv.notify_one();
     }

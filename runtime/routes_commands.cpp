@@ -19,9 +19,15 @@
 // A server without a registry (`route_env::commands` null) has no such
 // routes; a node always has one, empty unless its setup added commands.
 //
-// The command runs as `engine::execute` runs it (the appenders: project,
-// decide, conditional append, retried on conflicts), bounded by the
-// engine's timeout; the answer is written on the connection's strand.
+// The command runs as `engine::execute_unbounded` runs it: when the event
+// cache holds the model, its first round (projection, decide(), the
+// conditional append) on this HTTP thread, with no actor but the store
+// actor in between; conflicts and what the cache cannot project on the
+// appenders. So decide() and the projectors' apply run on the HTTP thread:
+// keep them short, as pure functions are. The connection's timer bounds
+// the wait by the engine's timeout (503 unavailable past it; the store's
+// late answer is dropped); the answer is written on the connection's
+// strand.
 #include "actors/engine.hpp"
 #include "runtime/command_registry.hpp"
 #include "runtime/http_routes.hpp"
@@ -79,13 +85,26 @@ void run(route_env& env, const std::shared_ptr<exchange>& x) {
     return x->error(404, "not_found",
                     "no command '" + name + "'; see GET /v1/commands");
   auto cmd = make_command(*entry, *x);
-  env.eng.execute(std::move(cmd), [x](caf::expected<command_outcome> r) {
-    x->on_strand([x, r = std::move(r)] {
-      if (!r)
-        return x->fail(r.error());
-      x->reply(200, outcome_json(*r));
-    });
+  auto timeout = env.eng.config().timeout;
+  x->set_deadline(timeout, [x, timeout] {
+    x->fail(errc::unavailable, "the command did not finish within "
+                                 + std::to_string(timeout.count())
+                                 + " ms; its append may still be committed");
   });
+  std::weak_ptr<exchange> wx = x;
+  env.eng.execute_unbounded(std::move(cmd),
+                            [wx](caf::expected<command_outcome> r) {
+                              auto x = wx.lock();
+                              if (!x)
+                                return;
+                              x->on_strand([x, r = std::move(r)] {
+                                if (x->answered())
+                                  return;
+                                if (!r)
+                                  return x->fail(r.error());
+                                x->reply(200, outcome_json(*r));
+                              });
+                            });
 }
 
 void list(route_env& env, const std::shared_ptr<exchange>& x) {

@@ -381,7 +381,7 @@ visit_from_cache(event_cache& cache, const query& q,
 std::optional<decision>
 project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
                    std::uint64_t index, const limits& lim,
-                   const stream_options& chunking) {
+                   const stream_options& chunking, std::uint64_t max_events) {
   if (!cache_may_answer(cache, read_options{}))
     return std::nullopt;
   auto head = cache.hi();
@@ -396,6 +396,7 @@ project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
   cursor.cap(head);
   auto room = std::max<std::size_t>(chunking.chunk_events, 1);
   std::vector<sequenced_event> piece;
+  std::uint64_t applied = 0;
   while (!cursor.done()) {
     piece.clear();
     std::uint64_t next = 0;
@@ -404,6 +405,9 @@ project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
                        std::min<std::uint64_t>(cursor.remaining(), room),
                        chunking.chunk_bytes, piece, next, snapshot))
       return std::nullopt; // evicted past where this piece starts
+    if (piece.size() > max_events - applied)
+      return std::nullopt; // more than the caller takes on
+    applied += piece.size();
     for (auto& e : piece)
       fold.apply(e);
     cursor.passed(next - 1, piece.size());

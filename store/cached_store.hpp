@@ -169,12 +169,16 @@ visit_from_cache(event_cache& cache, const query& q,
 /// projection began). Nothing when it cannot answer whole, also when
 /// eviction takes the start of the log meanwhile. The `apply` functions run
 /// outside the cache's lock, on copies of at most `chunking` events at a
-/// time (user code never holds up the writers). Throws as `project` does;
-/// counts a hit on `cache_route::project` when it answers.
+/// time (user code never holds up the writers). Nothing either when the
+/// model holds more than `max_events` events (`apply` then ran on at most
+/// that many: a caller that bounds the work it does on its own thread).
+/// Throws as `project` does; counts a hit on `cache_route::project` when it
+/// answers.
 std::optional<decision>
 project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
                    std::uint64_t index, const limits& lim,
-                   const stream_options& chunking = {});
+                   const stream_options& chunking = {},
+                   std::uint64_t max_events = UINT64_MAX);
 
 /// Waits (until `until`) for `cache` to hold the log up to `index`, calling
 /// `on_behind` (if set) first when it is behind; counts the wait. True when

@@ -58,6 +58,20 @@ inline std::future<caf::expected<command_outcome>> execute_async(engine& eng,
   return result;
 }
 
+/// Runs `cmd` on the shortest path (`engine::execute_unbounded`: its first
+/// round on this thread when the cache holds the model); the future holds
+/// its result.
+inline std::future<caf::expected<command_outcome>>
+execute_unbounded_async(engine& eng, command cmd) {
+  auto done = std::make_shared<std::promise<caf::expected<command_outcome>>>();
+  auto result = done->get_future();
+  eng.execute_unbounded(std::move(cmd),
+                        [done](caf::expected<command_outcome> r) {
+                          done->set_value(std::move(r));
+                        });
+  return result;
+}
+
 /// The workers of an actor pool, e.g. `eng.appenders()`.
 template <class Pool>
 std::vector<caf::actor> workers_of(caf::actor_system& sys, const Pool& pool) {

@@ -10,6 +10,9 @@ namespace {
 class Commands : public CommandsTest {
 protected:
   void commands_see_the_other_node(engine& here, const engine_config& cfg);
+  void ticks_lose_no_update(
+    const std::function<
+      std::future<caf::expected<command_outcome>>(engine&, command)>& run);
 };
 
 // -- the domain, one command at a time ----------------------------------------
@@ -345,14 +348,18 @@ command tick() {
                  }};
 }
 
-TEST_F(Commands, ConcurrentCommandsOnOneBoundaryRetryAndLoseNoUpdate) {
+/// Runs `n` ticks at once through `run` (on an engine that retries up to
+/// 1,000 times); each must be decided on all the ticks before it.
+void Commands::ticks_lose_no_update(
+  const std::function<
+    std::future<caf::expected<command_outcome>>(engine&, command)>& run) {
   constexpr int n = 40;
   auto cfg = config();
   cfg.max_attempts = 1000;
   auto& eng = start(cfg);
   std::vector<std::future<caf::expected<command_outcome>>> results;
   for (int i = 0; i < n; ++i)
-    results.push_back(execute_async(eng, tick()));
+    results.push_back(run(eng, tick()));
   std::uint32_t max_attempts = 0;
   for (auto& f : results) {
     auto r = f.get();
@@ -369,6 +376,117 @@ TEST_F(Commands, ConcurrentCommandsOnOneBoundaryRetryAndLoseNoUpdate) {
                 "position) FROM "
                 + events()),
             expected);
+}
+
+TEST_F(Commands, ConcurrentCommandsOnOneBoundaryRetryAndLoseNoUpdate) {
+  ticks_lose_no_update(execute_async);
+}
+
+// Every first round on this thread, each append in flight while the next
+// tick is decided on the same stale head: the conflicts continue on the
+// appenders.
+TEST_F(Commands, ConcurrentDirectCommandsOnOneBoundaryRetryAndLoseNoUpdate) {
+  ticks_lose_no_update(execute_unbounded_async);
+}
+
+// -- the first round on the caller's thread -----------------------------------
+
+/// `cmd` with a decide() that records the thread it runs on.
+command on_thread(command cmd, std::shared_ptr<std::thread::id> where) {
+  auto decide = std::move(cmd.decide);
+  cmd.decide = [decide = std::move(decide),
+                where = std::move(where)](const decision_states& s) {
+    *where = std::this_thread::get_id();
+    return decide(s);
+  };
+  return cmd;
+}
+
+TEST_F(Commands, FirstRoundRunsOnTheCallersThreadUpToOneProjectionChunk) {
+  auto cfg = config();
+  cfg.reader.project_chunking.chunk_events = 4;
+  auto& eng = start(cfg);
+  auto where = std::make_shared<std::thread::id>();
+  // Ticks 1..5 are decided on models of 0..4 events, tick 6 on 5.
+  for (int i = 1; i <= 6; ++i) {
+    auto r = eng.execute(on_thread(tick(), where));
+    ASSERT_TRUE(r) << message_of(r.error());
+    EXPECT_TRUE(r->accepted);
+    EXPECT_EQ(r->attempts, 1u);
+    EXPECT_EQ(r->last_position, static_cast<std::uint64_t>(i));
+    if (i <= 5)
+      EXPECT_EQ(*where, std::this_thread::get_id()) << "tick " << i;
+    else
+      EXPECT_NE(*where, std::this_thread::get_id())
+        << "a model of 5 events was projected on the caller's thread";
+  }
+  EXPECT_EQ(sql("SELECT string_agg(convert_from(data, 'UTF8'), ',' ORDER BY "
+                "position) FROM "
+                + events()),
+            "1,2,3,4,5,6");
+}
+
+TEST_F(Commands, WithoutTheCacheEveryRoundRunsOnTheAppenders) {
+  auto cfg = config();
+  cfg.cache_bytes = 0;
+  auto& eng = start(cfg);
+  ASSERT_FALSE(eng.cache());
+  auto where = std::make_shared<std::thread::id>();
+  auto r = eng.execute(on_thread(tick(), where));
+  ASSERT_TRUE(r) << message_of(r.error());
+  EXPECT_TRUE(r->accepted);
+  EXPECT_EQ(r->last_position, 1u);
+  EXPECT_NE(*where, std::thread::id{});
+  EXPECT_NE(*where, std::this_thread::get_id());
+}
+
+TEST_F(Commands, AConflictOfTheOnlyAttemptOnTheCallersThreadFails) {
+  auto cfg = config();
+  cfg.max_attempts = 1;
+  auto& eng = start(cfg);
+  define(eng, "c1", 10);
+  auto intruder = open_store(1);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto sub = courses::subscribe("s1", "c1", 2);
+  auto decide = sub.decide;
+  sub.decide = [=, &intruder](const decision_states& s) {
+    calls->fetch_add(1);
+    intruder->append(
+      {make_event("StudentSubscribed",
+                  {courses::course_tag("c1"), courses::student_tag("s2")},
+                  courses::student_subscribed{"s2", "c1"})});
+    return decide(s);
+  };
+  auto r = execute_unbounded_async(eng, std::move(sub)).get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::append_condition_failed);
+  EXPECT_TRUE(contains(message_of(r.error()),
+                       "command 'subscribe': conflicted on all 1 attempts"));
+  EXPECT_EQ(calls->load(), 1);
+  EXPECT_EQ(
+    sql("SELECT count(*) FROM " + events() + " WHERE 'student:s1' = ANY(tags)"),
+    "0");
+}
+
+TEST_F(Commands, FailuresOfTheFirstRoundAreAnsweredOnTheCallersThread) {
+  auto& eng = start();
+  auto boom = tick();
+  boom.decide = [](const decision_states&) -> verdict {
+    throw std::runtime_error("boom");
+  };
+  std::optional<std::thread::id> answered_on;
+  caf::expected<command_outcome> r{command_outcome{}};
+  eng.execute_unbounded(std::move(boom), [&](caf::expected<command_outcome> x) {
+    answered_on = std::this_thread::get_id();
+    r = std::move(x);
+  });
+  ASSERT_TRUE(answered_on) << "not answered before execute_unbounded returned";
+  EXPECT_EQ(*answered_on, std::this_thread::get_id());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::internal);
+  EXPECT_TRUE(
+    contains(message_of(r.error()), "command 'tick': decide() threw: boom"));
+  EXPECT_EQ(count_events(), "0");
 }
 
 // -- what decide() returns ----------------------------------------------------
