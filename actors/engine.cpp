@@ -60,6 +60,20 @@ void async_request(caf::actor_system& sys, std::chrono::milliseconds timeout,
   });
 }
 
+// Runs a command's rounds from `first` on the appenders `to` (all of them
+// when `first` is 1 and `optimistic`), bounded by `timeout`.
+void execute_on(caf::actor_system& sys, std::chrono::milliseconds timeout,
+                const appender_actor& to, command_ptr cmd, std::uint32_t first,
+                bool optimistic,
+                std::function<void(caf::expected<command_outcome>)> done) {
+  auto name = cmd->name;
+  command_request req{std::move(name), std::move(cmd)};
+  req.first_attempt = first;
+  req.optimistic = optimistic;
+  async_request<command_outcome>(sys, timeout, to, std::move(done),
+                                 execute_atom::value, std::move(req));
+}
+
 // Waits for an asynchronous request. (A scoped_actor's blocking receive did
 // not match typed replies delivered through response promises in CAF
 // 0.17.6; a short-lived event-based actor does.)
@@ -303,18 +317,12 @@ struct engine::impl {
     submit_local(std::move(valid), std::move(done));
   }
 
-  // Runs a command's rounds from `first` on the appenders (all of them
-  // when `first` is 1 and `optimistic`), bounded by the timeout.
+  // `execute_on` this node's appenders.
   void execute_on_appenders(
     command_ptr cmd, std::uint32_t first, bool optimistic,
     std::function<void(caf::expected<command_outcome>)> done) const {
-    auto name = cmd->name;
-    command_request req{std::move(name), std::move(cmd)};
-    req.first_attempt = first;
-    req.optimistic = optimistic;
-    async_request<command_outcome>(sys, cfg.timeout, appenders(),
-                                   std::move(done), execute_atom::value,
-                                   std::move(req));
+    execute_on(sys, cfg.timeout, appenders(), std::move(cmd), first, optimistic,
+               std::move(done));
   }
 
   // A command's first round on the calling thread, as the appenders' first
@@ -370,12 +378,8 @@ struct engine::impl {
         return done(std::move(r.error()));
       if (max <= 1)
         return done(command_round::exhausted(*cmd, 1, r.error()));
-      auto name = cmd->name;
-      command_request again{std::move(name), std::move(cmd)};
-      again.first_attempt = 2;
-      again.optimistic = false;
-      async_request<command_outcome>(sys, timeout, appenders, std::move(done),
-                                     execute_atom::value, std::move(again));
+      execute_on(sys, timeout, appenders, std::move(cmd), 2, false,
+                 std::move(done));
     };
     submit_local(std::move(*req), std::move(next));
     return true;
