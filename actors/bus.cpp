@@ -702,13 +702,14 @@ void request_feed(bus_pointer self) {
 }
 
 // Fills the cache below its low end from the database after a start, a
-// page at a time, until it is full or holds the whole log.
+// page at a time, until it is full, then its summary of older events (see
+// store/event_cache.hpp) down to position 1.
 void warm(bus_pointer self) {
   auto& st = self->state;
   auto& cache = st.cfg.cache;
   if (!cache || st.warming || !cache->wants_older())
     return;
-  auto lo = cache->lo();
+  auto lo = cache->warm_from();
   if (lo == st.warm_stuck_at)
     return;
   st.warming = true;
@@ -724,7 +725,7 @@ void warm(bus_pointer self) {
         auto& st = self->state;
         st.warming = false;
         if (st.cfg.cache->prepend(r.events) == 0)
-          st.warm_stuck_at = lo; // full, or the cache moved: see the tick
+          st.warm_stuck_at = lo; // the cache moved: see the tick
         warm(self);
       },
       [self](caf::error& err) {

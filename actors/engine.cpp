@@ -212,7 +212,8 @@ struct engine::impl {
   std::optional<caf::expected<projection>>
   project_here(std::vector<projector>& projectors,
                std::chrono::steady_clock::time_point deadline) {
-    if (!cache || !index || !cache_may_answer(*cache, read_options{}))
+    if (!cache || !index
+        || !cache_may_answer(*cache, read_options{}, union_query(projectors)))
       return std::nullopt;
     try {
       validate(projectors, cfg.store.limits);
@@ -242,7 +243,7 @@ struct engine::impl {
   std::optional<caf::expected<read_result>>
   read_here(const query& q, const read_options& options,
             std::chrono::steady_clock::time_point deadline) {
-    if (!cache || !index || !cache_may_answer(*cache, options))
+    if (!cache || !index || !cache_may_answer(*cache, options, q))
       return std::nullopt;
     auto head = index_here(deadline);
     if (!head)
@@ -338,7 +339,9 @@ struct engine::impl {
   // projectors are valid (`execute_unbounded` validated them).
   bool execute_here(const command_ptr& cmd,
                     std::function<void(caf::expected<command_outcome>)>& done) {
-    if (!cache || !cache_may_answer(*cache, read_options{}))
+    if (!cache
+        || !cache_may_answer(*cache, read_options{},
+                             union_query(cmd->projectors)))
       return false;
     std::optional<projection> model;
     try {
@@ -529,7 +532,7 @@ void engine::read_from_cache(
   std::function<void(std::optional<cache_answer>)> done) const {
   auto& d = *impl_;
   auto cache = d.cache;
-  if (!cache || !d.index || !cache_may_answer(*cache, options))
+  if (!cache || !d.index || !cache_may_answer(*cache, options, q))
     return done(std::nullopt);
   auto lim = d.cfg.store.limits;
   auto answer =

@@ -8,7 +8,9 @@
 # command costs over the append it makes. Rounds alternate the two
 # workloads (ROUNDS, default 3) on a machine that is noisy.
 #
-# Knobs: SECONDS_PER_RUN (10), CONNECTIONS (100), WRK_THREADS (2), ROUNDS.
+# Knobs: SECONDS_PER_RUN (10), CONNECTIONS (100), WRK_THREADS (2), ROUNDS,
+# NODE_ARGS (extra node flags, e.g. --dcbd.cache-bytes=16777216 to meet a
+# cache that has evicted the start of the log early).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -51,9 +53,11 @@ p50_of() {
 
 run() {
   bench_header "commands over HTTP benchmark"
-  echo "# node: $NODE; wrk: $WRK_THREADS threads, ${DURATION} s per run, $ROUNDS rounds"
+  echo "# node: $NODE ${NODE_ARGS:-}; wrk: $WRK_THREADS threads, ${DURATION} s per run, $ROUNDS rounds"
   psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
-  bench_start_node "$TMP/node.log" "$NODE"
+  local -a node_args=()
+  read -r -a node_args <<<"${NODE_ARGS:-}"
+  bench_start_node "$TMP/node.log" "$NODE" "${node_args[@]}"
   local url="http://127.0.0.1:$HTTP_PORT" r c w
   for ((r = 1; r <= ROUNDS; r++)); do
     for c in "$CONNECTIONS" 1; do
@@ -66,6 +70,11 @@ run() {
       done
     done
   done
+  echo "## the node's cache at the end"
+  curl -s "http://127.0.0.1:$METRICS_PORT/metrics" \
+    | grep -E '^dcb_cache_(lo|hi|evicted_total|summary_[a-z_]+|reads_total\{.*route="project")' \
+    || true
+  echo
   kill -TERM "$NODE_PID"
   wait "$NODE_PID" || true
   NODE_PID=""

@@ -217,6 +217,27 @@ node_metrics::node_metrics()
                           "(hit: from memory, partial: the part below the "
                           "cache from the database, miss: from the database)")
                     .Register(r);
+  cache_summary_bytes_
+    = &BuildGauge()
+         .Name("dcb_cache_summary_bytes")
+         .Help("Memory of the summary of events below the cache (types, a "
+               "Bloom filter of tags), within the cache's bound")
+         .Register(r)
+         .Add({});
+  cache_summary_from_
+    = &BuildGauge()
+         .Name("dcb_cache_summary_from")
+         .Help("The summary covers the events after this position up to "
+               "dcb_cache_lo (0: the whole log below the cache)")
+         .Register(r)
+         .Add({});
+  cache_summary_answers_
+    = &BuildCounter()
+         .Name("dcb_cache_summary_answers_total")
+         .Help("Scans starting below the cache answered from memory because "
+               "the summary ruled out every match there")
+         .Register(r)
+         .Add({});
   cache_evicted_ = &BuildCounter()
                       .Name("dcb_cache_evicted_total")
                       .Help("Events dropped from the cache's low end")
@@ -504,6 +525,9 @@ void node_metrics::cache_state(const cache_snapshot& cache,
         cache_reads_->Add({{"route", to_string(r)}, {"result", to_string(o)}}),
         cache.served[static_cast<int>(r)][static_cast<int>(o)]);
   raise(*cache_evicted_, cache.evicted);
+  cache_summary_bytes_->Set(static_cast<double>(cache.summary_bytes));
+  cache_summary_from_->Set(static_cast<double>(cache.summary_from));
+  raise(*cache_summary_answers_, cache.summary_answers);
   raise(cache_waits_->Add({{"result", "reached"}}),
         cache.waits - cache.wait_timeouts);
   raise(cache_waits_->Add({{"result", "timeout"}}), cache.wait_timeouts);

@@ -177,6 +177,9 @@ private:
   prometheus::Gauge* cache_hi_;
   prometheus::Family<prometheus::Counter>* cache_reads_;
   prometheus::Counter* cache_evicted_;
+  prometheus::Gauge* cache_summary_bytes_;
+  prometheus::Gauge* cache_summary_from_;
+  prometheus::Counter* cache_summary_answers_;
   prometheus::Family<prometheus::Counter>* cache_waits_;
   prometheus::Counter* index_rounds_;
   prometheus::Counter* index_reads_;

@@ -334,11 +334,10 @@ bool await_cache(event_cache& cache, std::uint64_t index,
   return reached;
 }
 
-bool cache_may_answer(const event_cache& cache, const read_options& options) {
-  if (!cache.started())
-    return false;
+bool cache_may_answer(const event_cache& cache, const read_options& options,
+                      const query& q) {
   read_cursor cursor{options};
-  return cursor.lo() > cache.lo();
+  return cache.covers(q, cursor.lo());
 }
 
 std::optional<cache_answer>
@@ -373,6 +372,10 @@ visit_from_cache(event_cache& cache, const query& q,
       return std::nullopt;
     if (out.events > max_events)
       return std::nullopt;
+    // A backward scan that ran into the cache's low end (it evicted since
+    // the caller checked) before the range's did not see it all.
+    if (cursor.backwards() && out.events < room && next >= cursor.lo())
+      return std::nullopt;
   }
   cache.record(cache_route::read, cache_outcome::hit);
   return out;
@@ -382,7 +385,7 @@ std::optional<decision>
 project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
                    std::uint64_t index, const limits& lim,
                    const stream_options& chunking, std::uint64_t max_events) {
-  if (!cache_may_answer(cache, read_options{}))
+  if (!cache.started())
     return std::nullopt;
   auto head = cache.hi();
   if (head < index)
@@ -392,6 +395,8 @@ project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
     return fold.finish({}, 0); // as `project`: nothing read
   auto q = union_query(projectors);
   auto normalized = validate_read(q, read_options{}, lim);
+  if (!cache.covers(normalized, 1))
+    return std::nullopt;
   read_cursor cursor{read_options{}};
   cursor.cap(head);
   auto room = std::max<std::size_t>(chunking.chunk_events, 1);

@@ -164,9 +164,10 @@ visit_from_cache(event_cache& cache, const query& q,
 
 /// A decision model projected from `cache` alone, without waiting and
 /// without the backend: the validated `projectors` over the whole log, at
-/// the cache's head, provided the cache holds the whole log (from position
-/// 1) and its head is at least `index` (a read index taken after the
-/// projection began). Nothing when it cannot answer whole, also when
+/// the cache's head, provided the cache covers the whole log for their
+/// queries (holds it from position 1, or its summary rules out every match
+/// below its low end) and its head is at least `index` (a read index taken
+/// after the projection began). Nothing when it cannot answer whole, also when
 /// eviction takes the start of the log meanwhile. The `apply` functions run
 /// outside the cache's lock, on copies of at most `chunking` events at a
 /// time (user code never holds up the writers). Nothing either when the
@@ -187,10 +188,11 @@ bool await_cache(event_cache& cache, std::uint64_t index,
                  std::chrono::steady_clock::time_point until,
                  const std::function<void(std::uint64_t)>& on_behind);
 
-/// Whether `visit_from_cache` may answer a read of `options` at all (cheap,
-/// before any read index): the cache has started and holds where the
-/// read's range begins.
-bool cache_may_answer(const event_cache& cache, const read_options& options);
+/// Whether `visit_from_cache` may answer a read of `q` in `options` at all
+/// (cheap, before any read index): the cache has started and covers the
+/// read's range from where it begins (see `event_cache::covers`).
+bool cache_may_answer(const event_cache& cache, const read_options& options,
+                      const query& q = query::all());
 
 /// Makes a read index over `store`'s `head()`.
 std::shared_ptr<read_index> make_read_index(std::shared_ptr<event_store> store);

@@ -23,6 +23,18 @@ std::size_t key_cost(const std::string& key) noexcept {
 // An index entry, with the vectors' growth slack.
 constexpr std::size_t entry_cost = 2 * sizeof(std::uint64_t);
 
+// The share of the bound the summary below `lo` takes.
+constexpr std::size_t summary_share = 32;
+
+// splitmix64's finalizer: a second, independent-enough hash from the first.
+std::uint64_t remix(std::uint64_t x) noexcept {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 } // namespace
 
 const char* to_string(cache_route r) noexcept {
@@ -72,9 +84,82 @@ void event_cache::positions::pop_front() {
   }
 }
 
+// -- summary ------------------------------------------------------------------
+
+event_cache::summary::summary(std::size_t bytes) {
+  // A power of two of bits (at least 4096), allocated on the first event.
+  std::uint64_t bits = 4096;
+  while (bits * 2 <= std::uint64_t{bytes} * 8
+         && bits < (std::uint64_t{1} << 32))
+    bits *= 2;
+  mask_ = bits - 1;
+}
+
+void event_cache::summary::add(const event& e) {
+  if (bits_.empty())
+    bits_.assign((mask_ + 1) / 64, 0);
+  if (!types_full_ && types_.insert(e.type).second) {
+    type_bytes_ += key_cost(e.type);
+    if (types_.size() > max_types) {
+      types_full_ = true;
+      types_.clear();
+      type_bytes_ = 0;
+    }
+  }
+  for (auto& t : e.tags) {
+    auto h = std::hash<std::string>{}(t);
+    auto step = remix(h) | 1;
+    for (int i = 0; i < hashes; ++i, h += step)
+      bits_[(h & mask_) >> 6] |= std::uint64_t{1} << (h & 63);
+  }
+}
+
+bool event_cache::summary::maybe_tag(const std::string& tag) const {
+  if (bits_.empty())
+    return false;
+  auto h = std::hash<std::string>{}(tag);
+  auto step = remix(h) | 1;
+  for (int i = 0; i < hashes; ++i, h += step)
+    if (!(bits_[(h & mask_) >> 6] & (std::uint64_t{1} << (h & 63))))
+      return false;
+  return true;
+}
+
+bool event_cache::summary::excludes(const query& q) const {
+  if (q.matches_all())
+    return false;
+  // An event matches an item when its type is one of the item's (if it
+  // names any) and it carries all of the item's tags.
+  return std::all_of(q.items.begin(), q.items.end(), [this](auto& item) {
+    auto no_type = !item.types.empty() && !types_full_
+                   && std::none_of(item.types.begin(), item.types.end(),
+                                   [this](auto& t) {
+                                     return types_.count(t) > 0;
+                                   });
+    return no_type
+           || std::any_of(item.tags.begin(), item.tags.end(), [this](auto& t) {
+                return !maybe_tag(t);
+              });
+  });
+}
+
+void event_cache::summary::clear() {
+  bits_.clear();
+  bits_.shrink_to_fit();
+  types_.clear();
+  type_bytes_ = 0;
+  types_full_ = false;
+}
+
+std::size_t event_cache::summary::bytes() const noexcept {
+  return bits_.size() * sizeof(std::uint64_t) + type_bytes_;
+}
+
 // -- event_cache --------------------------------------------------------------
 
-event_cache::event_cache(std::size_t max_bytes) : max_bytes_(max_bytes) {
+event_cache::event_cache(std::size_t max_bytes)
+  : max_bytes_(max_bytes)
+  , below_(max_bytes / summary_share) {
   // nop
 }
 
@@ -131,10 +216,12 @@ void event_cache::push_front(const sequenced_event& e) {
   for (auto& t : e.event.tags)
     index_front(by_tag_, t, e.position);
   --lo_;
+  below_.from = lo_;
 }
 
 void event_cache::pop_front() {
   auto& e = events_.front();
+  below_.add(e.event);
   unindex_front(by_type_, e.event.type);
   for (auto& t : e.event.tags)
     unindex_front(by_tag_, t);
@@ -150,6 +237,9 @@ void event_cache::clear_at(std::uint64_t head) {
   by_tag_.clear();
   bytes_ = 0;
   lo_ = head;
+  // Past a gap the summary no longer joins the cache: start it afresh.
+  below_.clear();
+  below_.from = head;
 }
 
 void event_cache::publish() {
@@ -196,7 +286,7 @@ bool event_cache::extend(const std::vector<sequenced_event>& events,
     push_back(events[i]);
     ++expected;
   }
-  while (bytes_ > max_bytes_ && !events_.empty())
+  while (bytes_ + below_.bytes() > max_bytes_ && !events_.empty())
     pop_front();
   publish();
   return true;
@@ -208,21 +298,40 @@ std::size_t event_cache::prepend(const std::vector<sequenced_event>& events) {
     return 0;
   std::size_t taken = 0;
   for (auto& e : events) {
-    if (lo_ == 0 || e.position != lo_)
+    if (below_.from == 0 || e.position != below_.from)
       break;
-    if (bytes_ + footprint(e) > max_bytes_)
-      break;
-    push_front(e);
+    // Into the cache while it is contiguous with the summary (nothing
+    // evicted or summarized yet) and has room; then into the summary.
+    if (below_.from == lo_
+        && bytes_ + below_.bytes() + footprint(e) <= max_bytes_) {
+      push_front(e);
+    } else {
+      below_.add(e.event);
+      --below_.from;
+    }
     ++taken;
   }
   return taken;
 }
 
+std::uint64_t event_cache::warm_from() const {
+  std::shared_lock lock{mutex_};
+  return below_.from;
+}
+
 bool event_cache::wants_older() const {
   std::shared_lock lock{mutex_};
-  // Once it has evicted, it is full of newer events.
-  return started_.load(std::memory_order_relaxed) && lo_ > 0
-         && bytes_ < max_bytes_ && evicted_ == 0;
+  return started_.load(std::memory_order_relaxed) && below_.from > 0;
+}
+
+bool event_cache::summary_excludes(const query& q, std::uint64_t first) const {
+  return first > below_.from && below_.excludes(q);
+}
+
+bool event_cache::covers(const query& q, std::uint64_t first) const {
+  std::shared_lock lock{mutex_};
+  return started_.load(std::memory_order_relaxed)
+         && (first > lo_ || summary_excludes(q, first));
 }
 
 std::uint64_t event_cache::lo() const {
@@ -246,6 +355,11 @@ cache_snapshot event_cache::snapshot() const {
   s.lo = lo_;
   s.hi = lo_ + events_.size();
   s.bytes = bytes_;
+  s.summary_bytes = below_.bytes();
+  s.summary_from = below_.from;
+  s.summary_types = below_.types();
+  s.summary_types_full = below_.types_full();
+  s.summary_answers = summary_answers_.load(std::memory_order_relaxed);
   s.events = events_.size();
   s.max_bytes = max_bytes_;
   s.restarts = restarts_;
@@ -282,16 +396,25 @@ bool event_cache::visit(const query& q, std::uint64_t first, std::uint64_t last,
     return false;
   auto hi = lo_ + events_.size();
   snapshot_hi = hi;
-  // The scan's start must lie in the cache: forward the range's low end,
+  // What the scan covers goes down to `floor` + 1: the cache's low end, or
+  // the range's when the summary rules out every match below the cache.
+  auto floor = lo_;
+  if (first <= lo_ && summary_excludes(q, first)) {
+    floor = first - 1;
+    summary_answers_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The scan's start must be covered: forward the range's low end,
   // backwards its high end (capped at hi).
-  if (backwards ? std::min(last, hi) <= lo_ : first <= lo_)
+  if (backwards ? std::min(last, hi) <= floor : first <= floor)
     return false;
+  // Memory holds [a, b]; a backward scan that runs out is past `lowest`.
   auto a = std::max(first, lo_ + 1);
   auto b = std::min(last, hi);
+  auto lowest = std::max(first, floor + 1);
   next = backwards ? b : a;
   if (a > b || limit == 0) {
     if (a > b)
-      next = backwards ? a - 1 : b + 1;
+      next = backwards ? lowest - 1 : b + 1;
     return true;
   }
   std::size_t bytes = 0;
@@ -325,7 +448,7 @@ bool event_cache::visit(const query& q, std::uint64_t first, std::uint64_t last,
         if (!emit(p))
           return true;
     }
-    next = backwards ? a - 1 : b + 1;
+    next = backwards ? lowest - 1 : b + 1;
     return true;
   }
   // One cursor per index list that can hold matches: an item with tags
@@ -391,7 +514,7 @@ bool event_cache::visit(const query& q, std::uint64_t first, std::uint64_t last,
     if (!emit(p))
       return true;
   }
-  next = backwards ? a - 1 : b + 1;
+  next = backwards ? lowest - 1 : b + 1;
   return true;
 }
 

@@ -10,6 +10,17 @@
 // serves a read from it first makes sure `hi` is recent enough (see
 // store/read_index.hpp and store/cached_store.hpp).
 //
+// Below `lo` it keeps a summary of what it no longer holds (or never held,
+// once warmed): the exact set of event types and a Bloom filter of tags
+// over (summary_from, lo]. A scan that starts below `lo` is still answered
+// from memory when the summary proves that nothing there can match its
+// query: an item whose types were never seen, or one of whose tags is not
+// in the filter (a fresh tag: the usual uniqueness check of a decision
+// model). A false positive of the filter only sends the read to the
+// database; the summary never hides an event. It takes a 32nd of the bound
+// (counted in it), and warming (`prepend`) goes on into the summary alone,
+// down to position 1, once the events no longer fit.
+//
 // Thread-safe: many readers at once, one writer at a time.
 #pragma once
 
@@ -26,6 +37,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace dcbd {
@@ -51,13 +63,26 @@ struct cache_snapshot {
   std::uint64_t hi = 0;
   /// Estimated memory of the events and their index entries.
   std::size_t bytes = 0;
+  /// Memory of the summary below `lo` (within `max_bytes` with `bytes`).
+  std::size_t summary_bytes = 0;
+  /// The summary covers the positions (summary_from, lo]: 0 once it covers
+  /// the whole log below the cache.
+  std::uint64_t summary_from = 0;
+  /// Distinct types in the summary (0 with `summary_types_full`: too many
+  /// to keep, any type may be below `lo`).
+  std::size_t summary_types = 0;
+  bool summary_types_full = false;
+  /// Scans that started below `lo` and were answered from memory because
+  /// the summary ruled out every match there.
+  std::uint64_t summary_answers = 0;
   std::size_t events = 0;
   /// The bound on `bytes`.
   std::size_t max_bytes = 0;
   /// Times the cache restarted past a gap.
   std::uint64_t restarts = 0;
   /// Events dropped from the low end to stay within the bound.
-  std::uint64_t evicted = 0; /// Reads served, by route and outcome.
+  std::uint64_t evicted = 0;
+  /// Reads served, by route and outcome.
   std::uint64_t served[3][3] = {};
   /// Reads that waited for the cache to reach their read index, and those
   /// of them that gave up and read from the database.
@@ -95,14 +120,20 @@ public:
   bool extend(const std::vector<sequenced_event>& events,
               bool restart_on_gap = false);
 
-  /// Adds `events`, newest first, just below `lo` while the bound leaves
-  /// room (never evicting for them); the first must be at `lo`. Returns how
-  /// many it took: fewer than given when full or when they do not continue
-  /// at `lo` (the cache moved meanwhile).
+  /// Adds `events`, newest first, below what the cache covers: into the
+  /// cache just below `lo` while the bound leaves room (never evicting for
+  /// them) and nothing was evicted or summarized yet, then into the summary
+  /// alone. The first must be at `warm_from()`. Returns how many it took:
+  /// fewer than given when they do not continue there (the cache moved
+  /// meanwhile) or at position 1.
   std::size_t prepend(const std::vector<sequenced_event>& events);
 
-  /// Whether `prepend` would take more: started, lo > 0, room left and
-  /// nothing evicted yet.
+  /// The position `prepend` wants next (the newest it does not cover yet):
+  /// `summary_from`, which is `lo` until the cache is full.
+  std::uint64_t warm_from() const;
+
+  /// Whether `prepend` would take more: started and not covering the log
+  /// down to position 1.
   bool wants_older() const;
 
   // -- reading ---------------------------------------------------------------
@@ -113,8 +144,12 @@ public:
   /// `max_bytes` of payload. `next` is set past the last position scanned
   /// (so a caller can continue: forward, the first position not looked at;
   /// backwards, the last one). `snapshot_hi` receives `hi` as it was.
-  /// Returns false, adding nothing, when the cache has not started or
-  /// `first` <= lo (the range does not lie whole in the cache).
+  /// Returns false, adding nothing, when the cache has not started or the
+  /// scan does not start in the cache: forward, `first` <= lo, backwards,
+  /// `last` <= lo, unless the summary rules out every match in [first, lo]
+  /// (then the range counts as held whole). A backward scan that does start
+  /// in the cache but reaches lo stops there with `next` = lo: the rest is
+  /// the database's.
   bool collect(const query& q, std::uint64_t first, std::uint64_t last,
                bool backwards, std::uint64_t limit, std::size_t max_bytes,
                std::vector<sequenced_event>& out, std::uint64_t& next,
@@ -127,6 +162,12 @@ public:
              bool backwards, std::uint64_t limit, std::size_t max_bytes,
              const std::function<void(const sequenced_event&)>& sink,
              std::uint64_t& next, std::uint64_t& snapshot_hi) const;
+
+  /// Whether a scan of `q` (normalized or not) from `first` up would lie
+  /// whole in memory right now: `first` > lo, or the summary rules out
+  /// every match in [first, lo]. A cheap check before taking a read index;
+  /// `collect` and `visit` decide again under the lock.
+  bool covers(const query& q, std::uint64_t first) const;
 
   /// The low and high ends. `hi` is also readable without the lock.
   std::uint64_t lo() const;
@@ -178,6 +219,43 @@ private:
   };
   using index = std::unordered_map<std::string, positions>;
 
+  // What the cache no longer holds (or never held) below `lo`: the
+  // positions (from, lo].
+  class summary {
+  public:
+    // Takes `types` exactly (up to `max_types`) and `tags` in a Bloom
+    // filter of about `bytes`.
+    explicit summary(std::size_t bytes);
+
+    void add(const event& e);
+    // Whether no event summarized can match `q`.
+    bool excludes(const query& q) const;
+    void clear();
+    std::size_t bytes() const noexcept;
+    std::size_t types() const noexcept {
+      return types_.size();
+    }
+    bool types_full() const noexcept {
+      return types_full_;
+    }
+
+    std::uint64_t from = 0;
+
+  private:
+    static constexpr std::size_t max_types = 1024;
+    static constexpr int hashes = 4;
+    bool maybe_tag(const std::string& tag) const;
+
+    std::vector<std::uint64_t> bits_;
+    std::uint64_t mask_ = 0;
+    std::unordered_set<std::string> types_;
+    std::size_t type_bytes_ = 0;
+    bool types_full_ = false;
+  };
+
+  // Whether the summary rules out every match of `q` in [first, lo].
+  bool summary_excludes(const query& q, std::uint64_t first) const;
+
   void index_back(index& idx, const std::string& key, std::uint64_t p);
   void index_front(index& idx, const std::string& key, std::uint64_t p);
   void unindex_front(index& idx, const std::string& key);
@@ -198,9 +276,11 @@ private:
   index by_type_;
   index by_tag_;
   std::size_t bytes_ = 0;
+  summary below_;
   std::uint64_t restarts_ = 0;
   std::uint64_t evicted_ = 0;
   std::atomic<std::uint64_t> served_[3][3] = {};
+  mutable std::atomic<std::uint64_t> summary_answers_{0};
   std::atomic<std::uint64_t> waits_{0};
   std::atomic<std::uint64_t> wait_timeouts_{0};
   std::atomic<bool> started_{false};

@@ -34,6 +34,32 @@ protected:
     return sum;
   }
 
+  // Waits (up to 20 s) until `metric` reaches `at_least`; returns it. The
+  // node's poller copies its state a second or more apart (longer under
+  // AddressSanitizer while the node is busy).
+  static double await_metric(std::uint16_t metrics_port,
+                             const std::string& prefix, double at_least) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    auto v = metric(metrics_port, prefix);
+    while (v < at_least && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(200ms);
+      v = metric(metrics_port, prefix);
+    }
+    return v;
+  }
+
+  // The node's /metrics lines that begin with `prefix`, for messages.
+  static std::string lines_of(std::uint16_t metrics_port,
+                              const std::string& prefix) {
+    client c{metrics_port};
+    std::istringstream in{c.get("/metrics").body};
+    std::string line, out;
+    while (std::getline(in, line))
+      if (line.rfind(prefix, 0) == 0)
+        out += line + "\n";
+    return out;
+  }
+
   static std::uint64_t rss_of(int pid) {
     std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
     std::string line;
@@ -239,6 +265,18 @@ TEST_F(NodeCache, TheCacheStaysWithinItsBoundUnderLoad) {
   for (std::size_t i = 1; i < events.size(); ++i)
     ASSERT_EQ(events[i]["position"].get<std::uint64_t>(),
               events[i - 1]["position"].get<std::uint64_t>() + 10);
+  // A tag nothing carries: the summary of the evicted events rules it out,
+  // so memory answers it although the read starts below the cache.
+  auto none = c.get(read_target("/read", items({}, {"k:none"})));
+  ASSERT_EQ(none.status, 200u);
+  EXPECT_EQ(json::parse(none.body).size(), 0u);
+  EXPECT_GE(
+    await_metric(n.metrics_port(), "dcb_cache_summary_answers_total", 1), 1);
+  EXPECT_EQ(metric(n.metrics_port(), "dcb_cache_summary_from"), 0);
+  auto summary = metric(n.metrics_port(), "dcb_cache_summary_bytes");
+  EXPECT_GT(summary, 0);
+  EXPECT_LE(metric(n.metrics_port(), "dcb_cache_bytes") + summary,
+            static_cast<double>(bound));
   auto grown = rss_of(n.process().pid()) - rss0;
   std::cout << "[          ] resident growth " << (grown >> 20)
             << " MiB after 80 MiB appended (cache bound 8 MiB)\n";
@@ -248,6 +286,58 @@ TEST_F(NodeCache, TheCacheStaysWithinItsBoundUnderLoad) {
 #if !defined(__SANITIZE_ADDRESS__)
   EXPECT_LT(grown, std::uint64_t{40} << 20);
 #endif
+}
+
+// A node that starts over a log larger than its cache warms the cache from
+// the head down until it is full, and the summary below it on down to
+// position 1: then reads and commands on fresh tags are served from memory
+// again, while reads of old tags still see every event.
+TEST_F(NodeCache, AfterARestartTheSummaryIsWarmedDownToTheStart) {
+  constexpr std::size_t bound = std::size_t{2} << 20;
+  std::vector<std::string> args{"--dcbd.cache-bytes=" + std::to_string(bound),
+                                "--dcbd.bus-recent-bytes=1048576"};
+  {
+    node_process first{schema_, args};
+    ASSERT_TRUE(first.up()) << first.log();
+    client c{first.port()};
+    std::string payload(512, 'x');
+    for (int i = 0; i < 100; ++i) {
+      json batch = json::array();
+      for (int j = 0; j < 100; ++j)
+        batch.push_back(
+          json{{"type", "Old"},
+               {"tags", {"k:" + std::to_string((i * 100 + j) % 7)}},
+               {"data", payload}});
+      ASSERT_EQ(c.post("/v1/append", json{{"events", batch}}).status, 200u);
+    }
+  }
+  node_process n{schema_, args};
+  ASSERT_TRUE(n.up()) << n.log();
+  client c{n.port()};
+  // The metrics poller copies the cache's state once a second.
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  double from = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    from = metric(n.metrics_port(), "dcb_cache_summary_from");
+    if (from == 0 && metric(n.metrics_port(), "dcb_cache_lo") > 0)
+      break;
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_EQ(from, 0) << "the summary did not reach the start of the log";
+  EXPECT_EQ(metric(n.metrics_port(), "dcb_cache_evicted_total"), 0)
+    << "warming never evicts";
+  auto lo = metric(n.metrics_port(), "dcb_cache_lo");
+  EXPECT_GT(lo, 0) << "the log should not fit the cache";
+  auto none = c.get(read_target("/read", items({}, {"k:none"})));
+  ASSERT_EQ(none.status, 200u);
+  EXPECT_EQ(json::parse(none.body).size(), 0u);
+  auto old = c.get(read_target("/read", items({}, {"k:3"})));
+  ASSERT_EQ(old.status, 200u);
+  EXPECT_EQ(json::parse(old.body).size(), 10'000u / 7 + 1);
+  EXPECT_GE(
+    await_metric(n.metrics_port(), "dcb_cache_summary_answers_total", 1), 1)
+    << lines_of(n.metrics_port(), "dcb_cache")
+    << lines_of(n.metrics_port(), "dcb_read");
 }
 
 } // namespace

@@ -124,6 +124,135 @@ TEST(EventCache, EvictsFromTheLowEndWithinItsBound) {
   EXPECT_FALSE(c.wants_older());
 }
 
+// Below its low end the cache keeps the types and (in a Bloom filter) the
+// tags of what it evicted: a scan that starts there is answered from
+// memory when nothing evicted can match, and refused when something may.
+TEST(EventCache, TheSummaryAnswersScansBelowTheCacheThatCannotMatch) {
+  event_cache c{8000};
+  c.start(0);
+  for (std::uint64_t p = 1; p <= 300; ++p)
+    ASSERT_TRUE(c.extend(
+      {at(p, p <= 100 ? "old" : "new", {"k:" + std::to_string(p)}, "data")}));
+  auto s = c.snapshot();
+  ASSERT_GT(s.lo, 100u) << "the test needs every 'old' event evicted";
+  EXPECT_EQ(s.summary_from, 0u);
+  EXPECT_EQ(s.summary_types, 2u);
+  EXPECT_GT(s.summary_bytes, 0u);
+  EXPECT_LE(s.bytes + s.summary_bytes, s.max_bytes);
+  auto hi = s.hi;
+  auto scan = [&](const query& q, bool backwards, bool& ok) {
+    std::vector<sequenced_event> out;
+    std::uint64_t next = 0, snap = 0;
+    ok = c.collect(q, 1, hi, backwards, 1000, 1 << 20, out, next, snap);
+    return std::pair{positions(out), next};
+  };
+  bool ok = false;
+  // A tag never seen: the whole range is answered, forward and backwards.
+  auto [fresh, next] = scan(tagged("k:fresh"), false, ok);
+  EXPECT_TRUE(ok);
+  EXPECT_TRUE(fresh.empty());
+  EXPECT_EQ(next, hi + 1);
+  auto [fresh_back, next_back] = scan(tagged("k:fresh"), true, ok);
+  EXPECT_TRUE(ok);
+  EXPECT_TRUE(fresh_back.empty());
+  EXPECT_EQ(next_back, 0u) << "backwards: past position 1";
+  // A tag held in memory and never evicted: its events, from memory.
+  auto held = "k:" + std::to_string(hi);
+  EXPECT_EQ(scan(tagged(held), false, ok).first,
+            (std::vector<std::uint64_t>{hi}));
+  EXPECT_TRUE(ok);
+  // An evicted tag, a query for everything, an evicted type: refused.
+  scan(tagged("k:7"), false, ok);
+  EXPECT_FALSE(ok);
+  scan(query::all(), false, ok);
+  EXPECT_FALSE(ok);
+  query old_type;
+  old_type.items.push_back(query_item{{"old"}, {}});
+  scan(old_type, false, ok);
+  EXPECT_FALSE(ok);
+  // A type never seen, alone or with an evicted tag; an evicted type with
+  // a fresh tag: answered.
+  for (auto item : {query_item{{"other"}, {}}, query_item{{"other"}, {"k:7"}},
+                    query_item{{"old"}, {"k:fresh"}}}) {
+    query q;
+    q.items.push_back(item);
+    scan(q, false, ok);
+    EXPECT_TRUE(ok) << item.types[0];
+  }
+  // Every item must be ruled out.
+  query mixed = tagged("k:fresh");
+  mixed.items.push_back(query_item{{}, {"k:7"}});
+  scan(mixed, false, ok);
+  EXPECT_FALSE(ok);
+  EXPECT_TRUE(c.covers(tagged("k:fresh"), 1));
+  EXPECT_FALSE(c.covers(tagged("k:7"), 1));
+  EXPECT_TRUE(c.covers(tagged("k:7"), c.lo() + 1));
+  EXPECT_GE(c.snapshot().summary_answers, 5u);
+}
+
+// A cache started at a head above 0 knows nothing below it until it is
+// warmed; warming goes on into the summary once the events no longer fit.
+// A restart past a gap forgets the summary.
+TEST(EventCache, WarmingFillsTheCacheThenTheSummaryDownToTheStart) {
+  event_cache c{8000};
+  c.start(300);
+  EXPECT_FALSE(c.covers(tagged("k:fresh"), 1)) << "nothing known below 300";
+  EXPECT_TRUE(c.wants_older());
+  std::uint64_t rounds = 0;
+  while (c.wants_older() && rounds++ < 1000) {
+    auto from = c.warm_from();
+    std::vector<sequenced_event> page;
+    for (auto p = from; p > 0 && page.size() < 7; --p)
+      page.push_back(at(p, "t", {"k:" + std::to_string(p)}, "data"));
+    ASSERT_EQ(c.prepend(page), page.size());
+  }
+  auto s = c.snapshot();
+  EXPECT_EQ(s.summary_from, 0u);
+  EXPECT_GT(s.lo, 0u) << "the cache is full: the rest is summarized";
+  EXPECT_EQ(s.hi, 300u);
+  EXPECT_EQ(s.evicted, 0u);
+  EXPECT_TRUE(c.covers(tagged("k:fresh"), 1));
+  EXPECT_FALSE(c.covers(tagged("k:1"), 1));
+  EXPECT_EQ(collect_all(c, tagged("k:300"), 1, 300, false),
+            (std::vector<std::uint64_t>{300}));
+  // Pages that do not continue where it wants them take nothing.
+  EXPECT_EQ(c.prepend({at(5, "t", {})}), 0u);
+  // Past a gap: everything below the restart is unknown again.
+  ASSERT_TRUE(c.extend({at(400, "t", {"k:400"})}, true));
+  EXPECT_FALSE(c.covers(tagged("k:fresh"), 1));
+  EXPECT_EQ(c.snapshot().summary_from, 399u);
+  EXPECT_EQ(c.warm_from(), 399u);
+}
+
+// The filter's false positives only cost a database read; with the bound's
+// 32nd for it they stay rare for as many distinct tags as the cache holds
+// events. More than 1,024 types no longer rule anything out by type.
+TEST(EventCache, TheSummaryRulesOutMostFreshTagsAndManyTypesSaturate) {
+  event_cache c{std::size_t{1} << 20};
+  c.start(0);
+  std::uint64_t p = 0;
+  // About 20,000 events through a cache holding a few thousand.
+  while (p < 20'000) {
+    std::vector<sequenced_event> batch;
+    for (int i = 0; i < 100; ++i, ++p)
+      batch.push_back(at(p + 1, "type" + std::to_string(p % 2000),
+                         {"seen:" + std::to_string(p)}));
+    ASSERT_TRUE(c.extend(batch));
+  }
+  auto s = c.snapshot();
+  ASSERT_GT(s.evicted, 10'000u);
+  EXPECT_TRUE(s.summary_types_full);
+  int ruled_out = 0;
+  for (int i = 0; i < 10'000; ++i)
+    ruled_out += c.covers(tagged("fresh:" + std::to_string(i)), 1) ? 1 : 0;
+  EXPECT_GT(ruled_out, 9'900) << "false positives: " << 10'000 - ruled_out;
+  for (std::uint64_t i = 0; i < s.lo; i += 97)
+    EXPECT_FALSE(c.covers(tagged("seen:" + std::to_string(i)), 1)) << i;
+  query unseen_type;
+  unseen_type.items.push_back(query_item{{"never"}, {}});
+  EXPECT_FALSE(c.covers(unseen_type, 1)) << "too many types to rule out";
+}
+
 TEST(EventCache, WaitForReturnsWhenTheCacheReachesAPosition) {
   event_cache c{1 << 20};
   c.start(0);
@@ -650,12 +779,131 @@ TEST(CachedStore, ProjectFromCacheAgreesWithTheReferenceStore) {
     EXPECT_NE(std::string{e.what()}.find("boom"), std::string::npos);
   }
 
-  // A cache that has evicted the start of the log cannot answer.
+  // A cache that has evicted the start of the log cannot answer a model
+  // that may match what it evicted.
   memory_cached tiny{2000};
   for (int i = 0; i < 200; ++i)
     tiny.store->append({event{"t0", {"k:1"}, "payload", {}}});
   ASSERT_GT(tiny.cache->lo(), 0u);
-  EXPECT_FALSE(project_from_cache(*tiny.cache, ps, 0, limits{}));
+  auto on_k1 = std::vector<projector>{
+    make_projector("k1", tagged("k:1"), 0, [](int& n, const sequenced_event&) {
+      ++n;
+    })};
+  validate(on_k1, limits{});
+  EXPECT_FALSE(project_from_cache(*tiny.cache, on_k1, 0, limits{}));
+}
+
+// Reads, streams and decision models through small caches over a log whose
+// tags keep coming (an entity per few events, as uniqueness checks make
+// them) equal the reference store's, whether the summary answers them from
+// memory or sends them to the backend.
+TEST(CachedStore, TheSummaryNeverHidesAnEvent) {
+  for (std::size_t bytes : {std::size_t{6000}, std::size_t{20000}}) {
+    memory_cached m{bytes};
+    std::mt19937_64 rng{bytes + 1};
+    auto pick = [&](std::uint64_t n) {
+      return std::uniform_int_distribution<std::uint64_t>{0, n - 1}(rng);
+    };
+    std::uint64_t entities = 0;
+    auto tag = [&] {
+      // Mostly recent entities, some old ones, some never used yet.
+      auto n = pick(10) == 0
+                 ? pick(entities + 20)
+                 : entities - std::min<std::uint64_t>(entities, pick(5));
+      return "e:" + std::to_string(n);
+    };
+    auto type = [&] {
+      // "late" appears only in the second half.
+      return pick(4) == 0 ? std::string{"late"} : "t" + std::to_string(pick(2));
+    };
+    for (int op = 0; op < 3000; ++op) {
+      auto what = "size " + std::to_string(bytes) + " op " + std::to_string(op);
+      if (pick(2) == 0) {
+        ++entities;
+        std::vector<event> evs;
+        for (auto n = 1 + pick(2); n > 0; --n)
+          evs.push_back(
+            event{op < 1500 ? "t" + std::to_string(pick(2)) : type(),
+                  {"e:" + std::to_string(entities)},
+                  "p",
+                  {}});
+        m.store->append(evs);
+        continue;
+      }
+      query q;
+      for (auto n = 1 + pick(2); n > 0; --n) {
+        query_item item;
+        if (pick(2) == 0)
+          item.types.push_back(type());
+        if (item.types.empty() || pick(3) != 0)
+          item.tags.push_back(tag());
+        q.items.push_back(item);
+      }
+      auto o = read_options{};
+      o.backwards = pick(4) == 0;
+      auto kind = pick(3);
+      if (kind == 0) {
+        expect_same(m.store->read(q, o), m.backend->read(q, o), what);
+      } else if (kind == 1) {
+        stream_options chunking;
+        chunking.chunk_events = 1 + pick(3);
+        auto want = m.backend->read(q, o);
+        auto st = m.store->stream(q, o, chunking);
+        read_result got;
+        std::vector<sequenced_event> chunk;
+        while (st->next(chunk))
+          got.events.insert(got.events.end(), chunk.begin(), chunk.end());
+        got.head = st->head();
+        expect_same(got, want, what + " stream");
+      } else {
+        auto ps = std::vector<projector>{make_projector(
+          "p", q, std::vector<std::uint64_t>{},
+          [](std::vector<std::uint64_t>& seen, const sequenced_event& e) {
+            seen.push_back(e.position);
+          })};
+        validate(ps, limits{});
+        if (auto got = project_from_cache(*m.cache, ps, 0, limits{}))
+          expect_same(*got, project(*m.backend, ps), ps, what + " model");
+      }
+      if (HasFailure())
+        return;
+    }
+    auto s = m.cache->snapshot();
+    EXPECT_GT(s.evicted, 1000u) << bytes;
+    EXPECT_EQ(s.summary_from, 0u) << bytes;
+    EXPECT_GT(s.summary_answers, 100u) << bytes;
+    EXPECT_GT(s.served[0][1] + s.served[1][1], 50u)
+      << bytes << ": old entities go to the backend";
+  }
+}
+
+// A read served from memory alone backwards into a range the cache no
+// longer holds is not answered (it would miss the evicted part).
+TEST(CachedStore, VisitFromCacheBackwardsBelowTheCacheAnswersNothing) {
+  memory_cached m{2000};
+  for (int i = 0; i < 200; ++i)
+    m.store->append({event{"t0", {"k:1"}, "payload", {}}});
+  ASSERT_GT(m.cache->lo(), 0u);
+  read_options o;
+  o.backwards = true;
+  std::size_t seen = 0;
+  auto count = [&seen](const sequenced_event&) {
+    ++seen;
+  };
+  EXPECT_FALSE(
+    visit_from_cache(*m.cache, tagged("k:1"), o, 0, 10'000, limits{}, count));
+  // With a limit the cache can meet, it answers.
+  o.limit = 3;
+  auto got = visit_from_cache(*m.cache, tagged("k:1"), o, 0, 10'000, limits{},
+                              count);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->events, 3u);
+  // A fresh tag: nothing below the cache can match.
+  o.limit.reset();
+  got = visit_from_cache(*m.cache, tagged("k:2"), o, 0, 10'000, limits{},
+                         count);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->events, 0u);
 }
 
 // Projections racing a writer that makes a small cache evict the start of
