@@ -328,16 +328,24 @@ TEST_F(NodeCache, AfterARestartTheSummaryIsWarmedDownToTheStart) {
     << "warming never evicts";
   auto lo = metric(n.metrics_port(), "dcb_cache_lo");
   EXPECT_GT(lo, 0) << "the log should not fit the cache";
-  auto none = c.get(read_target("/read", items({}, {"k:none"})));
-  ASSERT_EQ(none.status, 200u);
-  EXPECT_EQ(json::parse(none.body).size(), 0u);
   auto old = c.get(read_target("/read", items({}, {"k:3"})));
   ASSERT_EQ(old.status, 200u);
   EXPECT_EQ(json::parse(old.body).size(), 10'000u / 7 + 1);
-  EXPECT_GE(
-    await_metric(n.metrics_port(), "dcb_cache_summary_answers_total", 1), 1)
-    << lines_of(n.metrics_port(), "dcb_cache")
-    << lines_of(n.metrics_port(), "dcb_read");
+  // A tag nothing carries is answered from memory through the summary.
+  // (Under load in CI, the first reads after the warm-up were once all
+  // served from the database, without a read index: see the note in
+  // store/event_cache.hpp. So this reads until one is answered.)
+  deadline = std::chrono::steady_clock::now() + 30s;
+  double answers = 0;
+  while (answers < 1 && std::chrono::steady_clock::now() < deadline) {
+    auto none = c.get(read_target("/read", items({}, {"k:none"})));
+    ASSERT_EQ(none.status, 200u);
+    EXPECT_EQ(json::parse(none.body).size(), 0u);
+    answers = await_metric(n.metrics_port(), "dcb_cache_summary_answers_total",
+                           1);
+  }
+  EXPECT_GE(answers, 1) << lines_of(n.metrics_port(), "dcb_cache")
+                        << lines_of(n.metrics_port(), "dcb_read");
 }
 
 } // namespace
