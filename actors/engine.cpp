@@ -339,9 +339,9 @@ struct engine::impl {
   // projectors are valid (`execute_unbounded` validated them).
   bool execute_here(const command_ptr& cmd,
                     std::function<void(caf::expected<command_outcome>)>& done) {
-    if (!cache
-        || !cache_may_answer(*cache, read_options{},
-                             union_query(cmd->projectors)))
+    // project_from_cache itself declines, before any work, when the cache
+    // does not cover the model.
+    if (!cache)
       return false;
     std::optional<projection> model;
     try {

@@ -390,13 +390,13 @@ project_from_cache(event_cache& cache, const std::vector<projector>& projectors,
   auto head = cache.hi();
   if (head < index)
     return std::nullopt;
-  decision_fold fold{projectors};
-  if (projectors.empty())
-    return fold.finish({}, 0); // as `project`: nothing read
+  if (projectors.empty()) // as `project`: nothing read
+    return decision_fold{projectors}.finish({}, 0);
   auto q = union_query(projectors);
   auto normalized = validate_read(q, read_options{}, lim);
   if (!cache.covers(normalized, 1))
     return std::nullopt;
+  decision_fold fold{projectors};
   read_cursor cursor{read_options{}};
   cursor.cap(head);
   auto room = std::max<std::size_t>(chunking.chunk_events, 1);
