@@ -2,14 +2,16 @@
 # Reads below the event cache (`./dev bench evicted`): a node with a small
 # cache (CACHE_BYTES, default 4 MiB) gets 34 events on one tag, then about
 # 200,000 appends on fresh boundaries (APPEND_SECONDS of wrk), so the cache
-# evicts the 34. Then, on the same node, GET /read of that tag (served
-# through a reader from PostgreSQL: `partial`), GET /read of a tag nothing
+# evicts the 34. Then, on the same node, GET /read of that tag (one
+# statement on the HTTP threads, runtime/database_reads; with
+# NODE_ARGS=--dcbd.http-read-connections=0 through a reader instead, the
+# path before), GET /read of a tag nothing
 # carries (ruled out by the cache's summary of what it evicted, answered from
 # memory), each with 100 connections and with one, and pgbench running the
 # very SELECT the node sends for the evicted tag (16 clients, prepared and
 # simple protocol) as the baseline.
 #
-# Knobs: CACHE_BYTES, APPEND_SECONDS (15), SECONDS_PER_RUN (8).
+# Knobs: CACHE_BYTES, APPEND_SECONDS (15), SECONDS_PER_RUN (8), NODE_ARGS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -21,6 +23,7 @@ CACHE_BYTES="${CACHE_BYTES:-4194304}"
 APPEND_SECONDS="${APPEND_SECONDS:-15}"
 DURATION="${SECONDS_PER_RUN:-8}"
 SCHEMA=bench_evicted
+read -r -a EXTRA <<<"${NODE_ARGS:-}"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -47,9 +50,9 @@ query_of() {
 
 run() {
   bench_header "reads below the event cache benchmark"
-  echo "# node: $NODE --dcbd.cache-bytes=$CACHE_BYTES; ${APPEND_SECONDS} s of appends, ${DURATION} s per read run"
+  echo "# node: $NODE --dcbd.cache-bytes=$CACHE_BYTES ${EXTRA[*]}; ${APPEND_SECONDS} s of appends, ${DURATION} s per read run"
   psql_dsn -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null
-  bench_start_node "$TMP/node.log" "$NODE" "--dcbd.cache-bytes=$CACHE_BYTES"
+  bench_start_node "$TMP/node.log" "$NODE" "--dcbd.cache-bytes=$CACHE_BYTES" "${EXTRA[@]}"
   local url="http://127.0.0.1:$HTTP_PORT" events tag q c m
   events="$(python3 -c 'import json; print(json.dumps([{"type":"Read","tags":["read:34"],"data":"payload-%d" % i} for i in range(34)]))')"
   curl -sf -o /dev/null "$url/append" -H 'Content-Type: application/json' \
@@ -71,10 +74,10 @@ run() {
   done
   echo "## the node's cache"
   curl -s "http://127.0.0.1:$METRICS_PORT/metrics" \
-    | grep -E '^dcb_cache_(summary_answers_total|reads_total\{.*route="(read|stream)")' \
+    | grep -E '^dcb_(cache_(summary_answers_total|reads_total\{.*route="(read|stream)")|http_database_reads_total)' \
     || true
   cat >"$TMP/read.sql" <<SQL
-SELECT h.position, e.position, e.type, e.tags, e.data, e.metadata, e.us FROM $SCHEMA.head h LEFT JOIN LATERAL (SELECT x.position, x.type, x.tags, x.data, x.metadata, (extract(epoch FROM x.recorded_at) * 1000000)::bigint AS us FROM $SCHEMA.events x WHERE x.position >= 1::bigint AND x.position <= 100000::bigint AND ((x.type = ANY ('{Read}'::text[]) AND x.tags @> '{read:34}'::text[])) ORDER BY x.position LIMIT 10001::bigint) e ON true ORDER BY e.position;
+SELECT h.position, e.position, e.type, e.tags, e.data, e.metadata, e.us FROM $SCHEMA.head h LEFT JOIN LATERAL (SELECT x.position, x.type, x.tags, x.data, x.metadata, (extract(epoch FROM x.recorded_at) * 1000000)::bigint AS us FROM $SCHEMA.events x WHERE x.position >= 1::bigint AND x.position <= 9223372036854775807::bigint AND ((x.type = ANY ('{Read}'::text[]) AND x.tags @> '{read:34}'::text[])) ORDER BY x.position LIMIT 1001::bigint) e ON true ORDER BY e.position;
 SQL
   for m in prepared simple; do
     echo "## pgbench, the same SELECT on the evicted tag, 16 clients, -M $m"

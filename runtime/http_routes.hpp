@@ -55,6 +55,8 @@ class command_registry;
 
 namespace dcbd::http {
 
+class database_reads;
+
 using json = nlohmann::json;
 
 inline constexpr const char* json_type = "application/json";
@@ -437,6 +439,9 @@ struct route_env {
   cluster_service* cluster = nullptr;
   /// The commands HTTP clients may run (null: none).
   const command_registry* commands = nullptr;
+  /// Reads below the event cache on the I/O threads (null: through the
+  /// readers; runtime/database_reads.hpp).
+  database_reads* database = nullptr;
 };
 
 // -- API areas: one file each -------------------------------------------------

@@ -4,6 +4,7 @@
 #include "runtime/http_server.hpp"
 
 #include "actors/engine.hpp"
+#include "runtime/database_reads.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/http_transport.hpp"
 #include "runtime/pg_head_reader.hpp"
@@ -63,6 +64,8 @@ struct http_server::impl {
   // Leads the engine's read index on the transport's loop (when set up).
   std::shared_ptr<read_index> index;
   std::shared_ptr<http::pg_head_reader> head_reader;
+  // Reads below the event cache on the transport's loop (when set up).
+  std::unique_ptr<http::database_reads> database;
 
   impl(engine& eng, std::shared_ptr<node_metrics> metrics, http_config cfg,
        const http_extensions& ext)
@@ -80,6 +83,16 @@ struct http_server::impl {
       rc.sql = pg_head_sql(cfg.read_index_schema);
       head_reader = http::pg_head_reader::make(transport.context(), rc);
       index->lead_with(head_reader->leader());
+    }
+    if (!cfg.read_index_dsn.empty() && cfg.read_connections > 0) {
+      http::database_reads::config dc;
+      dc.dsn = cfg.read_index_dsn;
+      dc.schema = cfg.read_index_schema;
+      dc.connections = cfg.read_connections;
+      dc.input_limits = eng.config().store.limits;
+      database = std::make_unique<http::database_reads>(transport.context(),
+                                                        std::move(dc));
+      env.database = database.get();
     }
   }
 
@@ -139,10 +152,17 @@ void http_server::stop(std::chrono::milliseconds grace) {
               << " subscriptions have not ended yet; waiting for them"
               << std::endl;
   impl_->stop_leading();
+  // Reads in flight below the cache go to the readers instead.
+  if (impl_->database)
+    impl_->database->close();
   impl_->transport.stop(grace);
-  // The loop has stopped: its connection closes here (what it had in
-  // flight was ended by `lead_alone`).
+  // The loop has stopped: its connections close here (what the head reader
+  // had in flight was ended by `lead_alone`).
   impl_->head_reader.reset();
+  if (impl_->database) {
+    impl_->env.database = nullptr;
+    impl_->database.reset();
+  }
 }
 
 } // namespace dcbd

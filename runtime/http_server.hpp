@@ -112,6 +112,11 @@ struct http_config {
   /// dsn: the index queries on a thread of its own.
   std::string read_index_dsn;
   std::string read_index_schema = "dcb";
+  /// Connections of the I/O threads to that same database for reads the
+  /// event cache cannot answer whole, at most `stream_chunk_events` events
+  /// (runtime/database_reads.hpp; longer ones stream through the readers).
+  /// 0, or no `read_index_dsn`: the readers answer them all.
+  std::size_t read_connections = 4;
 };
 
 /// What an embedding adds to the server besides the built-in API areas.

@@ -183,6 +183,16 @@ node_metrics::node_metrics()
                     .Help("Events returned by reads and streams")
                     .Register(r)
                     .Add({});
+  {
+    auto& f = BuildCounter()
+                .Name("dcb_http_database_reads_total")
+                .Help("Reads the event cache could not answer whole, by "
+                      "whether one statement on the HTTP threads answered "
+                      "them or they went on to the readers")
+                .Register(r);
+    database_reads_answered_ = &f.Add({{"result", "answered"}});
+    database_reads_declined_ = &f.Add({{"result", "declined"}});
+  }
   http_requests_ = &BuildCounter()
                       .Name("dcb_http_requests_total")
                       .Help("HTTP requests by route and status code")
@@ -480,6 +490,10 @@ node_stats node_metrics::stats() const {
 void node_metrics::read_finished(errc code, std::size_t events) {
   reads_by_code_[slot(code)]->Increment();
   events_read_->Increment(static_cast<double>(events));
+}
+
+void node_metrics::database_read(bool answered) {
+  (answered ? database_reads_answered_ : database_reads_declined_)->Increment();
 }
 
 void node_metrics::http_finished(const std::string& route, unsigned status,

@@ -66,6 +66,10 @@ public:
   /// One read finished with `code`, returning `events`.
   void read_finished(errc code, std::size_t events);
 
+  /// A read below the event cache was answered straight from PostgreSQL on
+  /// the I/O threads, or handed to the readers (runtime/database_reads).
+  void database_read(bool answered);
+
   /// One HTTP request on `route` was answered with `status`.
   void http_finished(const std::string& route, unsigned status,
                      std::chrono::nanoseconds latency);
@@ -146,6 +150,8 @@ private:
   prometheus::Histogram* group_latency_;
   std::array<prometheus::Counter*, 6> reads_by_code_{};
   prometheus::Counter* events_read_;
+  prometheus::Counter* database_reads_answered_;
+  prometheus::Counter* database_reads_declined_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Histogram>* http_latency_;
   prometheus::Counter* reconnects_;

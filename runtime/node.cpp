@@ -65,6 +65,7 @@ struct node_config : caf::actor_system_config {
   std::size_t request_timeout_ms = 10'000;
   std::size_t idle_timeout_ms = 60'000;
   std::size_t max_streams = 32;
+  std::size_t http_read_connections = 4;
   std::size_t shutdown_grace_ms = 30'000;
   std::size_t max_subscriptions = 1000;
   std::size_t subscribe_heartbeat_ms = 15'000;
@@ -111,6 +112,9 @@ struct node_config : caf::actor_system_config {
            "keep-alive idle time and time to receive a header")
       .add(max_streams, "max-streams",
            "streaming reads at once (more wait in line, then 503)")
+      .add(http_read_connections, "http-read-connections",
+           "database connections of the HTTP threads for reads the event "
+           "cache cannot answer (0: the readers answer them)")
       .add(shutdown_grace_ms, "shutdown-grace-ms",
            "how long a stop waits for requests in flight")
       .add(max_subscriptions, "max-subscriptions",
@@ -431,6 +435,10 @@ int run_node(int argc, char** argv, node_options options) {
     = std::chrono::milliseconds(cfg.subscribe_heartbeat_ms);
   hc.read_index_dsn = dsn;
   hc.read_index_schema = env_or("DCB_SCHEMA", "dcb");
+  // With a read replica, reads that miss the cache go to it (the readers).
+  hc.read_connections = env_or("DCB_POSTGRES_READ_DSN", "").empty()
+                          ? cfg.http_read_connections
+                          : 0;
 
   engine_config ec;
   ec.store.dsn = dsn;

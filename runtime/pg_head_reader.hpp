@@ -5,22 +5,20 @@
 // the index's own, every such round costs two thread hand-offs (waking the
 // thread, then posting its answers back to the connections), and on a
 // two-core machine those cost about a third of the read throughput. This
-// reader runs the query on one libpq connection of its own in non-blocking
-// mode, driven by the HTTP server's event loop: the loop sends it, is woken
-// by the answer like by any socket, and answers the reads on its own thread;
-// reads that arrive while it is busy share the next round.
+// reader runs the query on a connection of the HTTP server's event loop
+// (runtime/pg_async.hpp): the loop sends it, is woken by the answer like by
+// any socket, and answers the reads on its own thread; reads that arrive
+// while it is busy share the next round.
 //
 //   auto r = pg_head_reader::make(io, {dsn, pg_head_sql(schema)});
 //   index->lead_with(r->leader());     // ... index->lead_alone(); r->close();
 //
 // A failed or slow round (past `timeout`) answers nothing (the reads then go
 // to the database the usual way) and drops the connection; the next round
-// reconnects, at most once per `retry`. Connecting is non-blocking too
-// (PQconnectStart and PQconnectPoll on the loop), except for resolving a
-// host name, which libpq does inside PQconnectStart: a DSN with `hostaddr`
-// (or an IP address as `host`) avoids that short block of the loop.
+// reconnects, at most once per `retry` (see pg_connection).
 #pragma once
 
+#include "runtime/pg_async.hpp"
 #include "store/read_index.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -72,20 +70,17 @@ public:
   /// Connections opened so far, and the server process of the current one
   /// (0 when none; e.g. for `pg_terminate_backend` in a test).
   std::uint64_t connects() const noexcept {
-    return connects_.load();
+    return conn_->connects();
   }
   int backend_pid() const noexcept {
-    return pid_.load();
+    return conn_->backend_pid();
   }
-
-  struct state;
 
 private:
   pg_head_reader(boost::asio::io_context& io, config cfg);
 
-  std::unique_ptr<state> st_;
-  std::atomic<std::uint64_t> connects_{0};
-  std::atomic<int> pid_{0};
+  std::string sql_;
+  std::shared_ptr<pg_connection> conn_;
 };
 
 } // namespace dcbd::http

@@ -1,11 +1,14 @@
 // Helpers the route files share: the body, query parameters, the metrics of
-// appends and reads, and the append path of /append and /v1/append.
+// appends and reads, the append path of /append and /v1/append, and the
+// read path of /read and /v1/read below the event cache.
 #pragma once
 
 #include "actors/engine.hpp"
+#include "runtime/database_reads.hpp"
 #include "runtime/http_routes.hpp"
 #include "runtime/json_api.hpp"
 #include "runtime/metrics.hpp"
+#include "store/event_cache.hpp"
 #include "store/model.hpp"
 
 #include <functional>
@@ -83,6 +86,47 @@ inline void append_within_timeout(
 inline void read_done(const exchange& x, errc code, std::size_t events) {
   if (auto m = x.metrics())
     m->read_finished(code, events);
+}
+
+/// A read the event cache could not answer whole: straight from PostgreSQL
+/// on the I/O threads (`route_env::database`) when the node can and the
+/// answer is at most one chunk (`http_config::stream_chunk_events`).
+/// `format` makes the body from the answer (on a connection's thread), which
+/// is then sent whole as `content_type`. Otherwise (no such connections, a
+/// longer answer, bad input, a failure) `otherwise` runs on the strand: the
+/// reader path, which streams, retries and reports errors.
+inline void
+read_from_database(route_env& env, const std::shared_ptr<exchange>& x,
+                   const query& q, const read_options& options,
+                   std::function<std::string(read_result&)> format,
+                   const char* content_type, std::function<void()> otherwise) {
+  if (!env.database)
+    return otherwise();
+  env.database->read(
+    q, options, env.cfg.stream_chunk_events,
+    [&env, x, format = std::move(format), content_type,
+     otherwise = std::move(otherwise)](std::optional<read_result> r) mutable {
+      std::optional<std::string> body;
+      try {
+        if (r)
+          body = format(*r);
+      } catch (const std::exception&) {
+        // the reader path says what is wrong
+      }
+      if (auto m = x->metrics())
+        m->database_read(body.has_value());
+      if (!body)
+        return x->on_strand(std::move(otherwise));
+      if (auto cache = env.eng.cache())
+        cache->record(cache_route::read, cache_outcome::miss);
+      x->on_strand([x, n = r->events.size(), body = std::move(*body),
+                    content_type]() mutable {
+        if (x->answered())
+          return;
+        read_done(*x, errc::none, n);
+        x->reply_bytes(200, content_type, std::move(body));
+      });
+    });
 }
 
 } // namespace dcbd::http

@@ -14,7 +14,10 @@
 // taken without blocking a thread, shared with every read waiting for one,
 // then the answer read from memory on the connection's strand, without the
 // actors, when the cache holds the whole range and at most one chunk's worth
-// of events (`http_config::stream_chunk_events`). Otherwise:
+// of events (`http_config::stream_chunk_events`). Else an answer of at most
+// that many events comes straight from PostgreSQL in one statement on the
+// I/O threads (`read_from_database`, runtime/database_reads.hpp).
+// Otherwise:
 //
 // /read answers results of any size with bounded memory: like /v1/read it
 // runs `engine::stream_paced` into the session's chunk writer, a chunk
@@ -192,7 +195,21 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
       if (x->answered())
         return;
       if (!r)
-        return stream_read(env, x, std::move(q), options);
+        return read_from_database(
+          env, x, q, options,
+          [](read_result& r) {
+            std::string out = "[";
+            for (auto& e : r.events) {
+              if (out.size() > 1)
+                out += ',';
+              append_json(out, e);
+            }
+            return out + ']';
+          },
+          json_type,
+          [&env, x, q, options]() mutable {
+            stream_read(env, x, std::move(q), options);
+          });
       *text += ']';
       read_done(*x, errc::none, r->events);
       x->reply_bytes(200, json_type, std::move(*text));

@@ -12,10 +12,11 @@
 //   GET  /v1/head                   -> {"head": n}
 //
 // /v1/read is answered from the event cache in one body when the cache can
-// (see /read in routes_dcb.cpp), else it runs `engine::stream_paced` into
-// the session's chunk writer: a chunk is acknowledged once it is on the
-// socket, so memory stays bounded by the credit window however slow the
-// client, and no thread is started per stream. At most
+// (see /read in routes_dcb.cpp), else, when the answer is at most one chunk,
+// from one statement on the I/O threads (`read_from_database`), else it runs
+// `engine::stream_paced` into the session's chunk writer: a chunk is
+// acknowledged once it is on the socket, so memory stays bounded by the credit
+// window however slow the client, and no thread is started per stream. At most
 // `http_config::max_streams` run at once (more wait in line for a slot, 503
 // when none comes); a client that goes away cancels its stream (499 in the
 // metrics).
@@ -156,7 +157,18 @@ void read(route_env& env, const std::shared_ptr<exchange>& x) {
       if (x->answered())
         return;
       if (!r)
-        return stream_read(env, x, std::move(q), options);
+        return read_from_database(
+          env, x, q, options,
+          [x](read_result& r) {
+            std::string out;
+            for (auto& e : r.events)
+              append_line(*x, out, e);
+            return out + x->line(json{{"head", r.head}});
+          },
+          x->msgpack_out() ? msgpack_type : ndjson_type,
+          [&env, x, q, options]() mutable {
+            stream_read(env, x, std::move(q), options);
+          });
       *lines += x->line(json{{"head", r->head}});
       read_done(*x, errc::none, r->events);
       x->reply_bytes(200, x->msgpack_out() ? msgpack_type : ndjson_type,

@@ -5,11 +5,13 @@
 #include "store/pg_pool.hpp"
 #include "store/read_cursor.hpp"
 
-#include <pqxx/binarystring>
+#include <libpq-fe.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <limits>
+#include <new>
 
 namespace dcbd::pg {
 
@@ -172,27 +174,122 @@ std::vector<std::string> parse_text_array(std::string_view s) {
   return out;
 }
 
-// Appends the events of `rows` to `out`; returns the head.
-std::uint64_t collect(const pqxx::result& rows,
-                      std::vector<sequenced_event>& out) {
+namespace {
+
+// One field of a row as text: PostgreSQL's text output, or null.
+struct field {
+  const char* text;
+  std::size_t size;
+  bool null;
+
+  std::string_view view() const noexcept {
+    return {text, size};
+  }
+};
+
+template <class Int>
+Int integer(const field& f) {
+  Int v{};
+  auto [end, ec] = std::from_chars(f.text, f.text + f.size, v);
+  if (f.null || ec != std::errc{} || end != f.text + f.size)
+    throw store_error{errc::internal,
+                      "unexpected integer in a page: " + std::string{f.view()}};
+  return v;
+}
+
+// Appends the events of `n` rows to `out`, `get(row, column)` giving their
+// fields; returns the head.
+template <class Get>
+std::uint64_t collect_rows(std::size_t n, std::size_t columns, Get get,
+                           std::vector<sequenced_event>& out) {
+  if (n > 0 && columns != 7)
+    throw store_error{errc::internal, "a page has 7 columns"};
   std::uint64_t head = 0;
-  out.reserve(out.size() + rows.size());
-  for (const auto& row : rows) {
-    head = row[0].as<std::uint64_t>();
-    if (row[1].is_null())
+  out.reserve(out.size() + n);
+  for (std::size_t i = 0; i < n; ++i) {
+    head = integer<std::uint64_t>(get(i, 0));
+    auto pos = get(i, 1);
+    if (pos.null)
       continue;
     sequenced_event se;
-    se.position = row[1].as<std::uint64_t>();
-    se.event.type = row[2].c_str();
-    se.event.tags = parse_text_array({row[3].c_str(), row[3].size()});
-    se.event.data = pqxx::binarystring{row[4]}.str();
-    se.event.metadata = pqxx::binarystring{row[5]}.str();
+    se.position = integer<std::uint64_t>(pos);
+    se.event.type.assign(get(i, 2).view());
+    se.event.tags = parse_text_array(get(i, 3).view());
+    se.event.data = decode_bytea(get(i, 4).view());
+    se.event.metadata = decode_bytea(get(i, 5).view());
     se.recorded_at = std::chrono::system_clock::time_point{
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-        std::chrono::microseconds{row[6].as<std::int64_t>()})};
+        std::chrono::microseconds{integer<std::int64_t>(get(i, 6))})};
     out.push_back(std::move(se));
   }
   return head;
+}
+
+int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+} // namespace
+
+std::string decode_bytea(std::string_view text) {
+  if (text.size() >= 2 && text[0] == '\\' && text[1] == 'x') {
+    if (text.size() % 2 != 0)
+      throw store_error{errc::internal, "odd hex bytea"};
+    std::string out;
+    out.resize((text.size() - 2) / 2);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      auto hi = hex_digit(text[2 + 2 * i]);
+      auto lo = hex_digit(text[3 + 2 * i]);
+      if (hi < 0 || lo < 0)
+        throw store_error{errc::internal, "bad hex bytea"};
+      out[i] = static_cast<char>((hi << 4) | lo);
+    }
+    return out;
+  }
+  // The escape format (bytea_output = escape): libpq decodes it.
+  std::string z{text};
+  std::size_t len = 0;
+  auto* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(z.c_str()),
+                              &len);
+  if (!raw)
+    throw std::bad_alloc{};
+  std::string out{reinterpret_cast<const char*>(raw), len};
+  PQfreemem(raw);
+  return out;
+}
+
+std::uint64_t collect(const pqxx::result& rows,
+                      std::vector<sequenced_event>& out) {
+  return collect_rows(
+    rows.size(), static_cast<std::size_t>(rows.columns()),
+    [&rows](std::size_t i, std::size_t c) {
+      auto f = rows[static_cast<pqxx::result::size_type>(i)]
+                   [static_cast<pqxx::row::size_type>(c)];
+      return field{f.c_str(), f.size(), f.is_null()};
+    },
+    out);
+}
+
+std::uint64_t collect(const pg_result* rows,
+                      std::vector<sequenced_event>& out) {
+  auto* r = const_cast<PGresult*>(rows);
+  return collect_rows(
+    static_cast<std::size_t>(PQntuples(r)),
+    static_cast<std::size_t>(PQnfields(r)),
+    [r](std::size_t i, std::size_t c) {
+      auto row = static_cast<int>(i);
+      auto col = static_cast<int>(c);
+      return field{PQgetvalue(r, row, col),
+                   static_cast<std::size_t>(PQgetlength(r, row, col)),
+                   PQgetisnull(r, row, col) != 0};
+    },
+    out);
 }
 
 read_result read(pg_pool& pool, const std::string& schema,

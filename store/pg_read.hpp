@@ -17,6 +17,9 @@
 #include <string_view>
 #include <vector>
 
+// libpq's result (PGresult).
+struct pg_result;
+
 namespace dcbd {
 class pg_pool;
 } // namespace dcbd
@@ -47,8 +50,17 @@ page_query make_page(const std::string& schema, const query& q, bool backwards,
 std::vector<std::string> parse_text_array(std::string_view s);
 
 /// Appends the events of a page's `rows` to `out`; returns the head.
+/// Throws store_error (internal) on rows that are no page.
 std::uint64_t collect(const pqxx::result& rows,
                       std::vector<sequenced_event>& out);
+
+/// The same for a page's result straight from libpq (text format), as an
+/// asynchronous connection gets it (runtime/pg_async.hpp).
+std::uint64_t collect(const pg_result* rows, std::vector<sequenced_event>& out);
+
+/// Decodes a bytea in PostgreSQL's text output (hex, or the old escape
+/// format).
+std::string decode_bytea(std::string_view text);
 
 /// Reads the events matching `normalized` (a validated query) with
 /// `options` from `pool`, in one statement, with the head of its snapshot.

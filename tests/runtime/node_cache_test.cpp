@@ -348,5 +348,103 @@ TEST_F(NodeCache, AfterARestartTheSummaryIsWarmedDownToTheStart) {
                         << lines_of(n.metrics_port(), "dcb_read");
 }
 
+// Reads the cache cannot answer whole (their events were evicted, or the
+// cache is off) come from one statement on the HTTP threads when the answer
+// is at most one chunk (runtime/database_reads.hpp), else through the
+// readers. Three nodes on one schema: that path, the readers alone
+// (--dcbd.http-read-connections=0), and no cache at all give the very same
+// bodies; and, while a writer appends on another node, every read that
+// starts after an acknowledgement sees it.
+TEST_F(NodeCache, ReadsBelowTheCacheFromOneStatementMatchTheReaders) {
+  std::vector<std::string> tiny{"--dcbd.cache-bytes=65536",
+                                "--dcbd.bus-recent-bytes=65536"};
+  auto readers_only = tiny;
+  readers_only.push_back("--dcbd.http-read-connections=0");
+  node_process direct{schema_, tiny};
+  node_process readers{schema_, readers_only};
+  node_process uncached{schema_, {"--dcbd.cache-bytes=0"}};
+  ASSERT_TRUE(direct.up()) << direct.log();
+  ASSERT_TRUE(readers.up()) << readers.log();
+  ASSERT_TRUE(uncached.up()) << uncached.log();
+  client w{direct.port()};
+  // 3,000 events on 30 tags and two types, odd payloads included, then
+  // enough fresh ones that the tiny caches evict them.
+  std::string odd = "quote \" backslash \\ and ü";
+  for (int i = 0; i < 30; ++i) {
+    json batch = json::array();
+    for (int j = 0; j < 100; ++j)
+      batch.push_back(ev(j % 3 == 0 ? "Rare" : "Common",
+                         {"k:" + std::to_string(i), "j:" + std::to_string(j)},
+                         j % 10 == 0 ? odd : std::string(300, 'a' + j % 26)));
+    ASSERT_EQ(w.post("/v1/append", json{{"events", batch}}).status, 200u);
+  }
+  for (int i = 0; i < 20; ++i) {
+    json batch = json::array();
+    for (int j = 0; j < 100; ++j)
+      batch.push_back(
+        ev("Fresh", {"f:" + std::to_string(j)}, std::string(300, 'f')));
+    ASSERT_EQ(w.post("/v1/append", json{{"events", batch}}).status, 200u);
+  }
+  std::vector<std::string> targets;
+  for (auto route : {"/read", "/v1/read"}) {
+    targets.push_back(read_target(route, items({}, {"k:7"})));
+    targets.push_back(read_target(route, items({"Rare"}, {"k:8"})));
+    targets.push_back(
+      read_target(route, items({}, {"k:9"}), json{{"backwards", true}}));
+    targets.push_back(
+      read_target(route, items({}, {"k:10"}), json{{"limit", 5}}));
+    targets.push_back(
+      read_target(route, items({}, {"j:0"}),
+                  json{{"from", 500}, {"until", 2500}, {"limit", 7}}));
+    targets.push_back(read_target(
+      route, json{{"items", {{{"tags", {"k:1"}}}, {{"types", {"Rare"}}}}}},
+      json{{"from", 2900}}));
+    // Longer than a chunk (1,000 events): streamed by the readers.
+    targets.push_back(read_target(route, items({"Common"}, {})));
+    targets.push_back(read_target(route, items({}, {"nothing:here"})));
+  }
+  for (auto& t : targets) {
+    client a{direct.port()}, b{readers.port()}, c{uncached.port()};
+    auto ra = a.get(t), rb = b.get(t), rc = c.get(t);
+    ASSERT_EQ(ra.status, 200u) << t << ": " << ra.body;
+    EXPECT_EQ(ra.body, rb.body) << t;
+    EXPECT_EQ(ra.body, rc.body) << t;
+    EXPECT_FALSE(ra.body.empty()) << t;
+  }
+  // Bad input still gets the readers' clear answer.
+  client a{direct.port()};
+  auto bad = a.get(read_target("/read", items({}, {""})));
+  EXPECT_EQ(bad.status, 400u) << bad.body;
+  auto answered = R"(dcb_http_database_reads_total{result="answered"})";
+  auto declined = R"(dcb_http_database_reads_total{result="declined"})";
+  EXPECT_GE(await_metric(direct.metrics_port(), answered, 12), 12)
+    << lines_of(direct.metrics_port(), "dcb_http_database");
+  EXPECT_GE(metric(direct.metrics_port(), declined), 2)
+    << "the two long reads went on to the readers";
+  EXPECT_EQ(metric(readers.metrics_port(), answered), 0);
+  EXPECT_GE(metric(uncached.metrics_port(), answered), 12);
+
+  // Linearizable: a writer on the readers' node extends an evicted tag;
+  // every read on the other two that starts after an acknowledgement (one
+  // statement, or the readers' stream) sees the acknowledged event.
+  client writer{readers.port()};
+  client on_direct{direct.port()}, on_uncached{uncached.port()};
+  int missed = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto r = writer.post("/v1/append", json{{"events", {ev("Late", {"k:3"})}}});
+    ASSERT_EQ(r.status, 200u) << r.body;
+    auto pos = r.j()["last_position"].get<std::uint64_t>();
+    for (auto* c : {&on_direct, &on_uncached}) {
+      auto got = c->get(
+        read_target("/read", items({}, {"k:3"}), json{{"backwards", true}}));
+      ASSERT_EQ(got.status, 200u) << got.body;
+      auto events = json::parse(got.body);
+      if (events.empty() || events[0]["position"].get<std::uint64_t>() != pos)
+        ++missed;
+    }
+  }
+  EXPECT_EQ(missed, 0) << "a read missed an acknowledged append";
+}
+
 } // namespace
 } // namespace dcbd::test
