@@ -241,6 +241,13 @@ node_metrics::node_metrics()
                "dcb_cache_lo (0: the whole log below the cache)")
          .Register(r)
          .Add({});
+  cache_restarts_
+    = &BuildCounter()
+         .Name("dcb_cache_restarts_total")
+         .Help("Times the cache was emptied and started again at the head "
+               "because the bus skipped past events it did not hold")
+         .Register(r)
+         .Add({});
   cache_summary_answers_
     = &BuildCounter()
          .Name("dcb_cache_summary_answers_total")
@@ -542,6 +549,7 @@ void node_metrics::cache_state(const cache_snapshot& cache,
   cache_summary_bytes_->Set(static_cast<double>(cache.summary_bytes));
   cache_summary_from_->Set(static_cast<double>(cache.summary_from));
   raise(*cache_summary_answers_, cache.summary_answers);
+  raise(*cache_restarts_, cache.restarts);
   raise(cache_waits_->Add({{"result", "reached"}}),
         cache.waits - cache.wait_timeouts);
   raise(cache_waits_->Add({{"result", "timeout"}}), cache.wait_timeouts);

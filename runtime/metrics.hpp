@@ -186,6 +186,7 @@ private:
   prometheus::Gauge* cache_summary_bytes_;
   prometheus::Gauge* cache_summary_from_;
   prometheus::Counter* cache_summary_answers_;
+  prometheus::Counter* cache_restarts_;
   prometheus::Family<prometheus::Counter>* cache_waits_;
   prometheus::Counter* index_rounds_;
   prometheus::Counter* index_reads_;

@@ -35,6 +35,8 @@ pg_head_reader::pg_head_reader(boost::asio::io_context& io, config cfg)
   c.dsn = std::move(cfg.dsn);
   c.timeout = cfg.timeout;
   c.retry = cfg.retry;
+  // Parsed once per connection (it has no parameters to plan for).
+  c.max_prepared = 1;
   conn_ = pg_connection::make(io, std::move(c));
 }
 
