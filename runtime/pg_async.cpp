@@ -397,10 +397,17 @@ void pg_connection_pool::release(std::size_t i) {
     free_.push_back(i);
     return;
   }
-  auto j = std::move(line_.front());
+  auto j = std::make_shared<job>(std::move(line_.front()));
   line_.pop_front();
   guard.unlock();
-  run(i, std::move(j));
+  // Later, not inside the callback of the statement that just finished: a
+  // connection that fails at once (waiting out `retry`) would otherwise
+  // answer the whole line in one deepening call chain.
+  conns_[i]->post([w = weak_from_this(), i, j] {
+    if (auto p = w.lock())
+      return p->run(i, std::move(*j));
+    j->done(nullptr);
+  });
 }
 
 void pg_connection_pool::close() {

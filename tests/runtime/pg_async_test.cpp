@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -252,6 +253,31 @@ TEST(PgConnectionPool, AFullLineAndAClosedPoolAnswerNothingAtOnce) {
   EXPECT_FALSE(await([&](auto done) {
     pool->exec("SELECT 1", {}, done);
   }));
+}
+
+TEST(PgConnectionPool, NoDatabaseAnswersAWholeLineWithNothing) {
+  loop l;
+  pg_connection_pool::config pc;
+  pc.connection = config_for();
+  pc.connection.dsn = "host=127.0.0.1 port=1 user=postgres connect_timeout=2";
+  pc.connection.retry = 10s;
+  pc.size = 1;
+  pc.max_waiting = 5000;
+  auto pool = pg_connection_pool::make(l.io, pc);
+  constexpr int n = 5000;
+  std::atomic<int> nothing{0}, something{0};
+  std::promise<void> all;
+  std::atomic<int> left{n};
+  for (int i = 0; i < n; ++i)
+    pool->exec("SELECT 1", {}, [&](pg_result_ptr r) {
+      ++(r ? something : nothing);
+      if (--left == 0)
+        all.set_value();
+    });
+  ASSERT_EQ(all.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(nothing.load(), n);
+  EXPECT_EQ(something.load(), 0);
+  EXPECT_EQ(pool->connections()[0]->connects(), 0u);
 }
 
 } // namespace
