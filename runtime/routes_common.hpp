@@ -8,6 +8,7 @@
 #include "runtime/http_routes.hpp"
 #include "runtime/json_api.hpp"
 #include "runtime/metrics.hpp"
+#include "store/cached_store.hpp"
 #include "store/event_cache.hpp"
 #include "store/model.hpp"
 
@@ -88,9 +89,10 @@ inline void read_done(const exchange& x, errc code, std::size_t events) {
     m->read_finished(code, events);
 }
 
-/// A read the event cache could not answer whole: straight from PostgreSQL
-/// on the I/O threads (`route_env::database`) when the node can and the
-/// answer is at most one chunk (`http_config::stream_chunk_events`).
+/// A read the event cache could not answer whole because it does not hold
+/// its range (`cache_may_answer`): straight from PostgreSQL on the I/O
+/// threads (`route_env::database`) when the node can and the answer is at
+/// most one chunk (`http_config::stream_chunk_events`).
 /// `format` makes the body from the answer (on a connection's thread), which
 /// is then sent whole as `content_type`. Otherwise (no such connections, a
 /// longer answer, bad input, a failure) `otherwise` runs on the strand: the
@@ -100,7 +102,11 @@ read_from_database(route_env& env, const std::shared_ptr<exchange>& x,
                    const query& q, const read_options& options,
                    std::function<std::string(read_result&)> format,
                    const char* content_type, std::function<void()> otherwise) {
-  if (!env.database)
+  // A cache that holds the read's range was only behind the read index
+  // (or the answer is long): the reader path waits for it and answers from
+  // memory, sparing the database.
+  auto cache = env.eng.cache();
+  if (!env.database || (cache && cache_may_answer(*cache, options, q)))
     return otherwise();
   env.database->read(
     q, options, env.cfg.stream_chunk_events,

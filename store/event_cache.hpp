@@ -27,7 +27,8 @@
 // that moment, e.g. restarted past a gap and warming again), though its
 // metrics showed it warm before and after. Correct, but not from memory;
 // not reproduced locally (NodeCache.AfterARestartTheSummaryIsWarmedDownTo-
-// TheStart). A `dcb_cache_restarts_total` metric would tell.
+// TheStart). `dcb_cache_restarts_total` (a restart past a gap empties the
+// cache and its summary) now tells; the test's message prints it.
 //
 // Thread-safe: many readers at once, one writer at a time.
 #pragma once
