@@ -28,16 +28,12 @@ database_reads::database_reads(boost::asio::io_context& io, config cfg)
 }
 
 database_reads::~database_reads() {
-  counts_->live = false;
+  *live_ = false;
 }
 
 void database_reads::read(
   const query& q, const read_options& options, std::size_t max_events,
   std::function<void(std::optional<read_result>)> done) {
-  auto decline = [this, &done] {
-    counts_->declined.fetch_add(1, std::memory_order_relaxed);
-    done(std::nullopt);
-  };
   pg::page_query page;
   try {
     auto normalized = validate_read(q, options, cfg_.input_limits);
@@ -49,12 +45,12 @@ void database_reads::read(
     page = pg::make_page(cfg_.schema, normalized, options.backwards, range.lo,
                          range.hi, want, {});
   } catch (const std::exception&) {
-    return decline(); // the reader path reports it
+    return done(std::nullopt); // the reader path reports it
   }
   pool_->exec(std::move(page.sql), std::move(page.params),
-              [counts = counts_, max_events,
+              [live = live_, max_events,
                done = std::move(done)](pg_result_ptr rows) {
-                if (!counts->live)
+                if (!*live)
                   return; // destroyed: nobody waits for this any more
                 std::optional<read_result> out;
                 if (rows) {
@@ -68,8 +64,6 @@ void database_reads::read(
                     // wrong
                   }
                 }
-                (out ? counts->answered : counts->declined)
-                  .fetch_add(1, std::memory_order_relaxed);
                 done(std::move(out));
               });
 }

@@ -60,12 +60,6 @@ public:
     limits input_limits{};
   };
 
-  struct stats {
-    /// Reads answered here, and reads handed back to the reader path.
-    std::uint64_t answered = 0;
-    std::uint64_t declined = 0;
-  };
-
   database_reads(boost::asio::io_context& io, config cfg);
 
   /// Reads still waiting or running are dropped without an answer: destroy
@@ -84,20 +78,11 @@ public:
   /// Reads waiting or running get nothing, and so does every later one.
   void close();
 
-  stats counts() const noexcept {
-    return {counts_->answered.load(), counts_->declined.load()};
-  }
-
 private:
-  // Shared with the statements in flight, which may end after this is gone.
-  struct tally {
-    std::atomic<std::uint64_t> answered{0};
-    std::atomic<std::uint64_t> declined{0};
-    std::atomic<bool> live{true};
-  };
-
   config cfg_;
-  std::shared_ptr<tally> counts_ = std::make_shared<tally>();
+  // Cleared when this goes: statements still in flight then answer no one.
+  std::shared_ptr<std::atomic<bool>> live_
+    = std::make_shared<std::atomic<bool>>(true);
   std::shared_ptr<pg_connection_pool> pool_;
 };
 
