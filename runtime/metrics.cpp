@@ -260,6 +260,14 @@ node_metrics::node_metrics()
                       .Help("Events dropped from the cache's low end")
                       .Register(r)
                       .Add({});
+  cache_conditions_
+    = &BuildCounter()
+         .Name("dcb_cache_condition_checks_total")
+         .Help("Append conditions checked against the cache before the "
+               "database: clean (the database looks only past the cache's "
+               "head), matched (the database finds the match again) or "
+               "missed (the cache did not hold the range)")
+         .Register(r);
   cache_waits_ = &BuildCounter()
                     .Name("dcb_cache_waits_total")
                     .Help("Reads that waited for the cache to reach their read "
@@ -553,6 +561,11 @@ void node_metrics::cache_state(const cache_snapshot& cache,
   raise(cache_waits_->Add({{"result", "reached"}}),
         cache.waits - cache.wait_timeouts);
   raise(cache_waits_->Add({{"result", "timeout"}}), cache.wait_timeouts);
+  raise(cache_conditions_->Add({{"result", "clean"}}), cache.conditions_clean);
+  raise(cache_conditions_->Add({{"result", "matched"}}),
+        cache.conditions_matched);
+  raise(cache_conditions_->Add({{"result", "missed"}}),
+        cache.conditions_missed);
   raise(*index_rounds_, index.rounds);
   raise(*index_reads_, index.reads);
   index_max_batch_->Set(static_cast<double>(index.max_batch));

@@ -188,6 +188,7 @@ private:
   prometheus::Counter* cache_summary_answers_;
   prometheus::Counter* cache_restarts_;
   prometheus::Family<prometheus::Counter>* cache_waits_;
+  prometheus::Family<prometheus::Counter>* cache_conditions_;
   prometheus::Counter* index_rounds_;
   prometheus::Counter* index_reads_;
   prometheus::Gauge* index_max_batch_;

@@ -212,7 +212,23 @@ cached_event_store::cached_event_store(std::shared_ptr<event_store> backend,
 
 std::vector<append_result> cached_event_store::append_validated(
   const std::vector<validated_append>& group) {
-  auto results = backend_->append_validated(group);
+  return append_prechecked(group, {});
+}
+
+std::vector<append_result> cached_event_store::append_prechecked(
+  const std::vector<validated_append>& group,
+  std::span<const std::uint64_t> checked_through) {
+  std::vector<std::uint64_t> clean(group.size(), 0);
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    if (i < checked_through.size())
+      clean[i] = checked_through[i];
+    auto& c = group[i].condition();
+    if (c && !c->fail_if_events_match.matches_all())
+      clean[i] = std::max(clean[i],
+                          cache_->clean_through(c->fail_if_events_match,
+                                                c->after.value_or(0)));
+  }
+  auto results = backend_->append_prechecked(group, clean);
   // The accepted events, as the backend stored them, in position order.
   std::vector<sequenced_event> accepted;
   for (std::size_t i = 0; i < group.size() && i < results.size(); ++i) {

@@ -11,6 +11,14 @@
 // to the cache before `append_validated` returns, so the caller acknowledges
 // them only once the cache holds them.
 //
+// An append's condition is looked up in the cache first: when no event in
+// (after, hi] matches it (hi: the cache's head), the backend is told so
+// (`append_prechecked`) and checks only the events past hi, which is none
+// while no other process has written since. The cache holds a contiguous
+// range of committed events, which never change, so what it rules out the
+// database would rule out too; a match found in memory is left to the
+// backend to find again (it reports the failure as always).
+//
 // The reader actors' reads block on the read index (`read_index::get`),
 // so they share at most `readers` reads per head query. HTTP reads take the
 // index asynchronously (`read_index::get_async`, shared by every read
@@ -108,6 +116,12 @@ public:
 
   std::vector<append_result>
   append_validated(const std::vector<validated_append>& group) override;
+
+  /// Checks each condition against the cache first (`clean_through`) and
+  /// tells the backend how far each is clean.
+  std::vector<append_result>
+  append_prechecked(const std::vector<validated_append>& group,
+                    std::span<const std::uint64_t> checked_through) override;
 
   read_result read(const query& q, const read_options& options = {}) override;
 

@@ -3,6 +3,7 @@
 #include "store/matching.hpp"
 
 #include <algorithm>
+#include <limits>
 
 namespace dcbd {
 
@@ -334,6 +335,22 @@ bool event_cache::covers(const query& q, std::uint64_t first) const {
          && (first > lo_ || summary_excludes(q, first));
 }
 
+std::uint64_t event_cache::clean_through(const query& q,
+                                         std::uint64_t after) const {
+  bool matched = false;
+  std::uint64_t next = 0, hi = 0;
+  auto held = visit(
+    q, after + 1, std::numeric_limits<std::uint64_t>::max(), false, 1,
+    std::numeric_limits<std::size_t>::max(),
+    [&](const sequenced_event&) {
+      matched = true;
+    },
+    next, hi);
+  int outcome = !held || hi <= after ? 2 : matched ? 1 : 0;
+  conditions_[outcome].fetch_add(1, std::memory_order_relaxed);
+  return outcome == 0 ? hi : 0;
+}
+
 std::uint64_t event_cache::lo() const {
   std::shared_lock lock{mutex_};
   return lo_;
@@ -360,6 +377,9 @@ cache_snapshot event_cache::snapshot() const {
   s.summary_types = below_.types();
   s.summary_types_full = below_.types_full();
   s.summary_answers = summary_answers_.load(std::memory_order_relaxed);
+  s.conditions_clean = conditions_[0].load(std::memory_order_relaxed);
+  s.conditions_matched = conditions_[1].load(std::memory_order_relaxed);
+  s.conditions_missed = conditions_[2].load(std::memory_order_relaxed);
   s.events = events_.size();
   s.max_bytes = max_bytes_;
   s.restarts = restarts_;

@@ -97,6 +97,12 @@ struct cache_snapshot {
   /// of them that gave up and read from the database.
   std::uint64_t waits = 0;
   std::uint64_t wait_timeouts = 0;
+  /// Append conditions checked in memory (`clean_through`): no match up to
+  /// the cache's head, a match, or the cache could not say (range not
+  /// held, or not past `after` yet).
+  std::uint64_t conditions_clean = 0;
+  std::uint64_t conditions_matched = 0;
+  std::uint64_t conditions_missed = 0;
 };
 
 /// What a read answered from the cache alone (`visit_from_cache`): the
@@ -177,6 +183,13 @@ public:
   /// every match in [first, lo]. A cheap check before taking a read index;
   /// `collect` and `visit` decide again under the lock.
   bool covers(const query& q, std::uint64_t first) const;
+
+  /// For an append condition `q` (normalized, not matching all) with
+  /// `after`: the cache's head `hi` when it holds (after, hi], hi > after
+  /// and no event there matches `q`; else 0 (a match, or the cache cannot
+  /// say). The backend then needs to look only past `hi`
+  /// (`event_store::append_prechecked`). Counts the outcome.
+  std::uint64_t clean_through(const query& q, std::uint64_t after) const;
 
   /// The low and high ends. `hi` is also readable without the lock.
   std::uint64_t lo() const;
@@ -290,6 +303,7 @@ private:
   std::uint64_t evicted_ = 0;
   std::atomic<std::uint64_t> served_[3][3] = {};
   mutable std::atomic<std::uint64_t> summary_answers_{0};
+  mutable std::atomic<std::uint64_t> conditions_[3] = {};
   std::atomic<std::uint64_t> waits_{0};
   std::atomic<std::uint64_t> wait_timeouts_{0};
   std::atomic<bool> started_{false};

@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace dcbd {
@@ -98,6 +99,19 @@ public:
   /// Returns one result per request, in request order.
   virtual std::vector<append_result>
   append_validated(const std::vector<validated_append>& group) = 0;
+
+  /// As `append_validated`, with what the caller checked already:
+  /// `checked_through[i]`, when present and above request i's `after`,
+  /// says that no event matching request i's condition lies in
+  /// (after, checked_through[i]] (a range of the log, which never changes;
+  /// e.g. the event cache looked). The store may then check only the events
+  /// past it; the results are the same. By default the hint is ignored.
+  virtual std::vector<append_result>
+  append_prechecked(const std::vector<validated_append>& group,
+                    std::span<const std::uint64_t> checked_through) {
+    (void) checked_through;
+    return append_validated(group);
+  }
 
   /// Reads the events matching `q`, in position order (newest first when
   /// backwards), with the head of the same snapshot.

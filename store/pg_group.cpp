@@ -83,7 +83,8 @@ group_index::candidates(const query_item& item) const {
 // -- flatten ------------------------------------------------------------------
 
 group_arrays flatten(const std::vector<validated_append>& group,
-                     const std::vector<std::size_t>& part) {
+                     const std::vector<std::size_t>& part,
+                     std::span<const std::uint64_t> checked_through) {
   group_arrays a;
   group_index earlier;
   std::int64_t n_events = 0, n_tags = 0, n_types = 0, n_itags = 0;
@@ -93,9 +94,11 @@ group_arrays flatten(const std::vector<validated_append>& group,
     auto kind = kind_of(req);
     auto req_no = static_cast<std::int64_t>(r + 1);
     a.req_kind.add(kind);
-    a.req_after.add(req.condition() ? static_cast<std::int64_t>(
-                      req.condition()->after.value_or(0))
-                                    : 0);
+    std::uint64_t after = req.condition() ? req.condition()->after.value_or(0)
+                                          : 0;
+    if (kind == items && part[r] < checked_through.size())
+      after = std::max(after, checked_through[part[r]]);
+    a.req_after.add(static_cast<std::int64_t>(after));
     a.req_nev.add(static_cast<std::int64_t>(events.size()));
     n_events += static_cast<std::int64_t>(events.size());
     a.req_last_event.add(n_events);

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -110,9 +111,16 @@ private:
 };
 
 /// Fills the arrays for the requests `group[part[0]], group[part[1]], ...`,
-/// in that order.
+/// in that order. `checked_through` (empty, or one per request of `group`):
+/// what `event_store::append_prechecked` was told. A request whose items
+/// are clean through a position above its `after` gets that position as
+/// its `after` in the arrays: the function then looks for matches only
+/// past it, and not at all while the head is still there. (Its other uses
+/// of `after` compare it with positions past the head, so they decide the
+/// same.)
 group_arrays flatten(const std::vector<validated_append>& group,
-                     const std::vector<std::size_t>& part);
+                     const std::vector<std::size_t>& part,
+                     std::span<const std::uint64_t> checked_through = {});
 
 /// Parses PostgreSQL's text form of a bigint[] without NULLs, e.g. {3,0,7}.
 /// Throws `store_error(internal)` on anything else.

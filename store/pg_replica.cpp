@@ -367,6 +367,12 @@ std::vector<append_result> replica_event_store::append_validated(
   return primary_->append_validated(group);
 }
 
+std::vector<append_result> replica_event_store::append_prechecked(
+  const std::vector<validated_append>& group,
+  std::span<const std::uint64_t> checked_through) {
+  return primary_->append_prechecked(group, checked_through);
+}
+
 std::optional<std::uint64_t> replica_event_store::must_see() {
   if (auto scope = read_scope::current(); scope && scope->must_see())
     return scope->must_see();

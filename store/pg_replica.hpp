@@ -242,6 +242,10 @@ public:
   std::vector<append_result>
   append_validated(const std::vector<validated_append>& group) override;
 
+  std::vector<append_result>
+  append_prechecked(const std::vector<validated_append>& group,
+                    std::span<const std::uint64_t> checked_through) override;
+
   read_result read(const query& q, const read_options& options = {}) override;
 
   std::unique_ptr<event_stream>

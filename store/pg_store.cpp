@@ -191,6 +191,12 @@ pg_event_store::~pg_event_store() = default;
 
 std::vector<append_result>
 pg_event_store::append_validated(const std::vector<validated_append>& group) {
+  return append_prechecked(group, {});
+}
+
+std::vector<append_result> pg_event_store::append_prechecked(
+  const std::vector<validated_append>& group,
+  std::span<const std::uint64_t> checked_through) {
   std::vector<append_result> results(group.size());
   // Normally one transaction; very large groups are split by payload size,
   // which keeps the serial-order semantics (later parts see earlier ones in
@@ -206,7 +212,7 @@ pg_event_store::append_validated(const std::vector<validated_append>& group) {
     std::vector<std::size_t> part(end - begin);
     for (std::size_t k = 0; k < part.size(); ++k)
       part[k] = begin + k;
-    commit_part(group, part, results);
+    commit_part(group, part, checked_through, results);
     begin = end;
   }
   return results;
@@ -310,8 +316,9 @@ group_reply run_group(pg_pool::lease& l, const group_statements& sql,
 
 void pg_event_store::commit_part(const std::vector<validated_append>& group,
                                  const std::vector<std::size_t>& part,
+                                 std::span<const std::uint64_t> checked_through,
                                  std::vector<append_result>& results) {
-  auto a = pg::flatten(group, part);
+  auto a = pg::flatten(group, part, checked_through);
   group_statements sql{sql_.append_unconditional,
                        sql_.append_group,
                        sql_.append_unconditional_jobs,

@@ -39,6 +39,10 @@ public:
   std::vector<append_result>
   append_validated(const std::vector<validated_append>& group) override;
 
+  std::vector<append_result>
+  append_prechecked(const std::vector<validated_append>& group,
+                    std::span<const std::uint64_t> checked_through) override;
+
   read_result read(const query& q, const read_options& options = {}) override;
 
   std::unique_ptr<event_stream>
@@ -53,6 +57,7 @@ private:
   // Commits the requests `part` of a group in one statement.
   void commit_part(const std::vector<validated_append>& group,
                    const std::vector<std::size_t>& part,
+                   std::span<const std::uint64_t> checked_through,
                    std::vector<append_result>& results);
 
   // Finds out whether a group whose connection broke committed.

@@ -253,6 +253,36 @@ TEST(EventCache, TheSummaryRulesOutMostFreshTagsAndManyTypesSaturate) {
   EXPECT_FALSE(c.covers(unseen_type, 1)) << "too many types to rule out";
 }
 
+// An append condition checked in memory: clean through the head only when
+// the cache holds the whole range after `after` and nothing there matches.
+TEST(EventCache, CleanThroughRulesOutOnlyWhatItHolds) {
+  event_cache c{1 << 20};
+  ASSERT_TRUE(c.start(4));
+  std::vector<sequenced_event> es;
+  for (std::uint64_t p = 5; p <= 10; ++p)
+    es.push_back(at(p, p == 7 ? "Rare" : "Common", {"k:" + std::to_string(p)}));
+  ASSERT_TRUE(c.extend(es));
+  query rare;
+  rare.items.push_back(query_item{{"Rare"}, {}});
+  query typed_tag;
+  typed_tag.items.push_back(query_item{{"Rare"}, {"k:8"}});
+  EXPECT_EQ(c.clean_through(tagged("k:8"), 4), 0u) << "a match at 8";
+  EXPECT_EQ(c.clean_through(tagged("k:8"), 8), 10u) << "the match is at after";
+  EXPECT_EQ(c.clean_through(tagged("k:99"), 4), 10u) << "no such tag";
+  EXPECT_EQ(c.clean_through(rare, 6), 0u) << "a match at 7";
+  EXPECT_EQ(c.clean_through(rare, 7), 10u);
+  EXPECT_EQ(c.clean_through(typed_tag, 4), 10u) << "k:8 is not Rare";
+  EXPECT_EQ(c.clean_through(tagged("k:99"), 3), 0u) << "4 is below the cache";
+  EXPECT_EQ(c.clean_through(tagged("k:99"), 10), 0u) << "nothing past after";
+  EXPECT_EQ(c.clean_through(tagged("k:99"), 12), 0u) << "after past the head";
+  auto s = c.snapshot();
+  EXPECT_EQ(s.conditions_clean, 4u);
+  EXPECT_EQ(s.conditions_matched, 2u);
+  EXPECT_EQ(s.conditions_missed, 3u);
+  event_cache idle{1 << 20};
+  EXPECT_EQ(idle.clean_through(tagged("k:1"), 0), 0u) << "not started";
+}
+
 TEST(EventCache, WaitForReturnsWhenTheCacheReachesAPosition) {
   event_cache c{1 << 20};
   c.start(0);
@@ -1056,6 +1086,68 @@ TEST_F(CachedPgStore, ServesWhatTheDatabaseHolds) {
   }
   EXPECT_EQ(fresh->lo(), 0u);
   expect_same(again.read(q), direct, "after warming");
+}
+
+// A condition the cache finds clean is checked by PostgreSQL only past the
+// cache's head: what another writer committed there still fails it. A
+// false hint shows the database really skips the range it is told about.
+TEST_F(CachedPgStore, ConditionsCheckedInMemoryStillSeeOtherWriters) {
+  std::shared_ptr<event_store> a_backend = open_store(1);
+  std::shared_ptr<event_store> b_backend = open_store(1);
+  cached_event_store a{a_backend, std::make_shared<event_cache>(1 << 20),
+                       make_read_index(a_backend)};
+  auto b_cache = std::make_shared<event_cache>(1 << 20);
+  cached_event_store b{b_backend, b_cache, make_read_index(b_backend)};
+  // The conditions look after `start`: B's cache holds B's own event
+  // there from the beginning.
+  auto start = b.append({event{"E", {"b:0"}, "x", {}}}) - 1;
+  for (int i = 0; i < 20; ++i) {
+    auto tag = "round:" + std::to_string(i);
+    auto hi = b_cache->hi();
+    // A writes the tag; B's cache does not hear of it.
+    auto pos = a.append({event{"E", {tag}, "x", {}}});
+    ASSERT_GT(pos, hi);
+    auto before = b_cache->snapshot();
+    try {
+      b.append({event{"E", {tag, "b"}, "x", {}}},
+               append_condition{tagged(tag), start});
+      FAIL() << "B's condition missed A's event at " << pos << " (round " << i
+             << ")";
+    } catch (const store_error& e) {
+      EXPECT_EQ(e.code(), errc::append_condition_failed) << e.what();
+    }
+    EXPECT_EQ(b_cache->snapshot().conditions_clean, before.conditions_clean + 1)
+      << "checked in memory through " << hi;
+    // A condition nobody matches passes. B's cache cannot take its event
+    // past the gap A left; it catches up from the database, as the bus
+    // would, so the next round checks in memory again.
+    b.append({event{"E", {"b:" + std::to_string(i + 1)}, "x", {}}},
+             append_condition{tagged("nobody"), start});
+    read_options o;
+    o.from = b_cache->hi() + 1;
+    b_cache->extend(b_backend->read(query::all(), o).events, true);
+  }
+  // The hint is trusted up to where it says: told (falsely) that nothing
+  // matches through the head, the database accepts what it would refuse.
+  auto head = b_backend->head();
+  auto lied = validate_append(
+    append_request{{event{"E", {"round:0"}, "x", {}}},
+                   append_condition{tagged("round:0"), start}},
+    limits{});
+  std::vector<validated_append> group;
+  group.push_back(lied);
+  std::vector<std::uint64_t> told{head};
+  EXPECT_TRUE(b_backend->append_prechecked(group, told).at(0).ok());
+  EXPECT_FALSE(b_backend->append_validated(group).at(0).ok())
+    << "without the hint it fails";
+  // A condition matching everything ignores the hint.
+  std::vector<validated_append> all;
+  all.push_back(
+    validate_append(append_request{{event{"E", {"x"}, "x", {}}},
+                                   append_condition{query::all(), start}},
+                    limits{}));
+  told[0] = b_backend->head();
+  EXPECT_FALSE(b_backend->append_prechecked(all, told).at(0).ok());
 }
 
 // Two nodes without a bus between them: B's cache never hears of A's

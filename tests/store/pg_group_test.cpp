@@ -90,6 +90,29 @@ TEST(GroupFlatten, ConditionItemsAndDependenciesOnEarlierRequests) {
   EXPECT_EQ(a.dep_off.str(), "{2,0,2,0,0}");
 }
 
+// What append_prechecked was told: an item condition's `after` rises to
+// the position it is clean through, never falls; a condition matching
+// everything (its check is `head > after`) and an unconditional request
+// keep theirs, as do the dependencies, which compare `after` with
+// positions past the head only.
+TEST(GroupFlatten, CheckedThroughRaisesTheAfterOfItemConditionsOnly) {
+  std::vector<validated_append> g;
+  g.push_back(req({event{"A", {"x"}}}, append_condition{tags({"x"}), 5}));
+  g.push_back(req({event{"B", {"x"}}}, append_condition{tags({"x"}), 9}));
+  g.push_back(req({event{"C", {"y"}}}, append_condition{query::all(), 2}));
+  g.push_back(req({event{"D", {"z"}}}));
+  g.push_back(req({event{"E", {"x"}}}, append_condition{tags({"x"}), {}}));
+  std::vector<std::uint64_t> clean{7, 7, 7, 7, 7};
+  EXPECT_EQ(flatten(g, all_of(g), clean).req_after.str(), "{7,9,2,0,7}");
+  EXPECT_EQ(flatten(g, all_of(g)).req_after.str(), "{5,9,2,0,0}");
+  // Indexed by request in the group, not in the part.
+  std::vector<std::uint64_t> by_request{0, 20, 0, 0, 30};
+  auto a = flatten(g, {1, 4}, by_request);
+  EXPECT_EQ(a.req_after.str(), "{20,30}");
+  EXPECT_EQ(a.dep_req.str(), "{2}") << "E still depends on B";
+  EXPECT_EQ(a.dep_on.str(), "{1}");
+}
+
 TEST(GroupFlatten, PartNumbersRequestsInPartOrder) {
   std::vector<validated_append> g;
   g.push_back(req({event{"A", {"k"}}}));
