@@ -223,10 +223,14 @@ std::vector<append_result> cached_event_store::append_prechecked(
     if (i < checked_through.size())
       clean[i] = checked_through[i];
     auto& c = group[i].condition();
-    if (c && !c->fail_if_events_match.matches_all())
-      clean[i] = std::max(clean[i],
-                          cache_->clean_through(c->fail_if_events_match,
-                                                c->after.value_or(0)));
+    if (!c || c->fail_if_events_match.matches_all())
+      continue;
+    auto check = cache_->check_condition(c->fail_if_events_match,
+                                         c->after.value_or(0));
+    if (check.result == condition_check::matched)
+      clean[i] = condition_fails;
+    else if (check.result == condition_check::clean)
+      clean[i] = std::max(clean[i], check.through);
   }
   auto results = backend_->append_prechecked(group, clean);
   // The accepted events, as the backend stored them, in position order.

@@ -16,8 +16,9 @@
 // (`append_prechecked`) and checks only the events past hi, which is none
 // while no other process has written since. The cache holds a contiguous
 // range of committed events, which never change, so what it rules out the
-// database would rule out too; a match found in memory is left to the
-// backend to find again (it reports the failure as always).
+// database would rule out too. A match found in memory fails the request
+// for good (the event is committed): the backend answers it without
+// sending it to the database, and a group of nothing else sends nothing.
 //
 // The reader actors' reads block on the read index (`read_index::get`),
 // so they share at most `readers` reads per head query. HTTP reads take the
@@ -117,8 +118,8 @@ public:
   std::vector<append_result>
   append_validated(const std::vector<validated_append>& group) override;
 
-  /// Checks each condition against the cache first (`clean_through`) and
-  /// tells the backend how far each is clean.
+  /// Checks each condition against the cache first (`check_condition`)
+  /// and tells the backend how far each is clean, or that it fails.
   std::vector<append_result>
   append_prechecked(const std::vector<validated_append>& group,
                     std::span<const std::uint64_t> checked_through) override;

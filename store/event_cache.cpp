@@ -335,8 +335,8 @@ bool event_cache::covers(const query& q, std::uint64_t first) const {
          && (first > lo_ || summary_excludes(q, first));
 }
 
-std::uint64_t event_cache::clean_through(const query& q,
-                                         std::uint64_t after) const {
+condition_check event_cache::check_condition(const query& q,
+                                             std::uint64_t after) const {
   bool matched = false;
   std::uint64_t next = 0, hi = 0;
   auto held = visit(
@@ -346,9 +346,13 @@ std::uint64_t event_cache::clean_through(const query& q,
       matched = true;
     },
     next, hi);
-  int outcome = !held || hi <= after ? 2 : matched ? 1 : 0;
-  conditions_[outcome].fetch_add(1, std::memory_order_relaxed);
-  return outcome == 0 ? hi : 0;
+  condition_check c;
+  if (matched)
+    c.result = condition_check::matched;
+  else if (held && hi > after)
+    c = {condition_check::clean, hi};
+  conditions_[c.result].fetch_add(1, std::memory_order_relaxed);
+  return c;
 }
 
 std::uint64_t event_cache::lo() const {

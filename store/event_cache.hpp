@@ -97,12 +97,22 @@ struct cache_snapshot {
   /// of them that gave up and read from the database.
   std::uint64_t waits = 0;
   std::uint64_t wait_timeouts = 0;
-  /// Append conditions checked in memory (`clean_through`): no match up to
+  /// Append conditions checked in memory (`check_condition`): no match up to
   /// the cache's head, a match, or the cache could not say (range not
   /// held, or not past `after` yet).
   std::uint64_t conditions_clean = 0;
   std::uint64_t conditions_matched = 0;
   std::uint64_t conditions_missed = 0;
+};
+
+/// What the cache knows of an append condition (`check_condition`).
+struct condition_check {
+  enum outcome : std::uint8_t { clean, matched, missed };
+  /// `clean`: no event matching it lies in (after, through]; `matched`:
+  /// one does (the condition fails); `missed`: the cache cannot say.
+  outcome result = missed;
+  /// With `clean`: the cache's head.
+  std::uint64_t through = 0;
 };
 
 /// What a read answered from the cache alone (`visit_from_cache`): the
@@ -185,11 +195,11 @@ public:
   bool covers(const query& q, std::uint64_t first) const;
 
   /// For an append condition `q` (normalized, not matching all) with
-  /// `after`: the cache's head `hi` when it holds (after, hi], hi > after
-  /// and no event there matches `q`; else 0 (a match, or the cache cannot
-  /// say). The backend then needs to look only past `hi`
-  /// (`event_store::append_prechecked`). Counts the outcome.
-  std::uint64_t clean_through(const query& q, std::uint64_t after) const;
+  /// `after`: `clean` through the cache's head `hi` when it holds
+  /// (after, hi], hi > after and no event there matches `q`; `matched`
+  /// when it holds the range and one there does; else `missed` (not held,
+  /// or nothing past `after` yet). Counts the outcome.
+  condition_check check_condition(const query& q, std::uint64_t after) const;
 
   /// The low and high ends. `hi` is also readable without the lock.
   std::uint64_t lo() const;

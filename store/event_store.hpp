@@ -70,6 +70,11 @@ struct position_range {
 /// Returns the position range `options` selects.
 position_range range_of(const read_options& options) noexcept;
 
+/// A hint of `event_store::append_prechecked`: an event matching the
+/// request's condition is known to exist after its `after`.
+inline constexpr std::uint64_t condition_fails
+  = std::numeric_limits<std::uint64_t>::max();
+
 /// A DCB event store. All member functions are thread-safe. Expected
 /// failures throw `store_error`.
 class event_store {
@@ -104,8 +109,10 @@ public:
   /// `checked_through[i]`, when present and above request i's `after`,
   /// says that no event matching request i's condition lies in
   /// (after, checked_through[i]] (a range of the log, which never changes;
-  /// e.g. the event cache looked). The store may then check only the events
-  /// past it; the results are the same. By default the hint is ignored.
+  /// e.g. the event cache looked), and `condition_fails` that one does. The
+  /// store may then check only the events past it, or fail the request
+  /// without asking the database; the results are the same. By default the
+  /// hints are ignored.
   virtual std::vector<append_result>
   append_prechecked(const std::vector<validated_append>& group,
                     std::span<const std::uint64_t> checked_through) {

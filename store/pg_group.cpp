@@ -1,6 +1,7 @@
 #include "store/pg_group.hpp"
 
 #include "store/error.hpp"
+#include "store/event_store.hpp"
 #include "store/matching.hpp"
 #include "store/pg_internal.hpp"
 
@@ -96,7 +97,9 @@ group_arrays flatten(const std::vector<validated_append>& group,
     a.req_kind.add(kind);
     std::uint64_t after = req.condition() ? req.condition()->after.value_or(0)
                                           : 0;
-    if (kind == items && part[r] < checked_through.size())
+    // (A request known to fail is not sent: pg_event_store leaves it out.)
+    if (kind == items && part[r] < checked_through.size()
+        && checked_through[part[r]] != condition_fails)
       after = std::max(after, checked_through[part[r]]);
     a.req_after.add(static_cast<std::int64_t>(after));
     a.req_nev.add(static_cast<std::int64_t>(events.size()));

@@ -189,6 +189,20 @@ pg_event_store::pg_event_store(pg_config cfg)
 
 pg_event_store::~pg_event_store() = default;
 
+namespace {
+
+// What a request whose condition failed gets.
+append_result condition_failed(const append_condition& c) {
+  return append_result{errc::append_condition_failed,
+                       0,
+                       "an event matching the append condition exists after "
+                       "position "
+                         + std::to_string(c.after.value_or(0)),
+                       {}};
+}
+
+} // namespace
+
 std::vector<append_result>
 pg_event_store::append_validated(const std::vector<validated_append>& group) {
   return append_prechecked(group, {});
@@ -198,20 +212,31 @@ std::vector<append_result> pg_event_store::append_prechecked(
   const std::vector<validated_append>& group,
   std::span<const std::uint64_t> checked_through) {
   std::vector<append_result> results(group.size());
+  // Requests known to fail append nothing, so leaving them out changes
+  // nothing for the others.
+  std::vector<std::size_t> live;
+  live.reserve(group.size());
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    if (i < checked_through.size() && checked_through[i] == condition_fails
+        && group[i].condition())
+      results[i] = condition_failed(*group[i].condition());
+    else
+      live.push_back(i);
+  }
   // Normally one transaction; very large groups are split by payload size,
   // which keeps the serial-order semantics (later parts see earlier ones in
   // the database).
   std::size_t begin = 0;
-  while (begin < group.size()) {
+  while (begin < live.size()) {
     std::size_t end = begin, bytes = 0;
     do {
-      bytes += group[end].payload_bytes();
+      bytes += group[live[end]].payload_bytes();
       ++end;
-    } while (end < group.size()
-             && bytes + group[end].payload_bytes() <= max_group_payload);
-    std::vector<std::size_t> part(end - begin);
-    for (std::size_t k = 0; k < part.size(); ++k)
-      part[k] = begin + k;
+    } while (end < live.size()
+             && bytes + group[live[end]].payload_bytes() <= max_group_payload);
+    std::vector<std::size_t> part(
+      live.begin() + static_cast<std::ptrdiff_t>(begin),
+      live.begin() + static_cast<std::ptrdiff_t>(end));
     commit_part(group, part, checked_through, results);
     begin = end;
   }
@@ -377,11 +402,8 @@ void pg_event_store::commit_part(const std::vector<validated_append>& group,
         res.recorded_at = std::chrono::system_clock::time_point{
           std::chrono::microseconds{reply.at_us}};
     } else {
-      const auto& cond = group[part[k]].condition();
-      res.code = errc::append_condition_failed;
-      res.message = "an event matching the append condition exists after "
-                    "position "
-                    + std::to_string(cond && cond->after ? *cond->after : 0);
+      res = condition_failed(
+        group[part[k]].condition().value_or(append_condition{}));
     }
   }
 }

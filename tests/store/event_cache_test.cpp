@@ -254,8 +254,9 @@ TEST(EventCache, TheSummaryRulesOutMostFreshTagsAndManyTypesSaturate) {
 }
 
 // An append condition checked in memory: clean through the head only when
-// the cache holds the whole range after `after` and nothing there matches.
-TEST(EventCache, CleanThroughRulesOutOnlyWhatItHolds) {
+// the cache holds the whole range after `after` and nothing there matches;
+// matched when it holds the range and something there does.
+TEST(EventCache, ConditionsAreCheckedOnlyInTheRangeItHolds) {
   event_cache c{1 << 20};
   ASSERT_TRUE(c.start(4));
   std::vector<sequenced_event> es;
@@ -266,21 +267,37 @@ TEST(EventCache, CleanThroughRulesOutOnlyWhatItHolds) {
   rare.items.push_back(query_item{{"Rare"}, {}});
   query typed_tag;
   typed_tag.items.push_back(query_item{{"Rare"}, {"k:8"}});
-  EXPECT_EQ(c.clean_through(tagged("k:8"), 4), 0u) << "a match at 8";
-  EXPECT_EQ(c.clean_through(tagged("k:8"), 8), 10u) << "the match is at after";
-  EXPECT_EQ(c.clean_through(tagged("k:99"), 4), 10u) << "no such tag";
-  EXPECT_EQ(c.clean_through(rare, 6), 0u) << "a match at 7";
-  EXPECT_EQ(c.clean_through(rare, 7), 10u);
-  EXPECT_EQ(c.clean_through(typed_tag, 4), 10u) << "k:8 is not Rare";
-  EXPECT_EQ(c.clean_through(tagged("k:99"), 3), 0u) << "4 is below the cache";
-  EXPECT_EQ(c.clean_through(tagged("k:99"), 10), 0u) << "nothing past after";
-  EXPECT_EQ(c.clean_through(tagged("k:99"), 12), 0u) << "after past the head";
+  // clean through the head, or a match, or nothing known.
+  auto check = [&c](const query& q, std::uint64_t after) {
+    auto r = c.check_condition(q, after);
+    switch (r.result) {
+      case condition_check::clean:
+        return "clean " + std::to_string(r.through);
+      case condition_check::matched:
+        return std::string{"matched"};
+      default:
+        return std::string{"missed"};
+    }
+  };
+  EXPECT_EQ(check(tagged("k:8"), 4), "matched") << "a match at 8";
+  EXPECT_EQ(check(tagged("k:8"), 8), "clean 10") << "the match is at after";
+  EXPECT_EQ(check(tagged("k:99"), 4), "clean 10") << "no such tag";
+  EXPECT_EQ(check(rare, 6), "matched") << "a match at 7";
+  EXPECT_EQ(check(rare, 7), "clean 10");
+  EXPECT_EQ(check(typed_tag, 4), "clean 10") << "k:8 is not Rare";
+  EXPECT_EQ(check(tagged("k:99"), 3), "missed") << "4 is below the cache";
+  EXPECT_EQ(check(tagged("k:5"), 3), "missed")
+    << "a match, but the range starts below the cache";
+  EXPECT_EQ(check(tagged("k:99"), 10), "missed") << "nothing past after";
+  EXPECT_EQ(check(tagged("k:99"), 12), "missed") << "after past the head";
   auto s = c.snapshot();
   EXPECT_EQ(s.conditions_clean, 4u);
   EXPECT_EQ(s.conditions_matched, 2u);
-  EXPECT_EQ(s.conditions_missed, 3u);
+  EXPECT_EQ(s.conditions_missed, 4u);
   event_cache idle{1 << 20};
-  EXPECT_EQ(idle.clean_through(tagged("k:1"), 0), 0u) << "not started";
+  EXPECT_EQ(idle.check_condition(tagged("k:1"), 0).result,
+            condition_check::missed)
+    << "not started";
 }
 
 TEST(EventCache, WaitForReturnsWhenTheCacheReachesAPosition) {
@@ -1089,8 +1106,9 @@ TEST_F(CachedPgStore, ServesWhatTheDatabaseHolds) {
 }
 
 // A condition the cache finds clean is checked by PostgreSQL only past the
-// cache's head: what another writer committed there still fails it. A
-// false hint shows the database really skips the range it is told about.
+// cache's head: what another writer committed there still fails it. False
+// hints show the database really skips the range it is told about, and
+// that a request known to fail is not sent at all.
 TEST_F(CachedPgStore, ConditionsCheckedInMemoryStillSeeOtherWriters) {
   std::shared_ptr<event_store> a_backend = open_store(1);
   std::shared_ptr<event_store> b_backend = open_store(1);
@@ -1148,6 +1166,45 @@ TEST_F(CachedPgStore, ConditionsCheckedInMemoryStillSeeOtherWriters) {
                     limits{}));
   told[0] = b_backend->head();
   EXPECT_FALSE(b_backend->append_prechecked(all, told).at(0).ok());
+  // Told that a request fails, the store answers it without the database
+  // (a condition nobody matches, so the database would have taken it),
+  // and still appends the rest of the group.
+  std::vector<validated_append> mixed;
+  for (auto tag : {"nobody:1", "nobody:2"})
+    mixed.push_back(
+      validate_append(append_request{{event{"E", {tag}, "x", {}}},
+                                     append_condition{tagged(tag), start}},
+                      limits{}));
+  head = b_backend->head();
+  std::vector<std::uint64_t> fails{condition_fails, 0};
+  auto results = b_backend->append_prechecked(mixed, fails);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].code, errc::append_condition_failed);
+  EXPECT_EQ(results[0].message,
+            "an event matching the append condition exists after position "
+              + std::to_string(start));
+  ASSERT_TRUE(results[1].ok()) << results[1].message;
+  EXPECT_EQ(results[1].last_position, head + 1) << "only the second went in";
+  EXPECT_TRUE(b_backend->read(tagged("nobody:1")).events.empty());
+  mixed.pop_back();
+  fails.pop_back();
+  EXPECT_FALSE(b_backend->append_prechecked(mixed, fails).at(0).ok());
+  EXPECT_EQ(b_backend->head(), head + 1) << "a group of failures sends nothing";
+  // Through the cached store: a match in the cache fails the append there.
+  auto before = b_cache->snapshot();
+  read_options o;
+  o.from = b_cache->hi() + 1;
+  b_cache->extend(b_backend->read(query::all(), o).events, true);
+  try {
+    b.append({event{"E", {"nobody:2"}, "x", {}}},
+             append_condition{tagged("nobody:2"), start});
+    FAIL() << "a second nobody:2";
+  } catch (const store_error& e) {
+    EXPECT_EQ(e.code(), errc::append_condition_failed) << e.what();
+  }
+  EXPECT_EQ(b_cache->snapshot().conditions_matched,
+            before.conditions_matched + 1);
+  EXPECT_EQ(b_backend->read(tagged("nobody:2")).events.size(), 1u);
 }
 
 // Two nodes without a bus between them: B's cache never hears of A's
