@@ -265,7 +265,7 @@ node_metrics::node_metrics()
          .Name("dcb_cache_condition_checks_total")
          .Help("Append conditions checked against the cache before the "
                "database: clean (the database looks only past the cache's "
-               "head), matched (the database finds the match again) or "
+               "head), matched (failed without asking the database) or "
                "missed (the cache did not hold the range)")
          .Register(r);
   cache_waits_ = &BuildCounter()
