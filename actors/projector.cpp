@@ -778,6 +778,16 @@ caf::behavior instance_impl(instance_actor* self, spec_ptr spec,
         return;
       if (row.epoch != st.epoch)
         return fence(self, "the row names epoch " + std::to_string(row.epoch));
+      // The dead letters as the table counts them: parked before a restart
+      // or a takeover, skipped through another node.
+      if (row.dead_letters != st.dead_letters) {
+        st.dead_letters = row.dead_letters;
+        publish(self, false);
+      }
+      // A newer node's read model: nothing here may act on it (a rebuild
+      // would write this node's older version back).
+      if (st.outdated)
+        return;
       auto changes = [&st](const projector_row& r) {
         return r.rebuild || r.paused != st.paused
                || (r.failed.empty() && st.failed);
@@ -811,6 +821,13 @@ caf::behavior instance_impl(instance_actor* self, spec_ptr spec,
       if (!st.started) {
         out.what = projector_reply::code::unavailable;
         out.message = "the projector is starting: " + st.last_error;
+        return out;
+      }
+      if (st.outdated && a != projector_action::pause
+          && a != projector_action::skip_dead_letter) {
+        out.what = projector_reply::code::conflict;
+        out.message = "projector " + st.spec->name + ": " + st.last_error
+                      + "; a node with the newer version must act on it";
         return out;
       }
       switch (a) {
@@ -1204,6 +1221,18 @@ void control(host_actor* self, control_request& req) {
   }
   if (!here)
     return control_here(self, req, row);
+  // An instance older than the read model holds it failed and never acts
+  // on it: neither the intent nor the action fits (rolling upgrades).
+  if (auto spec = st.specs.find(req.name);
+      spec != st.specs.end() && row.version > spec->second->version
+      && req.action != projector_action::pause
+      && req.action != projector_action::skip_dead_letter)
+    return req.done(error_reply(
+      projector_reply::code::conflict,
+      "projector " + req.name + " has read model version "
+        + std::to_string(row.version) + ", newer than version "
+        + std::to_string(spec->second->version) + " on node " + st.env->cfg.node
+        + ": a node with the newer version must act on it"));
   // Record the intent in the row first (so it survives a takeover), then
   // let the instance act at once.
   if (req.action == projector_action::pause)
