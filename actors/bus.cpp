@@ -343,7 +343,8 @@ void pump(bus_pointer self, subscriber& s) {
     bus_item item;
     item.kind = bus_item_kind::caught_up;
     item.position = effective_scanned(st, s);
-    item.head = st.head;
+    // A catch-up read may have seen a head the bus has not heard of yet.
+    item.head = std::max(st.head, item.position);
     s.queue.push_back(std::move(item));
   }
   flush(self, s);
@@ -796,7 +797,7 @@ void on_tick(bus_pointer self) {
       bus_item item;
       item.kind = bus_item_kind::checkpoint;
       item.position = scanned;
-      item.head = st.head;
+      item.head = std::max(st.head, scanned);
       send_alone(self, s, std::move(item));
     } else if (st.ready && s.heartbeat.count() > 0
                && now - s.last_heartbeat >= s.heartbeat) {

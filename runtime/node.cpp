@@ -120,10 +120,11 @@ struct node_config : caf::actor_system_config {
       .add(max_subscriptions, "max-subscriptions",
            "live subscriptions at once (else 503)")
       .add(subscribe_heartbeat_ms, "subscribe-heartbeat-ms",
-           "heartbeat on an idle subscription (0: none)")
+           "a heartbeat on every subscription this often, busy or idle "
+           "(0: none)")
       .add(bus_poll_ms, "bus-poll-ms",
            "how often the bus looks for commits of other processes besides "
-           "NOTIFY")
+           "NOTIFY (10 to 1000)")
       .add(bus_queue_events, "bus-queue-events",
            "events queued per subscriber before it falls back to reads")
       .add(bus_recent_bytes, "bus-recent-bytes",
@@ -457,8 +458,8 @@ int run_node(int argc, char** argv, node_options options) {
   auto metrics = std::make_shared<node_metrics>();
   ec.metrics = metrics->store_hooks();
   ec.bus.metrics = metrics->bus_hooks();
-  ec.bus.poll
-    = std::chrono::milliseconds(std::max<std::size_t>(cfg.bus_poll_ms, 10));
+  ec.bus.poll = std::chrono::milliseconds(
+    std::clamp<std::size_t>(cfg.bus_poll_ms, 10, 1000));
   ec.bus.queue_events = cfg.bus_queue_events;
   ec.bus.recent_bytes = cfg.bus_recent_bytes;
   // In a cluster the peers announce their commits to the bus

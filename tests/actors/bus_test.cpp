@@ -193,6 +193,8 @@ void check_stream(engine& eng, const query& q, std::uint64_t after,
       EXPECT_EQ(static_cast<std::size_t>(owed), got.size())
         << to_string(x.kind) << " at " << x.position
         << " passes an undelivered match";
+      // API.md §5: a position never beyond the head it reports.
+      EXPECT_LE(x.position, x.head) << to_string(x.kind);
     }
   }
   if (prefix) {
