@@ -166,7 +166,7 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
 
   // Counters (jobs_stats).
   std::atomic<std::uint64_t> fetched{0}, completed{0}, failed{0}, lease_lost{0},
-    rescued{0}, flushes{0}, running{0}, trigger_jobs{0};
+    rescued{0}, flushes{0}, running{0}, trigger_jobs{0}, pruned{0};
 
   impl(caf::actor_system& s, engine& e) : sys(s), eng(e) {
     // nop
@@ -267,13 +267,27 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
             self->metrics->rescued(r.size());
         }
         self->store->promote_due();
-        if (self->maintenance_runs++ % 60 == 0)
-          self->store->prune(self->cfg.retention);
+        self->prune();
       } catch (const std::exception& e) {
         std::cerr << "dcbd jobs: maintenance: " << e.what() << std::endl;
       }
       self->maintaining = false;
     });
+  }
+
+  /// Deletes final jobs past their retention: whole batches while there
+  /// are more, for at most a quarter of a second per maintenance run, so
+  /// that the table keeps up with tens of thousands of jobs a second and
+  /// an old backlog goes in steps that never hold the connection long.
+  void prune() {
+    auto until = clock_type::now() + std::chrono::milliseconds{250};
+    auto batch = std::max<std::size_t>(cfg.retention.batch, 1);
+    while (!stopped.load()) {
+      auto n = store->prune(cfg.retention);
+      pruned += n;
+      if (n < batch || clock_type::now() >= until)
+        break;
+    }
   }
 
   // -- triggers ---------------------------------------------------------------
@@ -423,6 +437,8 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
       bool ok = false;
       try {
         auto after = store->fire(name, events, upto);
+        if (after && after->jobs > 0 && metrics)
+          metrics->enqueued(after->jobs);
         std::lock_guard guard{mtx};
         auto i = triggers.find(name);
         bool mine = i != triggers.end() && i->second.gen == gen;
@@ -432,9 +448,9 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
             i->second.ended = true;
         } else {
           ok = true;
-          trigger_jobs += events.size();
+          trigger_jobs += after->jobs;
           if (mine)
-            i->second.position = *after;
+            i->second.position = after->checkpoint;
         }
       } catch (const std::exception& e) {
         // Let go; the next sync follows it again from its checkpoint.
@@ -1002,6 +1018,7 @@ jobs_stats job_service::stats() const {
   s.flushes = d.flushes.load();
   s.running = d.running.load();
   s.trigger_jobs = d.trigger_jobs.load();
+  s.pruned = d.pruned.load();
   std::lock_guard guard{d.mtx};
   s.triggers = d.triggers.size();
   return s;

@@ -174,6 +174,8 @@ struct jobs_stats {
   std::uint64_t running = 0;
   std::uint64_t triggers = 0;
   std::uint64_t trigger_jobs = 0;
+  /// Final jobs deleted after their retention by this node.
+  std::uint64_t pruned = 0;
 };
 
 /// The jobs of one node: enqueue, in-process workers, external workers'

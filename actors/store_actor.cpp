@@ -131,8 +131,11 @@ void commit(store_pointer self) {
   // Counters and hooks first: a caller that sees its answer sees them too.
   std::size_t appended_events = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    if (results[i].ok())
+    if (results[i].ok()) {
       appended_events += batch[i].events;
+      if (st.metrics && !group[i].jobs().empty())
+        st.metrics->jobs_enqueued(group[i].jobs().size());
+    }
     count(st, results[i].code, batch[i].events);
   }
   if (st.metrics)

@@ -236,6 +236,11 @@ public:
     (void) events;
   }
 
+  /// An accepted append carried `n` jobs, enqueued in its transaction.
+  virtual void jobs_enqueued(std::size_t n) {
+    (void) n;
+  }
+
   /// The mailbox held `depth` messages when a group was taken.
   virtual void queue_depth(std::size_t depth) {
     (void) depth;

@@ -70,6 +70,10 @@ public:
     m_.events_appended_->Increment(static_cast<double>(events));
   }
 
+  void jobs_enqueued(std::size_t n) override {
+    m_.jobs_enqueued_->Increment(static_cast<double>(n));
+  }
+
   void queue_depth(std::size_t depth) override {
     m_.mailbox_->Set(static_cast<double>(depth));
   }

@@ -450,10 +450,15 @@ std::size_t pg_jobs::promote_due(std::size_t limit) {
 
 std::size_t pg_jobs::prune(const job_retention& r) {
   auto& m = *impl_;
+  // The oldest first, along the partial index, which the LEAST bound keeps
+  // to the rows past the shorter retention; SKIP LOCKED so that the nodes
+  // pruning beside each other never wait for one another.
   auto sql = "DELETE FROM " + m.s + ".jobs WHERE id IN (SELECT id FROM " + m.s
              + ".jobs WHERE finalized_at IS NOT NULL AND finalized_at < now() "
-               "- CASE WHEN state = 'discarded' THEN $2::bigint ELSE "
-               "$1::bigint END * interval '1 second' LIMIT $3)";
+               "- least($1::bigint, $2::bigint) * interval '1 second' AND "
+               "finalized_at < now() - CASE WHEN state = 'discarded' THEN "
+               "$2::bigint ELSE $1::bigint END * interval '1 second' ORDER BY "
+               "finalized_at LIMIT $3 FOR UPDATE SKIP LOCKED)";
   return m.plain([&](pqxx::nontransaction& tx, pg_pool::lease&) {
     return static_cast<std::size_t>(
       tx.exec_params(sql, static_cast<std::int64_t>(r.completed.count()),
@@ -633,12 +638,11 @@ bool pg_jobs::delete_trigger(const std::string& name) {
   });
 }
 
-std::optional<std::uint64_t>
+std::optional<pg_jobs::fired>
 pg_jobs::fire(const std::string& trigger,
               const std::vector<sequenced_event>& events, std::uint64_t upto) {
   auto& m = *impl_;
-  return m.in_tx([&](pqxx::work& tx,
-                     pg_pool::lease&) -> std::optional<std::uint64_t> {
+  return m.in_tx([&](pqxx::work& tx, pg_pool::lease&) -> std::optional<fired> {
     auto row = tx.exec_params("SELECT position, queue, kind, priority, "
                               "max_attempts FROM "
                                 + m.s
@@ -656,26 +660,30 @@ pg_jobs::fire(const std::string& trigger,
       pos.add(static_cast<std::int64_t>(e.position));
       ++n;
     }
+    fired out;
     if (n > 0) {
-      tx.exec_params(
+      // One NOTIFY when anything was inserted, and the count.
+      auto r = tx.exec_params(
         "WITH ins AS (INSERT INTO " + m.s
           + ".jobs (queue, kind, args, priority, max_attempts, trigger_name, "
             "trigger_position) SELECT $1, $2, a::jsonb, $3, $4, $5, p FROM "
             "unnest($6::text[], $7::bigint[]) AS u(a, p) ORDER BY p ON "
             "CONFLICT (trigger_name, trigger_position) WHERE trigger_name IS "
-            "NOT NULL DO NOTHING RETURNING 1) SELECT pg_notify($8, $1) WHERE "
-            "EXISTS (SELECT 1 FROM ins)",
+            "NOT NULL DO NOTHING RETURNING 1), n AS (SELECT count(*) AS c "
+            "FROM ins) SELECT c, (SELECT pg_notify($8, $1) WHERE c > 0) FROM "
+            "n",
         row[0][1].as<std::string>(), row[0][2].as<std::string>(),
         row[0][3].as<int>(), row[0][4].as<int>(), trigger, args.str(),
         pos.str(), m.channel);
+      out.jobs = r[0][0].as<std::size_t>();
     }
-    auto after = std::max(checkpoint, upto);
-    if (after != checkpoint)
+    out.checkpoint = std::max(checkpoint, upto);
+    if (out.checkpoint != checkpoint)
       tx.exec_params("UPDATE " + m.s
                        + ".job_triggers SET position = $2, updated_at = now() "
                          "WHERE name = $1",
-                     trigger, static_cast<std::int64_t>(after));
-    return after;
+                     trigger, static_cast<std::int64_t>(out.checkpoint));
+    return out;
   });
 }
 

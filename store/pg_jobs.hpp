@@ -245,15 +245,22 @@ public:
   /// False when there is no such trigger.
   bool delete_trigger(const std::string& name);
 
+  /// What `fire` did: the trigger's checkpoint after, and the jobs it
+  /// inserted (replays insert none).
+  struct fired {
+    std::uint64_t checkpoint = 0;
+    std::size_t jobs = 0;
+  };
+
   /// In one transaction: locks the trigger's row, inserts a job for each of
   /// `events` (in position order) above its checkpoint, and moves the
   /// checkpoint to `upto` (≥ the last event's position) unless it is
-  /// already further. Returns the checkpoint after, or nullopt when the
-  /// trigger no longer exists. A (trigger, position) pair gets one job
-  /// ever, so replays insert nothing twice.
-  std::optional<std::uint64_t> fire(const std::string& trigger,
-                                    const std::vector<sequenced_event>& events,
-                                    std::uint64_t upto);
+  /// already further. nullopt when the trigger no longer exists. A
+  /// (trigger, position) pair gets one job ever, so replays insert nothing
+  /// twice.
+  std::optional<fired> fire(const std::string& trigger,
+                            const std::vector<sequenced_event>& events,
+                            std::uint64_t upto);
 
   /// Connections reopened after the first.
   std::uint64_t reconnects() const noexcept;

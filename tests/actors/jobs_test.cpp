@@ -58,6 +58,7 @@ protected:
     cfg.maintenance = 200ms;
     cfg.triggers = triggers;
     cfg.shutdown_grace = 3s;
+    cfg.retention = retention_;
     services_.push_back(
       std::make_unique<job_service>(*sys_, eng ? *eng : *engine_, cfg));
     return *services_.back();
@@ -68,6 +69,7 @@ protected:
   }
 
   std::vector<std::unique_ptr<job_service>> services_;
+  job_retention retention_;
 };
 
 TEST_F(JobsTest, InProcessWorkersRunEveryJobOnce) {
@@ -226,6 +228,69 @@ TEST_F(JobsTest, AVanishedWorkersJobIsRescuedAndItsLeaseFenced) {
   late.lease = ghost[0].lease;
   EXPECT_EQ(svc.store().finish({late})[0], std::nullopt);
   EXPECT_GE(svc.stats().rescued, 1u);
+}
+
+// Maintenance deletes final jobs past their retention in whole batches
+// while there are more (not one batch now and then, which a busy queue
+// outgrows), the oldest first, and keeps what is still within retention.
+TEST_F(JobsTest, MaintenancePrunesABacklogInBatchesAndKeepsTheRest) {
+  start();
+  retention_.batch = 100;
+  auto& svc = service();
+  std::vector<job_request> batch(1200, make("old"));
+  ASSERT_EQ(svc.enqueue_blocking(batch).size(), 1200u);
+  auto jobs = schema_ + ".jobs";
+  exec_sql("UPDATE " + jobs
+           + " SET state = 'completed', finalized_at = now() - interval '2 "
+             "days' WHERE id IN (SELECT id FROM "
+           + jobs + " ORDER BY id LIMIT 1000)");
+  exec_sql("UPDATE " + jobs
+           + " SET state = 'completed', finalized_at = now() WHERE id IN "
+             "(SELECT id FROM "
+           + jobs + " WHERE state = 'available' ORDER BY id LIMIT 100)");
+  exec_sql("UPDATE " + jobs
+           + " SET state = 'discarded', finalized_at = now() - interval '2 "
+             "days' WHERE state = 'available'");
+  // Two maintenance runs (every 200 ms here) are enough for ten batches.
+  EXPECT_TRUE(eventually(
+    [&] {
+      return count("true") == "200";
+    },
+    3s))
+    << count("true") << " jobs left";
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(count("state = 'completed'"), "100") << "within retention";
+  EXPECT_EQ(count("state = 'discarded'"), "100") << "kept for 7 days";
+  EXPECT_EQ(svc.stats().pruned, 1000u);
+}
+
+// A job that runs longer than its lease keeps it: the dispatcher's
+// heartbeats extend the lease, so no maintenance rescues it (here or on
+// another node) and it runs once, on its first attempt.
+TEST_F(JobsTest, HeartbeatsKeepTheLeaseOfAJobThatRunsLongerThanIt) {
+  start();
+  auto& svc = service();
+  auto& other = service("n2");
+  std::atomic<int> runs{0};
+  job_worker_spec w;
+  w.kind = "long";
+  w.handle = [&](const job& j) {
+    ++runs;
+    EXPECT_EQ(j.attempt, 1);
+    std::this_thread::sleep_for(5s); // two and a half leases
+    return job_result::ok();
+  };
+  svc.add_worker(w);
+  auto id = svc.enqueue_blocking({make("long")})[0].id;
+  ASSERT_TRUE(eventually(
+    [&] {
+      return svc.store().get(id)->state == job_state::completed;
+    },
+    20s));
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(svc.store().get(id)->attempt, 1);
+  EXPECT_EQ(svc.stats().rescued + other.stats().rescued, 0u);
+  EXPECT_EQ(svc.stats().lease_lost, 0u);
 }
 
 TEST_F(JobsTest, LongPollingFetchWakesOnEnqueueAndTimesOut) {

@@ -1086,6 +1086,29 @@ TEST_F(JobsNode, DcbctlJobsAndTheGaugesOfANode) {
     << text;
   EXPECT_GE(sample(text, "dcb_jobs_enqueued_total"), 2) << text;
 
+  // Every job this node enqueued counts once: through the jobs API (the
+  // two above, not the duplicate), with an accepted append (three), and
+  // by a trigger (one per matching event, two).
+  out = run({"--url", url, "jobs", "triggers", "create", "t2", "--kind",
+             "notify", "--types", "C", "--from", "0"},
+            &code);
+  EXPECT_EQ(code, 0) << out;
+  client w{node.port()};
+  json c_event{{"type", "C"}, {"tags", {"c:1"}}, {"data", "x"}};
+  auto appended = w.post(
+    "/v1/append",
+    json{{"events", {c_event, c_event}},
+         {"jobs", {{{"kind", "a"}}, {{"kind", "b"}}, {{"kind", "c"}}}}});
+  ASSERT_EQ(appended.status, 200u) << appended.body;
+  double enqueued = 0;
+  for (int i = 0; i < 50 && enqueued < 7; ++i) {
+    client m{node.metrics_port()};
+    enqueued = sample(m.get("/metrics").body, "dcb_jobs_enqueued_total");
+    if (enqueued < 7)
+      std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(enqueued, 7);
+
   node.process().signal(SIGTERM);
   EXPECT_EQ(WEXITSTATUS(node.process().wait()), 0);
 }

@@ -330,6 +330,24 @@ TEST_F(PgJobsTest, FailuresFollowTheRetryCurveThenDiscard) {
     "1");
 }
 
+// The curve is capped at a day: attempt 19 would wait 19⁴ s (about 36 h)
+// uncapped, and waits 86,400 s × U(0.9, 1.1).
+TEST_F(PgJobsTest, TheRetryDelayIsCappedAtADay) {
+  auto r = make("k");
+  r.max_attempts = 25;
+  auto id = jobs_->enqueue({r})[0].id;
+  auto got = jobs_->fetch(take(1));
+  ASSERT_EQ(got.size(), 1u);
+  exec_sql("UPDATE " + schema_
+           + ".jobs SET attempt = 19 WHERE id = " + std::to_string(id));
+  auto before = now_us();
+  EXPECT_EQ(jobs_->finish({outcome(got[0], job_outcome::kind::fail)})[0],
+            job_state::retryable);
+  auto j = *jobs_->get(id);
+  EXPECT_GE(j.scheduled_at_us - before, std::int64_t{77'760} * 1'000'000 - 1);
+  EXPECT_LE(j.scheduled_at_us - before, std::int64_t{95'040} * 1'000'000 + 1);
+}
+
 TEST_F(PgJobsTest, RetryInMsSnoozeAndDiscardOutcomes) {
   auto ids = jobs_->enqueue({make("k"), make("k"), make("k")});
   auto got = jobs_->fetch(take(3));
@@ -577,12 +595,21 @@ TEST_F(PgJobsTest, TriggersMakeOneJobPerEventEver) {
       = event{"StudentSubscribed", {"course:c1"}, "d" + std::to_string(p), {}};
     evs.push_back(e);
   }
-  EXPECT_EQ(jobs_->fire("confirm", evs, 9), 9u);
+  auto fired = jobs_->fire("confirm", evs, 9);
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(fired->checkpoint, 9u);
+  EXPECT_EQ(fired->jobs, 3u);
   // A replay (after a crash) inserts nothing twice, and neither does a
   // replay below the checkpoint.
-  EXPECT_EQ(jobs_->fire("confirm", evs, 9), 9u);
+  fired = jobs_->fire("confirm", evs, 9);
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(fired->checkpoint, 9u);
+  EXPECT_EQ(fired->jobs, 0u);
   exec_sql("UPDATE " + schema_ + ".job_triggers SET position = 4");
-  EXPECT_EQ(jobs_->fire("confirm", evs, 12), 12u);
+  fired = jobs_->fire("confirm", evs, 12);
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(fired->checkpoint, 12u);
+  EXPECT_EQ(fired->jobs, 0u) << "5 and 9 have their jobs already";
   EXPECT_EQ(count("trigger_name = 'confirm'"), "3");
   auto j = jobs_->list({});
   EXPECT_NE(j[0].args.find("\"trigger\": \"confirm\""), std::string::npos)
