@@ -783,8 +783,11 @@ void tick(agent_actor* self) {
   for (auto& [key, p] : st.peers) {
     if (p.up || p.dialing || p.left || now < p.next_try)
       continue;
-    // Lower address dials; the other side waits a second for it first.
-    if (key < st.env->self_addr && now - p.learned < 1s)
+    // Lower address dials; the other side gives it a moment first (a
+    // handshake on a LAN takes milliseconds; a lower peer that has been
+    // backing off since before this node started may not dial for up to
+    // retry_max, and waiting longer only delays the mesh).
+    if (key < st.env->self_addr && now - p.learned < st.env->cfg.defer_dial)
       continue;
     due.push_back(key);
   }

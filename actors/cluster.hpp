@@ -123,8 +123,11 @@ struct cluster_config {
   /// One dial: connect plus handshake.
   std::chrono::milliseconds connect_timeout{2000};
   /// Backoff between dials of an unreachable peer.
-  std::chrono::milliseconds retry_min{500};
+  std::chrono::milliseconds retry_min{200};
   std::chrono::milliseconds retry_max{2000};
+  /// How long a node waits for a peer with a lower address to dial it
+  /// before dialing that peer itself.
+  std::chrono::milliseconds defer_dial{250};
   /// How often the agent looks for peers to dial.
   std::chrono::milliseconds tick{100};
   /// How often this node refreshes its membership row and reads the others.

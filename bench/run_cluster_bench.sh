@@ -642,7 +642,10 @@ run_takeover() {
   t0="$(date +%s%N)"
   start_node 2 "$COURSES"
   start_node 3 "$COURSES"
-  for i in 1 2 3; do wait_node "$i" --members 3; done
+  "${PROBE[@]}" wait-mesh "$(url 1)" "$(url 2)" "$(url 3)" --members 3 || {
+    tail -n 30 "$TMP"/n*.log >&2
+    return 1
+  }
   mesh_ms=$((($(date +%s%N) - t0) / 1000000))
   echo "summary cold_start_mesh ms=$mesh_ms target_ms=2000 met=$((mesh_ms <= 2000))" |
     tee -a "$TMP/summary.txt"
