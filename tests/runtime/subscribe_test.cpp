@@ -121,6 +121,29 @@ TEST_F(Subscribe, SseCatchesUpThenFollowsLive) {
   EXPECT_EQ(c.count("caught_up"), 1u);
 }
 
+// Subscriptions are exempt from the idle timeout (API.md §5): with
+// heartbeats off and nothing to deliver, an SSE and an NDJSON stream stay
+// open for six idle timeouts, and the next append still arrives on both.
+TEST_F(Subscribe, StreamsOutliveTheIdleTimeout) {
+  append(1, "A");
+  http_config hc;
+  hc.idle_timeout = 200ms;
+  hc.subscribe_heartbeat = 0ms;
+  auto port = serve(hc);
+  auto q = items({"A"}, {});
+  sub_client sse{port, target(q), true};
+  sub_client nd{port, target(q), false};
+  ASSERT_EQ(sse.status(), 200u);
+  ASSERT_EQ(nd.status(), 200u);
+  ASSERT_TRUE(sse.wait_kind("caught_up")) << sse.raw();
+  ASSERT_TRUE(nd.wait_kind("caught_up")) << nd.raw();
+  std::this_thread::sleep_for(1200ms);
+  append(1, "A");
+  EXPECT_TRUE(sse.wait_events(2)) << sse.raw();
+  EXPECT_TRUE(nd.wait_events(2)) << nd.raw();
+  EXPECT_EQ(sse.count("heartbeat") + nd.count("heartbeat"), 0u);
+}
+
 TEST_F(Subscribe, NdjsonWithKindsHeartbeatsAndCheckpoints) {
   append(3, "A");
   http_config hc;
