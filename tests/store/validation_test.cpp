@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -29,6 +30,16 @@ using dcbd::query_item;
 using dcbd::read_options;
 using dcbd::store_error;
 using namespace dcbd::test;
+
+// Only validation makes a validated append: the store actor and the
+// stores, which take nothing else, can never be handed an unchecked request
+// (this replaced StoreActor.InvalidDirectRequestFailsAloneInItsGroup, whose
+// case no longer compiles).
+static_assert(!std::is_constructible_v<dcbd::validated_append, append_request>);
+static_assert(
+  !std::is_constructible_v<dcbd::validated_append, const append_request&>);
+static_assert(!std::is_default_constructible_v<dcbd::validated_append>);
+static_assert(!std::is_convertible_v<append_request, dcbd::validated_append>);
 
 // -- validate() and is_utf8() directly ---------------------------------------
 
