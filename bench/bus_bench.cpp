@@ -265,6 +265,112 @@ void fanout() {
   }
 }
 
+// -- a slow subscriber
+// ----------------------------------------------------------
+
+// The writers' rate with one subscriber that consumes slowly (each batch
+// acknowledged SLOW_ACK_MS later, from a thread of its own; credit 1,024
+// events), against the same load with no subscriber, in one run; then the
+// time the slow one needs to end with every event, in order.
+void fanout_slow() {
+  auto duration = seconds_env("FANOUT_SECONDS", 5);
+  auto delay = std::chrono::milliseconds{
+    static_cast<long>(seconds_env("SLOW_ACK_MS", 20))};
+  double rate[2] = {0, 0};
+  for (int slow = 0; slow < 2; ++slow) {
+    drop_schema();
+    system_holder h;
+    dcbd::engine eng{*h.sys, engine_cfg()};
+    counter c;
+    std::mutex mtx;
+    std::condition_variable cv;
+    std::deque<std::pair<steady::time_point, std::function<void(bool)>>> acks;
+    bool done = false;
+    std::thread acker{[&] {
+      std::unique_lock lock{mtx};
+      while (!done) {
+        if (acks.empty()) {
+          cv.wait(lock);
+          continue;
+        }
+        auto [due, ack] = std::move(acks.front());
+        acks.pop_front();
+        lock.unlock();
+        std::this_thread::sleep_until(due);
+        ack(true);
+        lock.lock();
+      }
+    }};
+    dcbd::subscription sub;
+    if (slow)
+      sub = eng.subscribe_paced(
+        dcbd::query::all(), 0,
+        [&](std::vector<bus_item>& items, std::function<void(bool)> ack) {
+          std::uint64_t n = 0;
+          for (auto& x : items) {
+            if (x.kind != bus_item_kind::event)
+              continue;
+            if (x.position != c.last + 1 && c.last != 0)
+              c.ordered = false;
+            c.last = x.position;
+            ++n;
+          }
+          c.events += n;
+          std::lock_guard guard{mtx};
+          acks.emplace_back(steady::now() + delay, std::move(ack));
+          cv.notify_one();
+        },
+        [&c](const dcbd::bus_end&) {
+          c.ended = true;
+        });
+    std::this_thread::sleep_for(200ms);
+    append_load load{eng, 64, 10};
+    std::this_thread::sleep_for(1s); // warm-up
+    auto a0 = load.events();
+    auto t0 = steady::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+    auto a1 = load.events();
+    auto secs = std::chrono::duration<double>(steady::now() - t0).count();
+    auto behind_at_stop = a1 - std::min<std::uint64_t>(a1, c.events);
+    load.stop();
+    auto total = load.events();
+    rate[slow] = static_cast<double>(a1 - a0) / secs;
+    bool complete = !slow;
+    double drain = 0;
+    if (slow) {
+      auto t1 = steady::now();
+      auto until = t1 + 180s;
+      while (steady::now() < until && c.events < total)
+        std::this_thread::sleep_for(20ms);
+      complete = c.events == total;
+      drain = std::chrono::duration<double>(steady::now() - t1).count();
+    }
+    auto stats = eng.bus_stats();
+    std::printf("summary fanout_slow_%d slow_subscribers=%d ack_ms=%lld "
+                "append_events_per_s=%.0f behind_at_stop=%llu "
+                "drain_seconds=%.1f complete=%d ordered=%d fell_behind=%llu "
+                "errors=%llu events=%llu\n",
+                slow, slow, static_cast<long long>(delay.count()), rate[slow],
+                static_cast<unsigned long long>(slow ? behind_at_stop : 0),
+                drain, complete ? 1 : 0, c.ordered ? 1 : 0,
+                static_cast<unsigned long long>(stats ? stats->fell_behind : 0),
+                static_cast<unsigned long long>(load.errors()),
+                static_cast<unsigned long long>(total));
+    std::fflush(stdout);
+    sub.cancel();
+    {
+      std::lock_guard guard{mtx};
+      done = true;
+      cv.notify_one();
+    }
+    acker.join();
+    // Acknowledgements still queued are dropped with the subscription.
+  }
+  std::printf("summary fanout_slow ratio=%.3f\n",
+              rate[0] > 0 ? rate[1] / rate[0] : 0.0);
+  std::fflush(stdout);
+}
+
 // -- latency ------------------------------------------------------------------
 
 // Records commit -> delivery latencies the sinks report.
@@ -654,11 +760,13 @@ void catchup() {
 int main(int argc, char** argv) {
   std::vector<std::string> which(argv + 1, argv + argc);
   if (which.empty())
-    which = {"fanout", "latency", "sse", "ws", "catchup"};
+    which = {"fanout", "slow", "latency", "sse", "ws", "catchup"};
   try {
     for (auto& w : which) {
       if (w == "fanout")
         fanout();
+      else if (w == "slow")
+        fanout_slow();
       else if (w == "latency") {
         latency_in_process_only();
         latency_sse_only();

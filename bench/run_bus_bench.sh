@@ -3,9 +3,9 @@
 # workloads, then the targets of the bus issue checked against the figures
 # of the same run. Saved to .bench/bus-<timestamp>.txt and printed.
 #
-# usage: bench/run_bus_bench.sh [workload...]   (fanout latency sse ws catchup;
-#          default: all)
-# env:   DCBD_TEST_PG_DSN (set by ./dev), FANOUT_SECONDS (5),
+# usage: bench/run_bus_bench.sh [workload...]   (fanout slow latency sse ws
+#          catchup; default: all)
+# env:   DCBD_TEST_PG_DSN (set by ./dev), FANOUT_SECONDS (5), SLOW_ACK_MS (20),
 #        LATENCY_SECONDS (5), SSE_SECONDS (5), SSE_CONNECTIONS (500),
 #        CATCHUP_EVENTS (1000000), DCBD_BUS_BENCH (the binary; default:
 #        this build's)
@@ -42,6 +42,12 @@ target() { bench_target "$@"; }
   target "append rate with 100 subscribers / with none" "$ratio" ">=" 0.9
   target "every subscriber complete and in order (100 subscribers)" \
     "$(value fanout_100 complete)" ">=" 1
+  target "append rate with one slow subscriber / with none" \
+    "$(value fanout_slow ratio)" ">=" 0.9
+  if [[ -n "$(value fanout_slow_1 complete)" ]]; then
+    target "the slow subscriber ends complete and in order" \
+      "$(($(value fanout_slow_1 complete) * $(value fanout_slow_1 ordered)))" ">=" 1
+  fi
   target "commit -> delivery p99 in process (ms)" "$(value latency_in_process p99_ms)" "<=" 2
   target "commit -> written to the SSE socket p99 (ms)" \
     "$(value latency_sse_commit_to_socket p99_ms)" "<=" 10
