@@ -8,7 +8,8 @@
 // checks what an operator sees and does in the page: the live tail shows an
 // appended event within a second with a complete prev chain, filters,
 // browses back; pause and resume of the projector course_seats with its
-// buttons; dead letters; a discarded job retried, a job cancelled after a
+// buttons; dead letters (a retry the handler refuses again, shown in plain
+// words; a skip after a confirmation); a discarded job retried, a job cancelled after a
 // confirmation; an unknown job explained in plain words; the cluster page;
 // a narrow screen. It fails on any console error or uncaught exception in
 // the page (but the one 404 it provokes on purpose) and on any request that
@@ -175,6 +176,7 @@ function append(events) {
 const consoleErrors = [];
 const outside = [];
 let expected404 = 0;
+let expected409 = 0;
 const timings = [];
 
 async function run() {
@@ -219,6 +221,10 @@ async function run() {
       expected404--;
       return;
     }
+    if (expected409 > 0 && /status of 409/.test(m.text())) {
+      expected409--;
+      return;
+    }
     consoleErrors.push(text);
   });
   page.on('pageerror', (e) => consoleErrors.push(`uncaught: ${e.message}`));
@@ -253,18 +259,24 @@ async function run() {
   await waitText('#ov-projectors', /running/);
   await waitText('#ov-jobs', /discarded/);
   await waitText('#ov-cluster', /^2 members: 2 up$/);
-  // Rates need two samples; appends while the page watches make them move.
-  for (let i = 0; i < 4; i++) {
-    await append([event('PageViewed', ['page:overview'], { i })]);
-    await sleep(300);
-  }
-  await waitText('#ov-appends', /^[\d.,]+$/);
+  // Rates need two samples; appends while the page watches make them move,
+  // until the page shows a rate above zero (and the screenshot with it).
+  let feeding = true;
+  const feeder = (async () => {
+    for (let i = 0; feeding && i < 200; i++) {
+      await append([event('PageViewed', ['page:overview'], { i })]);
+      await sleep(100);
+    }
+  })();
+  await waitText('#ov-appends', /^(?!0(\.0*)?$)[\d.,]+$/, 15000);
   // The appends/s sparkline has a few points.
   await page.waitForFunction(() => {
     const p = document.querySelector('#ov-appends-spark path');
     return p && (p.getAttribute('d').match(/L/g) || []).length >= 2;
   }, { timeout: 10000 });
   await shot('overview');
+  feeding = false;
+  await feeder;
 
   // -- events: the tail ----------------------------------------------------------
   await page.click('#nav a[data-page="events"]');
@@ -355,6 +367,27 @@ async function run() {
   await page.waitForSelector(`#dl-table tbody tr[data-position="${poisonPosition}"]`);
   await waitText('#pj-table tbody tr[data-name="course_seats"] td:nth-child(5)', /\d/);
   await shot('projectors');
+  // Retry: the example's handler rejects the event again; the node's 409
+  // is shown in plain words and the letter stays, with one attempt more
+  // (the browser logs the 409).
+  const letterRow = `#dl-table tbody tr[data-position="${poisonPosition}"]`;
+  const attempts = (await call('GET', '/v1/projectors/course_seats/dead-letters'))[0].attempts;
+  expected409 = 1;
+  // (Clicked in the page in one step: the list is redrawn every second.)
+  await page.$eval(`${letterRow} button:not(.danger)`, (b) => b.click());
+  await page.waitForSelector('#error:not([hidden])');
+  await waitText('#error-text', /failed again on event/);
+  await page.click('#error-close');
+  await page.waitForSelector('#error[hidden]');
+  const letters = await call('GET', '/v1/projectors/course_seats/dead-letters');
+  check(letters.length === 1 && letters[0].attempts === attempts + 1, `after a retry the node has ${JSON.stringify(letters)}`);
+  // Skip asks first, then drops the letter for good.
+  await page.$eval(`${letterRow} button.danger`, (b) => b.click());
+  await page.waitForSelector('#confirm-dialog[open]');
+  check(/Skip event/.test(await text('#confirm-text')), 'the skip confirmation says what it does');
+  await page.click('#confirm-yes');
+  await page.waitForSelector(letterRow, { hidden: true, timeout: 5000 });
+  check((await call('GET', '/v1/projectors/course_seats/dead-letters')).length === 0, 'the node kept the skipped dead letter');
 
   // -- jobs ------------------------------------------------------------------------
   await page.click('#nav a[data-page="jobs"]');
