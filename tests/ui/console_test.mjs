@@ -9,7 +9,8 @@
 // appended event within a second with a complete prev chain, filters,
 // browses back; pause and resume of the projector course_seats with its
 // buttons; dead letters (a retry the handler refuses again, shown in plain
-// words; a skip after a confirmation); a discarded job retried, a job cancelled after a
+// words; a skip after a confirmation); a confirmed rebuild; a discarded
+// job retried, a job cancelled after a
 // confirmation; an unknown job explained in plain words; the cluster page;
 // a narrow screen. It fails on any console error or uncaught exception in
 // the page (but the one 404 it provokes on purpose) and on any request that
@@ -388,6 +389,17 @@ async function run() {
   await page.click('#confirm-yes');
   await page.waitForSelector(letterRow, { hidden: true, timeout: 5000 });
   check((await call('GET', '/v1/projectors/course_seats/dead-letters')).length === 0, 'the node kept the skipped dead letter');
+  // Rebuild, confirmed: the read model is recounted from the start, so the
+  // skipped event is met, and parked, again.
+  await page.$eval(`${row} button[data-action="rebuild"]`, (b) => b.click());
+  await page.waitForSelector('#confirm-dialog[open]');
+  await page.click('#confirm-yes');
+  await page.waitForSelector('#confirm-dialog:not([open])');
+  await until('the rebuild to recount and park the bad event again', async () => {
+    const p = await call('GET', '/v1/projectors/course_seats');
+    return p.state === 'running' && p.dead_letters === 1 && p.position >= poisonPosition;
+  });
+  await waitText(`${row} td:nth-child(2)`, /running/);
 
   // -- jobs ------------------------------------------------------------------------
   await page.click('#nav a[data-page="jobs"]');
