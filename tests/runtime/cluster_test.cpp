@@ -773,6 +773,21 @@ TEST_F(Cluster, OtherSettingsOrAnotherClusterAreRefused) {
   EXPECT_TRUE(mesh({0, 1}));
   nodes_[2].proc.reset();
 
+  // Another connection timeout (the other setting failure detection rests
+  // on): refused the same way.
+  auto refused_by_n1 = metric(0, "dcb_cluster_handshakes_refused_total");
+  start(2, {"--middleman.connection-timeout=5s"});
+  EXPECT_TRUE(eventually(
+    [&] {
+      return metric(0, "dcb_cluster_handshakes_refused_total") != refused_by_n1;
+    },
+    10s))
+    << file_text(nodes_[2].proc->log());
+  EXPECT_NE(view(0)["n3"], "up");
+  EXPECT_NE(view(2)["n1"], "up");
+  EXPECT_TRUE(mesh({0, 1}));
+  nodes_[2].proc.reset();
+
   // Another cluster name: CAF's application identifier keeps it out.
   start(2, {}, {{"DCB_CLUSTER_NAME", "elsewhere"}});
   std::this_thread::sleep_for(3s);
