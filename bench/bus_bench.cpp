@@ -178,21 +178,26 @@ struct counter {
   std::atomic<bool> ended{false};
 };
 
+// Counts the events of `items` into `c`, noting any out of order.
+void count_items(counter& c, const std::vector<bus_item>& items) {
+  std::uint64_t n = 0;
+  for (auto& x : items) {
+    if (x.kind != bus_item_kind::event)
+      continue;
+    if (x.position != c.last + 1 && c.last != 0)
+      c.ordered = false;
+    c.last = x.position;
+    ++n;
+  }
+  c.events += n;
+}
+
 dcbd::subscription count_into(dcbd::engine& eng, counter& c,
                               std::uint64_t after) {
   return eng.subscribe(
     dcbd::query::all(), after,
     [&c](std::vector<bus_item>& items) {
-      std::uint64_t n = 0;
-      for (auto& x : items) {
-        if (x.kind != bus_item_kind::event)
-          continue;
-        if (x.position != c.last + 1 && c.last != 0)
-          c.ordered = false;
-        c.last = x.position;
-        ++n;
-      }
-      c.events += n;
+      count_items(c, items);
     },
     [&c](const dcbd::bus_end&) {
       c.ended = true;
@@ -306,16 +311,7 @@ void fanout_slow() {
       sub = eng.subscribe_paced(
         dcbd::query::all(), 0,
         [&](std::vector<bus_item>& items, std::function<void(bool)> ack) {
-          std::uint64_t n = 0;
-          for (auto& x : items) {
-            if (x.kind != bus_item_kind::event)
-              continue;
-            if (x.position != c.last + 1 && c.last != 0)
-              c.ordered = false;
-            c.last = x.position;
-            ++n;
-          }
-          c.events += n;
+          count_items(c, items);
           std::lock_guard guard{mtx};
           acks.emplace_back(steady::now() + delay, std::move(ack));
           cv.notify_one();
