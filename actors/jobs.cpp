@@ -156,7 +156,6 @@ struct job_service::impl : std::enable_shared_from_this<job_service::impl> {
   std::atomic<bool> stopped{false};
   std::atomic<bool> maintaining{false};
   std::atomic<bool> syncing{false};
-  std::atomic<std::uint64_t> maintenance_runs{0};
 
   mutable std::mutex mtx;
   std::vector<waiter> waiters;

@@ -823,13 +823,6 @@ caf::behavior instance_impl(instance_actor* self, spec_ptr spec,
         out.message = "the projector is starting: " + st.last_error;
         return out;
       }
-      if (st.outdated && a != projector_action::pause
-          && a != projector_action::skip_dead_letter) {
-        out.what = projector_reply::code::conflict;
-        out.message = "projector " + st.spec->name + ": " + st.last_error
-                      + "; a node with the newer version must act on it";
-        return out;
-      }
       switch (a) {
         case projector_action::pause:
           pause(self);
@@ -1222,7 +1215,8 @@ void control(host_actor* self, control_request& req) {
   if (!here)
     return control_here(self, req, row);
   // An instance older than the read model holds it failed and never acts
-  // on it: neither the intent nor the action fits (rolling upgrades).
+  // on it: neither the intent nor the action fits (rolling upgrades). The
+  // one gate: every management call reaches an instance through here.
   if (auto spec = st.specs.find(req.name);
       spec != st.specs.end() && row.version > spec->second->version
       && req.action != projector_action::pause

@@ -62,7 +62,7 @@ std::string dsn() {
   throw std::runtime_error("set DCBD_TEST_PG_DSN");
 }
 
-double seconds_env(const char* name, double fallback) {
+double number_env(const char* name, double fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::atof(v) : fallback;
 }
@@ -215,7 +215,7 @@ double percentile(std::vector<double> xs, double p) {
 // -- fanout -----------------------------------------------------------------
 
 void fanout() {
-  auto duration = seconds_env("FANOUT_SECONDS", 5);
+  auto duration = number_env("FANOUT_SECONDS", 5);
   for (std::size_t subs : {0, 1, 10, 100}) {
     drop_schema();
     system_holder h;
@@ -278,9 +278,9 @@ void fanout() {
 // events), against the same load with no subscriber, in one run; then the
 // time the slow one needs to end with every event, in order.
 void fanout_slow() {
-  auto duration = seconds_env("FANOUT_SECONDS", 5);
+  auto duration = number_env("FANOUT_SECONDS", 5);
   auto delay = std::chrono::milliseconds{
-    static_cast<long>(seconds_env("SLOW_ACK_MS", 20))};
+    static_cast<long>(number_env("SLOW_ACK_MS", 20))};
   double rate[2] = {0, 0};
   for (int slow = 0; slow < 2; ++slow) {
     drop_schema();
@@ -407,7 +407,7 @@ void report(const char* name, std::vector<double> ms) {
 }
 
 void latency() {
-  auto secs = seconds_env("LATENCY_SECONDS", 5);
+  auto secs = number_env("LATENCY_SECONDS", 5);
   drop_schema();
   system_holder h;
   dcbd::engine eng{*h.sys, engine_cfg()};
@@ -473,7 +473,7 @@ void latency() {
 }
 
 void latency_in_process_only() {
-  auto secs = seconds_env("LATENCY_SECONDS", 5);
+  auto secs = number_env("LATENCY_SECONDS", 5);
   drop_schema();
   system_holder h;
   auto hooks = std::make_shared<latency_hooks>();
@@ -492,7 +492,7 @@ void latency_in_process_only() {
 }
 
 void latency_sse_only() {
-  auto secs = seconds_env("LATENCY_SECONDS", 5);
+  auto secs = number_env("LATENCY_SECONDS", 5);
   drop_schema();
   system_holder h;
   auto hooks = std::make_shared<latency_hooks>();
@@ -554,9 +554,9 @@ void measure_fanout(const char* name, dcbd::engine& eng,
 }
 
 void sse_fanout() {
-  auto secs = seconds_env("SSE_SECONDS", 5);
+  auto secs = number_env("SSE_SECONDS", 5);
   std::size_t connections
-    = static_cast<std::size_t>(seconds_env("SSE_CONNECTIONS", 500));
+    = static_cast<std::size_t>(number_env("SSE_CONNECTIONS", 500));
   drop_schema();
   system_holder h;
   dcbd::engine eng{*h.sys, engine_cfg()};
@@ -652,9 +652,9 @@ private:
 };
 
 void ws_fanout() {
-  auto secs = seconds_env("SSE_SECONDS", 5);
+  auto secs = number_env("SSE_SECONDS", 5);
   std::size_t connections
-    = static_cast<std::size_t>(seconds_env("SSE_CONNECTIONS", 500));
+    = static_cast<std::size_t>(number_env("SSE_CONNECTIONS", 500));
   drop_schema();
   system_holder h;
   dcbd::engine eng{*h.sys, engine_cfg()};
@@ -688,7 +688,7 @@ void ws_fanout() {
 // -- catch-up -----------------------------------------------------------------
 
 void catchup() {
-  auto n = static_cast<std::size_t>(seconds_env("CATCHUP_EVENTS", 1'000'000));
+  auto n = static_cast<std::size_t>(number_env("CATCHUP_EVENTS", 1'000'000));
   drop_schema();
   {
     dcbd::pg_config pc;
